@@ -1,0 +1,303 @@
+//! The plugin side of the boundary: adapters from the safe traits (layer 2) to the raw ABI
+//! (layer 1), and the [`export_storage_plugin!`](crate::export_storage_plugin) macro that
+//! instantiates them in a plugin crate.
+//!
+//! Every call into plugin code goes through [`guard`], which catches a panic and turns it into a
+//! `Panicked` error carrying the panic message. A panic that reached a `#[sabi_trait]` shim would
+//! end the whole host process, so no plugin code runs outside a guard, including `Drop`.
+
+use std::{
+    any::Any,
+    panic::{catch_unwind, AssertUnwindSafe},
+};
+
+use abi_stable::{
+    library::{CheckTypeLayout, LibHeader, RootModuleResult},
+    prefix_type::PrefixTypeTrait,
+    sabi_trait::TD_Opaque,
+    std_types::{RErr, ROk, ROption, RResult, RSlice, RSliceMut, RStr, RVec},
+};
+
+use crate::{
+    abi::{
+        scope_from_raw, PluginModule, PluginModuleRef, RCompleted, RError, RHandle, RHostLog,
+        RInput, RInputBox, RInput_TO, RJob, RJobBox, RJob_TO, RLocation, RLocationBox,
+        RLocation_TO, RManifest, ROutput, ROutputBox, ROutput_TO, RResolved, RStorage,
+        RStorageBox, RStorageInfo, RStorage_TO,
+    },
+    error::StorageError,
+    handle::StateHandle,
+    storage::{
+        CheckpointLocation, CheckpointStorage, InputStream, JobStorage, OutputStream,
+        StoragePlugin,
+    },
+    version::ApiVersion,
+};
+
+/// The symbol name abi_stable looks up for the root module (its `ROOT_MODULE_LOADER_NAME`).
+/// It must be a literal for `#[export_name]`; a test checks it against abi_stable's constant.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __cairn_root_module_symbol {
+    () => {
+        "_1as_0lib_1header_0root_bmodule_bloader"
+    };
+}
+
+/// Export a [`StoragePlugin`] implementation from a `cdylib` crate.
+///
+/// ```text
+/// struct MyPlugin;
+/// impl cairn_plugin_api::StoragePlugin for MyPlugin { /* manifest, open */ }
+/// cairn_plugin_api::export_storage_plugin!(MyPlugin);
+/// ```
+///
+/// This generates two symbols: `cairn_plugin_api_version`, a plain C function the host reads
+/// first to check API compatibility, and abi_stable's root module, whose layout the host checks
+/// before any storage call. Every call the host makes into the plugin is guarded against panics,
+/// and the plugin's `tracing` events are forwarded to the host's subscriber.
+///
+/// Use it once per library.
+#[macro_export]
+macro_rules! export_storage_plugin {
+    ($plugin:ty) => {
+        $crate::export_storage_plugin!(@api_version $plugin, $crate::API_VERSION);
+    };
+    // Hidden form for the harness' version-skew fixtures: claim another API version. A real
+    // plugin that lies about its version is refused by the host, or worse.
+    (@api_version $plugin:ty, $api:expr) => {
+        #[doc(hidden)]
+        #[unsafe(export_name = "cairn_plugin_api_version")]
+        pub extern "C" fn __cairn_plugin_api_version() -> u64 {
+            $crate::__private::probe_word($api)
+        }
+
+        #[doc(hidden)]
+        #[unsafe(export_name = $crate::__cairn_root_module_symbol!())]
+        pub static __CAIRN_ROOT_MODULE: $crate::__private::ExportedModule =
+            $crate::__private::export_module::<$plugin>();
+    };
+}
+
+/// The root module header of a plugin library, as a static.
+pub type ExportedModule = LibHeader;
+
+/// What `cairn_plugin_api_version` returns.
+pub fn probe_word(api: ApiVersion) -> u64 {
+    api.to_word()
+}
+
+/// The root-module header for plugin `P`; the static the macro exports.
+pub const fn export_module<P: StoragePlugin>() -> LibHeader {
+    // SAFETY: `constructor::<P>` returns the result of `__call_root_module_loader` on a function
+    // returning `PluginModuleRef`, which is exactly the `PrefixRef` erased from `PluginModuleRef`
+    // that `from_constructor::<PluginModuleRef>` requires.
+    unsafe { LibHeader::from_constructor::<PluginModuleRef>(constructor::<P>, CheckTypeLayout::Yes) }
+}
+
+extern "C" fn constructor<P: StoragePlugin>() -> RootModuleResult {
+    abi_stable::library::__call_root_module_loader(module::<P>)
+}
+
+fn module<P: StoragePlugin>() -> PluginModuleRef {
+    PluginModule { manifest: manifest::<P>, open: open::<P> }.leak_into_prefix()
+}
+
+extern "C" fn manifest<P: StoragePlugin>() -> RResult<RManifest, RError> {
+    guard("manifest", || Ok(P::manifest().into()))
+}
+
+extern "C" fn open<P: StoragePlugin>(options: RStr<'_>, log: RHostLog) -> RResult<RStorageBox, RError> {
+    crate::logging::forward_to_host(log);
+    guard("open", || {
+        let storage = P::open(options.as_str())?;
+        Ok(RStorage_TO::from_value(Guarded::new(storage), TD_Opaque))
+    })
+}
+
+/// Turn a panic payload into its message.
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-string payload".to_string()
+    }
+}
+
+/// Run plugin code, turning its error into an `RError` and a panic into a `Panicked` error.
+fn guard<T>(call: &str, f: impl FnOnce() -> Result<T, StorageError>) -> RResult<T, RError> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => ROk(v),
+        Ok(Err(e)) => RErr(e.into()),
+        Err(payload) => RErr(
+            StorageError::Panicked(format!("in {call}(): {}", panic_message(payload.as_ref())))
+                .into(),
+        ),
+    }
+}
+
+/// A plugin object behind an ABI vtable. Dropping it drops the object inside a panic guard.
+struct Guarded<T>(Option<T>);
+
+impl<T> Guarded<T> {
+    fn new(inner: T) -> Self {
+        Guarded(Some(inner))
+    }
+
+    fn get(&self) -> &T {
+        // The option is only emptied by `drop`.
+        self.0.as_ref().expect("object used after drop")
+    }
+
+    fn get_mut(&mut self) -> &mut T {
+        self.0.as_mut().expect("object used after drop")
+    }
+}
+
+impl<T> Drop for Guarded<T> {
+    fn drop(&mut self) {
+        if let Some(inner) = self.0.take() {
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(inner))) {
+                tracing::error!(
+                    "plugin object panicked while being dropped: {}",
+                    panic_message(payload.as_ref())
+                );
+            }
+        }
+    }
+}
+
+fn job_box(job: Box<dyn JobStorage>) -> RJobBox {
+    RJob_TO::from_value(Guarded::new(job), TD_Opaque)
+}
+
+fn location_box(loc: Box<dyn CheckpointLocation>) -> RLocationBox {
+    RLocation_TO::from_value(Guarded::new(loc), TD_Opaque)
+}
+
+fn output_box(out: Box<dyn OutputStream>) -> ROutputBox {
+    ROutput_TO::from_value(Guarded::new(out), TD_Opaque)
+}
+
+fn input_box(input: Box<dyn InputStream>) -> RInputBox {
+    RInput_TO::from_value(Guarded::new(input), TD_Opaque)
+}
+
+impl RStorage for Guarded<Box<dyn CheckpointStorage>> {
+    fn info(&self) -> RResult<RStorageInfo, RError> {
+        guard("info", || Ok(self.get().info().into()))
+    }
+
+    fn job(&self, job_id: RStr<'_>) -> RResult<RJobBox, RError> {
+        guard("job", || self.get().job(job_id.as_str()).map(job_box))
+    }
+
+    fn resolve(&self, pointer: RStr<'_>) -> RResult<RResolved, RError> {
+        guard("resolve", || self.get().resolve(pointer.as_str()).map(Into::into))
+    }
+
+    fn open_handle(&self, handle: &RHandle) -> RResult<RInputBox, RError> {
+        guard("open_handle", || {
+            let handle = StateHandle::try_from(handle.clone())?;
+            self.get().open_handle(&handle).map(input_box)
+        })
+    }
+
+    fn discard(&self, handle: &RHandle) -> RResult<(), RError> {
+        guard("discard", || {
+            let handle = StateHandle::try_from(handle.clone())?;
+            self.get().discard(&handle)
+        })
+    }
+
+    fn dispose(&self, pointer: RStr<'_>) -> RResult<(), RError> {
+        guard("dispose", || self.get().dispose(pointer.as_str()))
+    }
+}
+
+impl RJob for Guarded<Box<dyn JobStorage>> {
+    fn begin_checkpoint(&self, checkpoint_id: u64) -> RResult<RLocationBox, RError> {
+        guard("begin_checkpoint", || self.get().begin_checkpoint(checkpoint_id).map(location_box))
+    }
+
+    fn begin_savepoint(
+        &self,
+        checkpoint_id: u64,
+        target: ROption<RStr<'_>>,
+    ) -> RResult<RLocationBox, RError> {
+        guard("begin_savepoint", || {
+            let target = target.into_option();
+            self.get()
+                .begin_savepoint(checkpoint_id, target.as_ref().map(|t| t.as_str()))
+                .map(location_box)
+        })
+    }
+
+    fn create_task_owned_stream(&self) -> RResult<ROutputBox, RError> {
+        guard("create_task_owned_stream", || self.get().create_task_owned_stream().map(output_box))
+    }
+
+    fn list_completed(&self) -> RResult<RVec<RCompleted>, RError> {
+        guard("list_completed", || {
+            Ok(self.get().list_completed()?.into_iter().map(Into::into).collect())
+        })
+    }
+}
+
+impl RLocation for Guarded<Box<dyn CheckpointLocation>> {
+    fn create_stream(&self, scope: u8) -> RResult<ROutputBox, RError> {
+        guard("create_stream", || self.get().create_stream(scope_from_raw(scope)?).map(output_box))
+    }
+
+    fn commit(&self, metadata: RSlice<'_, u8>) -> RResult<RCompleted, RError> {
+        guard("commit", || self.get().commit(metadata.as_slice()).map(Into::into))
+    }
+
+    fn dispose_on_failure(&self) -> RResult<(), RError> {
+        guard("dispose_on_failure", || self.get().dispose_on_failure())
+    }
+}
+
+impl ROutput for Guarded<Box<dyn OutputStream>> {
+    fn write(&mut self, buf: RSlice<'_, u8>) -> RResult<(), RError> {
+        guard("write", || self.get_mut().write(buf.as_slice()))
+    }
+
+    fn pos(&self) -> RResult<u64, RError> {
+        guard("pos", || self.get().pos())
+    }
+
+    fn close_and_get_handle(&mut self) -> RResult<ROption<RHandle>, RError> {
+        guard("close_and_get_handle", || {
+            Ok(self.get_mut().close_and_get_handle()?.map(RHandle::from).into())
+        })
+    }
+}
+
+impl RInput for Guarded<Box<dyn InputStream>> {
+    fn read(&mut self, mut buf: RSliceMut<'_, u8>) -> RResult<usize, RError> {
+        guard("read", || self.get_mut().read(buf.as_mut_slice()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn root_module_symbol_matches_abi_stable() {
+        assert_eq!(__cairn_root_module_symbol!(), abi_stable::library::ROOT_MODULE_LOADER_NAME);
+    }
+
+    #[test]
+    fn guard_turns_a_panic_into_an_error() {
+        let r = super::guard::<()>("write", || panic!("boom {}", 7));
+        match r {
+            abi_stable::std_types::RErr(e) => {
+                assert_eq!(e.kind, crate::ErrorKind::Panicked.code());
+                assert_eq!(e.message.as_str(), "in write(): boom 7");
+            }
+            abi_stable::std_types::ROk(()) => panic!("expected an error"),
+        }
+    }
+}

@@ -1,0 +1,281 @@
+//! Layer 3, the host side: load a plugin library through abi_stable and present it through the
+//! safe traits of layer 2.
+//!
+//! The host's loader decides *which* file to load and checks it first (shared-library magic, the
+//! raw `cairn_plugin_api_version` probe, permissions, pins); [`load_library`] then does the typed
+//! part: it reads the library's own abi_stable header (never abi_stable's per-type module cache,
+//! which would hand back the first plugin for every later path), checks the root module's layout,
+//! and reads the manifest.
+//!
+//! The wrappers here add no behaviour of their own: they convert values, and turn an unknown
+//! error kind into `Other`. Deadlines on blocking calls are the caller's business (the host runs
+//! plugin calls that may hang on threads it can abandon).
+
+use std::path::Path;
+
+use abi_stable::{
+    library::{lib_header_from_path, LibraryError},
+    std_types::{ROption, RResult, RSlice, RSliceMut, RStr},
+};
+
+use crate::{
+    abi::{
+        scope_to_raw, PluginModuleRef, RHandle, RInputBox, RJobBox, RLocationBox, ROutputBox,
+        RStorageBox,
+    },
+    error::{StorageError, StorageResult},
+    handle::{Scope, StateHandle},
+    manifest::Manifest,
+    storage::{
+        CheckpointLocation, CheckpointStorage, CompletedCheckpoint, InputStream, JobStorage,
+        OutputStream, ResolvedCheckpoint, StorageInfo,
+    },
+};
+
+/// Why the typed load of a library failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TypedLoadError {
+    /// The dynamic loader refused the file.
+    #[error("cannot be loaded: {0}")]
+    Open(String),
+    /// The file has no abi_stable root module: it is not a cairn plugin.
+    #[error("is not a cairn storage plugin: it exports no plugin root module")]
+    NoRootModule,
+    /// The library was built with an incompatible abi_stable.
+    #[error("was built with an incompatible abi_stable: {0}")]
+    AbiStable(String),
+    /// The root module's type layout differs from the host's.
+    #[error("has an ABI layout mismatch: {summary}")]
+    LayoutMismatch {
+        /// One line: what differs.
+        summary: String,
+        /// abi_stable's full report, for debug logs.
+        detail: String,
+    },
+    /// The root module constructor failed or panicked.
+    #[error("failed to initialise: {0}")]
+    Init(String),
+    /// The manifest call failed, panicked, or returned an unusable manifest.
+    #[error("has a bad manifest: {0}")]
+    Manifest(String),
+}
+
+/// A loaded plugin library. Libraries are never unloaded.
+#[derive(Clone)]
+pub struct LoadedPlugin {
+    module: PluginModuleRef,
+    manifest: Manifest,
+}
+
+impl std::fmt::Debug for LoadedPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedPlugin").field("manifest", &self.manifest).finish()
+    }
+}
+
+/// Load the plugin library at `path`, check its layout and read its manifest.
+///
+/// Call this only after checking the library's API version through its raw probe symbol: a
+/// library of another major version fails here with a layout mismatch, which is a worse message.
+pub fn load_library(path: &Path) -> Result<LoadedPlugin, TypedLoadError> {
+    let header = lib_header_from_path(path).map_err(|e| match e {
+        LibraryError::OpenError { err, .. } => TypedLoadError::Open(err.to_string()),
+        LibraryError::GetSymbolError { .. } => TypedLoadError::NoRootModule,
+        LibraryError::InvalidAbiHeader(h) => TypedLoadError::AbiStable(format!("{h:?}")),
+        other => TypedLoadError::Open(one_line(&other.to_string())),
+    })?;
+    let module = header.check_layout::<PluginModuleRef>().map_err(|e| match e {
+        LibraryError::AbiInstability(report) => {
+            let detail = report.to_string();
+            TypedLoadError::LayoutMismatch { summary: summarize_layout_report(&detail), detail }
+        }
+        LibraryError::RootModule { err, .. } => TypedLoadError::Init(one_line(&err.to_string())),
+        other => TypedLoadError::Init(one_line(&other.to_string())),
+    })?;
+    let manifest: Manifest = match (module.manifest())() {
+        RResult::ROk(m) => m.into(),
+        RResult::RErr(e) => return Err(TypedLoadError::Manifest(StorageError::from(e).to_string())),
+    };
+    manifest.validate().map_err(TypedLoadError::Manifest)?;
+    Ok(LoadedPlugin { module, manifest })
+}
+
+/// abi_stable's messages span lines; the loader's errors are one line.
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Reduce abi_stable's layout report (often hundreds of lines) to one line: the first concrete
+/// difference it names.
+fn summarize_layout_report(report: &str) -> String {
+    let lines: Vec<&str> = report.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let mut out = None;
+    for (i, line) in lines.iter().enumerate() {
+        if let Some(rest) = line.strip_prefix("Error:") {
+            let mut s = rest.trim().to_string();
+            for follow in lines.iter().skip(i + 1).take(2) {
+                if follow.starts_with("Expected:") || follow.starts_with("Found:") {
+                    s.push_str("; ");
+                    s.push_str(follow);
+                }
+            }
+            out = Some(s);
+            break;
+        }
+    }
+    let mut s = out.unwrap_or_else(|| lines.first().map(|l| l.to_string()).unwrap_or_default());
+    s = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    if s.len() > 240 {
+        let mut cut = 240;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push('…');
+    }
+    format!("{s} (run with RUST_LOG=debug for abi_stable's full report)")
+}
+
+impl LoadedPlugin {
+    /// The plugin's manifest, read at load.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Open a storage instance with the serialized `[storage.options]` table.
+    pub fn open(&self, options: &str) -> StorageResult<Box<dyn CheckpointStorage>> {
+        let inner = into_result((self.module.open())(
+            RStr::from_str(options),
+            crate::logging::host_log_sink(),
+        ))?;
+        // Read the info once: it is fixed for the instance, and a failure here (even a panic)
+        // is an open failure rather than a surprise later.
+        let info = into_result(inner.info())?.into();
+        Ok(Box::new(LoadedStorage { inner, info }))
+    }
+}
+
+fn into_result<T>(r: RResult<T, crate::abi::RError>) -> StorageResult<T> {
+    r.into_result().map_err(StorageError::from)
+}
+
+struct LoadedStorage {
+    inner: RStorageBox,
+    info: StorageInfo,
+}
+
+impl CheckpointStorage for LoadedStorage {
+    fn info(&self) -> StorageInfo {
+        self.info.clone()
+    }
+
+    fn job(&self, job_id: &str) -> StorageResult<Box<dyn JobStorage>> {
+        let inner = into_result(self.inner.job(RStr::from_str(job_id)))?;
+        Ok(Box::new(LoadedJob { inner }))
+    }
+
+    fn resolve(&self, pointer: &str) -> StorageResult<ResolvedCheckpoint> {
+        into_result(self.inner.resolve(RStr::from_str(pointer))).map(Into::into)
+    }
+
+    fn open_handle(&self, handle: &StateHandle) -> StorageResult<Box<dyn InputStream>> {
+        let inner = into_result(self.inner.open_handle(&RHandle::from(handle)))?;
+        Ok(Box::new(LoadedInput { inner }))
+    }
+
+    fn discard(&self, handle: &StateHandle) -> StorageResult<()> {
+        into_result(self.inner.discard(&RHandle::from(handle)))
+    }
+
+    fn dispose(&self, pointer: &str) -> StorageResult<()> {
+        into_result(self.inner.dispose(RStr::from_str(pointer)))
+    }
+}
+
+struct LoadedJob {
+    inner: RJobBox,
+}
+
+impl JobStorage for LoadedJob {
+    fn begin_checkpoint(&self, checkpoint_id: u64) -> StorageResult<Box<dyn CheckpointLocation>> {
+        let inner = into_result(self.inner.begin_checkpoint(checkpoint_id))?;
+        Ok(Box::new(LoadedLocation { inner }))
+    }
+
+    fn begin_savepoint(
+        &self,
+        checkpoint_id: u64,
+        target: Option<&str>,
+    ) -> StorageResult<Box<dyn CheckpointLocation>> {
+        let target: ROption<RStr<'_>> = target.map(RStr::from_str).into();
+        let inner = into_result(self.inner.begin_savepoint(checkpoint_id, target))?;
+        Ok(Box::new(LoadedLocation { inner }))
+    }
+
+    fn create_task_owned_stream(&self) -> StorageResult<Box<dyn OutputStream>> {
+        let inner = into_result(self.inner.create_task_owned_stream())?;
+        Ok(Box::new(LoadedOutput { inner }))
+    }
+
+    fn list_completed(&self) -> StorageResult<Vec<CompletedCheckpoint>> {
+        Ok(into_result(self.inner.list_completed())?.into_iter().map(Into::into).collect())
+    }
+}
+
+struct LoadedLocation {
+    inner: RLocationBox,
+}
+
+impl CheckpointLocation for LoadedLocation {
+    fn create_stream(&self, scope: Scope) -> StorageResult<Box<dyn OutputStream>> {
+        let inner = into_result(self.inner.create_stream(scope_to_raw(scope)))?;
+        Ok(Box::new(LoadedOutput { inner }))
+    }
+
+    fn commit(&self, metadata: &[u8]) -> StorageResult<CompletedCheckpoint> {
+        into_result(self.inner.commit(RSlice::from_slice(metadata))).map(Into::into)
+    }
+
+    fn dispose_on_failure(&self) -> StorageResult<()> {
+        into_result(self.inner.dispose_on_failure())
+    }
+}
+
+struct LoadedOutput {
+    inner: ROutputBox,
+}
+
+impl OutputStream for LoadedOutput {
+    fn write(&mut self, buf: &[u8]) -> StorageResult<()> {
+        into_result(self.inner.write(RSlice::from_slice(buf)))
+    }
+
+    fn pos(&self) -> StorageResult<u64> {
+        into_result(self.inner.pos())
+    }
+
+    fn close_and_get_handle(&mut self) -> StorageResult<Option<StateHandle>> {
+        match into_result(self.inner.close_and_get_handle())?.into_option() {
+            None => Ok(None),
+            Some(h) => Ok(Some(StateHandle::try_from(h)?)),
+        }
+    }
+}
+
+struct LoadedInput {
+    inner: RInputBox,
+}
+
+impl InputStream for LoadedInput {
+    fn read(&mut self, buf: &mut [u8]) -> StorageResult<usize> {
+        let len = buf.len();
+        let n = into_result(self.inner.read(RSliceMut::from_mut_slice(buf)))?;
+        if n > len {
+            return Err(StorageError::Corrupt(format!(
+                "plugin reported reading {n} bytes into a {len} byte buffer"
+            )));
+        }
+        Ok(n)
+    }
+}

@@ -1,0 +1,110 @@
+//! What a plugin says about itself before any storage call: identity, versions, capabilities.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::version::{ApiVersion, API_VERSION};
+
+bitflags::bitflags! {
+    /// What a backend can do. The conformance harness picks its cases from these flags, and the
+    /// host refuses configurations that need a capability the backend lacks.
+    ///
+    /// Bits are part of the ABI: never reuse one. New flags take new bits (note the API version
+    /// next to them); a host ignores bits it does not know.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+    #[serde(transparent)]
+    pub struct Capabilities: u64 {
+        /// Completed checkpoints outlive the process: a pointer resolves from a fresh process.
+        const PERSISTENT = 1 << 0;
+        /// Storage is reachable from other hosts, so a standby can take over a job.
+        const HIGHLY_AVAILABLE = 1 << 1;
+        /// Savepoints can be written.
+        const SAVEPOINTS = 1 << 2;
+        /// SHARED-scope streams (incremental state) are supported.
+        const SHARED_SCOPE = 1 << 3;
+        /// Task-owned streams are supported.
+        const TASK_OWNED = 1 << 4;
+        /// Large state is stored outside the metadata (stored handles exist).
+        const STORED_HANDLES = 1 << 5;
+    }
+}
+
+impl Capabilities {
+    /// Lower-case names of the set flags, for display and JSON.
+    pub fn names(self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        for (name, flag) in [
+            ("persistent", Capabilities::PERSISTENT),
+            ("highly-available", Capabilities::HIGHLY_AVAILABLE),
+            ("savepoints", Capabilities::SAVEPOINTS),
+            ("shared-scope", Capabilities::SHARED_SCOPE),
+            ("task-owned", Capabilities::TASK_OWNED),
+            ("stored-handles", Capabilities::STORED_HANDLES),
+        ] {
+            if self.contains(flag) {
+                out.push(name);
+            }
+        }
+        out
+    }
+}
+
+impl fmt::Display for Capabilities {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.names().join(", "))
+    }
+}
+
+/// A plugin's identity card.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Manifest {
+    /// Unique name used in `[storage] plugin = "..."`, for example `filesystem`.
+    pub name: String,
+    /// The plugin's own version (its crate version, usually).
+    pub version: String,
+    /// The plugin API the plugin was compiled against. [`Manifest::new`] fills it in.
+    pub api_version: ApiVersion,
+    /// One line for `cairn plugins list`.
+    pub description: String,
+    /// What the backend can do.
+    pub capabilities: Capabilities,
+}
+
+impl Manifest {
+    /// A manifest for a plugin compiled against this crate's API version.
+    pub fn new(
+        name: impl Into<String>,
+        version: impl Into<String>,
+        description: impl Into<String>,
+        capabilities: Capabilities,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            version: version.into(),
+            api_version: API_VERSION,
+            description: description.into(),
+            capabilities,
+        }
+    }
+
+    /// Check the fields a host relies on: a usable name and a version.
+    pub fn validate(&self) -> Result<(), String> {
+        let ok = !self.name.is_empty()
+            && self.name.len() <= 64
+            && self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if !ok {
+            return Err(format!(
+                "plugin name '{}' is invalid: use 1 to 64 lower-case letters, digits, '-' or '_'",
+                self.name
+            ));
+        }
+        if self.version.trim().is_empty() {
+            return Err(format!("plugin '{}' has an empty version", self.name));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,225 @@
+//! The safe traits a storage plugin implements (layer 2), and that the host uses for linked-in
+//! and loaded backends alike.
+//!
+//! The shapes follow Flink: a [`CheckpointStorage`] gives per-job access ([`JobStorage`]), which
+//! gives checkpoint and savepoint locations ([`CheckpointLocation`]), which give output streams
+//! ([`OutputStream`]). Every method is required: there are no default methods for a wrapper to
+//! fall back to silently.
+
+use crate::{
+    error::{StorageError, StorageResult},
+    handle::{Scope, StateHandle},
+    manifest::{Capabilities, Manifest},
+};
+
+/// The entry point of a plugin. Implement it on a unit struct and pass that struct to
+/// [`export_storage_plugin!`](crate::export_storage_plugin).
+pub trait StoragePlugin: 'static {
+    /// The plugin's identity card. Called before any storage call; must not fail or block.
+    fn manifest() -> Manifest;
+
+    /// Open a storage instance with the `[storage.options]` table, given as a TOML document
+    /// (parse it with [`parse_options`](crate::parse_options)). Reject unknown or invalid options
+    /// with [`StorageError::InvalidConfig`] naming the option.
+    fn open(options: &str) -> StorageResult<Box<dyn CheckpointStorage>>;
+}
+
+/// What an opened storage instance reports about its configuration.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StorageInfo {
+    /// The capabilities of this instance, which may be narrower than the manifest's (for example
+    /// the memory backend is persistent only when a checkpoint directory is configured).
+    pub capabilities: Capabilities,
+    /// Streams of at most this many bytes give inline handles.
+    pub inline_threshold: u64,
+    /// Streams larger than this fail with `CapacityExceeded` at close, if there is a limit.
+    pub max_state_size: Option<u64>,
+    /// Where checkpoints go, for people: a directory, a URL.
+    pub location: String,
+}
+
+/// A checkpoint whose metadata commit has completed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CompletedCheckpoint {
+    /// The checkpoint id.
+    pub checkpoint_id: u64,
+    /// The external pointer: [`CheckpointStorage::resolve`] turns it back into the metadata.
+    pub pointer: String,
+}
+
+/// The metadata of a completed checkpoint, found from its pointer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedCheckpoint {
+    /// The pointer, normalised by the backend.
+    pub pointer: String,
+    /// The exact bytes given to [`CheckpointLocation::commit`].
+    pub metadata: Vec<u8>,
+}
+
+/// An opened storage backend. Thread-safe: many threads create streams at once.
+pub trait CheckpointStorage: Send + Sync {
+    /// This instance's configuration.
+    fn info(&self) -> StorageInfo;
+
+    /// Per-job access. Creates the job's base locations (once); streams never create
+    /// directories. Job ids that could escape the storage root are `InvalidConfig`.
+    fn job(&self, job_id: &str) -> StorageResult<Box<dyn JobStorage>>;
+
+    /// The metadata of the completed checkpoint or savepoint at `pointer`. For persistent
+    /// backends this works from a fresh process. Empty or malformed pointers are
+    /// `InvalidConfig`; pointers to nothing (or to an uncommitted location) are `NotFound`;
+    /// metadata that fails its checksum is `Corrupt`.
+    fn resolve(&self, pointer: &str) -> StorageResult<ResolvedCheckpoint>;
+
+    /// Open a handle for reading. The stream verifies the handle's checksum and returns
+    /// `Corrupt`, naming the handle, instead of end-of-file if the bytes do not match.
+    fn open_handle(&self, handle: &StateHandle) -> StorageResult<Box<dyn InputStream>>;
+
+    /// Delete the state behind a handle. Idempotent: state that is already gone is success.
+    fn discard(&self, handle: &StateHandle) -> StorageResult<()>;
+
+    /// Remove a completed checkpoint or savepoint location: its metadata first (so it stops
+    /// being complete), then its exclusive state. SHARED state is left to the host's registry.
+    /// Idempotent.
+    fn dispose(&self, pointer: &str) -> StorageResult<()>;
+}
+
+/// Access to one job's checkpoints.
+pub trait JobStorage: Send + Sync {
+    /// A new location for checkpoint `checkpoint_id`. A location whose metadata was committed
+    /// already is `AlreadyExists`.
+    fn begin_checkpoint(&self, checkpoint_id: u64) -> StorageResult<Box<dyn CheckpointLocation>>;
+
+    /// A new savepoint location under `target`, or under the backend's default savepoint
+    /// location. With neither, `InvalidConfig`; without savepoint support, `Unsupported`.
+    fn begin_savepoint(
+        &self,
+        checkpoint_id: u64,
+        target: Option<&str>,
+    ) -> StorageResult<Box<dyn CheckpointLocation>>;
+
+    /// A stream for state owned by a task rather than by a checkpoint (Flink's task-owned
+    /// state). Its handle lives until discarded.
+    fn create_task_owned_stream(&self) -> StorageResult<Box<dyn OutputStream>>;
+
+    /// The completed checkpoints of this job, in ascending id order. Locations without a
+    /// committed metadata are never listed.
+    fn list_completed(&self) -> StorageResult<Vec<CompletedCheckpoint>>;
+}
+
+/// Where one checkpoint's state and metadata go.
+pub trait CheckpointLocation: Send + Sync {
+    /// A new output stream for state of the given scope.
+    fn create_stream(&self, scope: Scope) -> StorageResult<Box<dyn OutputStream>>;
+
+    /// The atomic commit point. Before it completes the checkpoint does not exist for readers;
+    /// after it, it is complete. A second commit to the same location is `AlreadyExists`.
+    fn commit(&self, metadata: &[u8]) -> StorageResult<CompletedCheckpoint>;
+
+    /// Remove what was written for a checkpoint that failed before its commit. Idempotent.
+    fn dispose_on_failure(&self) -> StorageResult<()>;
+}
+
+/// A stream of state bytes being written.
+///
+/// Dropping a stream without [`OutputStream::close_and_get_handle`] deletes what it wrote.
+pub trait OutputStream: Send {
+    /// Append bytes. After close, `Other` ("stream is closed").
+    fn write(&mut self, buf: &[u8]) -> StorageResult<()>;
+
+    /// Number of bytes written so far.
+    fn pos(&self) -> StorageResult<u64>;
+
+    /// Finish the stream. `None` if nothing was written; an inline handle at or under the
+    /// inline threshold; a stored handle above it. A second call is an error.
+    fn close_and_get_handle(&mut self) -> StorageResult<Option<StateHandle>>;
+}
+
+/// A stream of state bytes being read.
+pub trait InputStream: Send {
+    /// Read into `buf`, returning how many bytes were read; `0` means end of stream, and is
+    /// returned only after the checksum matched.
+    fn read(&mut self, buf: &mut [u8]) -> StorageResult<usize>;
+}
+
+/// An [`InputStream`] over the bytes of an inline handle, for backends to return from
+/// [`CheckpointStorage::open_handle`].
+#[derive(Debug)]
+pub struct InlineInput {
+    bytes: Vec<u8>,
+    pos: usize,
+}
+
+impl InlineInput {
+    /// A stream over `bytes`.
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Self { bytes, pos: 0 }
+    }
+}
+
+impl InputStream for InlineInput {
+    fn read(&mut self, buf: &mut [u8]) -> StorageResult<usize> {
+        let n = buf.len().min(self.bytes.len() - self.pos);
+        buf[..n].copy_from_slice(&self.bytes[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Read all the bytes behind `handle` and check them against the handle itself: its size, and
+/// for stored handles its CRC32C. This second check is the host's own, so a backend that returns
+/// wrong bytes is caught even if it does not notice.
+pub fn read_handle_fully(
+    storage: &dyn CheckpointStorage,
+    handle: &StateHandle,
+) -> StorageResult<Vec<u8>> {
+    if let StateHandle::Inline(bytes) = handle {
+        return Ok(bytes.clone());
+    }
+    let mut input = storage.open_handle(handle)?;
+    let expected = handle.size();
+    let mut out = Vec::with_capacity(expected.min(64 << 20) as usize);
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = input.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        if n > buf.len() {
+            return Err(StorageError::Corrupt(format!(
+                "{}: backend reported reading {n} bytes into a {} byte buffer",
+                handle.describe(),
+                buf.len()
+            )));
+        }
+        out.extend_from_slice(&buf[..n]);
+        if out.len() as u64 > expected {
+            return Err(StorageError::Corrupt(format!(
+                "{}: more bytes than the handle's size",
+                handle.describe()
+            )));
+        }
+    }
+    if out.len() as u64 != expected {
+        return Err(StorageError::Corrupt(format!(
+            "{}: read {} bytes, the handle says {expected}",
+            handle.describe(),
+            out.len()
+        )));
+    }
+    if let StateHandle::Stored { crc32c, .. } = handle {
+        let got = crc32c_of(&out);
+        if got != *crc32c {
+            return Err(StorageError::Corrupt(format!(
+                "{}: checksum mismatch, read bytes have crc32c {got:08x}",
+                handle.describe()
+            )));
+        }
+    }
+    Ok(out)
+}
+
+/// CRC32C (Castagnoli) of `bytes`, the checksum every stored handle carries.
+fn crc32c_of(bytes: &[u8]) -> u32 {
+    crc32c::crc32c(bytes)
+}

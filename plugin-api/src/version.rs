@@ -1,0 +1,115 @@
+//! Plugin API versions: one named constant per change, ending in the current version.
+//!
+//! # The compatibility rule
+//!
+//! A plugin reports the API version it was compiled against through a plain C symbol that the
+//! host reads before it touches anything else in the library (see the loader). The host, which
+//! implements API `H.h`, accepts a plugin built against `P.p` when:
+//!
+//! - `P == H`: the major versions match. A different major version is a different ABI and is
+//!   refused in both directions, before any layout check.
+//! - `p <= h`: the plugin is not newer than the host. An older plugin loads: the root module and
+//!   every vtable are abi_stable prefix types, so a function appended in a later minor version is
+//!   simply absent, and the host checks for it before calling it. A newer plugin is refused: it
+//!   may rely on host behaviour that this host does not have.
+//!
+//! # Rules for changing the API
+//!
+//! - Appending a function at the end of the root module or of a vtable is a minor change: add a
+//!   constant below, bump the crate's minor version, and write `/// Since API 1.x` next to the new
+//!   item.
+//! - Renaming, reordering, removing or changing the type of anything that crosses the boundary is
+//!   a major change. It needs a new major version, and every plugin must be rebuilt.
+//! - New error kinds may be added in a minor version: the ABI carries the kind as a number, and an
+//!   unknown number reaches the host as [`crate::ErrorKind::Other`].
+
+use std::fmt;
+
+/// A plugin API version, `major.minor`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub struct ApiVersion {
+    /// Incompatible changes bump this.
+    pub major: u32,
+    /// Backwards-compatible additions bump this.
+    pub minor: u32,
+}
+
+impl ApiVersion {
+    /// Build a version from its parts.
+    pub const fn new(major: u32, minor: u32) -> Self {
+        Self { major, minor }
+    }
+
+    /// Pack into one word, as the raw probe symbol returns it: major in the high half.
+    pub const fn to_word(self) -> u64 {
+        ((self.major as u64) << 32) | self.minor as u64
+    }
+
+    /// Unpack a word produced by [`ApiVersion::to_word`].
+    pub const fn from_word(word: u64) -> Self {
+        Self { major: (word >> 32) as u32, minor: word as u32 }
+    }
+
+    /// Whether a host implementing `self` can load a plugin built against `plugin`, and if not,
+    /// why not (see the module docs for the rule).
+    pub fn accepts(self, plugin: ApiVersion) -> Result<(), String> {
+        if plugin.major != self.major {
+            return Err(format!(
+                "built against plugin API {plugin}, but this host implements API {self}; \
+                 major versions must match, so rebuild the plugin against cairn-plugin-api {}.x",
+                self.major
+            ));
+        }
+        if plugin.minor > self.minor {
+            return Err(format!(
+                "built against plugin API {plugin}, newer than this host's API {self}; \
+                 upgrade cairn or rebuild the plugin against cairn-plugin-api {self}"
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for ApiVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
+}
+
+/// API 1.0: the first stable storage ABI. Manifest and open in the root module; storage, job,
+/// location, output stream and input stream objects; inline and stored handles with CRC32C;
+/// typed error kinds; a logging callback handed to the plugin at open.
+pub const API_1_0: ApiVersion = ApiVersion::new(1, 0);
+
+/// The API version this crate implements. Always the last constant above.
+pub const API_VERSION: ApiVersion = API_1_0;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crate_version_is_the_api_version() {
+        let major: u32 = env!("CARGO_PKG_VERSION_MAJOR").parse().unwrap();
+        let minor: u32 = env!("CARGO_PKG_VERSION_MINOR").parse().unwrap();
+        assert_eq!(ApiVersion::new(major, minor), API_VERSION);
+    }
+
+    #[test]
+    fn word_round_trips() {
+        let v = ApiVersion::new(7, 3);
+        assert_eq!(ApiVersion::from_word(v.to_word()), v);
+    }
+
+    #[test]
+    fn older_minor_loads_newer_minor_and_other_major_do_not() {
+        let host = ApiVersion::new(1, 2);
+        assert!(host.accepts(ApiVersion::new(1, 0)).is_ok());
+        assert!(host.accepts(ApiVersion::new(1, 2)).is_ok());
+        let newer = host.accepts(ApiVersion::new(1, 3)).unwrap_err();
+        assert!(newer.contains("newer than this host"), "{newer}");
+        let old_major = host.accepts(ApiVersion::new(0, 9)).unwrap_err();
+        assert!(old_major.contains("major versions must match"), "{old_major}");
+        assert!(host.accepts(ApiVersion::new(2, 0)).is_err());
+    }
+}
