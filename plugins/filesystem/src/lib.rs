@@ -1,1 +1,2 @@
-//! (being written)
+//! (being written: see metafile.rs)
+pub mod metafile;
