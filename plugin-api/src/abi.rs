@@ -83,13 +83,14 @@ pub struct RResolved {
     pub metadata: RVec<u8>,
 }
 
-/// The logging callback the host hands to the plugin at open. `level` is 1 (error) to 5 (trace);
-/// events above `max_level` are not sent.
+/// The logging callbacks the host hands to the plugin at open. Levels are 1 (error) to 5
+/// (trace); `max_level` returns the most verbose level the host currently wants (0: none), and is
+/// asked on every event so that the host can change its filter while the plugin runs.
 #[repr(C)]
 #[derive(StableAbi, Debug, Clone, Copy)]
 pub struct RHostLog {
     pub log: extern "C" fn(level: u8, target: RStr<'_>, message: RStr<'_>),
-    pub max_level: u8,
+    pub max_level: extern "C" fn() -> u8,
 }
 
 #[sabi_trait]
@@ -175,7 +176,10 @@ use crate::{
 
 impl From<StorageError> for RError {
     fn from(e: StorageError) -> Self {
-        RError { kind: e.kind().code(), message: e.message().into() }
+        RError {
+            kind: e.kind().code(),
+            message: e.message().into(),
+        }
     }
 }
 
@@ -195,7 +199,11 @@ impl From<StateHandle> for RHandle {
                 size: 0,
                 crc32c: 0,
             },
-            StateHandle::Stored { locator, size, crc32c } => RHandle {
+            StateHandle::Stored {
+                locator,
+                size,
+                crc32c,
+            } => RHandle {
                 kind: HANDLE_STORED,
                 inline: RVec::new(),
                 locator: locator.into(),
@@ -240,7 +248,9 @@ pub fn scope_from_raw(s: u8) -> Result<Scope, StorageError> {
     match s {
         SCOPE_EXCLUSIVE => Ok(Scope::Exclusive),
         SCOPE_SHARED => Ok(Scope::Shared),
-        other => Err(StorageError::Unsupported(format!("stream scope {other} is unknown"))),
+        other => Err(StorageError::Unsupported(format!(
+            "stream scope {other} is unknown"
+        ))),
     }
 }
 
@@ -293,24 +303,36 @@ impl From<RStorageInfo> for StorageInfo {
 
 impl From<CompletedCheckpoint> for RCompleted {
     fn from(c: CompletedCheckpoint) -> Self {
-        RCompleted { checkpoint_id: c.checkpoint_id, pointer: c.pointer.into() }
+        RCompleted {
+            checkpoint_id: c.checkpoint_id,
+            pointer: c.pointer.into(),
+        }
     }
 }
 
 impl From<RCompleted> for CompletedCheckpoint {
     fn from(c: RCompleted) -> Self {
-        CompletedCheckpoint { checkpoint_id: c.checkpoint_id, pointer: c.pointer.into_string() }
+        CompletedCheckpoint {
+            checkpoint_id: c.checkpoint_id,
+            pointer: c.pointer.into_string(),
+        }
     }
 }
 
 impl From<ResolvedCheckpoint> for RResolved {
     fn from(r: ResolvedCheckpoint) -> Self {
-        RResolved { pointer: r.pointer.into(), metadata: r.metadata.into() }
+        RResolved {
+            pointer: r.pointer.into(),
+            metadata: r.metadata.into(),
+        }
     }
 }
 
 impl From<RResolved> for ResolvedCheckpoint {
     fn from(r: RResolved) -> Self {
-        ResolvedCheckpoint { pointer: r.pointer.into_string(), metadata: r.metadata.into_vec() }
+        ResolvedCheckpoint {
+            pointer: r.pointer.into_string(),
+            metadata: r.metadata.into_vec(),
+        }
     }
 }

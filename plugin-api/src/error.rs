@@ -217,6 +217,8 @@ mod tests {
     #[test]
     fn io_errors_keep_their_meaning() {
         let e = std::io::Error::from(std::io::ErrorKind::NotFound);
-        assert!(matches!(StorageError::io("/x", &e), StorageError::NotFound(m) if m.starts_with("/x")));
+        assert!(
+            matches!(StorageError::io("/x", &e), StorageError::NotFound(m) if m.starts_with("/x"))
+        );
     }
 }

@@ -22,14 +22,13 @@ use crate::{
     abi::{
         scope_from_raw, PluginModule, PluginModuleRef, RCompleted, RError, RHandle, RHostLog,
         RInput, RInputBox, RInput_TO, RJob, RJobBox, RJob_TO, RLocation, RLocationBox,
-        RLocation_TO, RManifest, ROutput, ROutputBox, ROutput_TO, RResolved, RStorage,
-        RStorageBox, RStorageInfo, RStorage_TO,
+        RLocation_TO, RManifest, ROutput, ROutputBox, ROutput_TO, RResolved, RStorage, RStorageBox,
+        RStorageInfo, RStorage_TO,
     },
     error::StorageError,
     handle::StateHandle,
     storage::{
-        CheckpointLocation, CheckpointStorage, InputStream, JobStorage, OutputStream,
-        StoragePlugin,
+        CheckpointLocation, CheckpointStorage, InputStream, JobStorage, OutputStream, StoragePlugin,
     },
     version::ApiVersion,
 };
@@ -92,7 +91,9 @@ pub const fn export_module<P: StoragePlugin>() -> LibHeader {
     // SAFETY: `constructor::<P>` returns the result of `__call_root_module_loader` on a function
     // returning `PluginModuleRef`, which is exactly the `PrefixRef` erased from `PluginModuleRef`
     // that `from_constructor::<PluginModuleRef>` requires.
-    unsafe { LibHeader::from_constructor::<PluginModuleRef>(constructor::<P>, CheckTypeLayout::Yes) }
+    unsafe {
+        LibHeader::from_constructor::<PluginModuleRef>(constructor::<P>, CheckTypeLayout::Yes)
+    }
 }
 
 extern "C" fn constructor<P: StoragePlugin>() -> RootModuleResult {
@@ -100,14 +101,21 @@ extern "C" fn constructor<P: StoragePlugin>() -> RootModuleResult {
 }
 
 fn module<P: StoragePlugin>() -> PluginModuleRef {
-    PluginModule { manifest: manifest::<P>, open: open::<P> }.leak_into_prefix()
+    PluginModule {
+        manifest: manifest::<P>,
+        open: open::<P>,
+    }
+    .leak_into_prefix()
 }
 
 extern "C" fn manifest<P: StoragePlugin>() -> RResult<RManifest, RError> {
     guard("manifest", || Ok(P::manifest().into()))
 }
 
-extern "C" fn open<P: StoragePlugin>(options: RStr<'_>, log: RHostLog) -> RResult<RStorageBox, RError> {
+extern "C" fn open<P: StoragePlugin>(
+    options: RStr<'_>,
+    log: RHostLog,
+) -> RResult<RStorageBox, RError> {
     crate::logging::forward_to_host(log);
     guard("open", || {
         let storage = P::open(options.as_str())?;
@@ -195,7 +203,9 @@ impl RStorage for Guarded<Box<dyn CheckpointStorage>> {
     }
 
     fn resolve(&self, pointer: RStr<'_>) -> RResult<RResolved, RError> {
-        guard("resolve", || self.get().resolve(pointer.as_str()).map(Into::into))
+        guard("resolve", || {
+            self.get().resolve(pointer.as_str()).map(Into::into)
+        })
     }
 
     fn open_handle(&self, handle: &RHandle) -> RResult<RInputBox, RError> {
@@ -219,7 +229,9 @@ impl RStorage for Guarded<Box<dyn CheckpointStorage>> {
 
 impl RJob for Guarded<Box<dyn JobStorage>> {
     fn begin_checkpoint(&self, checkpoint_id: u64) -> RResult<RLocationBox, RError> {
-        guard("begin_checkpoint", || self.get().begin_checkpoint(checkpoint_id).map(location_box))
+        guard("begin_checkpoint", || {
+            self.get().begin_checkpoint(checkpoint_id).map(location_box)
+        })
     }
 
     fn begin_savepoint(
@@ -236,23 +248,36 @@ impl RJob for Guarded<Box<dyn JobStorage>> {
     }
 
     fn create_task_owned_stream(&self) -> RResult<ROutputBox, RError> {
-        guard("create_task_owned_stream", || self.get().create_task_owned_stream().map(output_box))
+        guard("create_task_owned_stream", || {
+            self.get().create_task_owned_stream().map(output_box)
+        })
     }
 
     fn list_completed(&self) -> RResult<RVec<RCompleted>, RError> {
         guard("list_completed", || {
-            Ok(self.get().list_completed()?.into_iter().map(Into::into).collect())
+            Ok(self
+                .get()
+                .list_completed()?
+                .into_iter()
+                .map(Into::into)
+                .collect())
         })
     }
 }
 
 impl RLocation for Guarded<Box<dyn CheckpointLocation>> {
     fn create_stream(&self, scope: u8) -> RResult<ROutputBox, RError> {
-        guard("create_stream", || self.get().create_stream(scope_from_raw(scope)?).map(output_box))
+        guard("create_stream", || {
+            self.get()
+                .create_stream(scope_from_raw(scope)?)
+                .map(output_box)
+        })
     }
 
     fn commit(&self, metadata: RSlice<'_, u8>) -> RResult<RCompleted, RError> {
-        guard("commit", || self.get().commit(metadata.as_slice()).map(Into::into))
+        guard("commit", || {
+            self.get().commit(metadata.as_slice()).map(Into::into)
+        })
     }
 
     fn dispose_on_failure(&self) -> RResult<(), RError> {
@@ -271,7 +296,11 @@ impl ROutput for Guarded<Box<dyn OutputStream>> {
 
     fn close_and_get_handle(&mut self) -> RResult<ROption<RHandle>, RError> {
         guard("close_and_get_handle", || {
-            Ok(self.get_mut().close_and_get_handle()?.map(RHandle::from).into())
+            Ok(self
+                .get_mut()
+                .close_and_get_handle()?
+                .map(RHandle::from)
+                .into())
         })
     }
 }
@@ -286,7 +315,10 @@ impl RInput for Guarded<Box<dyn InputStream>> {
 mod tests {
     #[test]
     fn root_module_symbol_matches_abi_stable() {
-        assert_eq!(__cairn_root_module_symbol!(), abi_stable::library::ROOT_MODULE_LOADER_NAME);
+        assert_eq!(
+            __cairn_root_module_symbol!(),
+            abi_stable::library::ROOT_MODULE_LOADER_NAME
+        );
     }
 
     #[test]

@@ -40,7 +40,11 @@ impl StateHandle {
     pub fn describe(&self) -> String {
         match self {
             StateHandle::Inline(b) => format!("inline handle ({} bytes)", b.len()),
-            StateHandle::Stored { locator, size, crc32c } => {
+            StateHandle::Stored {
+                locator,
+                size,
+                crc32c,
+            } => {
                 format!("handle '{locator}' ({size} bytes, crc32c {crc32c:08x})")
             }
         }

@@ -70,7 +70,9 @@ pub struct LoadedPlugin {
 
 impl std::fmt::Debug for LoadedPlugin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoadedPlugin").field("manifest", &self.manifest).finish()
+        f.debug_struct("LoadedPlugin")
+            .field("manifest", &self.manifest)
+            .finish()
     }
 }
 
@@ -85,17 +87,26 @@ pub fn load_library(path: &Path) -> Result<LoadedPlugin, TypedLoadError> {
         LibraryError::InvalidAbiHeader(h) => TypedLoadError::AbiStable(format!("{h:?}")),
         other => TypedLoadError::Open(one_line(&other.to_string())),
     })?;
-    let module = header.check_layout::<PluginModuleRef>().map_err(|e| match e {
-        LibraryError::AbiInstability(report) => {
-            let detail = report.to_string();
-            TypedLoadError::LayoutMismatch { summary: summarize_layout_report(&detail), detail }
-        }
-        LibraryError::RootModule { err, .. } => TypedLoadError::Init(one_line(&err.to_string())),
-        other => TypedLoadError::Init(one_line(&other.to_string())),
-    })?;
+    let module = header
+        .check_layout::<PluginModuleRef>()
+        .map_err(|e| match e {
+            LibraryError::AbiInstability(report) => {
+                let detail = report.to_string();
+                TypedLoadError::LayoutMismatch {
+                    summary: summarize_layout_report(&detail),
+                    detail,
+                }
+            }
+            LibraryError::RootModule { err, .. } => {
+                TypedLoadError::Init(one_line(&err.to_string()))
+            }
+            other => TypedLoadError::Init(one_line(&other.to_string())),
+        })?;
     let manifest: Manifest = match (module.manifest())() {
         RResult::ROk(m) => m.into(),
-        RResult::RErr(e) => return Err(TypedLoadError::Manifest(StorageError::from(e).to_string())),
+        RResult::RErr(e) => {
+            return Err(TypedLoadError::Manifest(StorageError::from(e).to_string()))
+        }
     };
     manifest.validate().map_err(TypedLoadError::Manifest)?;
     Ok(LoadedPlugin { module, manifest })
@@ -107,34 +118,76 @@ fn one_line(s: &str) -> String {
 }
 
 /// Reduce abi_stable's layout report (often hundreds of lines) to one line: the first concrete
-/// difference it names.
+/// difference it names, with the type it was found in, for example
+/// `in type PluginModule: mismatched package (expected cairn-plugin-api, found my-fork)`.
 fn summarize_layout_report(report: &str) -> String {
-    let lines: Vec<&str> = report.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-    let mut out = None;
-    for (i, line) in lines.iter().enumerate() {
-        if let Some(rest) = line.strip_prefix("Error:") {
-            let mut s = rest.trim().to_string();
-            for follow in lines.iter().skip(i + 1).take(2) {
-                if follow.starts_with("Expected:") || follow.starts_with("Found:") {
-                    s.push_str("; ");
-                    s.push_str(follow);
-                }
-            }
-            out = Some(s);
-            break;
-        }
+    let lines: Vec<&str> = report
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let Some(at) = lines.iter().position(|l| l.starts_with("Error:")) else {
+        let first = lines
+            .first()
+            .copied()
+            .unwrap_or("abi_stable reported no details");
+        return format!(
+            "{} (run with -v for abi_stable's full report)",
+            one_line(first)
+        );
+    };
+    let what = lines[at].trim_start_matches("Error:").trim();
+    // The value after a "Expected:" / "Found:" header, up to the next header.
+    let value_after = |header: &str| -> Option<String> {
+        let start = lines[at..].iter().position(|l| *l == header)? + at + 1;
+        let value: Vec<&str> = lines[start..]
+            .iter()
+            .take_while(|l| !l.ends_with(':') && !l.starts_with("Error:"))
+            .take(3)
+            .copied()
+            .collect();
+        (!value.is_empty()).then(|| value.join(" "))
+    };
+    let in_type = lines[..at]
+        .iter()
+        .rev()
+        .find_map(|l| l.strip_prefix("type:"))
+        .map(|t| format!("in type {}: ", t.trim()))
+        .unwrap_or_default();
+    let mut s = format!("{in_type}{what}");
+    match (value_after("Expected:"), value_after("Found:")) {
+        (Some(e), Some(f)) => s.push_str(&format!(" (expected {e}, found {f})")),
+        (Some(e), None) => s.push_str(&format!(" (expected {e})")),
+        _ => {}
     }
-    let mut s = out.unwrap_or_else(|| lines.first().map(|l| l.to_string()).unwrap_or_default());
-    s = s.split_whitespace().collect::<Vec<_>>().join(" ");
-    if s.len() > 240 {
-        let mut cut = 240;
+    let mut s = one_line(&s);
+    if s.len() > 300 {
+        let mut cut = 300;
         while !s.is_char_boundary(cut) {
             cut -= 1;
         }
         s.truncate(cut);
-        s.push('…');
+        s.push_str("...");
     }
-    format!("{s} (run with RUST_LOG=debug for abi_stable's full report)")
+    format!("{s} (run with -v for abi_stable's full report)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::summarize_layout_report;
+
+    #[test]
+    fn a_layout_report_becomes_one_line() {
+        let report =
+            "Compared <this>:\n    type:PrefixRef<'a, PluginModule>\n1 error(s)inside:\n    \
+            <other>\n    type:PluginModule\n    size:16 align:8\n\nError:mismatched package\n\
+            Expected:\n    cairn-plugin-api\nFound:\n    my-fork\n";
+        assert_eq!(
+            summarize_layout_report(report),
+            "in type PluginModule: mismatched package (expected cairn-plugin-api, found my-fork) \
+             (run with -v for abi_stable's full report)"
+        );
+    }
 }
 
 impl LoadedPlugin {
@@ -219,7 +272,10 @@ impl JobStorage for LoadedJob {
     }
 
     fn list_completed(&self) -> StorageResult<Vec<CompletedCheckpoint>> {
-        Ok(into_result(self.inner.list_completed())?.into_iter().map(Into::into).collect())
+        Ok(into_result(self.inner.list_completed())?
+            .into_iter()
+            .map(Into::into)
+            .collect())
     }
 }
 

@@ -15,7 +15,9 @@ use std::{fmt::Write as _, sync::OnceLock};
 use abi_stable::std_types::RStr;
 use tracing_core::{
     field::{Field, Visit},
-    span, Event, Level, LevelFilter, Metadata, Subscriber,
+    span,
+    subscriber::Interest,
+    Event, Level, LevelFilter, Metadata, Subscriber,
 };
 
 use crate::abi::RHostLog;
@@ -32,17 +34,24 @@ extern "C" fn host_log(level: u8, target: RStr<'_>, message: RStr<'_>) {
     }
 }
 
-/// The callback the host passes at open, with the host's current maximum level.
-pub(crate) fn host_log_sink() -> RHostLog {
-    let max = match LevelFilter::current() {
+/// The most verbose level any of the host's subscribers wants now.
+extern "C" fn host_max_level() -> u8 {
+    match LevelFilter::current() {
         LevelFilter::OFF => 0,
         LevelFilter::ERROR => 1,
         LevelFilter::WARN => 2,
         LevelFilter::INFO => 3,
         LevelFilter::DEBUG => 4,
         _ => 5,
-    };
-    RHostLog { log: host_log, max_level: max }
+    }
+}
+
+/// The callbacks the host passes at open.
+pub(crate) fn host_log_sink() -> RHostLog {
+    RHostLog {
+        log: host_log,
+        max_level: host_max_level,
+    }
 }
 
 fn level_number(level: &Level) -> u8 {
@@ -63,6 +72,13 @@ pub(crate) fn forward_to_host(log: RHostLog) {
     INSTALLED.get_or_init(|| {
         // Fails only if this library already has a global subscriber, which is then kept.
         let _ = tracing::subscriber::set_global_default(Forwarder { log });
+        // This library has its own copy of std, so its panics go to its own hook, which would
+        // print to stderr. Every panic in a plugin call already reaches the host as a `Panicked`
+        // error with its message; the hook adds where it happened, to the host's debug log. A
+        // plugin that installs its own hook later replaces this one.
+        std::panic::set_hook(Box::new(|info| {
+            tracing::debug!(target: "cairn_plugin_panic", "plugin panicked: {info}");
+        }));
     });
 }
 
@@ -71,19 +87,18 @@ struct Forwarder {
 }
 
 impl Subscriber for Forwarder {
+    fn register_callsite(&self, _metadata: &'static Metadata<'static>) -> Interest {
+        // The host's filter can change at any time, so never cache a decision per call site.
+        Interest::sometimes()
+    }
+
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        level_number(metadata.level()) <= self.log.max_level
+        level_number(metadata.level()) <= (self.log.max_level)()
     }
 
     fn max_level_hint(&self) -> Option<LevelFilter> {
-        Some(match self.log.max_level {
-            0 => LevelFilter::OFF,
-            1 => LevelFilter::ERROR,
-            2 => LevelFilter::WARN,
-            3 => LevelFilter::INFO,
-            4 => LevelFilter::DEBUG,
-            _ => LevelFilter::TRACE,
-        })
+        // Unknown: the host decides per event.
+        None
     }
 
     fn new_span(&self, _span: &span::Attributes<'_>) -> span::Id {

@@ -46,12 +46,18 @@ mod tests {
     #[test]
     fn unknown_option_is_named() {
         let err = parse_options::<Opts>("dir = \"/x\"\ninline-treshold = 3\n").unwrap_err();
-        assert!(matches!(&err, StorageError::InvalidConfig(m) if m.contains("inline-treshold")), "{err}");
+        assert!(
+            matches!(&err, StorageError::InvalidConfig(m) if m.contains("inline-treshold")),
+            "{err}"
+        );
     }
 
     #[test]
     fn wrong_type_is_named() {
         let err = parse_options::<Opts>("dir = \"/x\"\ninline-threshold = \"big\"\n").unwrap_err();
-        assert!(matches!(&err, StorageError::InvalidConfig(m) if m.contains("inline-threshold") || m.contains("big")), "{err}");
+        assert!(
+            matches!(&err, StorageError::InvalidConfig(m) if m.contains("inline-threshold") || m.contains("big")),
+            "{err}"
+        );
     }
 }

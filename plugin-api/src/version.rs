@@ -47,7 +47,10 @@ impl ApiVersion {
 
     /// Unpack a word produced by [`ApiVersion::to_word`].
     pub const fn from_word(word: u64) -> Self {
-        Self { major: (word >> 32) as u32, minor: word as u32 }
+        Self {
+            major: (word >> 32) as u32,
+            minor: word as u32,
+        }
     }
 
     /// Whether a host implementing `self` can load a plugin built against `plugin`, and if not,
@@ -109,7 +112,10 @@ mod tests {
         let newer = host.accepts(ApiVersion::new(1, 3)).unwrap_err();
         assert!(newer.contains("newer than this host"), "{newer}");
         let old_major = host.accepts(ApiVersion::new(0, 9)).unwrap_err();
-        assert!(old_major.contains("major versions must match"), "{old_major}");
+        assert!(
+            old_major.contains("major versions must match"),
+            "{old_major}"
+        );
         assert!(host.accepts(ApiVersion::new(2, 0)).is_err());
     }
 }

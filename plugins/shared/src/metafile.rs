@@ -14,7 +14,8 @@
 //! after a failed fsync the page cache may have dropped the dirty pages, so retrying could report
 //! success for bytes that are not on disk.
 //!
-//! The memory backend uses this module too, to persist metadata when it has a directory.
+//! Both bundled backends use it: the filesystem backend for every commit, the memory backend to
+//! persist metadata and savepoints. A savepoint written by either can be read by the other.
 
 use std::{
     fs::{self, File, OpenOptions},
@@ -42,7 +43,10 @@ pub fn commit(dir: &Path, payload: &[u8]) -> Result<(), StorageError> {
             target.display()
         )));
     }
-    let temp = dir.join(format!("{TEMP_PREFIX}{}{METADATA_FILE}", uuid::Uuid::new_v4().simple()));
+    let temp = dir.join(format!(
+        "{TEMP_PREFIX}{}{METADATA_FILE}",
+        uuid::Uuid::new_v4().simple()
+    ));
     let result = write_and_link(&temp, &target, payload);
     // The temporary name is removed whether the link succeeded or not.
     let _ = fs::remove_file(&temp);
@@ -64,7 +68,10 @@ fn write_and_link(temp: &Path, target: &Path, payload: &[u8]) -> Result<(), Stor
         .and_then(|_| file.write_all(payload))
         .map_err(|e| StorageError::io(temp.display(), &e))?;
     file.sync_all().map_err(|e| {
-        StorageError::Io(format!("fsync of {} failed (not retried): {e}", temp.display()))
+        StorageError::Io(format!(
+            "fsync of {} failed (not retried): {e}",
+            temp.display()
+        ))
     })?;
     drop(file);
     fs::hard_link(temp, target).map_err(|e| {
@@ -74,7 +81,10 @@ fn write_and_link(temp: &Path, target: &Path, payload: &[u8]) -> Result<(), Stor
                 target.display()
             ))
         } else {
-            StorageError::io(format!("linking {} to {}", temp.display(), target.display()), &e)
+            StorageError::io(
+                format!("linking {} to {}", temp.display(), target.display()),
+                &e,
+            )
         }
     })
 }
@@ -82,7 +92,10 @@ fn write_and_link(temp: &Path, target: &Path, payload: &[u8]) -> Result<(), Stor
 /// Fsync a directory, so that entries created or removed in it are durable.
 pub fn sync_dir(dir: &Path) -> Result<(), StorageError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(|e| {
-        StorageError::Io(format!("fsync of directory {} failed (not retried): {e}", dir.display()))
+        StorageError::Io(format!(
+            "fsync of directory {} failed (not retried): {e}",
+            dir.display()
+        ))
     })
 }
 
@@ -111,7 +124,10 @@ pub fn read(dir: &Path) -> Result<Vec<u8>, StorageError> {
 /// Check the framing and return the payload.
 pub fn decode(bytes: &[u8]) -> Result<Vec<u8>, String> {
     if bytes.len() < HEADER_LEN {
-        return Err(format!("{} bytes is too short for a metadata file", bytes.len()));
+        return Err(format!(
+            "{} bytes is too short for a metadata file",
+            bytes.len()
+        ));
     }
     if &bytes[..8] != MAGIC {
         return Err("not a cairn metadata file (bad magic number)".to_string());
@@ -120,11 +136,16 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<u8>, String> {
     let len = u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes"));
     let payload = &bytes[HEADER_LEN..];
     if payload.len() as u64 != len {
-        return Err(format!("length field says {len} bytes, file holds {}", payload.len()));
+        return Err(format!(
+            "length field says {len} bytes, file holds {}",
+            payload.len()
+        ));
     }
     let got = crc32c::crc32c(payload);
     if got != crc {
-        return Err(format!("checksum mismatch: stored crc32c {crc:08x}, computed {got:08x}"));
+        return Err(format!(
+            "checksum mismatch: stored crc32c {crc:08x}, computed {got:08x}"
+        ));
     }
     Ok(payload.to_vec())
 }
@@ -160,8 +181,23 @@ mod tests {
         bytes[last] ^= 0x01;
         fs::write(&path, &bytes).unwrap();
         let err = read(dir.path()).unwrap_err();
-        assert!(matches!(&err, StorageError::Corrupt(m) if m.contains("checksum")), "{err}");
+        assert!(
+            matches!(&err, StorageError::Corrupt(m) if m.contains("checksum")),
+            "{err}"
+        );
         fs::write(&path, b"short").unwrap();
         assert!(matches!(read(dir.path()), Err(StorageError::Corrupt(_))));
+    }
+
+    #[test]
+    fn the_file_format_is_pinned() {
+        let dir = tempfile::tempdir().unwrap();
+        commit(dir.path(), b"hello").unwrap();
+        let mut expected = b"CAIRNMD1".to_vec();
+        expected.extend_from_slice(&crc32c::crc32c(b"hello").to_le_bytes());
+        expected.extend_from_slice(&5u64.to_le_bytes());
+        expected.extend_from_slice(b"hello");
+        assert_eq!(fs::read(dir.path().join(METADATA_FILE)).unwrap(), expected);
+        assert_eq!(read(dir.path()).unwrap(), b"hello");
     }
 }

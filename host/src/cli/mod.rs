@@ -1,0 +1,73 @@
+//! Argument definitions and dispatch for the `cairn` binary.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use cairn_host::config::Config;
+use clap::{Parser, Subcommand};
+
+mod plugins;
+
+/// cairn: a checkpointing host whose storage backends are plugins.
+#[derive(Debug, Parser)]
+#[command(name = "cairn", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// More log output (-v: debug, -vv: trace). RUST_LOG overrides this.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only errors in the log output.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Find, inspect and check storage plugins.
+    #[command(subcommand)]
+    Plugins(plugins::PluginsCommand),
+}
+
+/// Options shared by every command that reads the config file.
+#[derive(Debug, clap::Args)]
+pub struct ConfigArg {
+    /// The config file. The default, ./cairn.toml, may be absent: built-in defaults are used.
+    #[arg(long, short = 'c', value_name = "FILE", default_value = "cairn.toml")]
+    pub config: PathBuf,
+}
+
+impl ConfigArg {
+    /// Load the config; a missing file is an error only when it was named explicitly.
+    pub fn load(&self) -> anyhow::Result<Config> {
+        let explicit = self.config != std::path::Path::new("cairn.toml");
+        let config = if explicit {
+            Config::load(&self.config)
+        } else {
+            Config::load_or_default(&self.config)
+        };
+        Ok(config?)
+    }
+}
+
+/// Set up the `tracing` subscriber: RUST_LOG if set, else warnings (or more with `-v`).
+pub fn init_logging(verbose: u8, quiet: bool) {
+    let default = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Run a parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Plugins(cmd) => plugins::run(cmd),
+    }
+}

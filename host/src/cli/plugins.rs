@@ -1,0 +1,162 @@
+//! `cairn plugins list|info`: what is in the plugin search path, and what one plugin is.
+
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
+
+use cairn_host::loader::{self, LoadError, Plugin};
+use cairn_plugin_api::API_VERSION;
+use clap::Subcommand;
+use serde_json::json;
+
+use super::ConfigArg;
+
+#[derive(Debug, Subcommand)]
+pub enum PluginsCommand {
+    /// List the plugins in the search path ([plugins] search-path; by default ./plugins and the
+    /// directory of the cairn executable), and the files that were refused and why.
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one plugin's manifest: by name (from the search path) or by file path.
+    Info {
+        /// A plugin name such as `filesystem`, or the path of a plugin library.
+        plugin: String,
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(cmd: PluginsCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        PluginsCommand::List { config, json } => list(&config, json),
+        PluginsCommand::Info {
+            plugin,
+            config,
+            json,
+        } => info(&plugin, &config, json),
+    }
+}
+
+fn plugin_json(p: &Plugin) -> serde_json::Value {
+    let m = p.manifest();
+    json!({
+        "name": m.name,
+        "version": m.version,
+        "api_version": m.api_version.to_string(),
+        "description": m.description,
+        "capabilities": m.capabilities.names(),
+        "path": p.path(),
+        "sha256": p.sha256(),
+    })
+}
+
+fn refusal_json(path: &Path, e: &LoadError) -> serde_json::Value {
+    json!({ "path": path, "kind": e.kind(), "error": e.to_string() })
+}
+
+fn list(config: &ConfigArg, as_json: bool) -> anyhow::Result<ExitCode> {
+    let config = config.load()?;
+    let search = config.plugins.search_path();
+    let found = loader::discover(&search);
+    let mut out = std::io::stdout().lock();
+    if as_json {
+        let doc = json!({
+            "host_api_version": API_VERSION.to_string(),
+            "search_path": search.dirs(),
+            "plugins": found.plugins.iter().map(plugin_json).collect::<Vec<_>>(),
+            "refused": found.refused.iter().map(|(p, e)| refusal_json(p, e)).collect::<Vec<_>>(),
+        });
+        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    writeln!(out, "search path: {search}")?;
+    if found.plugins.is_empty() {
+        writeln!(out, "no plugins found")?;
+    } else {
+        let rows: Vec<[String; 5]> = found
+            .plugins
+            .iter()
+            .map(|p| {
+                let m = p.manifest();
+                [
+                    m.name.clone(),
+                    m.version.clone(),
+                    m.api_version.to_string(),
+                    m.capabilities.to_string(),
+                    p.path().display().to_string(),
+                ]
+            })
+            .collect();
+        let header = ["NAME", "VERSION", "API", "CAPABILITIES", "PATH"].map(String::from);
+        let mut widths = header.clone().map(|h| h.len());
+        for row in &rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.len());
+            }
+        }
+        for row in std::iter::once(&header).chain(&rows) {
+            let line: Vec<String> = row
+                .iter()
+                .zip(widths)
+                .map(|(c, w)| format!("{c:<w$}"))
+                .collect();
+            writeln!(out, "{}", line.join("  ").trim_end())?;
+        }
+    }
+    if !found.refused.is_empty() {
+        writeln!(out, "\nrefused:")?;
+        for (_, e) in &found.refused {
+            writeln!(out, "  {e}")?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Whether the argument names a file rather than a plugin.
+fn is_path(arg: &str) -> bool {
+    arg.contains(std::path::MAIN_SEPARATOR)
+        || arg.contains('/')
+        || Path::new(arg).extension().and_then(|e| e.to_str())
+            == Some(std::env::consts::DLL_EXTENSION)
+}
+
+fn info(arg: &str, config: &ConfigArg, as_json: bool) -> anyhow::Result<ExitCode> {
+    let config = config.load()?;
+    let plugin = if is_path(arg) {
+        loader::load_path(&PathBuf::from(arg), None)?
+    } else {
+        loader::load_by_name(&config.plugins.search_path(), arg, None)?
+    };
+    let mut out = std::io::stdout().lock();
+    if as_json {
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&plugin_json(&plugin))?
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let m = plugin.manifest();
+    writeln!(out, "name:          {}", m.name)?;
+    writeln!(out, "version:       {}", m.version)?;
+    writeln!(
+        out,
+        "api version:   {} (this host: {API_VERSION})",
+        m.api_version
+    )?;
+    writeln!(out, "description:   {}", m.description)?;
+    writeln!(out, "capabilities:  {}", m.capabilities)?;
+    writeln!(out, "path:          {}", plugin.path().display())?;
+    writeln!(out, "sha256:        {}", plugin.sha256())?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,36 @@
+//! Helpers shared by the host's integration tests.
+
+use std::path::{Path, PathBuf};
+
+use cairn_host::loader::{self, Plugin};
+
+/// The shared library of a workspace plugin or fixture package, built on first use.
+pub fn lib(package: &str) -> PathBuf {
+    cairn_harness::artifacts::plugin_library(package)
+        .unwrap_or_else(|e| panic!("cannot build test plugin {package}: {e}"))
+}
+
+/// Copy a package's library into `dir` under `file_name`, with mode 0755.
+pub fn copy_lib(package: &str, dir: &Path, file_name: &str) -> PathBuf {
+    let to = dir.join(file_name);
+    std::fs::copy(lib(package), &to).expect("copy plugin library");
+    set_mode(&to, 0o755);
+    to
+}
+
+/// chmod.
+pub fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+/// Load a package's library through the real loader.
+pub fn load(package: &str) -> Plugin {
+    loader::load_path(&lib(package), None)
+        .unwrap_or_else(|e| panic!("loading {package} failed: {e}"))
+}
+
+/// `[storage.options]` for the filesystem plugin rooted at `dir`.
+pub fn fs_options(dir: &Path) -> String {
+    format!("dir = {:?}\n", dir.display().to_string())
+}
