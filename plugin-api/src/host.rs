@@ -148,9 +148,13 @@ fn summarize_layout_report(report: &str) -> String {
             .collect();
         (!value.is_empty()).then(|| value.join(" "))
     };
-    let in_type = lines[..at]
+    // The type the error is inside: the first `type:` after the last "error(s)inside:" header.
+    let inside = lines[..at]
         .iter()
-        .rev()
+        .rposition(|l| l.ends_with("inside:"))
+        .unwrap_or(0);
+    let in_type = lines[inside..at]
+        .iter()
         .find_map(|l| l.strip_prefix("type:"))
         .map(|t| format!("in type {}: ", t.trim()))
         .unwrap_or_default();
