@@ -58,6 +58,7 @@ pub struct RManifest {
     pub api_minor: u32,
     pub description: RString,
     pub capabilities: u64,
+    pub test_options: RString,
 }
 
 #[repr(C)]
@@ -74,6 +75,13 @@ pub struct RStorageInfo {
 pub struct RCompleted {
     pub checkpoint_id: u64,
     pub pointer: RString,
+}
+
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone)]
+pub struct RStoredObject {
+    pub locator: RString,
+    pub size: u64,
 }
 
 #[repr(C)]
@@ -100,8 +108,9 @@ pub trait RStorage: Send + Sync {
     fn resolve(&self, pointer: RStr<'_>) -> RResult<RResolved, RError>;
     fn open_handle(&self, handle: &RHandle) -> RResult<RInputBox, RError>;
     fn discard(&self, handle: &RHandle) -> RResult<(), RError>;
-    #[sabi(last_prefix_field)]
     fn dispose(&self, pointer: RStr<'_>) -> RResult<(), RError>;
+    #[sabi(last_prefix_field)]
+    fn corrupt_for_testing(&self, handle: &RHandle) -> RResult<(), RError>;
 }
 pub type RStorageBox = RStorage_TO<'static, RBox<()>>;
 
@@ -114,8 +123,9 @@ pub trait RJob: Send + Sync {
         target: ROption<RStr<'_>>,
     ) -> RResult<RLocationBox, RError>;
     fn create_task_owned_stream(&self) -> RResult<ROutputBox, RError>;
-    #[sabi(last_prefix_field)]
     fn list_completed(&self) -> RResult<RVec<RCompleted>, RError>;
+    #[sabi(last_prefix_field)]
+    fn list_objects(&self) -> RResult<RVec<RStoredObject>, RError>;
 }
 pub type RJobBox = RJob_TO<'static, RBox<()>>;
 
@@ -170,7 +180,7 @@ use crate::{
     error::{ErrorKind, StorageError},
     handle::{Scope, StateHandle},
     manifest::{Capabilities, Manifest},
-    storage::{CompletedCheckpoint, ResolvedCheckpoint, StorageInfo},
+    storage::{CompletedCheckpoint, ResolvedCheckpoint, StorageInfo, StoredObject},
     version::ApiVersion,
 };
 
@@ -263,6 +273,7 @@ impl From<Manifest> for RManifest {
             api_minor: m.api_version.minor,
             description: m.description.into(),
             capabilities: m.capabilities.bits(),
+            test_options: m.test_options.into(),
         }
     }
 }
@@ -275,6 +286,7 @@ impl From<RManifest> for Manifest {
             api_version: ApiVersion::new(m.api_major, m.api_minor),
             description: m.description.into_string(),
             capabilities: Capabilities::from_bits_truncate(m.capabilities),
+            test_options: m.test_options.into_string(),
         }
     }
 }
@@ -315,6 +327,24 @@ impl From<RCompleted> for CompletedCheckpoint {
         CompletedCheckpoint {
             checkpoint_id: c.checkpoint_id,
             pointer: c.pointer.into_string(),
+        }
+    }
+}
+
+impl From<StoredObject> for RStoredObject {
+    fn from(o: StoredObject) -> Self {
+        RStoredObject {
+            locator: o.locator.into(),
+            size: o.size,
+        }
+    }
+}
+
+impl From<RStoredObject> for StoredObject {
+    fn from(o: RStoredObject) -> Self {
+        StoredObject {
+            locator: o.locator.into_string(),
+            size: o.size,
         }
     }
 }

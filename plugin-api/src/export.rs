@@ -23,7 +23,7 @@ use crate::{
         scope_from_raw, PluginModule, PluginModuleRef, RCompleted, RError, RHandle, RHostLog,
         RInput, RInputBox, RInput_TO, RJob, RJobBox, RJob_TO, RLocation, RLocationBox,
         RLocation_TO, RManifest, ROutput, ROutputBox, ROutput_TO, RResolved, RStorage, RStorageBox,
-        RStorageInfo, RStorage_TO,
+        RStorageInfo, RStorage_TO, RStoredObject,
     },
     error::StorageError,
     handle::StateHandle,
@@ -225,6 +225,13 @@ impl RStorage for Guarded<Box<dyn CheckpointStorage>> {
     fn dispose(&self, pointer: RStr<'_>) -> RResult<(), RError> {
         guard("dispose", || self.get().dispose(pointer.as_str()))
     }
+
+    fn corrupt_for_testing(&self, handle: &RHandle) -> RResult<(), RError> {
+        guard("corrupt_for_testing", || {
+            let handle = StateHandle::try_from(handle.clone())?;
+            self.get().corrupt_for_testing(&handle)
+        })
+    }
 }
 
 impl RJob for Guarded<Box<dyn JobStorage>> {
@@ -258,6 +265,17 @@ impl RJob for Guarded<Box<dyn JobStorage>> {
             Ok(self
                 .get()
                 .list_completed()?
+                .into_iter()
+                .map(Into::into)
+                .collect())
+        })
+    }
+
+    fn list_objects(&self) -> RResult<RVec<RStoredObject>, RError> {
+        guard("list_objects", || {
+            Ok(self
+                .get()
+                .list_objects()?
                 .into_iter()
                 .map(Into::into)
                 .collect())

@@ -28,7 +28,7 @@ use crate::{
     manifest::Manifest,
     storage::{
         CheckpointLocation, CheckpointStorage, CompletedCheckpoint, InputStream, JobStorage,
-        OutputStream, ResolvedCheckpoint, StorageInfo,
+        OutputStream, ResolvedCheckpoint, StorageInfo, StoredObject,
     },
 };
 
@@ -248,6 +248,10 @@ impl CheckpointStorage for LoadedStorage {
     fn dispose(&self, pointer: &str) -> StorageResult<()> {
         into_result(self.inner.dispose(RStr::from_str(pointer)))
     }
+
+    fn corrupt_for_testing(&self, handle: &StateHandle) -> StorageResult<()> {
+        into_result(self.inner.corrupt_for_testing(&RHandle::from(handle)))
+    }
 }
 
 struct LoadedJob {
@@ -277,6 +281,13 @@ impl JobStorage for LoadedJob {
 
     fn list_completed(&self) -> StorageResult<Vec<CompletedCheckpoint>> {
         Ok(into_result(self.inner.list_completed())?
+            .into_iter()
+            .map(Into::into)
+            .collect())
+    }
+
+    fn list_objects(&self) -> StorageResult<Vec<StoredObject>> {
+        Ok(into_result(self.inner.list_objects())?
             .into_iter()
             .map(Into::into)
             .collect())

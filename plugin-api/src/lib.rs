@@ -55,6 +55,7 @@ pub use options::parse_options;
 pub use storage::{
     read_handle_fully, CheckpointLocation, CheckpointStorage, CompletedCheckpoint, InlineInput,
     InputStream, JobStorage, OutputStream, ResolvedCheckpoint, StorageInfo, StoragePlugin,
+    StoredObject,
 };
 pub use version::{ApiVersion, API_1_0, API_VERSION};
 

@@ -27,6 +27,9 @@ bitflags::bitflags! {
         const TASK_OWNED = 1 << 4;
         /// Large state is stored outside the metadata (stored handles exist).
         const STORED_HANDLES = 1 << 5;
+        /// [`CheckpointStorage::corrupt_for_testing`](crate::CheckpointStorage::corrupt_for_testing)
+        /// works, so the conformance harness can check that damage is detected.
+        const CORRUPT_FOR_TESTING = 1 << 6;
     }
 }
 
@@ -41,6 +44,7 @@ impl Capabilities {
             ("shared-scope", Capabilities::SHARED_SCOPE),
             ("task-owned", Capabilities::TASK_OWNED),
             ("stored-handles", Capabilities::STORED_HANDLES),
+            ("corrupt-for-testing", Capabilities::CORRUPT_FOR_TESTING),
         ] {
             if self.contains(flag) {
                 out.push(name);
@@ -69,6 +73,11 @@ pub struct Manifest {
     pub description: String,
     /// What the backend can do.
     pub capabilities: Capabilities,
+    /// Options that make the plugin usable inside a scratch directory, for
+    /// `cairn plugins verify` when no options are given: a `[storage.options]` TOML document in
+    /// which `{scratch}` stands for an empty temporary directory. Empty when the plugin needs no
+    /// options. Set it with [`Manifest::with_test_options`].
+    pub test_options: String,
 }
 
 impl Manifest {
@@ -85,7 +94,15 @@ impl Manifest {
             api_version: API_VERSION,
             description: description.into(),
             capabilities,
+            test_options: String::new(),
         }
+    }
+
+    /// The options `cairn plugins verify` uses when it is given none (see
+    /// [`Manifest::test_options`]), for example `dir = "{scratch}/checkpoints"`.
+    pub fn with_test_options(mut self, options: impl Into<String>) -> Self {
+        self.test_options = options.into();
+        self
     }
 
     /// Check the fields a host relies on: a usable name and a version.

@@ -82,6 +82,12 @@ pub trait CheckpointStorage: Send + Sync {
     /// being complete), then its exclusive state. SHARED state is left to the host's registry.
     /// Idempotent.
     fn dispose(&self, pointer: &str) -> StorageResult<()>;
+
+    /// Damage the stored bytes behind `handle` (flip one bit), so the conformance harness can
+    /// check that reading them back gives `Corrupt`. Only called when the instance reports
+    /// [`Capabilities::CORRUPT_FOR_TESTING`]; backends without it return `Unsupported`. The host
+    /// never calls it outside `cairn plugins verify`.
+    fn corrupt_for_testing(&self, handle: &StateHandle) -> StorageResult<()>;
 }
 
 /// Access to one job's checkpoints.
@@ -105,6 +111,22 @@ pub trait JobStorage: Send + Sync {
     /// The completed checkpoints of this job, in ascending id order. Locations without a
     /// committed metadata are never listed.
     fn list_completed(&self) -> StorageResult<Vec<CompletedCheckpoint>>;
+
+    /// Every state object this job has stored and not deleted: exclusive state in committed and
+    /// uncommitted checkpoint locations, SHARED and task-owned state; not metadata, not
+    /// savepoints, not inline state. The host compares it with what completed checkpoints
+    /// reference to find orphans, and the harness uses it to check that dropped streams leave
+    /// nothing behind. Backends without stored handles return an empty list.
+    fn list_objects(&self) -> StorageResult<Vec<StoredObject>>;
+}
+
+/// A stored state object, as [`JobStorage::list_objects`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct StoredObject {
+    /// The locator a stored handle to this object would carry.
+    pub locator: String,
+    /// Its size in bytes.
+    pub size: u64,
 }
 
 /// Where one checkpoint's state and metadata go.

@@ -21,6 +21,8 @@ pub const PLUGIN_PACKAGES: &[&str] = &[
     "cairn-storage-memory",
     "cairn-storage-fs",
     "cairn-fixture-panicking",
+    "cairn-fixture-hanging",
+    "cairn-fixture-corrupting",
     "cairn-fixture-not-a-plugin",
     "cairn-fixture-api-old-major",
     "cairn-fixture-api-new-major",

@@ -1,11 +1,15 @@
-//! cairn's storage test harness.
+//! cairn's storage conformance harness.
 //!
-//! - [`artifacts`] builds the plugin libraries that tests load through the real `dlopen` path,
-//!   once per test process, with a nested `cargo build`. A clean `cargo test` builds no shared
-//!   library by itself, so every test that loads a plugin gets its file from here.
-//! - The conformance suite (public functions that each take any backend) and the misbehaving
-//!   fixture plugins (`fixtures/`) live alongside.
+//! - [`suite`] runs the conformance cases ([`cases`]) against any backend behind the safe
+//!   `CheckpointStorage` trait: a plugin loaded through the real `dlopen` path by the host's
+//!   loader (`cairn plugins verify`, and the workspace tests), or one linked in. Capabilities
+//!   decide which cases apply; skipped cases are reported with the reason.
+//! - [`artifacts`] builds the plugin libraries that tests load, once per test process, with a
+//!   nested `cargo build`. A clean `cargo test` builds no shared library by itself.
+//! - `fixtures/` holds misbehaving plugins that prove the host survives them.
 
 #![warn(missing_docs)]
 
 pub mod artifacts;
+pub mod cases;
+pub mod suite;

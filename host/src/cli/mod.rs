@@ -6,6 +6,7 @@ use cairn_host::config::Config;
 use clap::{Parser, Subcommand};
 
 mod plugins;
+mod verify;
 
 /// cairn: a checkpointing host whose storage backends are plugins.
 #[derive(Debug, Parser)]

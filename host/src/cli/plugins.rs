@@ -24,6 +24,14 @@ pub enum PluginsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Run the conformance suite against a plugin (by name or path) through the real loading
+    /// path: one PASS, FAIL or SKIP line per case, a summary, and exit code 1 on any failure.
+    Verify {
+        #[command(flatten)]
+        args: super::verify::VerifyArgs,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// Show one plugin's manifest: by name (from the search path) or by file path.
     Info {
         /// A plugin name such as `filesystem`, or the path of a plugin library.
@@ -44,6 +52,10 @@ pub fn run(cmd: PluginsCommand) -> anyhow::Result<ExitCode> {
             config,
             json,
         } => info(&plugin, &config, json),
+        PluginsCommand::Verify { args, config } => {
+            let plugin = load(&args.plugin, &config)?;
+            super::verify::verify(plugin, &args)
+        }
     }
 }
 
@@ -130,13 +142,18 @@ fn is_path(arg: &str) -> bool {
             == Some(std::env::consts::DLL_EXTENSION)
 }
 
-fn info(arg: &str, config: &ConfigArg, as_json: bool) -> anyhow::Result<ExitCode> {
+/// Load a plugin named on the command line, by path or by name.
+fn load(arg: &str, config: &ConfigArg) -> anyhow::Result<Plugin> {
     let config = config.load()?;
-    let plugin = if is_path(arg) {
+    Ok(if is_path(arg) {
         loader::load_path(&PathBuf::from(arg), None)?
     } else {
         loader::load_by_name(&config.plugins.search_path(), arg, None)?
-    };
+    })
+}
+
+fn info(arg: &str, config: &ConfigArg, as_json: bool) -> anyhow::Result<ExitCode> {
+    let plugin = load(arg, config)?;
     let mut out = std::io::stdout().lock();
     if as_json {
         writeln!(

@@ -17,6 +17,7 @@ use std::{fs, io, path::PathBuf, sync::Arc};
 
 use cairn_plugin_api::{
     CheckpointLocation, CompletedCheckpoint, JobStorage, OutputStream, Scope, StorageResult,
+    StoredObject,
 };
 
 use cairn_storage_shared::metafile;
@@ -179,6 +180,72 @@ impl FsJob {
         completed.sort_by_key(|c| c.checkpoint_id);
         Ok(completed)
     }
+
+    /// State files in `dir` (none if it does not exist), named by `locator_prefix`.
+    fn state_files_in(
+        dir: &std::path::Path,
+        locator_prefix: &str,
+        out: &mut Vec<StoredObject>,
+    ) -> FsResult<()> {
+        let entries = match fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(FsError::io(format!("listing {}", dir.display()), e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| FsError::io(format!("listing {}", dir.display()), e))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str().filter(|n| layout::is_state_file_name(n)) else {
+                continue;
+            };
+            let meta = entry
+                .metadata()
+                .map_err(|e| FsError::io(format!("reading {}", entry.path().display()), e))?;
+            if meta.is_file() {
+                out.push(StoredObject {
+                    locator: format!("{locator_prefix}{name}"),
+                    size: meta.len(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn list_objects_inner(&self) -> FsResult<Vec<StoredObject>> {
+        let base = &self.settings.base;
+        let mut out = Vec::new();
+        let dirs = [
+            StreamDir::shared(base, &self.job_id),
+            StreamDir::task_owned(base, &self.job_id),
+        ];
+        for d in &dirs {
+            Self::state_files_in(&d.dir, &d.locator_prefix, &mut out)?;
+        }
+        let entries = match fs::read_dir(&self.job_dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => {
+                return Err(FsError::io(
+                    format!("listing {}", self.job_dir.display()),
+                    e,
+                ))
+            }
+        };
+        for entry in entries {
+            let entry =
+                entry.map_err(|e| FsError::io(format!("listing {}", self.job_dir.display()), e))?;
+            if let Some(id) = entry
+                .file_name()
+                .to_str()
+                .and_then(layout::parse_checkpoint_dir_name)
+            {
+                let d = StreamDir::checkpoint(base, &self.job_id, id);
+                Self::state_files_in(&d.dir, &d.locator_prefix, &mut out)?;
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
 }
 
 impl JobStorage for FsJob {
@@ -205,6 +272,10 @@ impl JobStorage for FsJob {
 
     fn list_completed(&self) -> StorageResult<Vec<CompletedCheckpoint>> {
         Ok(self.list_completed_inner()?)
+    }
+
+    fn list_objects(&self) -> StorageResult<Vec<StoredObject>> {
+        Ok(self.list_objects_inner()?)
     }
 }
 

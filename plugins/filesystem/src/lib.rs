@@ -69,7 +69,8 @@ const CAPABILITIES: Capabilities = Capabilities::PERSISTENT
     .union(Capabilities::SAVEPOINTS)
     .union(Capabilities::SHARED_SCOPE)
     .union(Capabilities::TASK_OWNED)
-    .union(Capabilities::STORED_HANDLES);
+    .union(Capabilities::STORED_HANDLES)
+    .union(Capabilities::CORRUPT_FOR_TESTING);
 
 /// The filesystem storage plugin. The host loads it from the shared library through
 /// [`cairn_plugin_api::export_storage_plugin!`]; tests and embedders can call it in-process.
@@ -83,6 +84,9 @@ impl StoragePlugin for FsPlugin {
             env!("CARGO_PKG_VERSION"),
             "checkpoints on a local or mounted filesystem (Flink's FileSystem storage)",
             CAPABILITIES,
+        )
+        .with_test_options(
+            "dir = \"{scratch}/checkpoints\"\nsavepoint-dir = \"{scratch}/savepoints\"\n",
         )
     }
 

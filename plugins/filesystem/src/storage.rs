@@ -19,7 +19,7 @@ use std::{
 
 use cairn_plugin_api::{
     CheckpointStorage, InlineInput, InputStream, JobStorage, ResolvedCheckpoint, StateHandle,
-    StorageInfo, StorageResult,
+    StorageError, StorageInfo, StorageResult,
 };
 
 use cairn_storage_shared::metafile::{self, METADATA_FILE, TEMP_PREFIX};
@@ -153,6 +153,36 @@ impl FsStorage {
         }
     }
 
+    /// Flip the lowest bit of the middle byte of a stored handle's file, in place.
+    fn corrupt_inner(&self, handle: &StateHandle) -> FsResult<()> {
+        use std::io::{Read, Seek, SeekFrom, Write};
+        let StateHandle::Stored { locator, .. } = handle else {
+            return Err(FsError::Storage(StorageError::Unsupported(
+                "an inline handle has no stored bytes to corrupt; its bytes live in the metadata"
+                    .to_string(),
+            )));
+        };
+        let path = layout::locator_path(&self.settings.base, locator)?;
+        let what = || format!("corrupting handle '{locator}' ({})", path.display());
+        let mut file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| FsError::io(what(), e))?;
+        let len = file.metadata().map_err(|e| FsError::io(what(), e))?.len();
+        if len == 0 {
+            return Err(FsError::io(what(), io::Error::other("the file is empty")));
+        }
+        let at = len / 2;
+        let mut byte = [0u8; 1];
+        file.seek(SeekFrom::Start(at))
+            .and_then(|_| file.read_exact(&mut byte))
+            .and_then(|_| file.seek(SeekFrom::Start(at)))
+            .and_then(|_| file.write_all(&[byte[0] ^ 0x01]))
+            .and_then(|_| file.sync_all())
+            .map_err(|e| FsError::io(what(), e))
+    }
+
     fn discard_inner(&self, handle: &StateHandle) -> FsResult<()> {
         let StateHandle::Stored { locator, .. } = handle else {
             return Ok(());
@@ -225,6 +255,10 @@ impl CheckpointStorage for FsStorage {
 
     fn dispose(&self, pointer: &str) -> StorageResult<()> {
         Ok(self.dispose_inner(pointer)?)
+    }
+
+    fn corrupt_for_testing(&self, handle: &StateHandle) -> StorageResult<()> {
+        Ok(self.corrupt_inner(handle)?)
     }
 }
 

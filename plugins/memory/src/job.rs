@@ -18,6 +18,7 @@ use std::{
 
 use cairn_plugin_api::{
     CheckpointLocation, CompletedCheckpoint, JobStorage, OutputStream, StorageError, StorageResult,
+    StoredObject,
 };
 
 use crate::{
@@ -203,6 +204,11 @@ impl JobStorage for MemoryJob {
                 .collect()),
             Some(job_dir) => list_dir(job_dir),
         }
+    }
+
+    fn list_objects(&self) -> StorageResult<Vec<StoredObject>> {
+        // Every handle of this backend is inline: nothing is stored outside the metadata.
+        Ok(Vec::new())
     }
 }
 

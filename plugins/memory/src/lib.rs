@@ -82,6 +82,7 @@ impl StoragePlugin for MemoryPlugin {
             "state in the host's memory, gone when it exits (Flink's JobManager storage)",
             MANIFEST_CAPABILITIES,
         )
+        .with_test_options("savepoint-dir = \"{scratch}/savepoints\"\n")
     }
 
     fn open(options: &str) -> StorageResult<Box<dyn CheckpointStorage>> {

@@ -185,6 +185,14 @@ impl CheckpointStorage for MemoryStorage {
             Pointer::Dir(dir) => self.dispose_dir(pointer, &dir),
         }
     }
+
+    fn corrupt_for_testing(&self, handle: &StateHandle) -> StorageResult<()> {
+        Err(StorageError::Unsupported(format!(
+            "the memory backend stores no bytes outside the metadata, so {} cannot be damaged \
+             on its own (the metadata's checksum covers inline state)",
+            handle.describe()
+        )))
+    }
 }
 
 /// The memory backend never writes stored handles, so one that reaches it was written by
