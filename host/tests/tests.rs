@@ -16,3 +16,6 @@ mod filesystem;
 
 // The `cairn` binary: `plugins list` and `plugins info`.
 mod cli;
+
+// `cairn plugins verify` on the bundled plugins and on every misbehaving fixture.
+mod verify;
