@@ -7,9 +7,16 @@
 //! Modules:
 //! - [`loader`]: plugin discovery and loading; the only place that opens shared libraries.
 //! - [`config`]: the TOML config file, with errors that name the file, line and key.
+//! - [`metadata`]: the versioned, checksummed checkpoint metadata format.
+//! - [`coordinator`]: the checkpoint coordinator's rules, as a clock-free state machine.
+//! - [`runtime`]: the dataflow runtime (sources, keyed exchange, counters, barrier alignment)
+//!   and the loop that drives the coordinator against a storage plugin.
 
 #![warn(missing_docs)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod config;
+pub mod coordinator;
 pub mod loader;
+pub mod metadata;
+pub mod runtime;

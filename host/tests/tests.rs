@@ -19,3 +19,15 @@ mod cli;
 
 // `cairn plugins verify` on the bundled plugins and on every misbehaving fixture.
 mod verify;
+
+// The third-party example in tests/example-plugin: built on its own, verified, found in plugins/.
+mod example_plugin;
+
+// `cairn bench storage`: every figure and ratio present and consistent; speed never asserted.
+mod bench;
+
+// `cairn config check|defaults` through the binary, and the example configs through the plugins.
+mod config;
+
+// `cairn run` and `cairn checkpoints`: exactly-once, restore, failover, verify, gc, delete.
+mod job;

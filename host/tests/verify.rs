@@ -16,7 +16,10 @@ fn verify(args: &[&str], cwd: &Path) -> (i32, Value, String) {
         .current_dir(cwd)
         .output()
         .unwrap();
-    let code = out.status.code().expect("cairn was killed by a signal: it crashed");
+    let code = out
+        .status
+        .code()
+        .expect("cairn was killed by a signal: it crashed");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let doc = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
     (code, doc, stderr)
@@ -27,7 +30,10 @@ fn status<'a>(doc: &'a Value, case: &str) -> (&'a str, &'a str) {
         .as_array()
         .and_then(|cases| cases.iter().find(|c| c["name"] == case))
         .unwrap_or_else(|| panic!("no case {case} in {doc}"));
-    (c["status"].as_str().unwrap(), c["reason"].as_str().unwrap_or(""))
+    (
+        c["status"].as_str().unwrap(),
+        c["reason"].as_str().unwrap_or(""),
+    )
 }
 
 fn failed_cases(doc: &Value) -> Vec<String> {
@@ -48,17 +54,33 @@ fn the_filesystem_plugin_passes_every_applicable_case() {
     assert_eq!(code, 0, "{:?}\n{stderr}", failed_cases(&doc));
     assert_eq!(doc["ok"], true);
     assert_eq!(doc["plugin"]["name"], "filesystem");
-    for case in ["round_trips_at_every_size", "corruption_is_detected", "resolves_from_a_fresh_instance", "dropped_stream_leaves_nothing", "savepoint_to_default_target"] {
+    for case in [
+        "round_trips_at_every_size",
+        "corruption_is_detected",
+        "resolves_from_a_fresh_instance",
+        "dropped_stream_leaves_nothing",
+        "savepoint_to_default_target",
+    ] {
         assert_eq!(status(&doc, case).0, "pass", "{case}");
     }
     // With a default savepoint directory configured, the "neither" case says why it did not run.
     let (s, why) = status(&doc, "savepoint_without_any_target");
     assert_eq!(s, "skip");
-    assert!(why.contains("default savepoint location is configured"), "{why}");
+    assert!(
+        why.contains("default savepoint location is configured"),
+        "{why}"
+    );
 
     // Without a default savepoint directory, the "neither" case runs and the default one skips.
-    std::fs::write(dir.path().join("opts.toml"), "dir = \"{scratch}/checkpoints\"\n").unwrap();
-    let (code, doc, stderr) = verify(&[so.to_str().unwrap(), "--options", "opts.toml"], dir.path());
+    std::fs::write(
+        dir.path().join("opts.toml"),
+        "dir = \"{scratch}/checkpoints\"\n",
+    )
+    .unwrap();
+    let (code, doc, stderr) = verify(
+        &[so.to_str().unwrap(), "--options", "opts.toml"],
+        dir.path(),
+    );
     assert_eq!(code, 0, "{:?}\n{stderr}", failed_cases(&doc));
     assert_eq!(status(&doc, "savepoint_without_any_target").0, "pass");
     assert_eq!(status(&doc, "savepoint_to_default_target").0, "skip");
@@ -77,8 +99,15 @@ fn the_memory_plugin_passes_every_applicable_case() {
     assert_eq!(status(&doc, "round_trips_at_every_size").0, "pass");
 
     // With a checkpoint directory its metadata persists, so a fresh instance resolves it.
-    std::fs::write(dir.path().join("opts.toml"), "checkpoint-dir = \"{scratch}/meta\"\n").unwrap();
-    let (code, doc, stderr) = verify(&[so.to_str().unwrap(), "--options", "opts.toml"], dir.path());
+    std::fs::write(
+        dir.path().join("opts.toml"),
+        "checkpoint-dir = \"{scratch}/meta\"\n",
+    )
+    .unwrap();
+    let (code, doc, stderr) = verify(
+        &[so.to_str().unwrap(), "--options", "opts.toml"],
+        dir.path(),
+    );
     assert_eq!(code, 0, "{:?}\n{stderr}", failed_cases(&doc));
     assert_eq!(status(&doc, "resolves_from_a_fresh_instance").0, "pass");
     assert_eq!(status(&doc, "savepoint_without_any_target").0, "pass");
@@ -87,12 +116,18 @@ fn the_memory_plugin_passes_every_applicable_case() {
 #[test]
 fn a_panicking_plugin_fails_with_the_panic_message() {
     let dir = tempfile::tempdir().unwrap();
-    let (code, doc, _) = verify(&[lib("cairn-fixture-panicking").to_str().unwrap()], dir.path());
+    let (code, doc, _) = verify(
+        &[lib("cairn-fixture-panicking").to_str().unwrap()],
+        dir.path(),
+    );
     assert_eq!(code, 1);
     assert_eq!(doc["ok"], false);
     let (s, why) = status(&doc, "round_trips_at_every_size");
     assert_eq!(s, "fail");
-    assert!(why.contains("plugin panicked: in write(): fixture-panicking: panic in Write"), "{why}");
+    assert!(
+        why.contains("plugin panicked: in write(): fixture-panicking: panic in Write"),
+        "{why}"
+    );
     // Cases that never write still pass: the host kept working after every panic.
     assert_eq!(status(&doc, "empty_stream_gives_no_handle").0, "pass");
     assert_eq!(status(&doc, "listing_shows_only_completed").0, "pass");
@@ -118,12 +153,18 @@ fn a_hanging_plugin_times_out_and_the_rest_is_not_run() {
 #[test]
 fn a_plugin_returning_corrupt_bytes_is_caught_by_the_host() {
     let dir = tempfile::tempdir().unwrap();
-    let (code, doc, _) = verify(&[lib("cairn-fixture-corrupting").to_str().unwrap()], dir.path());
+    let (code, doc, _) = verify(
+        &[lib("cairn-fixture-corrupting").to_str().unwrap()],
+        dir.path(),
+    );
     assert_eq!(code, 1);
     let (s, why) = status(&doc, "round_trips_at_every_size");
     assert_eq!(s, "fail");
     // The fixture does not check its own checksum; the host's check names the handle.
-    assert!(why.contains("corrupt: handle 'kit:") && why.contains("checksum mismatch"), "{why}");
+    assert!(
+        why.contains("corrupt: handle 'kit:") && why.contains("checksum mismatch"),
+        "{why}"
+    );
 }
 
 #[test]
@@ -132,9 +173,18 @@ fn files_that_are_not_loadable_get_their_own_one_line_error() {
     let junk = dir.path().join("libjunk.so");
     std::fs::write(&junk, "junk").unwrap();
     let cases = [
-        (lib("cairn-fixture-not-a-plugin"), "is not a cairn storage plugin"),
-        (lib("cairn-fixture-api-old-major"), "major versions must match"),
-        (lib("cairn-fixture-api-new-major"), "major versions must match"),
+        (
+            lib("cairn-fixture-not-a-plugin"),
+            "is not a cairn storage plugin",
+        ),
+        (
+            lib("cairn-fixture-api-old-major"),
+            "major versions must match",
+        ),
+        (
+            lib("cairn-fixture-api-new-major"),
+            "major versions must match",
+        ),
         (lib("cairn-fixture-api-new-minor"), "upgrade cairn"),
         (lib("cairn-fixture-layout-mismatch"), "ABI layout mismatch"),
         (junk, "is not a shared library"),
@@ -144,16 +194,30 @@ fn files_that_are_not_loadable_get_their_own_one_line_error() {
         assert_eq!(code, 1, "{}", path.display());
         assert_eq!(doc, Value::Null, "no report for a refused file");
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
-        assert!(stderr.starts_with("error: ") && stderr.contains(expected), "{}: {stderr}", path.display());
+        assert!(
+            stderr.starts_with("error: ") && stderr.contains(expected),
+            "{}: {stderr}",
+            path.display()
+        );
     }
 }
 
 #[test]
 fn a_bad_options_file_names_its_line() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("opts.toml"), "dir = \"x\"\ninline-threshold = \n").unwrap();
+    std::fs::write(
+        dir.path().join("opts.toml"),
+        "dir = \"x\"\ninline-threshold = \n",
+    )
+    .unwrap();
     let so = lib("cairn-storage-fs");
-    let (code, _, stderr) = verify(&[so.to_str().unwrap(), "--options", "opts.toml"], dir.path());
+    let (code, _, stderr) = verify(
+        &[so.to_str().unwrap(), "--options", "opts.toml"],
+        dir.path(),
+    );
     assert_eq!(code, 1);
-    assert!(stderr.starts_with("error: options file opts.toml:2:"), "{stderr}");
+    assert!(
+        stderr.starts_with("error: options file opts.toml:2:"),
+        "{stderr}"
+    );
 }

@@ -124,8 +124,9 @@ pub trait RJob: Send + Sync {
     ) -> RResult<RLocationBox, RError>;
     fn create_task_owned_stream(&self) -> RResult<ROutputBox, RError>;
     fn list_completed(&self) -> RResult<RVec<RCompleted>, RError>;
-    #[sabi(last_prefix_field)]
     fn list_objects(&self) -> RResult<RVec<RStoredObject>, RError>;
+    #[sabi(last_prefix_field)]
+    fn list_uncommitted(&self) -> RResult<RVec<u64>, RError>;
 }
 pub type RJobBox = RJob_TO<'static, RBox<()>>;
 

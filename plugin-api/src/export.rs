@@ -281,6 +281,12 @@ impl RJob for Guarded<Box<dyn JobStorage>> {
                 .collect())
         })
     }
+
+    fn list_uncommitted(&self) -> RResult<RVec<u64>, RError> {
+        guard("list_uncommitted", || {
+            Ok(self.get().list_uncommitted()?.into())
+        })
+    }
 }
 
 impl RLocation for Guarded<Box<dyn CheckpointLocation>> {

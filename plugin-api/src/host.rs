@@ -292,6 +292,10 @@ impl JobStorage for LoadedJob {
             .map(Into::into)
             .collect())
     }
+
+    fn list_uncommitted(&self) -> StorageResult<Vec<u64>> {
+        Ok(into_result(self.inner.list_uncommitted())?.into_vec())
+    }
 }
 
 struct LoadedLocation {

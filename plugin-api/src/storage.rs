@@ -118,6 +118,13 @@ pub trait JobStorage: Send + Sync {
     /// reference to find orphans, and the harness uses it to check that dropped streams leave
     /// nothing behind. Backends without stored handles return an empty list.
     fn list_objects(&self) -> StorageResult<Vec<StoredObject>>;
+
+    /// Ids of checkpoint locations of this job that exist but were never committed: left by a
+    /// crash or by a checkpoint that was aborted before its clean-up finished. Garbage collection
+    /// removes each with `begin_checkpoint(id)` then `dispose_on_failure()`, so `begin_checkpoint`
+    /// must accept such an id. Backends whose uncommitted locations do not outlive the process
+    /// return an empty list.
+    fn list_uncommitted(&self) -> StorageResult<Vec<u64>>;
 }
 
 /// A stored state object, as [`JobStorage::list_objects`] reports it.

@@ -2,8 +2,8 @@
 //!
 //! `cargo test` compiles the crates a test links against, but not the `cdylib` files a test
 //! loads at run time. [`plugin_library`] runs one nested `cargo build --message-format=json` for
-//! every plugin and fixture package, reads the paths of the produced shared libraries from
-//! cargo's artifact messages, and caches the answer for the rest of the process.
+//! every plugin and fixture package ([`build_cdylibs`]), reads the paths of the produced shared
+//! libraries from cargo's artifact messages, and caches the answer for the rest of the process.
 //!
 //! The nested build uses its own target directory (`target/harness-plugins`). Building into the
 //! main `target/debug` would put fixture plugins next to `target/debug/cairn`, where the default
@@ -13,7 +13,7 @@ use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
     process::Command,
-    sync::OnceLock,
+    sync::{Mutex, OnceLock, PoisonError},
 };
 
 /// Every package whose shared library tests load. A new plugin or fixture goes here.
@@ -53,27 +53,50 @@ pub fn plugin_library(package: &str) -> Result<PathBuf, String> {
 }
 
 fn build_all() -> Result<BTreeMap<String, PathBuf>, String> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let root = workspace_root();
+    build_cdylibs(
+        &root.join("Cargo.toml"),
+        &root.join("target").join("harness-plugins"),
+        PLUGIN_PACKAGES,
+    )
+}
+
+/// Build the `cdylib` targets of `packages` (`-p` each; none: the manifest's default members)
+/// of the workspace or crate at `manifest_path`, with one nested
+/// `cargo build --message-format=json-render-diagnostics` into `target_dir`. Returns each
+/// package's shared library, by package name, as read from cargo's compiler-artifact messages.
+/// A build failure is returned with cargo's messages.
+///
+/// [`plugin_library`] uses it for the workspace plugins; the host's tests use it for the
+/// example plugin in `tests/example-plugin`, which is a workspace of its own.
+pub fn build_cdylibs(
+    manifest_path: &Path,
+    target_dir: &Path,
+    packages: &[&str],
+) -> Result<BTreeMap<String, PathBuf>, String> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.arg("build")
         .arg("--manifest-path")
-        .arg(root.join("Cargo.toml"))
+        .arg(manifest_path)
         .arg("--message-format=json-render-diagnostics")
-        .env(
-            "CARGO_TARGET_DIR",
-            root.join("target").join("harness-plugins"),
-        )
-        .current_dir(root);
-    for p in PLUGIN_PACKAGES {
+        .env("CARGO_TARGET_DIR", target_dir);
+    if let Some(dir) = manifest_path.parent() {
+        cmd.current_dir(dir);
+    }
+    for p in packages {
         cmd.arg("-p").arg(p);
     }
-    let out = cmd
-        .output()
-        .map_err(|e| format!("cannot run cargo to build the test plugins: {e}"))?;
+    let out = cmd.output().map_err(|e| {
+        format!(
+            "cannot run cargo to build the plugins of {}: {e}",
+            manifest_path.display()
+        )
+    })?;
     if !out.status.success() {
         return Err(format!(
-            "building the test plugins failed ({}):\n{}",
+            "building the plugins of {} failed ({}):\n{}",
+            manifest_path.display(),
             out.status,
             String::from_utf8_lossy(&out.stderr)
         ));
@@ -107,6 +130,50 @@ fn build_all() -> Result<BTreeMap<String, PathBuf>, String> {
         }
     }
     Ok(libs)
+}
+
+/// The executable `bin` of the workspace package `package`, built once per process with a
+/// nested `cargo build` into the same target directory as the plugins. Cargo gives an
+/// integration test the executables of its own package (`CARGO_BIN_EXE_*`), but not those of
+/// other packages, such as the `cairn-bench-linked` companion of `cairn bench storage`.
+pub fn binary(package: &str, bin: &str) -> Result<PathBuf, String> {
+    static BUILT: Mutex<BTreeMap<(String, String), Result<PathBuf, String>>> =
+        Mutex::new(BTreeMap::new());
+    let mut built = BUILT.lock().unwrap_or_else(PoisonError::into_inner);
+    built
+        .entry((package.to_string(), bin.to_string()))
+        .or_insert_with(|| build_binary(package, bin))
+        .clone()
+}
+
+fn build_binary(package: &str, bin: &str) -> Result<PathBuf, String> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let root = workspace_root();
+    let out = Command::new(cargo)
+        .args(["build", "--message-format=json-render-diagnostics"])
+        .arg("--manifest-path")
+        .arg(root.join("Cargo.toml"))
+        .args(["-p", package, "--bin", bin])
+        .env(
+            "CARGO_TARGET_DIR",
+            root.join("target").join("harness-plugins"),
+        )
+        .current_dir(root)
+        .output()
+        .map_err(|e| format!("cannot run cargo to build {package}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "building {package} (bin {bin}) failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|msg| msg["reason"] == "compiler-artifact" && msg["target"]["name"] == bin)
+        .find_map(|msg| msg["executable"].as_str().map(PathBuf::from))
+        .ok_or_else(|| format!("building {package} produced no executable named {bin}"))
 }
 
 /// The package name in a cargo package id, in either the old (`name 0.1.0 (path+file://...)`)

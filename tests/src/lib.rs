@@ -6,10 +6,14 @@
 //!   decide which cases apply; skipped cases are reported with the reason.
 //! - [`artifacts`] builds the plugin libraries that tests load, once per test process, with a
 //!   nested `cargo build`. A clean `cargo test` builds no shared library by itself.
+//! - [`bench`] holds the storage benchmark workloads that `cairn bench storage` runs against a
+//!   loaded plugin and the `cairn-bench-linked` companion runs against the linked-in filesystem
+//!   backend, so both sides of a loaded ÷ linked ratio run the same code.
 //! - `fixtures/` holds misbehaving plugins that prove the host survives them.
 
 #![warn(missing_docs)]
 
 pub mod artifacts;
+pub mod bench;
 pub mod cases;
 pub mod suite;

@@ -5,7 +5,11 @@ use std::{path::PathBuf, process::ExitCode};
 use cairn_host::config::Config;
 use clap::{Parser, Subcommand};
 
+mod bench;
+mod checkpoints;
+mod config;
 mod plugins;
+mod run;
 mod verify;
 
 /// cairn: a checkpointing host whose storage backends are plugins.
@@ -27,6 +31,17 @@ enum Command {
     /// Find, inspect and check storage plugins.
     #[command(subcommand)]
     Plugins(plugins::PluginsCommand),
+    /// Check a config file, or print one with every key and its default.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
+    /// Run the built-in keyed-counter job, checkpointing it through the configured storage.
+    Run(run::RunArgs),
+    /// Inspect and manage the job's checkpoints: list, show, verify, delete, gc.
+    #[command(subcommand)]
+    Checkpoints(checkpoints::CheckpointsCommand),
+    /// Measure storage plugins against raw I/O, and loaded against linked-in backends.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 /// Options shared by every command that reads the config file.
@@ -50,6 +65,30 @@ impl ConfigArg {
     }
 }
 
+/// Load the configured storage plugin (checking its pin) and open it with its options.
+pub fn open_storage(
+    config: &Config,
+) -> anyhow::Result<(
+    cairn_host::loader::Plugin,
+    std::sync::Arc<dyn cairn_plugin_api::CheckpointStorage>,
+)> {
+    use cairn_host::{config::PluginRef, loader};
+    let pin = config.storage.sha256.as_deref();
+    let plugin = match &config.storage.plugin {
+        PluginRef::Name(name) => loader::load_by_name(&config.plugins.search_path(), name, pin)?,
+        PluginRef::Path(path) => loader::load_path(path, pin)?,
+    };
+    let storage = plugin
+        .open(&config.storage.options_document())
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "storage plugin '{}' could not be opened: {e}",
+                plugin.manifest().name
+            )
+        })?;
+    Ok((plugin, std::sync::Arc::from(storage)))
+}
+
 /// Set up the `tracing` subscriber: RUST_LOG if set, else warnings (or more with `-v`).
 pub fn init_logging(verbose: u8, quiet: bool) {
     let default = match (quiet, verbose) {
@@ -70,5 +109,9 @@ pub fn init_logging(verbose: u8, quiet: bool) {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Plugins(cmd) => plugins::run(cmd),
+        Command::Config(cmd) => config::run(cmd),
+        Command::Bench(cmd) => bench::run(cmd),
+        Command::Run(args) => run::run(args),
+        Command::Checkpoints(cmd) => checkpoints::run(cmd),
     }
 }

@@ -211,6 +211,36 @@ impl FsJob {
         Ok(())
     }
 
+    /// `chk-<n>` directories without a committed `_metadata`.
+    fn list_uncommitted_inner(&self) -> FsResult<Vec<u64>> {
+        let entries = match fs::read_dir(&self.job_dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => {
+                return Err(FsError::io(
+                    format!("listing {}", self.job_dir.display()),
+                    e,
+                ))
+            }
+        };
+        let mut ids = Vec::new();
+        for entry in entries {
+            let entry =
+                entry.map_err(|e| FsError::io(format!("listing {}", self.job_dir.display()), e))?;
+            if let Some(id) = entry
+                .file_name()
+                .to_str()
+                .and_then(layout::parse_checkpoint_dir_name)
+            {
+                if entry.path().is_dir() && !metafile::is_committed(&entry.path()) {
+                    ids.push(id);
+                }
+            }
+        }
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
     fn list_objects_inner(&self) -> FsResult<Vec<StoredObject>> {
         let base = &self.settings.base;
         let mut out = Vec::new();
@@ -276,6 +306,10 @@ impl JobStorage for FsJob {
 
     fn list_objects(&self) -> StorageResult<Vec<StoredObject>> {
         Ok(self.list_objects_inner()?)
+    }
+
+    fn list_uncommitted(&self) -> StorageResult<Vec<u64>> {
+        Ok(self.list_uncommitted_inner()?)
     }
 }
 

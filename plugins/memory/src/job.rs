@@ -206,6 +206,12 @@ impl JobStorage for MemoryJob {
         }
     }
 
+    fn list_uncommitted(&self) -> StorageResult<Vec<u64>> {
+        // Uncommitted locations live in memory and die with the process; the checkpoint
+        // directory only ever receives committed metadata.
+        Ok(Vec::new())
+    }
+
     fn list_objects(&self) -> StorageResult<Vec<StoredObject>> {
         // Every handle of this backend is inline: nothing is stored outside the metadata.
         Ok(Vec::new())

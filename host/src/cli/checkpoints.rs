@@ -1,0 +1,479 @@
+//! `cairn checkpoints list|show|verify|delete|gc`: inspect and manage a job's checkpoints
+//! through the configured storage plugin. Every subcommand has `--json`.
+
+use std::{collections::BTreeSet, io::Write, process::ExitCode, sync::Arc};
+
+use anyhow::{bail, Context};
+use cairn_host::{
+    config::Config,
+    metadata::{CheckpointMetadata, HandleRecord},
+    runtime::keyed_counter,
+};
+use cairn_plugin_api::{read_handle_fully, CheckpointStorage, CompletedCheckpoint, StateHandle};
+use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
+use serde_json::json;
+
+use super::{open_storage, ConfigArg};
+
+/// The subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum CheckpointsCommand {
+    /// List the job's completed checkpoints (job.id from the config), oldest first.
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Decode one checkpoint's metadata: by id (of the config's job) or by pointer.
+    Show {
+        /// A checkpoint id, `latest`, or a pointer.
+        checkpoint: String,
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read every state handle of checkpoints back and check its checksum, without restoring.
+    /// Exit code 1 if anything is damaged or missing.
+    Verify {
+        /// Checkpoint ids, `latest`, or pointers; all completed checkpoints of the job if none.
+        checkpoints: Vec<String>,
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a completed checkpoint (its metadata first, then its exclusive state).
+    Delete {
+        /// A checkpoint id or a pointer.
+        checkpoint: String,
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove what no completed checkpoint needs: stored objects no completed checkpoint
+    /// references, and checkpoint locations that were never committed. Never touches a completed
+    /// checkpoint. Run it while the job is not running: an in-flight checkpoint looks abandoned.
+    Gc {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only report what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Run a subcommand.
+pub fn run(cmd: CheckpointsCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        CheckpointsCommand::List { config, json } => list(&config.load()?, json),
+        CheckpointsCommand::Show {
+            checkpoint,
+            config,
+            json,
+        } => show(&config.load()?, &checkpoint, json),
+        CheckpointsCommand::Verify {
+            checkpoints,
+            config,
+            json,
+        } => verify(&config.load()?, &checkpoints, json),
+        CheckpointsCommand::Delete {
+            checkpoint,
+            config,
+            json,
+        } => delete(&config.load()?, &checkpoint, json),
+        CheckpointsCommand::Gc {
+            config,
+            dry_run,
+            json,
+        } => gc(&config.load()?, dry_run, json),
+    }
+}
+
+fn completed(
+    config: &Config,
+    storage: &dyn CheckpointStorage,
+) -> anyhow::Result<Vec<CompletedCheckpoint>> {
+    let job = storage.job(&config.job.id)?;
+    Ok(job.list_completed()?)
+}
+
+/// Turn an id, `latest` or a pointer into a pointer.
+fn pointer_of(
+    config: &Config,
+    storage: &dyn CheckpointStorage,
+    arg: &str,
+) -> anyhow::Result<String> {
+    let all = completed(config, storage)?;
+    if arg == "latest" {
+        return all
+            .last()
+            .map(|c| c.pointer.clone())
+            .with_context(|| format!("job '{}' has no completed checkpoint", config.job.id));
+    }
+    if let Ok(id) = arg.parse::<u64>() {
+        return all
+            .iter()
+            .find(|c| c.checkpoint_id == id)
+            .map(|c| c.pointer.clone())
+            .with_context(|| {
+                let ids: Vec<String> = all.iter().map(|c| c.checkpoint_id.to_string()).collect();
+                format!(
+                    "job '{}' has no completed checkpoint {id} (completed: {})",
+                    config.job.id,
+                    if ids.is_empty() {
+                        "none".to_string()
+                    } else {
+                        ids.join(", ")
+                    }
+                )
+            });
+    }
+    Ok(arg.to_string())
+}
+
+fn decode(storage: &dyn CheckpointStorage, pointer: &str) -> anyhow::Result<CheckpointMetadata> {
+    let resolved = storage.resolve(pointer)?;
+    CheckpointMetadata::decode(&resolved.metadata).with_context(|| format!("checkpoint {pointer}"))
+}
+
+fn list(config: &Config, as_json: bool) -> anyhow::Result<ExitCode> {
+    let (_, storage) = open_storage(config)?;
+    let all = completed(config, storage.as_ref())?;
+    let mut rows = Vec::new();
+    for c in &all {
+        let row = match decode(storage.as_ref(), &c.pointer) {
+            Ok(m) => json!({
+                "id": c.checkpoint_id, "pointer": c.pointer, "kind": m.kind,
+                "completed_at_ms": m.completed_at_ms, "state_bytes": m.state_size(),
+                "records": m.tasks.iter().map(|t| t.records).sum::<u64>(), "readable": true,
+            }),
+            Err(e) => {
+                json!({ "id": c.checkpoint_id, "pointer": c.pointer, "readable": false, "error": format!("{e:#}") })
+            }
+        };
+        rows.push(row);
+    }
+    let mut out = std::io::stdout().lock();
+    if as_json {
+        let doc = json!({ "job_id": config.job.id, "location": storage.info().location, "checkpoints": rows });
+        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if rows.is_empty() {
+        writeln!(
+            out,
+            "job '{}' has no completed checkpoints in {}",
+            config.job.id,
+            storage.info().location
+        )?;
+    }
+    for r in &rows {
+        if r["readable"] == true {
+            writeln!(
+                out,
+                "{:>6}  {}  {:>10}  {}",
+                r["id"].as_u64().unwrap_or(0),
+                humantime::format_rfc3339_millis(
+                    std::time::UNIX_EPOCH
+                        + std::time::Duration::from_millis(
+                            r["completed_at_ms"].as_u64().unwrap_or(0)
+                        )
+                ),
+                HumanBytes(r["state_bytes"].as_u64().unwrap_or(0)).to_string(),
+                r["pointer"].as_str().unwrap_or("")
+            )?;
+        } else {
+            writeln!(
+                out,
+                "{:>6}  UNREADABLE: {}  {}",
+                r["id"].as_u64().unwrap_or(0),
+                r["error"].as_str().unwrap_or(""),
+                r["pointer"].as_str().unwrap_or("")
+            )?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn show(config: &Config, arg: &str, as_json: bool) -> anyhow::Result<ExitCode> {
+    let (_, storage) = open_storage(config)?;
+    let pointer = pointer_of(config, storage.as_ref(), arg)?;
+    let m = decode(storage.as_ref(), &pointer)?;
+    let mut out = std::io::stdout().lock();
+    if as_json {
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&json!({ "pointer": pointer, "metadata": m }))?
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    writeln!(
+        out,
+        "checkpoint {} ({:?}) of job '{}' ({})",
+        m.checkpoint_id, m.kind, m.job_id, m.job_kind
+    )?;
+    writeln!(out, "pointer:      {pointer}")?;
+    writeln!(
+        out,
+        "taken:        {} (took {} ms)",
+        humantime::format_rfc3339_millis(
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(m.triggered_at_ms)
+        ),
+        m.completed_at_ms.saturating_sub(m.triggered_at_ms)
+    )?;
+    writeln!(
+        out,
+        "fingerprint:  {}{}",
+        m.config_fingerprint,
+        if m.config_fingerprint == keyed_counter::fingerprint(&config.job) {
+            " (matches the config)"
+        } else {
+            " (differs from the config's job settings)"
+        }
+    )?;
+    writeln!(out, "offsets:      {:?}", m.source_offsets)?;
+    writeln!(out, "state:        {}", HumanBytes(m.state_size()))?;
+    for t in &m.tasks {
+        for h in &t.handles {
+            let desc = match h {
+                HandleRecord::Inline { .. } => format!("inline, {}", HumanBytes(h.size())),
+                HandleRecord::Stored {
+                    locator,
+                    size,
+                    crc32c,
+                } => format!(
+                    "stored '{locator}', {}, crc32c {crc32c:08x}",
+                    HumanBytes(*size)
+                ),
+            };
+            writeln!(
+                out,
+                "  {}[{}]: {} records, {desc}",
+                t.operator, t.subtask, t.records
+            )?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Check one checkpoint: metadata, then every handle (size and CRC32C), then the state decodes.
+fn verify_one(storage: &dyn CheckpointStorage, pointer: &str, bar: &ProgressBar) -> Vec<String> {
+    let m = match decode(storage, pointer) {
+        Ok(m) => m,
+        Err(e) => return vec![format!("{e:#}")],
+    };
+    let mut problems = Vec::new();
+    for t in &m.tasks {
+        for record in &t.handles {
+            let handle: StateHandle = match record.to_handle() {
+                Ok(h) => h,
+                Err(e) => {
+                    problems.push(format!("{}[{}]: {e}", t.operator, t.subtask));
+                    continue;
+                }
+            };
+            bar.set_message(format!("{pointer}: {}", handle.describe()));
+            match read_handle_fully(storage, &handle) {
+                Ok(bytes) => {
+                    bar.inc(bytes.len() as u64);
+                    if let Err(e) = keyed_counter::decode_state(&bytes) {
+                        problems.push(format!(
+                            "{}[{}] {}: {e}",
+                            t.operator,
+                            t.subtask,
+                            handle.describe()
+                        ));
+                    }
+                }
+                Err(e) => problems.push(format!(
+                    "{}[{}] {}: {e}",
+                    t.operator,
+                    t.subtask,
+                    handle.describe()
+                )),
+            }
+        }
+    }
+    problems
+}
+
+fn verify(config: &Config, args: &[String], as_json: bool) -> anyhow::Result<ExitCode> {
+    let (_, storage) = open_storage(config)?;
+    let pointers: Vec<String> = if args.is_empty() {
+        completed(config, storage.as_ref())?
+            .into_iter()
+            .map(|c| c.pointer)
+            .collect()
+    } else {
+        args.iter()
+            .map(|a| pointer_of(config, storage.as_ref(), a))
+            .collect::<anyhow::Result<_>>()?
+    };
+    if pointers.is_empty() {
+        bail!(
+            "job '{}' has no completed checkpoints to verify",
+            config.job.id
+        );
+    }
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {bytes} read {wide_msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    let mut results = Vec::new();
+    for p in &pointers {
+        let problems = verify_one(storage.as_ref(), p, &bar);
+        results.push((p.clone(), problems));
+    }
+    bar.finish_and_clear();
+    let bad = results.iter().filter(|(_, p)| !p.is_empty()).count();
+    let mut out = std::io::stdout().lock();
+    if as_json {
+        let doc = json!({
+            "ok": bad == 0,
+            "checkpoints": results.iter().map(|(p, problems)| json!({ "pointer": p, "ok": problems.is_empty(), "problems": problems })).collect::<Vec<_>>(),
+        });
+        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+    } else {
+        for (p, problems) in &results {
+            if problems.is_empty() {
+                writeln!(out, "OK       {p}")?;
+            } else {
+                for problem in problems {
+                    writeln!(out, "DAMAGED  {p}: {problem}")?;
+                }
+            }
+        }
+        writeln!(
+            out,
+            "{} checkpoints verified: {} ok, {bad} damaged",
+            results.len(),
+            results.len() - bad
+        )?;
+    }
+    Ok(if bad == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn delete(config: &Config, arg: &str, as_json: bool) -> anyhow::Result<ExitCode> {
+    let (_, storage) = open_storage(config)?;
+    let pointer = pointer_of(config, storage.as_ref(), arg)?;
+    // Refuse a pointer that is not a readable cairn checkpoint, so a typo never deletes data.
+    decode(storage.as_ref(), &pointer).context("refusing to delete")?;
+    storage.dispose(&pointer)?;
+    let mut out = std::io::stdout().lock();
+    if as_json {
+        writeln!(out, "{}", json!({ "deleted": pointer }))?;
+    } else {
+        writeln!(out, "deleted {pointer}")?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn gc(config: &Config, dry_run: bool, as_json: bool) -> anyhow::Result<ExitCode> {
+    let (_, storage) = open_storage(config)?;
+    let job = storage.job(&config.job.id)?;
+    let all = job.list_completed()?;
+    // Everything any completed checkpoint references stays. A checkpoint whose metadata cannot
+    // be read stops the collection: its references are unknown.
+    let mut referenced = BTreeSet::new();
+    for c in &all {
+        let m = decode(storage.as_ref(), &c.pointer).with_context(|| {
+            format!(
+                "gc stopped before removing anything: checkpoint {} is unreadable",
+                c.checkpoint_id
+            )
+        })?;
+        for t in &m.tasks {
+            for h in &t.handles {
+                if let HandleRecord::Stored { locator, .. } = h {
+                    referenced.insert(locator.clone());
+                }
+            }
+        }
+    }
+    let orphans: Vec<_> = job
+        .list_objects()?
+        .into_iter()
+        .filter(|o| !referenced.contains(&o.locator))
+        .collect();
+    let uncommitted = job.list_uncommitted()?;
+    let mut removed_bytes = 0;
+    let mut errors = Vec::new();
+    if !dry_run {
+        let storage: Arc<dyn CheckpointStorage> = storage.clone();
+        for o in &orphans {
+            let h = StateHandle::Stored {
+                locator: o.locator.clone(),
+                size: o.size,
+                crc32c: 0,
+            };
+            match storage.discard(&h) {
+                Ok(()) => removed_bytes += o.size,
+                Err(e) => errors.push(format!("{}: {e}", o.locator)),
+            }
+        }
+        for id in &uncommitted {
+            let cleaned = job
+                .begin_checkpoint(*id)
+                .and_then(|loc| loc.dispose_on_failure());
+            if let Err(e) = cleaned {
+                errors.push(format!("uncommitted checkpoint {id}: {e}"));
+            }
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    if as_json {
+        let doc = json!({
+            "dry_run": dry_run,
+            "kept_checkpoints": all.iter().map(|c| c.checkpoint_id).collect::<Vec<_>>(),
+            "orphaned_objects": orphans,
+            "uncommitted_checkpoints": uncommitted,
+            "removed_bytes": removed_bytes,
+            "errors": errors,
+        });
+        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+    } else {
+        let verb = if dry_run { "would remove" } else { "removed" };
+        for o in &orphans {
+            writeln!(
+                out,
+                "{verb} orphaned object {} ({})",
+                o.locator,
+                HumanBytes(o.size)
+            )?;
+        }
+        for id in &uncommitted {
+            writeln!(out, "{verb} uncommitted checkpoint {id}")?;
+        }
+        for e in &errors {
+            writeln!(out, "error: {e}")?;
+        }
+        writeln!(
+            out,
+            "gc {verb} {} orphaned objects and {} uncommitted checkpoints; {} completed checkpoints kept",
+            orphans.len(),
+            uncommitted.len(),
+            all.len()
+        )?;
+    }
+    Ok(if errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

@@ -1,0 +1,184 @@
+//! `cairn config check|defaults`: validate a config file and say what it means, or print a
+//! commented file with every key and its default.
+//!
+//! `check --json` reports what Flink's `CheckpointConfig` getters would say about the file
+//! (is checkpointing enabled, are checkpoints externalized, is unaligned forced, ...), so a
+//! script can ask the same questions the coordinator does without parsing TOML itself.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use cairn_host::config::{self, Config, ConfigError, PluginRef};
+use clap::Subcommand;
+use serde_json::json;
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate a config file and summarize it; exit code 1 and the error (file, line, key) if
+    /// it is invalid.
+    Check {
+        /// The config file.
+        #[arg(value_name = "FILE", default_value = "cairn.toml")]
+        file: PathBuf,
+        /// Print JSON instead of text: the checkpointing getters and the other tables, or
+        /// `{"valid": false, "error", "line", "key"}`.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a commented config file with every key and its default.
+    Defaults,
+}
+
+pub fn run(cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        ConfigCommand::Check { file, json } => Ok(check(&file, json)),
+        ConfigCommand::Defaults => {
+            print!("{}", config::defaults_toml());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn check(file: &std::path::Path, as_json: bool) -> ExitCode {
+    match Config::load(file) {
+        Ok(c) => {
+            if as_json {
+                println!("{:#}", report(&c, file));
+            } else {
+                print!("{}", summary(&c, file));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            if as_json {
+                println!("{:#}", error_report(&e));
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn ms(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// What `check --json` prints about a valid file.
+fn report(c: &Config, file: &std::path::Path) -> serde_json::Value {
+    let k = &c.checkpointing;
+    let (plugin, path) = match &c.storage.plugin {
+        PluginRef::Name(name) => (Some(name.clone()), None),
+        PluginRef::Path(path) => (None, Some(path.clone())),
+    };
+    json!({
+        "file": file,
+        "valid": true,
+        "checkpointing_enabled": k.is_enabled(),
+        "checkpoint_interval_ms": k.interval.map(ms),
+        "base_interval_ms": k.base_interval().map(ms),
+        "mode": k.mode,
+        "exactly_once": k.is_exactly_once(),
+        "externalized": k.is_externalized(),
+        "externalized_retention": k.externalized_retention,
+        "unaligned": k.is_unaligned(),
+        "force_unaligned": k.is_force_unaligned(),
+        "aligned_checkpoint_timeout_ms": ms(k.aligned_checkpoint_timeout),
+        "timeout_ms": ms(k.timeout),
+        "min_pause_ms": ms(k.min_pause),
+        "max_concurrent": k.max_concurrent,
+        "tolerable_failures": k.tolerable_failures(),
+        "num_retained": k.num_retained,
+        "job": {
+            "id": c.job.id,
+            "kind": c.job.kind,
+            "keys": c.job.keys,
+            "state_bytes_per_key": c.job.state_bytes_per_key,
+            "rate": c.job.rate,
+            "parallelism": c.job.parallelism,
+            "fail_after_records": c.job.fail_after_records,
+        },
+        "storage": {
+            "plugin": plugin,
+            "path": path,
+            "sha256": c.storage.sha256,
+            "options": c.storage.options,
+        },
+        "savepoints": {
+            "dir": c.savepoints.dir,
+            "on_sigterm": c.savepoints.on_sigterm,
+        },
+        "restart": {
+            "attempts": c.restart.attempts,
+            "delay_ms": ms(c.restart.delay),
+        },
+    })
+}
+
+/// What `check --json` prints about an invalid file.
+fn error_report(e: &ConfigError) -> serde_json::Value {
+    json!({
+        "file": e.file,
+        "valid": false,
+        "error": e.to_string(),
+        "line": e.line,
+        "key": e.key,
+    })
+}
+
+/// What `check` prints about a valid file: one line per table.
+fn summary(c: &Config, file: &std::path::Path) -> String {
+    let storage = match &c.storage.plugin {
+        PluginRef::Name(name) => format!("plugin {name:?}"),
+        PluginRef::Path(path) => format!("plugin file {}", path.display()),
+    };
+    let options: Vec<String> = c
+        .storage
+        .options
+        .iter()
+        .map(|(k, v)| format!("{k} = {v}"))
+        .collect();
+    let options = if options.is_empty() {
+        "no options".to_string()
+    } else {
+        options.join(", ")
+    };
+    let pin = if c.storage.sha256.is_some() {
+        ", pinned by sha256"
+    } else {
+        ""
+    };
+    let j = &c.job;
+    let rate = match j.rate {
+        Some(n) => format!("{n} records/s"),
+        None => "unlimited rate".to_string(),
+    };
+    let fail = match j.fail_after_records {
+        Some(n) => format!(", one injected failure after {n} records"),
+        None => String::new(),
+    };
+    let savepoints = match &c.savepoints.dir {
+        Some(dir) => format!("into {}", dir.display()),
+        None => "no default target".to_string(),
+    };
+    let sigterm = if c.savepoints.on_sigterm {
+        "SIGTERM stops with a savepoint"
+    } else {
+        "SIGTERM stops without one"
+    };
+    format!(
+        "{file} is valid\n\
+         \x20 storage:       {storage} ({options}){pin}\n\
+         \x20 checkpointing: {checkpointing}\n\
+         \x20 savepoints:    {savepoints}; {sigterm}\n\
+         \x20 job:           {id} ({kind}), {keys} keys x {state} of state, {rate}, parallelism {par}{fail}\n\
+         \x20 restart:       up to {attempts} attempts, {delay} apart\n",
+        file = file.display(),
+        checkpointing = c.checkpointing,
+        id = j.id,
+        kind = j.kind.as_str(),
+        keys = j.keys,
+        state = config::format_size(j.state_bytes_per_key),
+        par = j.parallelism,
+        attempts = c.restart.attempts,
+        delay = config::format_duration(c.restart.delay),
+    )
+}

@@ -1,0 +1,392 @@
+//! `[checkpointing]`: every setting of Flink's `CheckpointConfig`, with Flink's defaults and
+//! Flink's validation.
+//!
+//! The getters (`is_enabled`, `is_externalized`, `is_unaligned`, ...) are the ones Flink's
+//! `CheckpointConfig` has; `cairn config check --json` reports them about a file, and the
+//! coordinator and the runtime read them rather than the raw fields where a rule combines
+//! several keys (the base interval, unlimited tolerable failures).
+//!
+//! Two keys exist only for Flink compatibility: `alignment-timeout` is the older name of
+//! `aligned-checkpoint-timeout`, and `fail-on-checkpointing-errors` is Flink's deprecated switch
+//! for `tolerable-failures`. Setting either together with the key it stands for is an error that
+//! names both, rather than a silent precedence rule.
+
+use std::{fmt, time::Duration};
+
+use serde::Deserialize;
+
+use super::{
+    doc::{format_duration, Doc, Field},
+    ConfigError,
+};
+
+/// The smallest interval and timeout Flink accepts (its `MINIMAL_CHECKPOINT_TIME`).
+pub const MIN_CHECKPOINT_TIME: Duration = Duration::from_millis(10);
+
+/// `mode`: what a checkpoint guarantees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CheckpointingMode {
+    /// Barriers are aligned across inputs: every record is in the state exactly once.
+    #[default]
+    ExactlyOnce,
+    /// Barriers are not aligned: after a restore, some records may be counted twice.
+    AtLeastOnce,
+}
+
+impl CheckpointingMode {
+    /// The name the config file uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckpointingMode::ExactlyOnce => "exactly-once",
+            CheckpointingMode::AtLeastOnce => "at-least-once",
+        }
+    }
+}
+
+impl fmt::Display for CheckpointingMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `externalized-retention`: what happens to completed checkpoints when the job is cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExternalizedRetention {
+    /// Checkpoints are not externalized: they are discarded when the job ends.
+    #[default]
+    NoExternalized,
+    /// Completed checkpoints are kept when the job is cancelled.
+    RetainOnCancellation,
+    /// Completed checkpoints are deleted when the job is cancelled (kept if it fails).
+    DeleteOnCancellation,
+}
+
+impl ExternalizedRetention {
+    /// The name the config file uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExternalizedRetention::NoExternalized => "no-externalized",
+            ExternalizedRetention::RetainOnCancellation => "retain-on-cancellation",
+            ExternalizedRetention::DeleteOnCancellation => "delete-on-cancellation",
+        }
+    }
+}
+
+impl fmt::Display for ExternalizedRetention {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `[checkpointing]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointingConfig {
+    /// `interval`: how often a checkpoint is triggered. `None` (the default): checkpointing is
+    /// off. At least 10 ms.
+    pub interval: Option<Duration>,
+    /// `mode`: exactly-once (the default) or at-least-once.
+    pub mode: CheckpointingMode,
+    /// `timeout`: a pending checkpoint older than this expires. Default 10 min; at least 10 ms.
+    pub timeout: Duration,
+    /// `min-pause`: the least time between the end of one checkpoint and the start of the next.
+    /// Default 0.
+    pub min_pause: Duration,
+    /// `max-concurrent`: how many checkpoints may be pending at once. Default 1; at least 1.
+    pub max_concurrent: u32,
+    /// `tolerable-failures`: consecutive checkpoint failures tolerated before the job fails
+    /// over. Default `Some(0)`; `None` (unlimited) only through
+    /// `fail-on-checkpointing-errors = false`.
+    pub tolerable_failures: Option<u32>,
+    /// `externalized-retention`: what cancellation does to completed checkpoints.
+    pub externalized_retention: ExternalizedRetention,
+    /// `unaligned`: let barriers overtake buffered records. Default false; only with
+    /// exactly-once and `max-concurrent = 1`.
+    pub unaligned: bool,
+    /// `aligned-checkpoint-timeout` (older name `alignment-timeout`): with `unaligned`, start
+    /// aligned and switch to unaligned after this long. Default 0 (unaligned from the start).
+    pub aligned_checkpoint_timeout: Duration,
+    /// `force-unaligned`: take unaligned checkpoints even where they would normally be refused.
+    /// Default false.
+    pub force_unaligned: bool,
+    /// `num-retained`: completed checkpoints kept; older ones are subsumed. Default 1; at
+    /// least 1.
+    pub num_retained: u32,
+}
+
+impl Default for CheckpointingConfig {
+    fn default() -> Self {
+        Self {
+            interval: None,
+            mode: CheckpointingMode::ExactlyOnce,
+            timeout: Duration::from_secs(10 * 60),
+            min_pause: Duration::ZERO,
+            max_concurrent: 1,
+            tolerable_failures: Some(0),
+            externalized_retention: ExternalizedRetention::NoExternalized,
+            unaligned: false,
+            aligned_checkpoint_timeout: Duration::ZERO,
+            force_unaligned: false,
+            num_retained: 1,
+        }
+    }
+}
+
+impl CheckpointingConfig {
+    /// Whether periodic checkpoints are taken (`interval` is set).
+    pub fn is_enabled(&self) -> bool {
+        self.interval.is_some()
+    }
+
+    /// Whether completed checkpoints outlive the job (`externalized-retention` is not
+    /// `no-externalized`).
+    pub fn is_externalized(&self) -> bool {
+        self.externalized_retention != ExternalizedRetention::NoExternalized
+    }
+
+    /// The time between triggers: `max(interval, min-pause)`; `None` when checkpointing is off.
+    pub fn base_interval(&self) -> Option<Duration> {
+        self.interval.map(|i| i.max(self.min_pause))
+    }
+
+    /// Whether unaligned checkpoints are enabled.
+    pub fn is_unaligned(&self) -> bool {
+        self.unaligned
+    }
+
+    /// Whether unaligned checkpoints are forced where they would normally be refused.
+    pub fn is_force_unaligned(&self) -> bool {
+        self.force_unaligned
+    }
+
+    /// Whether the mode is exactly-once.
+    pub fn is_exactly_once(&self) -> bool {
+        self.mode == CheckpointingMode::ExactlyOnce
+    }
+
+    /// Consecutive failures tolerated before failover; `None` means unlimited.
+    pub fn tolerable_failures(&self) -> Option<u32> {
+        self.tolerable_failures
+    }
+}
+
+/// `[checkpointing]` as written.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(super) struct RawCheckpointing {
+    interval: Option<Field>,
+    mode: Option<Field>,
+    timeout: Option<Field>,
+    min_pause: Option<Field>,
+    max_concurrent: Option<Field>,
+    tolerable_failures: Option<Field>,
+    fail_on_checkpointing_errors: Option<Field>,
+    externalized_retention: Option<Field>,
+    unaligned: Option<Field>,
+    aligned_checkpoint_timeout: Option<Field>,
+    alignment_timeout: Option<Field>,
+    force_unaligned: Option<Field>,
+    num_retained: Option<Field>,
+}
+
+const T: &str = "checkpointing";
+
+impl RawCheckpointing {
+    /// Check every key and the rules between them.
+    pub(super) fn validate(self, doc: &Doc<'_>) -> Result<CheckpointingConfig, ConfigError> {
+        let d = CheckpointingConfig::default();
+        let interval = doc.read(T, "interval", self.interval.as_ref(), |v| {
+            v.duration(MIN_CHECKPOINT_TIME)
+        })?;
+        let mode = doc
+            .read(T, "mode", self.mode.as_ref(), |v| {
+                v.choice(
+                    "a checkpointing mode",
+                    &[
+                        ("exactly-once", CheckpointingMode::ExactlyOnce),
+                        ("at-least-once", CheckpointingMode::AtLeastOnce),
+                    ],
+                )
+            })?
+            .unwrap_or(d.mode);
+        let timeout = doc
+            .read(T, "timeout", self.timeout.as_ref(), |v| {
+                v.duration(MIN_CHECKPOINT_TIME)
+            })?
+            .unwrap_or(d.timeout);
+        let min_pause = doc
+            .read(T, "min-pause", self.min_pause.as_ref(), |v| {
+                v.duration(Duration::ZERO)
+            })?
+            .unwrap_or(d.min_pause);
+        let max_concurrent = doc
+            .read(T, "max-concurrent", self.max_concurrent.as_ref(), |v| {
+                v.integer_u32(1..=u32::MAX)
+            })?
+            .unwrap_or(d.max_concurrent);
+        let tolerable = doc.read(
+            T,
+            "tolerable-failures",
+            self.tolerable_failures.as_ref(),
+            |v| v.integer_u32(0..=u32::MAX),
+        )?;
+        let fail_on_errors = doc.read(
+            T,
+            "fail-on-checkpointing-errors",
+            self.fail_on_checkpointing_errors.as_ref(),
+            |v| v.boolean(),
+        )?;
+        let tolerable_failures = match (tolerable, fail_on_errors) {
+            (Some(n), None) => Some(n),
+            (None, Some(true)) => Some(0),
+            (None, Some(false)) => None,
+            (None, None) => d.tolerable_failures,
+            (Some(_), Some(_)) => {
+                let at = self
+                    .fail_on_checkpointing_errors
+                    .as_ref()
+                    .expect("it is set");
+                return Err(doc.error_at(
+                    "checkpointing.fail-on-checkpointing-errors",
+                    at.span().start,
+                    "checkpointing.fail-on-checkpointing-errors and checkpointing.tolerable-failures \
+                     are both set; fail-on-checkpointing-errors is Flink's deprecated switch (true \
+                     means tolerable-failures = 0, false means no limit), so set only one of them"
+                        .to_string(),
+                ));
+            }
+        };
+        let externalized_retention = doc
+            .read(
+                T,
+                "externalized-retention",
+                self.externalized_retention.as_ref(),
+                |v| {
+                    v.choice(
+                        "a retention policy",
+                        &[
+                            ("no-externalized", ExternalizedRetention::NoExternalized),
+                            (
+                                "retain-on-cancellation",
+                                ExternalizedRetention::RetainOnCancellation,
+                            ),
+                            (
+                                "delete-on-cancellation",
+                                ExternalizedRetention::DeleteOnCancellation,
+                            ),
+                        ],
+                    )
+                },
+            )?
+            .unwrap_or(d.externalized_retention);
+        let unaligned = doc
+            .read(T, "unaligned", self.unaligned.as_ref(), |v| v.boolean())?
+            .unwrap_or(d.unaligned);
+        let aligned_timeout = doc.read(
+            T,
+            "aligned-checkpoint-timeout",
+            self.aligned_checkpoint_timeout.as_ref(),
+            |v| v.duration(Duration::ZERO),
+        )?;
+        let alignment_timeout = doc.read(
+            T,
+            "alignment-timeout",
+            self.alignment_timeout.as_ref(),
+            |v| v.duration(Duration::ZERO),
+        )?;
+        let aligned_checkpoint_timeout = match (aligned_timeout, alignment_timeout) {
+            (Some(_), Some(_)) => {
+                let at = self.alignment_timeout.as_ref().expect("it is set");
+                return Err(doc.error_at(
+                    "checkpointing.alignment-timeout",
+                    at.span().start,
+                    "checkpointing.alignment-timeout and checkpointing.aligned-checkpoint-timeout \
+                     are both set; alignment-timeout is the older name of \
+                     aligned-checkpoint-timeout, so keep only aligned-checkpoint-timeout"
+                        .to_string(),
+                ));
+            }
+            (new, old) => new.or(old).unwrap_or(d.aligned_checkpoint_timeout),
+        };
+        let force_unaligned = doc
+            .read(T, "force-unaligned", self.force_unaligned.as_ref(), |v| {
+                v.boolean()
+            })?
+            .unwrap_or(d.force_unaligned);
+        let num_retained = doc
+            .read(T, "num-retained", self.num_retained.as_ref(), |v| {
+                v.integer_u32(1..=u32::MAX)
+            })?
+            .unwrap_or(d.num_retained);
+
+        if unaligned {
+            let at = self
+                .unaligned
+                .as_ref()
+                .expect("unaligned = true was written");
+            let refuse = |why: String| {
+                doc.error_at(
+                    "checkpointing.unaligned",
+                    at.span().start,
+                    format!("checkpointing.unaligned = true {why}"),
+                )
+            };
+            if mode != CheckpointingMode::ExactlyOnce {
+                return Err(refuse(format!(
+                    "needs mode = \"exactly-once\", but mode is \"{mode}\"; at-least-once \
+                     checkpoints are never aligned, so set unaligned = false"
+                )));
+            }
+            if max_concurrent != 1 {
+                return Err(refuse(format!(
+                    "needs max-concurrent = 1, but max-concurrent is {max_concurrent}"
+                )));
+            }
+        }
+
+        Ok(CheckpointingConfig {
+            interval,
+            mode,
+            timeout,
+            min_pause,
+            max_concurrent,
+            tolerable_failures,
+            externalized_retention,
+            unaligned,
+            aligned_checkpoint_timeout,
+            force_unaligned,
+            num_retained,
+        })
+    }
+}
+
+/// One line about the checkpointing settings, for `cairn config check`.
+impl fmt::Display for CheckpointingConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Some(interval) = self.interval else {
+            return f.write_str("off (no interval)");
+        };
+        write!(f, "every {}", format_duration(interval))?;
+        if let Some(base) = self.base_interval().filter(|&b| b != interval) {
+            write!(f, " (base interval {})", format_duration(base))?;
+        }
+        write!(
+            f,
+            ", {}{}, timeout {}, max-concurrent {}, ",
+            self.mode,
+            if self.unaligned { ", unaligned" } else { "" },
+            format_duration(self.timeout),
+            self.max_concurrent
+        )?;
+        match self.tolerable_failures {
+            Some(n) => write!(f, "tolerable failures {n}, ")?,
+            None => f.write_str("tolerable failures unlimited, ")?,
+        }
+        write!(
+            f,
+            "keep {}, {}",
+            self.num_retained, self.externalized_retention
+        )
+    }
+}

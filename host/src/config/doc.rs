@@ -1,0 +1,351 @@
+//! The text of a config file, and reading values out of it with errors that point at them.
+//!
+//! Tables deserialize every key that needs checking beyond "is it TOML" as a [`Field`]: the raw
+//! value with its byte span. The readers here turn a field into a typed value, or into a
+//! [`ConfigError`] whose message starts with the key and the value as written
+//! (`checkpointing.interval = "5ms" is below the minimum of 10ms`) and whose line comes from the
+//! span. Because the line comes from the parser and not from a scan of the text, it is right
+//! however the key was written: under a `[table]` header, as a dotted key, or in an inline table.
+//!
+//! Why not let serde check the types? Its messages name the Rust type, not the key
+//! ("invalid type: integer `5`, expected a string"), and a duration or size needs a message
+//! that says which units are allowed. Serde still reports syntax errors and unknown keys, and
+//! [`Doc::serde_error`] gives those a line and a key too.
+
+use std::{
+    fmt,
+    ops::RangeInclusive,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use super::ConfigError;
+
+/// A value as written, with the byte range it was written at.
+pub(super) type Field = toml::Spanned<toml::Value>;
+
+/// The text of a config file, for errors that name the file and the line.
+pub(super) struct Doc<'a> {
+    /// The whole file.
+    pub text: &'a str,
+    /// Where it came from, as the user named it.
+    pub file: &'a Path,
+}
+
+impl<'a> Doc<'a> {
+    /// `path` as the file means it: relative paths are taken from the file's directory.
+    pub fn resolve(&self, path: PathBuf) -> PathBuf {
+        if path.is_absolute() {
+            path
+        } else {
+            self.file.parent().unwrap_or(Path::new("")).join(path)
+        }
+    }
+
+    /// An error about `key` (dotted, such as `storage.sha256`), located by a scan of the text.
+    pub fn error(&self, key: &str, message: &str) -> ConfigError {
+        ConfigError {
+            file: self.file.to_path_buf(),
+            line: line_of_key(self.text, key),
+            key: Some(key.to_string()),
+            message: message.to_string(),
+        }
+    }
+
+    /// An error about `key`, whose value starts at byte `offset`.
+    pub fn error_at(&self, key: &str, offset: usize, message: String) -> ConfigError {
+        ConfigError {
+            file: self.file.to_path_buf(),
+            line: Some(line_of_offset(self.text, offset)),
+            key: Some(key.to_string()),
+            message,
+        }
+    }
+
+    /// A TOML syntax error, a wrong type or an unknown key, with its line and, when it can be
+    /// found, its key.
+    pub fn serde_error(&self, e: &toml::de::Error) -> ConfigError {
+        let line = e.span().map(|s| line_of_offset(self.text, s.start));
+        let key = line.and_then(|l| key_at_line(self.text, l));
+        let mut message = e.message().trim().to_string();
+        if let Some(k) = &key {
+            if let Some(rest) = message.strip_prefix("unknown field ") {
+                // "unknown field `intervall`, expected one of `interval`, ..." names neither the
+                // table nor what a key is; say both.
+                let allowed = rest
+                    .split_once(", expected ")
+                    .map(|(_, allowed)| allowed)
+                    .unwrap_or("a key this table has");
+                message = format!("{k} is not a known key; expected {allowed}");
+            } else if !message.contains(k.rsplit('.').next().unwrap_or(k)) {
+                message = format!("{k}: {message}");
+            }
+        }
+        ConfigError {
+            file: self.file.to_path_buf(),
+            line,
+            key,
+            message,
+        }
+    }
+
+    /// Read `table.name` if it is set: `None` when it is absent, the value `read` makes of it,
+    /// or the error `read` gives.
+    pub fn read<T>(
+        &self,
+        table: &str,
+        name: &str,
+        field: Option<&Field>,
+        read: impl FnOnce(&Value<'_>) -> Result<T, ConfigError>,
+    ) -> Result<Option<T>, ConfigError> {
+        field
+            .map(|field| {
+                read(&Value {
+                    doc: self,
+                    key: format!("{table}.{name}"),
+                    field,
+                })
+            })
+            .transpose()
+    }
+}
+
+/// One value of the file, being read: its full key, where it is, and what was written.
+pub(super) struct Value<'a> {
+    doc: &'a Doc<'a>,
+    key: String,
+    field: &'a Field,
+}
+
+impl Value<'_> {
+    /// The value exactly as written in the file (`"5ms"`, `5`, `'5ms'`), or as TOML would write
+    /// it if it spans several lines.
+    pub fn written(&self) -> String {
+        let span = self.field.span();
+        match self.doc.text.get(span) {
+            Some(text) if !text.contains('\n') => text.trim().to_string(),
+            _ => self.field.get_ref().to_string(),
+        }
+    }
+
+    /// The error `KEY = VALUE WHAT`, at this value's line.
+    pub fn fail(&self, what: impl fmt::Display) -> ConfigError {
+        self.doc.error_at(
+            &self.key,
+            self.field.span().start,
+            format!("{} = {} {what}", self.key, self.written()),
+        )
+    }
+
+    /// A duration written as a string with a unit, at least `min`.
+    pub fn duration(&self, min: Duration) -> Result<Duration, ConfigError> {
+        let d = match self.field.get_ref() {
+            toml::Value::String(s) => humantime::parse_duration(s.trim()).map_err(|e| {
+                self.fail(format!(
+                    "is not a duration ({e}); write a number and a unit, such as \"500ms\", \"10s\" or \"10min\""
+                ))
+            })?,
+            toml::Value::Integer(n) => {
+                return Err(self.fail(format!(
+                    "has no unit; write a duration as a string with a unit, such as \"{n}ms\", \"{n}s\" or \"{n}min\""
+                )))
+            }
+            _ => {
+                return Err(self.fail(
+                    "is not a duration; write a string with a unit, such as \"500ms\", \"10s\" or \"10min\"",
+                ))
+            }
+        };
+        if d < min {
+            return Err(self.fail(format!("is below the minimum of {}", format_duration(min))));
+        }
+        Ok(d)
+    }
+
+    /// A whole number in `range`. A range that ends at `u32::MAX` or above has no upper limit
+    /// other than the type's, and the message does not mention one unless it is crossed.
+    pub fn integer(&self, range: RangeInclusive<u64>) -> Result<u64, ConfigError> {
+        let (min, max) = (*range.start(), *range.end());
+        let n = match self.field.get_ref() {
+            toml::Value::Integer(n) => *n,
+            _ => {
+                let allowed = if max >= u64::from(u32::MAX) {
+                    format!("at least {min}")
+                } else {
+                    format!("from {min} to {max}")
+                };
+                return Err(self.fail(format!(
+                    "is not a whole number; expected an integer {allowed}, without quotes"
+                )));
+            }
+        };
+        if n < 0 || (n as u64) < min {
+            return Err(self.fail(format!("is below the minimum of {min}")));
+        }
+        if n as u64 > max {
+            return Err(self.fail(format!("is above the maximum of {max}")));
+        }
+        Ok(n as u64)
+    }
+
+    /// A whole number in `range` that fits a `u32`.
+    pub fn integer_u32(&self, range: RangeInclusive<u32>) -> Result<u32, ConfigError> {
+        let n = self.integer(u64::from(*range.start())..=u64::from(*range.end()))?;
+        Ok(u32::try_from(n).expect("the range is within u32"))
+    }
+
+    /// `true` or `false`.
+    pub fn boolean(&self) -> Result<bool, ConfigError> {
+        match self.field.get_ref() {
+            toml::Value::Boolean(b) => Ok(*b),
+            _ => Err(self.fail("is not a boolean; expected true or false, without quotes")),
+        }
+    }
+
+    /// A string.
+    pub fn string(&self, what: &str) -> Result<&str, ConfigError> {
+        match self.field.get_ref() {
+            toml::Value::String(s) => Ok(s),
+            _ => Err(self.fail(format!("is not {what}; write it as a string"))),
+        }
+    }
+
+    /// One of `choices`, by its name; `what` names the kind of thing ("a checkpointing mode").
+    pub fn choice<T: Copy>(&self, what: &str, choices: &[(&str, T)]) -> Result<T, ConfigError> {
+        let name = match self.field.get_ref() {
+            toml::Value::String(s) => Some(s.as_str()),
+            _ => None,
+        };
+        choices
+            .iter()
+            .find(|(n, _)| Some(*n) == name)
+            .map(|(_, v)| *v)
+            .ok_or_else(|| {
+                let names: Vec<String> = choices.iter().map(|(n, _)| format!("{n:?}")).collect();
+                self.fail(format!("is not {what}; expected {}", one_of(&names)))
+            })
+    }
+
+    /// A size in bytes: an integer, or a string such as `"64B"`, `"1KiB"` or `"5MiB"`; at least
+    /// `min` bytes.
+    pub fn size(&self, min: u64) -> Result<u64, ConfigError> {
+        let not_a_size = || {
+            self.fail("is not a size; write a number of bytes, or a string such as \"64B\", \"1KiB\" or \"5MiB\"")
+        };
+        let bytes = match self.field.get_ref() {
+            toml::Value::Integer(n) if *n >= 0 => *n as u64,
+            toml::Value::Integer(_) => {
+                return Err(self.fail(format!("is below the minimum of {}", format_size(min))))
+            }
+            toml::Value::String(s) => s
+                .trim()
+                .parse::<bytesize::ByteSize>()
+                .map_err(|_| not_a_size())?
+                .as_u64(),
+            _ => return Err(not_a_size()),
+        };
+        if bytes < min {
+            return Err(self.fail(format!("is below the minimum of {}", format_size(min))));
+        }
+        Ok(bytes)
+    }
+}
+
+/// `"a"`, `"a" or "b"`, `"a", "b" or "c"`.
+pub(super) fn one_of(names: &[String]) -> String {
+    match names {
+        [] => String::new(),
+        [one] => one.clone(),
+        [init @ .., last] => format!("{} or {last}", init.join(", ")),
+    }
+}
+
+/// A duration the way a config file writes it: `"10min"`, `"1s"`, `"10ms"`, `"0s"`.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if d.subsec_nanos() % 1_000_000 != 0 {
+        humantime::format_duration(d).to_string().replace(' ', "")
+    } else if ms == 0 {
+        "0s".to_string()
+    } else if ms % 3_600_000 == 0 {
+        format!("{}h", ms / 3_600_000)
+    } else if ms % 60_000 == 0 {
+        format!("{}min", ms / 60_000)
+    } else if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+/// A size the way a config file writes it: `"64B"`, `"1KiB"`, `"5MiB"`.
+pub fn format_size(bytes: u64) -> String {
+    const UNITS: [(u64, &str); 4] = [
+        (1 << 40, "TiB"),
+        (1 << 30, "GiB"),
+        (1 << 20, "MiB"),
+        (1 << 10, "KiB"),
+    ];
+    UNITS
+        .iter()
+        .find(|(unit, _)| bytes != 0 && bytes % unit == 0)
+        .map(|(unit, name)| format!("{}{name}", bytes / unit))
+        .unwrap_or_else(|| format!("{bytes}B"))
+}
+
+/// The 1-based line of byte `offset`.
+fn line_of_offset(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// The table that line `line` (1-based) belongs to, and its key if the line is `key = value`:
+/// `storage.sha256`. A simple scan that handles the `[table]` and `key = value` lines configs
+/// use; values are located by their spans instead (see the module docs).
+fn key_at_line(text: &str, line: usize) -> Option<String> {
+    let mut table = String::new();
+    for (i, l) in text.lines().enumerate() {
+        let t = l.trim();
+        let header = t.starts_with('[') && !t.starts_with("[[");
+        if header {
+            // `[storage.options]   # a comment`: the name is what the brackets hold.
+            let inner = t[1..].split(']').next().unwrap_or("");
+            table = inner
+                .split('.')
+                .map(str::trim)
+                .collect::<Vec<_>>()
+                .join(".");
+        }
+        if i + 1 == line {
+            if header {
+                return Some(table);
+            }
+            let key = t.split('=').next()?.trim().trim_matches('"');
+            if key.is_empty() || key.starts_with('#') {
+                return None;
+            }
+            return Some(if table.is_empty() {
+                key.to_string()
+            } else {
+                format!("{table}.{key}")
+            });
+        }
+    }
+    None
+}
+
+/// The 1-based line where dotted `key` is set, by the same scan as [`key_at_line`].
+pub(crate) fn line_of_key(text: &str, key: &str) -> Option<usize> {
+    (1..=text.lines().count()).find(|&l| {
+        key_at_line(text, l).as_deref() == Some(key)
+            && !text
+                .lines()
+                .nth(l - 1)
+                .unwrap_or("")
+                .trim()
+                .starts_with('[')
+    })
+}

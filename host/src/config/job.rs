@@ -1,0 +1,211 @@
+//! `[job]` and `[restart]`: which built-in job runs, how big and how fast, and how it recovers
+//! from a failure.
+//!
+//! The job `id` is the job's stable identity: storage keeps checkpoints under it, so a restart
+//! and `cairn run --from latest` find a job's checkpoints by it. That is why it is restricted to
+//! characters that are safe in a path and in an object key.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{doc::Doc, doc::Field, ConfigError};
+
+/// The longest job id.
+pub const MAX_JOB_ID_LEN: usize = 64;
+
+/// The most parallel tasks a job may have.
+pub const MAX_PARALLELISM: u32 = 64;
+
+/// The smallest state per key: the key's counter.
+pub const MIN_STATE_BYTES_PER_KEY: u64 = 8;
+
+/// `kind`: which built-in job runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum JobKind {
+    /// A keyed counter over a deterministic source.
+    #[default]
+    KeyedCounter,
+}
+
+impl JobKind {
+    /// The name the config file uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::KeyedCounter => "keyed-counter",
+        }
+    }
+}
+
+/// `[job]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobConfig {
+    /// `id`: the job's stable identity; 1 to 64 characters from `A-Z a-z 0-9 _ -`.
+    pub id: String,
+    /// `kind`: the built-in job.
+    pub kind: JobKind,
+    /// `keys`: distinct keys the source produces. Default 1000; at least 1.
+    pub keys: u64,
+    /// `state-bytes-per-key`: bytes of state kept per key. Default 64; at least 8.
+    pub state_bytes_per_key: u64,
+    /// `rate`: records per second over the whole job; `None` is unlimited. Default 100 000.
+    pub rate: Option<u64>,
+    /// `parallelism`: parallel tasks per operator. Default 2; 1 to 64.
+    pub parallelism: u32,
+    /// `fail-after-records`: inject one task failure after this many records were processed in
+    /// the current attempt, to exercise failover. Default `None`; at least 1.
+    pub fail_after_records: Option<u64>,
+}
+
+impl Default for JobConfig {
+    fn default() -> Self {
+        Self {
+            id: "keyed-counter".to_string(),
+            kind: JobKind::KeyedCounter,
+            keys: 1000,
+            state_bytes_per_key: 64,
+            rate: Some(100_000),
+            parallelism: 2,
+            fail_after_records: None,
+        }
+    }
+}
+
+/// `[restart]`, validated: Flink's fixed-delay restart strategy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestartConfig {
+    /// `attempts`: restarts after a failure before the job fails for good. Default 3.
+    pub attempts: u32,
+    /// `delay`: the wait before each restart. Default 1 s.
+    pub delay: Duration,
+}
+
+impl Default for RestartConfig {
+    fn default() -> Self {
+        Self {
+            attempts: 3,
+            delay: Duration::from_secs(1),
+        }
+    }
+}
+
+/// `[job]` as written.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(super) struct RawJob {
+    id: Option<Field>,
+    kind: Option<Field>,
+    keys: Option<Field>,
+    state_bytes_per_key: Option<Field>,
+    rate: Option<Field>,
+    parallelism: Option<Field>,
+    fail_after_records: Option<Field>,
+}
+
+/// Whether `id` may name a job: 1 to 64 characters from `A-Z a-z 0-9 _ -`.
+pub fn is_valid_job_id(id: &str) -> bool {
+    (1..=MAX_JOB_ID_LEN).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+impl RawJob {
+    pub(super) fn validate(self, doc: &Doc<'_>) -> Result<JobConfig, ConfigError> {
+        const T: &str = "job";
+        let d = JobConfig::default();
+        let id = doc
+            .read(T, "id", self.id.as_ref(), |v| {
+                let id = v.string("a job id")?;
+                if is_valid_job_id(id) {
+                    Ok(id.to_string())
+                } else {
+                    Err(v.fail(format!(
+                        "is not a valid job id; use 1 to {MAX_JOB_ID_LEN} characters from A-Z, \
+                         a-z, 0-9, '_' and '-'"
+                    )))
+                }
+            })?
+            .unwrap_or(d.id);
+        let kind = doc
+            .read(T, "kind", self.kind.as_ref(), |v| {
+                v.choice("a job kind", &[("keyed-counter", JobKind::KeyedCounter)])
+            })?
+            .unwrap_or(d.kind);
+        let keys = doc
+            .read(T, "keys", self.keys.as_ref(), |v| v.integer(1..=u64::MAX))?
+            .unwrap_or(d.keys);
+        let state_bytes_per_key = doc
+            .read(
+                T,
+                "state-bytes-per-key",
+                self.state_bytes_per_key.as_ref(),
+                |v| v.size(MIN_STATE_BYTES_PER_KEY),
+            )?
+            .unwrap_or(d.state_bytes_per_key);
+        let rate = doc
+            .read(T, "rate", self.rate.as_ref(), |v| match v.string("") {
+                Ok("unlimited") => Ok(None),
+                Ok(_) => Err(v.fail(
+                    "is not a rate; expected records per second as an integer, or \"unlimited\"",
+                )),
+                Err(_) => match v.integer(0..=u64::MAX) {
+                    Ok(0) => Ok(None),
+                    Ok(n) => Ok(Some(n)),
+                    Err(_) => Err(v.fail(
+                        "is not a rate; expected records per second as an integer of at least \
+                         0, or \"unlimited\" (0 also means no limit)",
+                    )),
+                },
+            })?
+            .unwrap_or(d.rate);
+        let parallelism = doc
+            .read(T, "parallelism", self.parallelism.as_ref(), |v| {
+                v.integer_u32(1..=MAX_PARALLELISM)
+            })?
+            .unwrap_or(d.parallelism);
+        let fail_after_records = doc.read(
+            T,
+            "fail-after-records",
+            self.fail_after_records.as_ref(),
+            |v| v.integer(1..=u64::MAX),
+        )?;
+        Ok(JobConfig {
+            id,
+            kind,
+            keys,
+            state_bytes_per_key,
+            rate,
+            parallelism,
+            fail_after_records,
+        })
+    }
+}
+
+/// `[restart]` as written.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(super) struct RawRestart {
+    attempts: Option<Field>,
+    delay: Option<Field>,
+}
+
+impl RawRestart {
+    pub(super) fn validate(self, doc: &Doc<'_>) -> Result<RestartConfig, ConfigError> {
+        const T: &str = "restart";
+        let d = RestartConfig::default();
+        Ok(RestartConfig {
+            attempts: doc
+                .read(T, "attempts", self.attempts.as_ref(), |v| {
+                    v.integer_u32(0..=u32::MAX)
+                })?
+                .unwrap_or(d.attempts),
+            delay: doc
+                .read(T, "delay", self.delay.as_ref(), |v| {
+                    v.duration(Duration::ZERO)
+                })?
+                .unwrap_or(d.delay),
+        })
+    }
+}

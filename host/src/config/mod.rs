@@ -1,0 +1,155 @@
+//! The config file (TOML): where plugins are found and which one stores checkpoints, how
+//! checkpoints are taken (Flink's `CheckpointConfig`), where savepoints go, which job runs, and
+//! how it restarts.
+//!
+//! Every error names the file, the line and the key, and says what is allowed, for example
+//! `config error at cairn.toml:7: checkpointing.interval = "5ms" is below the minimum of 10ms`.
+//! Unknown keys are errors, so a misspelt key never silently falls back to a default. Every
+//! table is optional; a missing key takes Flink's default, and a missing file (where a command
+//! allows one) gives [`Config::default`], the "embedded default" that checkpoints into
+//! `./checkpoints` with the filesystem plugin.
+//!
+//! Relative paths in the file are taken relative to the directory that holds the file, so a
+//! config means the same thing whatever directory `cairn` is started from. The one exception is
+//! `[storage.options]`, which belongs to the plugin and is handed over as written.
+//!
+//! Submodules: `doc` reads values out of the text and locates them for errors;
+//! `storage`, `checkpointing` and `job` hold one or two tables each; `defaults` writes the
+//! commented default file that `cairn config defaults` prints.
+
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+};
+
+use serde::Deserialize;
+
+mod checkpointing;
+mod defaults;
+mod doc;
+mod job;
+mod storage;
+#[cfg(test)]
+mod tests;
+
+pub use checkpointing::{
+    CheckpointingConfig, CheckpointingMode, ExternalizedRetention, MIN_CHECKPOINT_TIME,
+};
+pub use defaults::defaults_toml;
+pub use doc::{format_duration, format_size};
+pub use job::{
+    is_valid_job_id, JobConfig, JobKind, RestartConfig, MAX_JOB_ID_LEN, MAX_PARALLELISM,
+    MIN_STATE_BYTES_PER_KEY,
+};
+pub use storage::{
+    PluginRef, PluginsConfig, SavepointsConfig, StorageConfig, DEFAULT_CHECKPOINT_DIR,
+    DEFAULT_PLUGIN,
+};
+
+/// A config error: where, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    /// The file.
+    pub file: PathBuf,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// The full key, such as `storage.sha256`, when known.
+    pub key: Option<String>,
+    /// What is wrong and what is allowed.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(
+                f,
+                "config error at {}:{line}: {}",
+                self.file.display(),
+                self.message
+            ),
+            None => write!(
+                f,
+                "config error in {}: {}",
+                self.file.display(),
+                self.message
+            ),
+        }
+    }
+}
+
+/// The parsed and validated config file.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Config {
+    /// Where the file was read from (`None` for built-in defaults).
+    pub file: Option<PathBuf>,
+    /// `[plugins]`.
+    pub plugins: PluginsConfig,
+    /// `[storage]`.
+    pub storage: StorageConfig,
+    /// `[checkpointing]`.
+    pub checkpointing: CheckpointingConfig,
+    /// `[savepoints]`.
+    pub savepoints: SavepointsConfig,
+    /// `[job]`.
+    pub job: JobConfig,
+    /// `[restart]`.
+    pub restart: RestartConfig,
+}
+
+/// The file as written: the tables, each checked by its own module.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawConfig {
+    #[serde(default)]
+    plugins: storage::RawPlugins,
+    storage: Option<storage::RawStorage>,
+    #[serde(default)]
+    checkpointing: checkpointing::RawCheckpointing,
+    #[serde(default)]
+    savepoints: storage::RawSavepoints,
+    #[serde(default)]
+    job: job::RawJob,
+    #[serde(default)]
+    restart: job::RawRestart,
+}
+
+impl Config {
+    /// Read and validate the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            line: None,
+            key: None,
+            message: format!("cannot read the file: {e}"),
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Read `path` if it exists; built-in defaults if it does not.
+    pub fn load_or_default(path: &Path) -> Result<Config, ConfigError> {
+        if path.exists() {
+            Config::load(path)
+        } else {
+            Ok(Config::default())
+        }
+    }
+
+    /// Parse and validate `text`, reporting errors against `file`.
+    pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
+        let doc = doc::Doc { text, file };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| doc.serde_error(&e))?;
+        Ok(Config {
+            file: Some(file.to_path_buf()),
+            plugins: raw.plugins.validate(&doc),
+            storage: match raw.storage {
+                None => StorageConfig::default(),
+                Some(s) => s.validate(&doc)?,
+            },
+            checkpointing: raw.checkpointing.validate(&doc)?,
+            savepoints: raw.savepoints.validate(&doc)?,
+            job: raw.job.validate(&doc)?,
+            restart: raw.restart.validate(&doc)?,
+        })
+    }
+}

@@ -1,0 +1,838 @@
+//! Unit tests of the config file: every rule with its exact message and line, the defaults, the
+//! Flink compatibility keys, the example configs and the `cairn config defaults` output.
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use super::*;
+
+const FILE: &str = "/etc/cairn/cairn.toml";
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, Path::new(FILE))
+}
+
+fn ok(text: &str) -> Config {
+    parse(text).unwrap_or_else(|e| panic!("{e}\n--- in ---\n{text}"))
+}
+
+/// `text` is refused at `line`, naming `key`, with exactly `message`.
+#[track_caller]
+fn refused(text: &str, line: usize, key: &str, message: &str) {
+    let e = match parse(text) {
+        Ok(c) => panic!("accepted: {c:?}\n--- in ---\n{text}"),
+        Err(e) => e,
+    };
+    assert_eq!(e.message, message, "{e}");
+    assert_eq!((e.line, e.key.as_deref()), (Some(line), Some(key)), "{e}");
+    assert_eq!(
+        e.to_string(),
+        format!("config error at {FILE}:{line}: {message}")
+    );
+}
+
+const MS: fn(u64) -> Duration = Duration::from_millis;
+
+// ---- plugins and storage ----
+
+#[test]
+fn empty_file_gives_defaults() {
+    let c = ok("");
+    assert_eq!(c.storage.plugin, PluginRef::Name("filesystem".into()));
+    assert_eq!(c.plugins.search_path, None);
+    assert_eq!(c.file.as_deref(), Some(Path::new(FILE)));
+    assert_eq!(Config { file: None, ..c }, Config::default());
+}
+
+#[test]
+fn the_embedded_default_storage_is_the_filesystem_in_checkpoints() {
+    let c = ok("[checkpointing]\ninterval = \"1s\"\n");
+    assert_eq!(c.storage.plugin, PluginRef::Name("filesystem".into()));
+    assert_eq!(c.storage.options_document().trim(), "dir = \"checkpoints\"");
+    assert_eq!(Config::default().storage, c.storage);
+    // A [storage] table is taken as written: no options are added to it.
+    let c = ok("[storage]\nplugin = \"memory\"\n");
+    assert!(c.storage.options.is_empty());
+}
+
+#[test]
+fn unknown_key_names_line_and_key() {
+    let e = parse("[storage]\nplugin = \"memory\"\nsha265 = \"x\"\n").unwrap_err();
+    assert_eq!(e.line, Some(3), "{e}");
+    assert_eq!(e.key.as_deref(), Some("storage.sha265"), "{e}");
+    assert!(
+        e.message
+            .starts_with("storage.sha265 is not a known key; expected one of `plugin`"),
+        "{e}"
+    );
+    assert!(
+        e.to_string()
+            .starts_with("config error at /etc/cairn/cairn.toml:3:"),
+        "{e}"
+    );
+}
+
+#[test]
+fn unknown_key_in_checkpointing_names_the_table_and_the_allowed_keys() {
+    let e = parse("# c\n[checkpointing]   # the checkpoint settings\nmode = \"exactly-once\"\nintervall = \"1s\"\n")
+        .unwrap_err();
+    assert_eq!(e.line, Some(4), "{e}");
+    assert_eq!(e.key.as_deref(), Some("checkpointing.intervall"), "{e}");
+    assert!(e.message.contains("`interval`"), "{e}");
+    assert!(e.message.contains("`alignment-timeout`"), "{e}");
+}
+
+#[test]
+fn unknown_table_is_refused() {
+    let e = parse("[job]\nid = \"a\"\n\n[checkpoint]\ninterval = \"1s\"\n").unwrap_err();
+    assert_eq!(e.line, Some(4), "{e}");
+    assert!(e.message.contains("`checkpointing`"), "{e}");
+}
+
+#[test]
+fn bad_pin_names_line_and_key() {
+    let e = parse("[storage]\nplugin = \"memory\"\nsha256 = \"abc\"\n").unwrap_err();
+    assert_eq!(e.line, Some(3));
+    assert_eq!(e.key.as_deref(), Some("storage.sha256"));
+    assert!(e.message.contains("64 hex digits"), "{e}");
+}
+
+#[test]
+fn plugin_and_path_together_are_refused() {
+    let e = parse("[storage]\nplugin = \"memory\"\npath = \"x.so\"\n").unwrap_err();
+    assert_eq!(e.line, Some(3));
+    assert!(e.message.contains("not both"), "{e}");
+}
+
+#[test]
+fn relative_paths_are_relative_to_the_file() {
+    let c = ok(
+        "[plugins]\nsearch-path = [\"p\", \"/abs\"]\n[storage]\npath = \"lib/x.so\"\n\
+         [savepoints]\ndir = \"sp\"\n",
+    );
+    assert_eq!(
+        c.plugins.search_path,
+        Some(vec![PathBuf::from("/etc/cairn/p"), PathBuf::from("/abs")])
+    );
+    assert_eq!(
+        c.storage.plugin,
+        PluginRef::Path(PathBuf::from("/etc/cairn/lib/x.so"))
+    );
+    assert_eq!(c.savepoints.dir, Some(PathBuf::from("/etc/cairn/sp")));
+}
+
+#[test]
+fn wrong_type_names_the_key() {
+    let e = parse("[plugins]\nsearch-path = \"plugins\"\n").unwrap_err();
+    assert_eq!(e.line, Some(2), "{e}");
+    assert_eq!(e.key.as_deref(), Some("plugins.search-path"), "{e}");
+}
+
+#[test]
+fn options_are_serialized_for_the_plugin() {
+    let c = ok("[storage]\nplugin = \"filesystem\"\n[storage.options]\ndir = \"/tmp/x\"\n");
+    assert_eq!(c.storage.options_document().trim(), "dir = \"/tmp/x\"");
+}
+
+// ---- [checkpointing] ----
+
+#[test]
+fn checkpointing_defaults_are_flinks() {
+    let c = ok("").checkpointing;
+    assert_eq!(c.interval, None);
+    assert!(!c.is_enabled());
+    assert_eq!(c.base_interval(), None);
+    assert_eq!(c.mode, CheckpointingMode::ExactlyOnce);
+    assert!(c.is_exactly_once());
+    assert_eq!(c.timeout, Duration::from_secs(600));
+    assert_eq!(c.min_pause, Duration::ZERO);
+    assert_eq!(c.max_concurrent, 1);
+    assert_eq!(c.tolerable_failures(), Some(0));
+    assert_eq!(
+        c.externalized_retention,
+        ExternalizedRetention::NoExternalized
+    );
+    assert!(!c.is_externalized());
+    assert!(!c.is_unaligned());
+    assert_eq!(c.aligned_checkpoint_timeout, Duration::ZERO);
+    assert!(!c.is_force_unaligned());
+    assert_eq!(c.num_retained, 1);
+}
+
+#[test]
+fn every_checkpointing_key_is_read() {
+    let c = ok(r#"
+[checkpointing]
+interval = "2s"
+mode = "at-least-once"
+timeout = "1min"
+min-pause = "500ms"
+max-concurrent = 3
+tolerable-failures = 4
+externalized-retention = "delete-on-cancellation"
+unaligned = false
+aligned-checkpoint-timeout = "30s"
+force-unaligned = true
+num-retained = 5
+"#)
+    .checkpointing;
+    assert_eq!(
+        c,
+        CheckpointingConfig {
+            interval: Some(Duration::from_secs(2)),
+            mode: CheckpointingMode::AtLeastOnce,
+            timeout: Duration::from_secs(60),
+            min_pause: MS(500),
+            max_concurrent: 3,
+            tolerable_failures: Some(4),
+            externalized_retention: ExternalizedRetention::DeleteOnCancellation,
+            unaligned: false,
+            aligned_checkpoint_timeout: Duration::from_secs(30),
+            force_unaligned: true,
+            num_retained: 5,
+        }
+    );
+    assert!(c.is_enabled() && c.is_externalized() && c.is_force_unaligned());
+    assert!(!c.is_exactly_once());
+    let c = ok("[checkpointing]\nexternalized-retention = \"retain-on-cancellation\"\n");
+    assert_eq!(
+        c.checkpointing.externalized_retention,
+        ExternalizedRetention::RetainOnCancellation
+    );
+    assert!(c.checkpointing.is_externalized());
+}
+
+#[test]
+fn interval_is_at_least_10ms() {
+    refused(
+        "[storage]\nplugin = \"memory\"\n\n# comment\n\n[checkpointing]\ninterval = \"5ms\"\n",
+        7,
+        "checkpointing.interval",
+        "checkpointing.interval = \"5ms\" is below the minimum of 10ms",
+    );
+    assert_eq!(
+        ok("[checkpointing]\ninterval = \"10ms\"\n")
+            .checkpointing
+            .interval,
+        Some(MS(10))
+    );
+}
+
+#[test]
+fn a_duration_needs_a_unit() {
+    refused(
+        "[checkpointing]\ninterval = 5000\n",
+        2,
+        "checkpointing.interval",
+        "checkpointing.interval = 5000 has no unit; write a duration as a string with a unit, \
+         such as \"5000ms\", \"5000s\" or \"5000min\"",
+    );
+    refused(
+        "[checkpointing]\ntimeout = \"5\"\n",
+        2,
+        "checkpointing.timeout",
+        "checkpointing.timeout = \"5\" is not a duration (time unit needed, for example 5sec or \
+         5ms); write a number and a unit, such as \"500ms\", \"10s\" or \"10min\"",
+    );
+    refused(
+        "[checkpointing]\ninterval = true\n",
+        2,
+        "checkpointing.interval",
+        "checkpointing.interval = true is not a duration; write a string with a unit, such as \
+         \"500ms\", \"10s\" or \"10min\"",
+    );
+    let e = parse("[checkpointing]\ntimeout = \"soon\"\n").unwrap_err();
+    assert!(
+        e.message
+            .starts_with("checkpointing.timeout = \"soon\" is not a duration"),
+        "{e}"
+    );
+    // Durations in humantime's other spellings are accepted.
+    let c = ok("[checkpointing]\ninterval = \"1m 30s\"\ntimeout = \"2h\"\n").checkpointing;
+    assert_eq!(c.interval, Some(Duration::from_secs(90)));
+    assert_eq!(c.timeout, Duration::from_secs(7200));
+}
+
+#[test]
+fn timeout_is_at_least_10ms() {
+    refused(
+        "[checkpointing]\ninterval = \"1s\"\ntimeout = \"9ms\"\n",
+        3,
+        "checkpointing.timeout",
+        "checkpointing.timeout = \"9ms\" is below the minimum of 10ms",
+    );
+}
+
+#[test]
+fn min_pause_is_a_duration_and_raises_the_base_interval() {
+    refused(
+        "[checkpointing]\nmin-pause = \"-1s\"\n",
+        2,
+        "checkpointing.min-pause",
+        "checkpointing.min-pause = \"-1s\" is not a duration (expected number at 0); write a \
+         number and a unit, such as \"500ms\", \"10s\" or \"10min\"",
+    );
+    let c = ok("[checkpointing]\ninterval = \"1s\"\nmin-pause = \"3s\"\n").checkpointing;
+    assert_eq!(c.base_interval(), Some(Duration::from_secs(3)));
+    let c = ok("[checkpointing]\ninterval = \"1s\"\nmin-pause = \"0s\"\n").checkpointing;
+    assert_eq!(c.base_interval(), Some(Duration::from_secs(1)));
+}
+
+#[test]
+fn max_concurrent_and_num_retained_are_at_least_1() {
+    refused(
+        "[checkpointing]\nmax-concurrent = 0\n",
+        2,
+        "checkpointing.max-concurrent",
+        "checkpointing.max-concurrent = 0 is below the minimum of 1",
+    );
+    refused(
+        "[checkpointing]\n\nnum-retained = 0\n",
+        3,
+        "checkpointing.num-retained",
+        "checkpointing.num-retained = 0 is below the minimum of 1",
+    );
+    refused(
+        "[checkpointing]\nmax-concurrent = \"2\"\n",
+        2,
+        "checkpointing.max-concurrent",
+        "checkpointing.max-concurrent = \"2\" is not a whole number; expected an integer at least \
+         1, without quotes",
+    );
+    refused(
+        "[checkpointing]\nnum-retained = 4294967296\n",
+        2,
+        "checkpointing.num-retained",
+        "checkpointing.num-retained = 4294967296 is above the maximum of 4294967295",
+    );
+}
+
+#[test]
+fn tolerable_failures_is_at_least_0() {
+    refused(
+        "[checkpointing]\ntolerable-failures = -1\n",
+        2,
+        "checkpointing.tolerable-failures",
+        "checkpointing.tolerable-failures = -1 is below the minimum of 0",
+    );
+    let c = ok("[checkpointing]\ntolerable-failures = 7\n").checkpointing;
+    assert_eq!(c.tolerable_failures(), Some(7));
+}
+
+#[test]
+fn fail_on_checkpointing_errors_is_flinks_deprecated_switch() {
+    let c = ok("[checkpointing]\nfail-on-checkpointing-errors = true\n").checkpointing;
+    assert_eq!(c.tolerable_failures(), Some(0));
+    let c = ok("[checkpointing]\nfail-on-checkpointing-errors = false\n").checkpointing;
+    assert_eq!(c.tolerable_failures(), None, "false means unlimited");
+    refused(
+        "[checkpointing]\ntolerable-failures = 3\nfail-on-checkpointing-errors = false\n",
+        3,
+        "checkpointing.fail-on-checkpointing-errors",
+        "checkpointing.fail-on-checkpointing-errors and checkpointing.tolerable-failures are both \
+         set; fail-on-checkpointing-errors is Flink's deprecated switch (true means \
+         tolerable-failures = 0, false means no limit), so set only one of them",
+    );
+    // The same whichever comes first.
+    let e = parse("[checkpointing]\nfail-on-checkpointing-errors = true\ntolerable-failures = 0\n")
+        .unwrap_err();
+    assert_eq!(e.line, Some(2), "{e}");
+    refused(
+        "[checkpointing]\nfail-on-checkpointing-errors = \"yes\"\n",
+        2,
+        "checkpointing.fail-on-checkpointing-errors",
+        "checkpointing.fail-on-checkpointing-errors = \"yes\" is not a boolean; expected true or \
+         false, without quotes",
+    );
+}
+
+#[test]
+fn mode_and_retention_name_what_is_allowed() {
+    refused(
+        "[checkpointing]\nmode = \"EXACTLY_ONCE\"\n",
+        2,
+        "checkpointing.mode",
+        "checkpointing.mode = \"EXACTLY_ONCE\" is not a checkpointing mode; expected \
+         \"exactly-once\" or \"at-least-once\"",
+    );
+    refused(
+        "[checkpointing]\nexternalized-retention = \"retain\"\n",
+        2,
+        "checkpointing.externalized-retention",
+        "checkpointing.externalized-retention = \"retain\" is not a retention policy; expected \
+         \"no-externalized\", \"retain-on-cancellation\" or \"delete-on-cancellation\"",
+    );
+}
+
+#[test]
+fn unaligned_needs_exactly_once() {
+    refused(
+        "[checkpointing]\ninterval = \"1s\"\nunaligned = true\nmode = \"at-least-once\"\n",
+        3,
+        "checkpointing.unaligned",
+        "checkpointing.unaligned = true needs mode = \"exactly-once\", but mode is \
+         \"at-least-once\"; at-least-once checkpoints are never aligned, so set unaligned = false",
+    );
+    // Not unaligned: at-least-once is fine.
+    ok("[checkpointing]\nunaligned = false\nmode = \"at-least-once\"\n");
+}
+
+#[test]
+fn unaligned_needs_max_concurrent_1() {
+    refused(
+        "[checkpointing]\nmax-concurrent = 2\nunaligned = true\n",
+        3,
+        "checkpointing.unaligned",
+        "checkpointing.unaligned = true needs max-concurrent = 1, but max-concurrent is 2",
+    );
+    ok("[checkpointing]\nmax-concurrent = 2\nunaligned = false\n");
+    let c = ok(
+        "[checkpointing]\nunaligned = true\nmax-concurrent = 1\nmode = \"exactly-once\"\n\
+         aligned-checkpoint-timeout = \"100ms\"\nforce-unaligned = true\n",
+    )
+    .checkpointing;
+    assert!(c.is_unaligned() && c.is_force_unaligned());
+    assert_eq!(c.aligned_checkpoint_timeout, MS(100));
+    refused(
+        "[checkpointing]\nunaligned = 1\n",
+        2,
+        "checkpointing.unaligned",
+        "checkpointing.unaligned = 1 is not a boolean; expected true or false, without quotes",
+    );
+}
+
+#[test]
+fn alignment_timeout_is_the_older_name() {
+    let c = ok("[checkpointing]\nalignment-timeout = \"2s\"\n").checkpointing;
+    assert_eq!(c.aligned_checkpoint_timeout, Duration::from_secs(2));
+    refused(
+        "[checkpointing]\nalignment-timeout = \"2s\"\naligned-checkpoint-timeout = \"3s\"\n",
+        2,
+        "checkpointing.alignment-timeout",
+        "checkpointing.alignment-timeout and checkpointing.aligned-checkpoint-timeout are both \
+         set; alignment-timeout is the older name of aligned-checkpoint-timeout, so keep only \
+         aligned-checkpoint-timeout",
+    );
+    refused(
+        "[checkpointing]\nalignment-timeout = 2\n",
+        2,
+        "checkpointing.alignment-timeout",
+        "checkpointing.alignment-timeout = 2 has no unit; write a duration as a string with a \
+         unit, such as \"2ms\", \"2s\" or \"2min\"",
+    );
+}
+
+#[test]
+fn lines_come_from_the_parser_however_the_key_is_written() {
+    // A dotted key at the top level.
+    refused(
+        "# top\n\ncheckpointing.interval = \"5ms\"\n\n[job]\nid = \"j\"\n",
+        3,
+        "checkpointing.interval",
+        "checkpointing.interval = \"5ms\" is below the minimum of 10ms",
+    );
+    // An inline table, after a comment that looks like the key.
+    refused(
+        "# parallelism = 0\njob = { id = \"j\", parallelism = 0 }\n",
+        2,
+        "job.parallelism",
+        "job.parallelism = 0 is below the minimum of 1",
+    );
+    // After a multi-line array, and a commented-out line with the same key.
+    refused(
+        "[plugins]\nsearch-path = [\n  \"a\",\n  \"b\",\n]\n\n[checkpointing]\n\
+         # interval = \"1s\"\ninterval = \"1ms\"\n",
+        9,
+        "checkpointing.interval",
+        "checkpointing.interval = \"1ms\" is below the minimum of 10ms",
+    );
+}
+
+// ---- [job], [restart], [savepoints] ----
+
+#[test]
+fn job_and_restart_defaults() {
+    let c = ok("");
+    assert_eq!(
+        c.job,
+        JobConfig {
+            id: "keyed-counter".into(),
+            kind: JobKind::KeyedCounter,
+            keys: 1000,
+            state_bytes_per_key: 64,
+            rate: Some(100_000),
+            parallelism: 2,
+            fail_after_records: None,
+        }
+    );
+    assert_eq!(c.restart.attempts, 3);
+    assert_eq!(c.restart.delay, Duration::from_secs(1));
+    assert_eq!(c.savepoints, SavepointsConfig::default());
+    assert!(!c.savepoints.on_sigterm);
+    assert_eq!(c.savepoints.dir, None);
+}
+
+#[test]
+fn every_job_key_is_read() {
+    let c = ok(r#"
+[job]
+id = "orders_v2-eu"
+kind = "keyed-counter"
+keys = 5
+state-bytes-per-key = "1KiB"
+rate = 250
+parallelism = 64
+fail-after-records = 1
+
+[restart]
+attempts = 0
+delay = "250ms"
+
+[savepoints]
+dir = "/var/savepoints"
+on-sigterm = true
+"#);
+    assert_eq!(
+        c.job,
+        JobConfig {
+            id: "orders_v2-eu".into(),
+            kind: JobKind::KeyedCounter,
+            keys: 5,
+            state_bytes_per_key: 1024,
+            rate: Some(250),
+            parallelism: 64,
+            fail_after_records: Some(1),
+        }
+    );
+    assert_eq!((c.restart.attempts, c.restart.delay), (0, MS(250)));
+    assert_eq!(c.savepoints.dir, Some(PathBuf::from("/var/savepoints")));
+    assert!(c.savepoints.on_sigterm);
+}
+
+#[test]
+fn job_id_rules() {
+    let allowed = "use 1 to 64 characters from A-Z, a-z, 0-9, '_' and '-'";
+    refused(
+        "[job]\nid = \"my job\"\n",
+        2,
+        "job.id",
+        &format!("job.id = \"my job\" is not a valid job id; {allowed}"),
+    );
+    refused(
+        "[job]\nid = \"\"\n",
+        2,
+        "job.id",
+        &format!("job.id = \"\" is not a valid job id; {allowed}"),
+    );
+    refused(
+        "[job]\nid = \"../x\"\n",
+        2,
+        "job.id",
+        &format!("job.id = \"../x\" is not a valid job id; {allowed}"),
+    );
+    let long = "a".repeat(65);
+    refused(
+        &format!("[job]\nid = \"{long}\"\n"),
+        2,
+        "job.id",
+        &format!("job.id = \"{long}\" is not a valid job id; {allowed}"),
+    );
+    assert_eq!(
+        ok(&format!("[job]\nid = \"{}\"\n", "a".repeat(64)))
+            .job
+            .id
+            .len(),
+        64
+    );
+    refused(
+        "[job]\nid = 7\n",
+        2,
+        "job.id",
+        "job.id = 7 is not a job id; write it as a string",
+    );
+}
+
+#[test]
+fn job_kind_keys_and_parallelism() {
+    refused(
+        "[job]\nkind = \"word-count\"\n",
+        2,
+        "job.kind",
+        "job.kind = \"word-count\" is not a job kind; expected \"keyed-counter\"",
+    );
+    refused(
+        "[job]\nkeys = 0\n",
+        2,
+        "job.keys",
+        "job.keys = 0 is below the minimum of 1",
+    );
+    refused(
+        "[job]\nparallelism = 0\n",
+        2,
+        "job.parallelism",
+        "job.parallelism = 0 is below the minimum of 1",
+    );
+    refused(
+        "[job]\nparallelism = 65\n",
+        2,
+        "job.parallelism",
+        "job.parallelism = 65 is above the maximum of 64",
+    );
+    refused(
+        "[job]\nparallelism = 2.5\n",
+        2,
+        "job.parallelism",
+        "job.parallelism = 2.5 is not a whole number; expected an integer from 1 to 64, without \
+         quotes",
+    );
+    refused(
+        "[job]\nfail-after-records = 0\n",
+        2,
+        "job.fail-after-records",
+        "job.fail-after-records = 0 is below the minimum of 1",
+    );
+}
+
+#[test]
+fn state_bytes_per_key_is_a_size_of_at_least_8_bytes() {
+    refused(
+        "[job]\nstate-bytes-per-key = \"4B\"\n",
+        2,
+        "job.state-bytes-per-key",
+        "job.state-bytes-per-key = \"4B\" is below the minimum of 8B",
+    );
+    refused(
+        "[job]\nstate-bytes-per-key = 7\n",
+        2,
+        "job.state-bytes-per-key",
+        "job.state-bytes-per-key = 7 is below the minimum of 8B",
+    );
+    refused(
+        "[job]\nstate-bytes-per-key = \"lots\"\n",
+        2,
+        "job.state-bytes-per-key",
+        "job.state-bytes-per-key = \"lots\" is not a size; write a number of bytes, or a string \
+         such as \"64B\", \"1KiB\" or \"5MiB\"",
+    );
+    for (written, bytes) in [
+        ("8", 8),
+        ("\"64B\"", 64),
+        ("\"5MiB\"", 5 << 20),
+        ("\"2 KiB\"", 2048),
+    ] {
+        let c = ok(&format!("[job]\nstate-bytes-per-key = {written}\n"));
+        assert_eq!(c.job.state_bytes_per_key, bytes, "{written}");
+    }
+}
+
+#[test]
+fn rate_is_a_number_or_unlimited() {
+    assert_eq!(ok("[job]\nrate = \"unlimited\"\n").job.rate, None);
+    assert_eq!(ok("[job]\nrate = 0\n").job.rate, None);
+    assert_eq!(ok("[job]\nrate = 1\n").job.rate, Some(1));
+    refused(
+        "[job]\nrate = \"fast\"\n",
+        2,
+        "job.rate",
+        "job.rate = \"fast\" is not a rate; expected records per second as an integer, or \
+         \"unlimited\"",
+    );
+    refused(
+        "[job]\nrate = -5\n",
+        2,
+        "job.rate",
+        "job.rate = -5 is not a rate; expected records per second as an integer of at least 0, \
+         or \"unlimited\" (0 also means no limit)",
+    );
+}
+
+#[test]
+fn restart_and_savepoint_rules() {
+    refused(
+        "[restart]\nattempts = -1\n",
+        2,
+        "restart.attempts",
+        "restart.attempts = -1 is below the minimum of 0",
+    );
+    refused(
+        "[restart]\ndelay = 1\n",
+        2,
+        "restart.delay",
+        "restart.delay = 1 has no unit; write a duration as a string with a unit, such as \
+         \"1ms\", \"1s\" or \"1min\"",
+    );
+    refused(
+        "[savepoints]\ndir = \"\"\n",
+        2,
+        "savepoints.dir",
+        "savepoints.dir = \"\" is empty; give a directory path, or leave the key out",
+    );
+    refused(
+        "[savepoints]\non-sigterm = \"true\"\n",
+        2,
+        "savepoints.on-sigterm",
+        "savepoints.on-sigterm = \"true\" is not a boolean; expected true or false, without quotes",
+    );
+}
+
+// ---- the defaults file and the examples ----
+
+/// Every key a table accepts, from the "expected one of" list of its unknown-key error, so a
+/// key added to a table cannot be left out of the defaults file or the README.
+fn keys_of(table: &str) -> Vec<String> {
+    let e = parse(&format!("[{table}]\nno-such-key-at-all = 1\n")).unwrap_err();
+    // serde writes "expected `a`", "expected `a` or `b`" or "expected one of `a`, `b`, `c`".
+    let (_, list) = e
+        .message
+        .split_once("; expected ")
+        .unwrap_or_else(|| panic!("{e}"));
+    list.trim_start_matches("one of ")
+        .split(", ")
+        .flat_map(|k| k.split(" or "))
+        .map(|k| k.trim_matches('`').to_string())
+        .collect()
+}
+
+const TABLES: [&str; 6] = [
+    "plugins",
+    "storage",
+    "checkpointing",
+    "savepoints",
+    "job",
+    "restart",
+];
+
+#[test]
+fn defaults_file_parses_to_the_defaults() {
+    let text = defaults_toml();
+    let c = ok(&text);
+    assert_eq!(Config { file: None, ..c }, Config::default(), "{text}");
+}
+
+#[test]
+fn defaults_file_shows_every_key() {
+    let text = defaults_toml();
+    for table in TABLES {
+        assert!(
+            text.contains(&format!("\n[{table}]\n")),
+            "[{table}] missing"
+        );
+        for key in keys_of(table) {
+            if key == "options" {
+                assert!(text.contains("\n[storage.options]\n"));
+                continue;
+            }
+            let shown = text.lines().any(|l| {
+                l.starts_with(&format!("{key} = ")) || l.starts_with(&format!("# {key} = "))
+            });
+            assert!(shown, "{table}.{key} is not in the defaults file:\n{text}");
+        }
+    }
+    // Every commented-out example is valid where it stands (one at a time).
+    let lines: Vec<&str> = text.lines().collect();
+    for (i, line) in lines.iter().enumerate() {
+        let Some(rest) = line.strip_prefix("# ") else {
+            continue;
+        };
+        let key = rest.split(" = ").next().unwrap_or("");
+        if !rest.contains(" = ") || key.contains(' ') {
+            continue;
+        }
+        let mut edited = lines.clone();
+        edited[i] = rest;
+        // The compatibility keys stand instead of the key they replace.
+        let replaced = match key {
+            "fail-on-checkpointing-errors" => Some("tolerable-failures = "),
+            "alignment-timeout" => Some("aligned-checkpoint-timeout = "),
+            "path" => Some("plugin = "),
+            _ => None,
+        };
+        if let Some(r) = replaced {
+            edited.retain(|l| !l.starts_with(r));
+        }
+        let edited = edited.join("\n");
+        if key == "sha256" {
+            assert!(
+                parse(&edited).is_err(),
+                "the sha256 placeholder is not a digest"
+            );
+            continue;
+        }
+        parse(&edited).unwrap_or_else(|e| panic!("uncommenting {line:?}: {e}"));
+    }
+}
+
+#[test]
+fn readme_documents_every_key() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .unwrap();
+    let section = readme
+        .split("\n## Config file")
+        .nth(1)
+        .expect("README has a Config file section");
+    let section = section.split("\n## ").next().unwrap();
+    for table in TABLES {
+        for key in keys_of(table) {
+            let full = format!("`{table}.{key}`");
+            assert!(section.contains(&full), "README does not document {full}");
+        }
+    }
+}
+
+fn example(name: &str) -> Config {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("configs")
+        .join(name);
+    Config::load(&path).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn the_quickstart_example_is_valid() {
+    let c = example("quickstart.toml");
+    assert_eq!(c.storage.plugin, PluginRef::Name("filesystem".into()));
+    assert_eq!(c.storage.options_document().trim(), "dir = \"checkpoints\"");
+    let k = &c.checkpointing;
+    assert_eq!(k.interval, Some(Duration::from_secs(1)));
+    assert_eq!(k.num_retained, 3);
+    assert_eq!(
+        k.externalized_retention,
+        ExternalizedRetention::RetainOnCancellation
+    );
+    assert_eq!(c.job.id, "quickstart");
+    assert_eq!(c.job.keys, 1000);
+    assert_eq!(c.job.rate, Some(20_000));
+    assert_eq!(c.job.parallelism, 2);
+}
+
+#[test]
+fn the_memory_example_is_valid() {
+    let c = example("memory.toml");
+    assert_eq!(c.storage.plugin, PluginRef::Name("memory".into()));
+    assert!(c.checkpointing.is_enabled());
+}
+
+#[test]
+fn format_helpers_write_what_the_parser_reads() {
+    assert_eq!(format_duration(MS(10)), "10ms");
+    assert_eq!(format_duration(Duration::ZERO), "0s");
+    assert_eq!(format_duration(Duration::from_secs(600)), "10min");
+    assert_eq!(format_duration(MS(1500)), "1500ms");
+    assert_eq!(format_duration(Duration::from_secs(7200)), "2h");
+    assert_eq!(format_duration(Duration::from_micros(1500)), "1ms500us");
+    for d in [
+        MS(10),
+        MS(1500),
+        Duration::from_secs(7200),
+        Duration::from_micros(1500),
+    ] {
+        assert_eq!(humantime::parse_duration(&format_duration(d)).unwrap(), d);
+    }
+    assert_eq!(format_size(64), "64B");
+    assert_eq!(format_size(0), "0B");
+    assert_eq!(format_size(1024), "1KiB");
+    assert_eq!(format_size(5 << 20), "5MiB");
+    assert_eq!(format_size(1000), "1000B");
+}

@@ -1,0 +1,161 @@
+//! `cairn bench storage` end to end: the loaded filesystem plugin, the raw baseline and the
+//! linked-in companion (`cairn-bench-linked`, built by the test), on a small size. The test
+//! checks that every figure and ratio is there and consistent; it never asserts a speed.
+
+use std::{path::Path, process::Command};
+
+use cairn_harness::bench::{LINKED_RUNNER_BIN, LINKED_RUNNER_PACKAGE};
+use serde_json::Value;
+
+use crate::util::lib;
+
+const SIZE: u64 = 8 << 20;
+const CALLS: u64 = 10_000;
+
+/// Run `cairn bench storage --json` in `dir` on the filesystem plugin with `extra` arguments.
+fn bench(dir: &Path, runner: &Path, extra: &[&str]) -> (std::process::Output, Value) {
+    let fs = lib("cairn-storage-fs");
+    let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["bench", "storage", "--plugin"])
+        .arg(&fs)
+        .args(["--dir", "."])
+        .arg("--linked-runner")
+        .arg(runner)
+        .args(extra)
+        .arg("--json")
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let doc = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "no JSON on stdout ({e}); stderr:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out, doc)
+}
+
+fn ratio(doc: &Value, pointer: &str) -> f64 {
+    let r = doc
+        .pointer(pointer)
+        .and_then(Value::as_f64)
+        .unwrap_or_else(|| panic!("{pointer} is missing in {doc:#}"));
+    assert!(r.is_finite() && r > 0.0, "{pointer} = {r}");
+    r
+}
+
+fn assert_figure(doc: &Value, pointer: &str, bytes: u64, calls: Option<u64>) {
+    let fig = doc
+        .pointer(pointer)
+        .unwrap_or_else(|| panic!("{pointer} is missing in {doc:#}"));
+    assert_eq!(fig["bytes"], bytes, "{pointer}: {fig}");
+    if let Some(calls) = calls {
+        assert_eq!(fig["calls"], calls, "{pointer}: {fig}");
+    }
+    for key in ["seconds", "mib_per_s", "ns_per_call"] {
+        let v = fig[key].as_f64().unwrap_or(-1.0);
+        assert!(v.is_finite() && v > 0.0, "{pointer}.{key} = {}", fig[key]);
+    }
+    assert_eq!(fig["samples_seconds"].as_array().map(Vec::len), Some(3));
+}
+
+#[test]
+fn bench_storage_reports_every_figure_and_ratio() {
+    let runner = cairn_harness::artifacts::binary(LINKED_RUNNER_PACKAGE, LINKED_RUNNER_BIN)
+        .unwrap_or_else(|e| panic!("cannot build the linked runner: {e}"));
+    let dir = tempfile::tempdir().unwrap();
+    let (out, doc) = bench(
+        dir.path(),
+        &runner,
+        &["--size", "8MiB", "--chunk", "1MiB", "--calls", "10000"],
+    );
+    assert!(
+        out.status.success(),
+        "{}\n{doc:#}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(doc["complete"], true);
+    assert_eq!(doc["plugin"]["name"], "filesystem");
+    assert_eq!(
+        (doc["size"].as_u64(), doc["calls"].as_u64()),
+        (Some(SIZE), Some(CALLS))
+    );
+
+    for figure in [
+        "/plugin_vs_raw/plugin_write_commit",
+        "/plugin_vs_raw/raw_write_sync",
+        "/plugin_vs_raw/plugin_read",
+        "/plugin_vs_raw/raw_read",
+    ] {
+        assert_figure(&doc, figure, SIZE, None);
+    }
+    for side in ["loaded", "linked"] {
+        assert_figure(
+            &doc,
+            &format!("/loaded_vs_linked/{side}/write_commit"),
+            SIZE,
+            Some(8),
+        );
+        assert_figure(&doc, &format!("/loaded_vs_linked/{side}/read"), SIZE, None);
+        assert_figure(
+            &doc,
+            &format!("/loaded_vs_linked/{side}/small_writes"),
+            CALLS * 64,
+            Some(CALLS),
+        );
+    }
+    // 8 MiB in 1 MiB chunks: 8 write calls, on both sides of plugin ÷ raw.
+    assert_eq!(doc["plugin_vs_raw"]["plugin_write_commit"]["calls"], 8);
+    assert_eq!(doc["plugin_vs_raw"]["raw_write_sync"]["calls"], 8);
+
+    let ratios = [
+        "/plugin_vs_raw/write_ratio",
+        "/plugin_vs_raw/read_ratio",
+        "/loaded_vs_linked/write_ratio",
+        "/loaded_vs_linked/read_ratio",
+        "/loaded_vs_linked/per_call_ratio",
+    ];
+    for pointer in ratios {
+        ratio(&doc, pointer);
+    }
+    // A ratio is the quotient of the figures it is printed next to.
+    let per_call = ratio(&doc, "/loaded_vs_linked/per_call_ratio");
+    let loaded = ratio(&doc, "/loaded_vs_linked/loaded/small_writes/ns_per_call");
+    let linked = ratio(&doc, "/loaded_vs_linked/linked/small_writes/ns_per_call");
+    assert!((per_call - loaded / linked).abs() < 1e-9 * per_call);
+
+    // Targets: every one measured and judged (met true or false), none asserted.
+    let targets = doc["targets"].as_array().unwrap();
+    assert_eq!(targets.len(), 4);
+    for t in targets {
+        assert!(t["met"].is_boolean(), "{t}");
+        let at = t["ratio"].as_str().unwrap().replace('.', "/");
+        assert_eq!(t["value"].as_f64(), Some(ratio(&doc, &format!("/{at}"))));
+    }
+
+    // The scratch directory is gone.
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[test]
+fn bench_storage_without_the_linked_runner_says_so_and_reports_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-runner");
+    let (out, doc) = bench(
+        dir.path(),
+        &missing,
+        &["--size", "1MiB", "--calls", "1000", "--rounds", "1"],
+    );
+    assert!(!out.status.success(), "an incomplete run must not succeed");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no-such-runner") && stderr.contains("cargo build"),
+        "{stderr}"
+    );
+    assert_eq!(doc["complete"], false);
+    assert!(doc["loaded_vs_linked"]["linked"].is_null());
+    assert!(doc["loaded_vs_linked"]["per_call_ratio"].is_null());
+    ratio(&doc, "/plugin_vs_raw/write_ratio");
+    ratio(&doc, "/loaded_vs_linked/loaded/small_writes/ns_per_call");
+}

@@ -1,0 +1,408 @@
+//! `cairn run` and `cairn checkpoints`: exactly-once across failover and `kill -9`, exact
+//! restore, a failing plugin driving the failure path, and the checkpoint management commands.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use cairn_host::{metadata::CheckpointMetadata, runtime::keyed_counter};
+use serde_json::Value;
+
+use crate::util::{copy_lib, lib};
+
+const KEYS: u64 = 500;
+const PARALLELISM: u32 = 2;
+
+fn cairn(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .unwrap()
+}
+
+fn json_of(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "no JSON ({e}):\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// A job directory with the filesystem plugin in `plugins/` and a config.
+fn setup(extra: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir(&plugins).unwrap();
+    copy_lib("cairn-storage-fs", &plugins, "libcairn_storage_fs.so");
+    let config = format!(
+        "[plugins]\nsearch-path = [\"plugins\"]\n\n\
+         [checkpointing]\ninterval = \"100ms\"\nnum-retained = 3\nexternalized-retention = \"retain-on-cancellation\"\n\n\
+         [job]\nid = \"it\"\nkeys = {KEYS}\nparallelism = {PARALLELISM}\nrate = 20000\n{extra}"
+    );
+    std::fs::write(dir.path().join("cairn.toml"), config).unwrap();
+    dir
+}
+
+fn expected_digest(records: u64) -> String {
+    keyed_counter::counts_digest(&keyed_counter::expected_counts(KEYS, PARALLELISM, records))
+}
+
+fn list(dir: &Path) -> Vec<Value> {
+    let out = cairn(&["checkpoints", "list", "--json"], dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    json_of(&out)["checkpoints"].as_array().unwrap().clone()
+}
+
+#[test]
+fn failover_restores_exactly_once() {
+    let dir = setup("fail-after-records = 6000\n\n[restart]\nattempts = 2\ndelay = \"50ms\"\n");
+    let out = cairn(&["run", "--records", "30000", "--json"], dir.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = json_of(&out);
+    assert_eq!(summary["status"], "finished");
+    assert_eq!(summary["attempts"], 2, "{summary}");
+    assert_eq!(summary["records_counted"], 30000);
+    assert_eq!(summary["counts_sha256"], expected_digest(30000));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("injected failure in counter 0"));
+}
+
+#[test]
+fn kill_dash_nine_then_from_latest_is_exactly_once() {
+    let dir = setup("");
+    let records = 60_000u64;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["run", "--records", &records.to_string()])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until checkpoints exist, then kill without warning.
+    let started = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(100));
+        let chk = dir.path().join("checkpoints").join("it");
+        let done = std::fs::read_dir(&chk)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter(|e| e.path().join("_metadata").is_file())
+                    .count()
+            })
+            .unwrap_or(0);
+        if done >= 2 {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the job ended before it was killed"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no checkpoint after 120s"
+        );
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    let before = list(dir.path());
+    assert!(!before.is_empty());
+    let latest_id = before.last().unwrap()["id"].as_u64().unwrap();
+    let out = cairn(
+        &[
+            "run",
+            "--from",
+            "latest",
+            "--records",
+            &records.to_string(),
+            "--json",
+        ],
+        dir.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = json_of(&out);
+    assert_eq!(summary["status"], "finished");
+    assert!(summary["restored_from"]
+        .as_str()
+        .unwrap()
+        .ends_with(&format!("chk-{latest_id}")));
+    assert_eq!(
+        summary["counts_sha256"],
+        expected_digest(records),
+        "{summary}"
+    );
+    // Checkpoint ids continue after the restart.
+    let after = list(dir.path());
+    if let Some(first_new) = after
+        .iter()
+        .map(|c| c["id"].as_u64().unwrap())
+        .find(|&id| id > latest_id)
+    {
+        assert!(first_new > latest_id);
+    }
+}
+
+/// Counter state decoded from a checkpoint, merged over subtasks.
+fn state_of(dir: &Path, id: &str) -> (CheckpointMetadata, std::collections::BTreeMap<u64, u64>) {
+    let out = cairn(&["checkpoints", "show", id, "--json"], dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta: CheckpointMetadata =
+        serde_json::from_value(json_of(&out)["metadata"].clone()).unwrap();
+    let mut counts = std::collections::BTreeMap::new();
+    for t in &meta.tasks {
+        for h in &t.handles {
+            let bytes = match h.to_handle().unwrap() {
+                cairn_plugin_api::StateHandle::Inline(b) => b,
+                cairn_plugin_api::StateHandle::Stored { locator, .. } => {
+                    std::fs::read(dir.join("checkpoints").join(locator)).unwrap()
+                }
+            };
+            counts.extend(keyed_counter::decode_state(&bytes).unwrap());
+        }
+    }
+    (meta, counts)
+}
+
+#[test]
+fn checkpoints_are_consistent_and_restore_is_exact() {
+    let dir = setup("");
+    let out = cairn(&["run", "--duration", "2s", "--json"], dir.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Every retained checkpoint holds exactly the counts of the records before its offsets:
+    // the barriers cut the stream consistently.
+    for c in list(dir.path()) {
+        let id = c["id"].to_string();
+        let (meta, counts) = state_of(dir.path(), &id);
+        assert_eq!(
+            counts,
+            keyed_counter::counts_at(KEYS, PARALLELISM, &meta.source_offsets),
+            "checkpoint {id}"
+        );
+    }
+    // Restoring with no new records ends with exactly the checkpoint's state.
+    let latest = list(dir.path()).last().unwrap()["id"].to_string();
+    let (meta, counts) = state_of(dir.path(), &latest);
+    let total: u64 = meta.source_offsets.iter().sum();
+    let max = *meta.source_offsets.iter().max().unwrap();
+    let out = cairn(
+        &[
+            "run",
+            "--from",
+            "latest",
+            "--records",
+            &(max * PARALLELISM as u64).to_string(),
+            "--json",
+        ],
+        dir.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = json_of(&out);
+    if meta.source_offsets.iter().all(|&o| o == max) {
+        assert_eq!(summary["records_counted"], total);
+        assert_eq!(
+            summary["counts_sha256"],
+            keyed_counter::counts_digest(&counts)
+        );
+    }
+    // A pointer restores that checkpoint, and a pointer of another job is refused.
+    let pointer = list(dir.path()).first().unwrap()["pointer"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let other = setup("");
+    std::fs::write(
+        other.path().join("cairn.toml"),
+        std::fs::read_to_string(dir.path().join("cairn.toml"))
+            .unwrap()
+            .replace("id = \"it\"", "id = \"other\""),
+    )
+    .unwrap();
+    let out = cairn(
+        &["run", "--from", &pointer, "--records", "10"],
+        other.path(),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("belongs to job 'it'"), "{err}");
+}
+
+#[test]
+fn checkpoints_verify_names_a_flipped_byte() {
+    // Enough state per counter to be stored outside the metadata (over 20 KiB).
+    let dir = setup("state-bytes-per-key = \"256B\"\n");
+    let out = cairn(&["run", "--duration", "1500ms"], dir.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cairn(&["checkpoints", "verify", "--json"], dir.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let latest = list(dir.path()).last().unwrap().clone();
+    let chk = PathBuf::from(latest["pointer"].as_str().unwrap());
+    let file = std::fs::read_dir(&chk)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| !p.ends_with("_metadata"))
+        .expect("a stored state file");
+    let mut bytes = std::fs::read(&file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x10;
+    std::fs::write(&file, &bytes).unwrap();
+    let out = cairn(&["checkpoints", "verify", "--json"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    let doc = json_of(&out);
+    let name = file.file_name().unwrap().to_str().unwrap();
+    let damaged: Vec<&Value> = doc["checkpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["ok"] == false)
+        .collect();
+    assert_eq!(damaged.len(), 1, "{doc}");
+    let problem = damaged[0]["problems"][0].as_str().unwrap();
+    assert!(
+        problem.contains(name) && problem.contains("corrupt"),
+        "{problem}"
+    );
+    // gc never touches a completed checkpoint, damaged or not.
+    let before = list(dir.path()).len();
+    let out = cairn(&["checkpoints", "gc", "--json"], dir.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(list(dir.path()).len(), before);
+    assert!(file.exists());
+}
+
+#[test]
+fn gc_removes_orphans_and_uncommitted_checkpoints_only() {
+    let dir = setup("state-bytes-per-key = \"256B\"\n");
+    assert!(cairn(&["run", "--duration", "1s"], dir.path())
+        .status
+        .success());
+    let job = dir.path().join("checkpoints").join("it");
+    std::fs::create_dir(job.join("chk-9999")).unwrap();
+    std::fs::write(
+        job.join("chk-9999")
+            .join("0123456789abcdef0123456789abcdef"),
+        b"orphan",
+    )
+    .unwrap();
+    std::fs::write(
+        job.join("shared").join("fedcba9876543210fedcba9876543210"),
+        b"orphan",
+    )
+    .unwrap();
+    let before = list(dir.path());
+    let out = cairn(&["checkpoints", "gc", "--dry-run", "--json"], dir.path());
+    let doc = json_of(&out);
+    assert_eq!(doc["uncommitted_checkpoints"], serde_json::json!([9999]));
+    assert_eq!(
+        doc["orphaned_objects"].as_array().unwrap().len(),
+        2,
+        "{doc}"
+    );
+    assert!(job.join("chk-9999").exists(), "a dry run removed something");
+    let out = cairn(&["checkpoints", "gc"], dir.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(!job.join("chk-9999").exists());
+    assert!(!job
+        .join("shared")
+        .join("fedcba9876543210fedcba9876543210")
+        .exists());
+    assert_eq!(list(dir.path()), before);
+    assert!(cairn(&["checkpoints", "verify"], dir.path())
+        .status
+        .success());
+}
+
+#[test]
+fn checkpoints_delete_removes_one_and_refuses_nonsense() {
+    let dir = setup("");
+    assert!(cairn(&["run", "--duration", "1s"], dir.path())
+        .status
+        .success());
+    let before = list(dir.path());
+    let first = before[0]["id"].to_string();
+    let out = cairn(&["checkpoints", "delete", &first], dir.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(list(dir.path()).len(), before.len() - 1);
+    let out = cairn(&["checkpoints", "delete", "424242"], dir.path());
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no completed checkpoint 424242"));
+}
+
+#[test]
+fn a_failing_storage_plugin_drives_failover_until_the_job_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[storage]\npath = {:?}\n[storage.options]\npanic-in = \"commit\"\n\n\
+         [checkpointing]\ninterval = \"50ms\"\ntolerable-failures = 1\n\n\
+         [job]\nid = \"failing\"\nkeys = 10\nrate = 5000\n\n[restart]\nattempts = 1\ndelay = \"10ms\"\n",
+        lib("cairn-fixture-panicking").display().to_string()
+    );
+    std::fs::write(dir.path().join("cairn.toml"), config).unwrap();
+    let out = cairn(&["run", "--duration", "60s"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("the job failed after 2 attempts"), "{err}");
+    assert!(
+        err.contains("tolerable-failures") || err.contains("panic"),
+        "{err}"
+    );
+}
+
+#[test]
+fn no_checkpoints_with_from_latest_is_a_clear_error() {
+    let dir = setup("");
+    let out = cairn(&["run", "--from", "latest", "--records", "10"], dir.path());
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--from latest: job 'it' has no completed checkpoint"),
+        "{err}"
+    );
+}
