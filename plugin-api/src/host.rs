@@ -176,24 +176,6 @@ fn summarize_layout_report(report: &str) -> String {
     format!("{s} (run with -v for abi_stable's full report)")
 }
 
-#[cfg(test)]
-mod tests {
-    use super::summarize_layout_report;
-
-    #[test]
-    fn a_layout_report_becomes_one_line() {
-        let report =
-            "Compared <this>:\n    type:PrefixRef<'a, PluginModule>\n1 error(s)inside:\n    \
-            <other>\n    type:PluginModule\n    size:16 align:8\n\nError:mismatched package\n\
-            Expected:\n    cairn-plugin-api\nFound:\n    my-fork\n";
-        assert_eq!(
-            summarize_layout_report(report),
-            "in type PluginModule: mismatched package (expected cairn-plugin-api, found my-fork) \
-             (run with -v for abi_stable's full report)"
-        );
-    }
-}
-
 impl LoadedPlugin {
     /// The plugin's manifest, read at load.
     pub fn manifest(&self) -> &Manifest {
@@ -352,5 +334,23 @@ impl InputStream for LoadedInput {
             )));
         }
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::summarize_layout_report;
+
+    #[test]
+    fn a_layout_report_becomes_one_line() {
+        let report =
+            "Compared <this>:\n    type:PrefixRef<'a, PluginModule>\n1 error(s)inside:\n    \
+            <other>\n    type:PluginModule\n    size:16 align:8\n\nError:mismatched package\n\
+            Expected:\n    cairn-plugin-api\nFound:\n    my-fork\n";
+        assert_eq!(
+            summarize_layout_report(report),
+            "in type PluginModule: mismatched package (expected cairn-plugin-api, found my-fork) \
+             (run with -v for abi_stable's full report)"
+        );
     }
 }
