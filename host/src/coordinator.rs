@@ -21,7 +21,7 @@
 //!   never subsumed: they belong to the user.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, VecDeque},
+    collections::{BTreeMap, VecDeque},
     time::Duration,
 };
 
@@ -76,13 +76,16 @@ pub enum Action {
 }
 
 /// Why a checkpoint failed; counted once per checkpoint whatever the reason.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FailureReason {
     /// A task declined it (for example a snapshot write failed).
+    #[error("declined: {0}")]
     Declined(String),
     /// It expired.
+    #[error("expired before every task acknowledged it")]
     Expired,
     /// Writing or committing its metadata failed.
+    #[error("finalizing failed: {0}")]
     Finalize(String),
 }
 
@@ -116,7 +119,6 @@ pub struct Coordinator {
     policy: Policy,
     next_id: u64,
     pending: BTreeMap<u64, Pending>,
-    failed: BTreeSet<u64>,
     last_trigger: Option<Duration>,
     last_completion: Option<Duration>,
     consecutive_failures: u32,
@@ -133,7 +135,6 @@ impl Coordinator {
             policy,
             next_id: next_id.max(1),
             pending: BTreeMap::new(),
-            failed: BTreeSet::new(),
             last_trigger: None,
             last_completion: None,
             consecutive_failures: 0,
@@ -261,7 +262,13 @@ impl Coordinator {
 
     /// Checkpoint `id` failed (once per checkpoint: later reports for the same id are ignored).
     pub fn on_failed(&mut self, id: u64, reason: &FailureReason) -> Verdict {
-        if self.pending.remove(&id).is_none() || !self.failed.insert(id) {
+        // Removing it from `pending` is what makes a second report of it a no-op.
+        let Some(p) = self.pending.remove(&id) else {
+            return Verdict::Continue;
+        };
+        // A failed savepoint is reported to whoever asked for it; it does not count towards
+        // the job's tolerable checkpoint failures (as in Flink).
+        if p.savepoint {
             return Verdict::Continue;
         }
         tracing::debug!(id, ?reason, "checkpoint failed");
@@ -292,10 +299,13 @@ impl Coordinator {
         subsumed
     }
 
-    /// Forget everything in flight (the job is failing over or stopping). Returns their ids.
+    /// Forget everything in flight (the job is failing over or stopping), and start counting
+    /// failures afresh, as Flink's failure manager does once it has failed the job. Returns the
+    /// aborted ids.
     pub fn abort_all(&mut self) -> Vec<u64> {
         let ids: Vec<u64> = self.pending.keys().copied().collect();
         self.pending.clear();
+        self.consecutive_failures = 0;
         ids
     }
 }
@@ -441,6 +451,23 @@ mod tests {
     }
 
     #[test]
+    fn failing_over_starts_the_failure_count_afresh() {
+        let p = Policy {
+            tolerable_failures: Some(1),
+            ..policy()
+        };
+        let mut c = Coordinator::new(p, 1, vec![]);
+        c.poll(ms(100));
+        assert_eq!(c.on_failed(1, &FailureReason::Expired), Verdict::Continue);
+        c.poll(ms(200));
+        assert_eq!(c.on_failed(2, &FailureReason::Expired), Verdict::FailJob);
+        c.abort_all();
+        c.poll(ms(300));
+        assert_eq!(c.on_failed(3, &FailureReason::Expired), Verdict::Continue);
+        assert_eq!(c.total_failures(), 3);
+    }
+
+    #[test]
     fn unlimited_tolerable_failures_never_fail_the_job() {
         let mut c = Coordinator::new(
             Policy {
@@ -506,10 +533,24 @@ mod tests {
             1,
             "a savepoint is not a retained checkpoint"
         );
+        c.request_savepoint();
         assert_eq!(
             c.poll(ms(320)),
             vec![Action::Trigger {
                 id: 3,
+                savepoint: true
+            }]
+        );
+        assert_eq!(c.on_failed(3, &FailureReason::Expired), Verdict::Continue);
+        assert_eq!(
+            c.consecutive_failures(),
+            0,
+            "a failed savepoint is not a checkpoint failure"
+        );
+        assert_eq!(
+            c.poll(ms(320)),
+            vec![Action::Trigger {
+                id: 4,
                 savepoint: false
             }]
         );

@@ -174,6 +174,9 @@ pub struct CheckpointMetadata {
     /// SHA-256 (hex) of the job settings the state layout depends on; a restore with different
     /// settings is refused.
     pub config_fingerprint: String,
+    /// The settings behind the fingerprint, for people (`keys = 1000, parallelism = 2, ...`).
+    #[serde(default)]
+    pub job_settings: String,
     /// When the coordinator triggered it (ms since the Unix epoch).
     pub triggered_at_ms: u64,
     /// When the last task acknowledged it (ms since the Unix epoch).
@@ -215,7 +218,12 @@ impl CheckpointMetadata {
             return Err(MetadataError::BadMagic);
         }
         let version = u16::from_le_bytes([bytes[8], bytes[9]]);
-        if version > FORMAT_VERSION || version == 0 {
+        if version == 0 {
+            return Err(MetadataError::Payload(
+                "format version 0 does not exist".to_string(),
+            ));
+        }
+        if version > FORMAT_VERSION {
             return Err(MetadataError::NewerFormat { found: version });
         }
         let stored = u32::from_le_bytes([bytes[10], bytes[11], bytes[12], bytes[13]]);
@@ -248,6 +256,7 @@ mod tests {
             job_id: "job-1".into(),
             job_kind: "keyed-counter".into(),
             config_fingerprint: "ab".repeat(32),
+            job_settings: "keys = 1, parallelism = 1, state-bytes-per-key = 64".into(),
             triggered_at_ms: 1_700_000_000_000,
             completed_at_ms: 1_700_000_000_250,
             tasks: vec![TaskState {

@@ -147,15 +147,9 @@ fn kill_dash_nine_then_from_latest_is_exactly_once() {
         expected_digest(records),
         "{summary}"
     );
-    // Checkpoint ids continue after the restart.
-    let after = list(dir.path());
-    if let Some(first_new) = after
-        .iter()
-        .map(|c| c["id"].as_u64().unwrap())
-        .find(|&id| id > latest_id)
-    {
-        assert!(first_new > latest_id);
-    }
+    // A finished job needs no checkpoints: they are discarded, as in Flink.
+    assert_eq!(summary["checkpoints_kept"], false);
+    assert!(list(dir.path()).is_empty());
 }
 
 /// Counter state decoded from a checkpoint, merged over subtasks.
@@ -203,37 +197,8 @@ fn checkpoints_are_consistent_and_restore_is_exact() {
             "checkpoint {id}"
         );
     }
-    // Restoring with no new records ends with exactly the checkpoint's state.
-    let latest = list(dir.path()).last().unwrap()["id"].to_string();
-    let (meta, counts) = state_of(dir.path(), &latest);
-    let total: u64 = meta.source_offsets.iter().sum();
-    let max = *meta.source_offsets.iter().max().unwrap();
-    let out = cairn(
-        &[
-            "run",
-            "--from",
-            "latest",
-            "--records",
-            &(max * PARALLELISM as u64).to_string(),
-            "--json",
-        ],
-        dir.path(),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let summary = json_of(&out);
-    if meta.source_offsets.iter().all(|&o| o == max) {
-        assert_eq!(summary["records_counted"], total);
-        assert_eq!(
-            summary["counts_sha256"],
-            keyed_counter::counts_digest(&counts)
-        );
-    }
     // A pointer restores that checkpoint, and a pointer of another job is refused.
-    let pointer = list(dir.path()).first().unwrap()["pointer"]
+    let pointer = list(dir.path()).last().unwrap()["pointer"]
         .as_str()
         .unwrap()
         .to_string();
@@ -252,6 +217,202 @@ fn checkpoints_are_consistent_and_restore_is_exact() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("belongs to job 'it'"), "{err}");
+}
+
+#[test]
+fn restore_is_exact() {
+    // One source, so a restore bounded to the checkpoint's offset adds no record.
+    let dir = setup("");
+    let config = std::fs::read_to_string(dir.path().join("cairn.toml")).unwrap();
+    std::fs::write(
+        dir.path().join("cairn.toml"),
+        config.replace("parallelism = 2", "parallelism = 1"),
+    )
+    .unwrap();
+    assert!(cairn(&["run", "--duration", "1s"], dir.path())
+        .status
+        .success());
+    let latest = list(dir.path()).last().unwrap()["id"].to_string();
+    let (meta, counts) = state_of(dir.path(), &latest);
+    assert_eq!(
+        counts,
+        keyed_counter::counts_at(KEYS, 1, &meta.source_offsets)
+    );
+    let offset = meta.source_offsets[0];
+    assert!(offset > 0);
+    let out = cairn(
+        &[
+            "run",
+            "--from",
+            "latest",
+            "--records",
+            &offset.to_string(),
+            "--json",
+        ],
+        dir.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = json_of(&out);
+    assert_eq!(summary["records_counted"], offset);
+    assert_eq!(
+        summary["counts_sha256"],
+        keyed_counter::counts_digest(&counts)
+    );
+}
+
+#[test]
+fn checkpoint_ids_continue_after_a_restart() {
+    let dir = setup("");
+    assert!(cairn(&["run", "--duration", "700ms"], dir.path())
+        .status
+        .success());
+    let first: Vec<u64> = list(dir.path())
+        .iter()
+        .map(|c| c["id"].as_u64().unwrap())
+        .collect();
+    assert!(!first.is_empty());
+    assert!(cairn(
+        &["run", "--duration", "700ms", "--from", "latest"],
+        dir.path()
+    )
+    .status
+    .success());
+    let second: Vec<u64> = list(dir.path())
+        .iter()
+        .map(|c| c["id"].as_u64().unwrap())
+        .collect();
+    assert!(
+        second.iter().max() > first.iter().max(),
+        "{first:?} then {second:?}"
+    );
+}
+
+#[test]
+fn failover_after_from_pointer_restarts_from_that_pointer() {
+    let dir = setup("");
+    assert!(cairn(&["run", "--duration", "1200ms"], dir.path())
+        .status
+        .success());
+    let all = list(dir.path());
+    assert!(all.len() >= 2, "{all:?}");
+    let oldest = all[0]["pointer"].as_str().unwrap().to_string();
+    let config = std::fs::read_to_string(dir.path().join("cairn.toml")).unwrap()
+        + "fail-after-records = 100\n\n[restart]\nattempts = 1\ndelay = \"10ms\"\n";
+    std::fs::write(dir.path().join("cairn.toml"), config).unwrap();
+    let out = cairn(&["run", "--from", &oldest, "--duration", "1s"], dir.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    // The failure comes after 100 records, before this run completes a checkpoint of its own,
+    // so it restarts from where it started, not from a newer checkpoint of the earlier run.
+    let restart = err
+        .lines()
+        .find(|l| l.contains("attempt 1 failed"))
+        .expect("a failover line");
+    assert!(
+        restart.ends_with(&format!("restarting from {oldest}")),
+        "{restart}"
+    );
+}
+
+#[test]
+fn sigterm_with_on_sigterm_takes_a_savepoint_then_stops() {
+    let dir = setup("\n[savepoints]\ndir = \"savepoints\"\non-sigterm = true\n");
+    let child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["run", "--json"])
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let chk = dir.path().join("checkpoints").join("it");
+    let started = Instant::now();
+    let committed = |d: &Path| {
+        std::fs::read_dir(d)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .any(|e| e.path().join("_metadata").is_file())
+            })
+            .unwrap_or(false)
+    };
+    while !committed(&chk) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no checkpoint after 60s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = json_of(&out);
+    let savepoint = summary["final_savepoint"]
+        .as_str()
+        .expect("a savepoint pointer")
+        .to_string();
+    assert!(savepoint.contains("savepoints"), "{savepoint}");
+    assert!(PathBuf::from(&savepoint).join("_metadata").is_file());
+    let out = cairn(&["checkpoints", "show", &savepoint, "--json"], dir.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(json_of(&out)["metadata"]["kind"], "savepoint");
+}
+
+#[test]
+fn ctrl_c_stops_promptly_even_while_the_plugin_hangs() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[storage]\npath = {:?}\n[storage.options]\nhang-in = \"commit\"\n\n\
+         [checkpointing]\ninterval = \"50ms\"\n\n[job]\nid = \"hangs\"\nkeys = 10\nrate = 5000\n",
+        lib("cairn-fixture-hanging").display().to_string()
+    );
+    std::fs::write(dir.path().join("cairn.toml"), config).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .arg("run")
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let sent = Instant::now();
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let out = child.wait_with_output().unwrap();
+    // The commit hangs for ever and the checkpoint timeout is 10 minutes; the job still stops.
+    assert!(
+        sent.elapsed() < Duration::from_secs(60),
+        "took {:?}",
+        sent.elapsed()
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

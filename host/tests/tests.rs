@@ -31,3 +31,7 @@ mod config;
 
 // `cairn run` and `cairn checkpoints`: exactly-once, restore, failover, verify, gc, delete.
 mod job;
+
+// The object-store plugin against a real S3 server on 127.0.0.1 (SeaweedFS): conformance on
+// s3://, file:// and memory://, the commit race, `cairn run` into a bucket, a killed server.
+mod object_store;

@@ -20,6 +20,7 @@ use std::{
 pub const PLUGIN_PACKAGES: &[&str] = &[
     "cairn-storage-memory",
     "cairn-storage-fs",
+    "cairn-storage-object",
     "cairn-fixture-panicking",
     "cairn-fixture-hanging",
     "cairn-fixture-corrupting",

@@ -9,6 +9,9 @@
 //! - [`bench`] holds the storage benchmark workloads that `cairn bench storage` runs against a
 //!   loaded plugin and the `cairn-bench-linked` companion runs against the linked-in filesystem
 //!   backend, so both sides of a loaded ÷ linked ratio run the same code.
+//! - [`s3`] gives the object-store plugin's tests a real S3-compatible server on 127.0.0.1
+//!   (SeaweedFS): the one `.ci/run` started, or one of the test's own, installed from PyPI if
+//!   need be.
 //! - `fixtures/` holds misbehaving plugins that prove the host survives them.
 
 #![warn(missing_docs)]
@@ -16,4 +19,5 @@
 pub mod artifacts;
 pub mod bench;
 pub mod cases;
+pub mod s3;
 pub mod suite;

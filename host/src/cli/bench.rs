@@ -540,7 +540,7 @@ fn storage(args: &StorageArgs, config: &ConfigArg) -> anyhow::Result<ExitCode> {
                    r: Option<f64>,
                    t: &str|
          -> std::io::Result<()> {
-            let line = format!("  {what:<26} {a:>16} {b:>16} {:>7}  {t}", ratio(r));
+            let line = format!("  {what:<30} {a:>16} {b:>16} {:>7}  {t}", ratio(r));
             writeln!(out, "{}", line.trim_end())
         };
         writeln!(
@@ -551,7 +551,7 @@ fn storage(args: &StorageArgs, config: &ConfigArg) -> anyhow::Result<ExitCode> {
         )?;
         writeln!(
             out,
-            "  {:<26} {:>16} {:>16} {:>7}",
+            "  {:<30} {:>16} {:>16} {:>7}",
             "",
             manifest.name.as_str(),
             "raw",
@@ -583,7 +583,7 @@ fn storage(args: &StorageArgs, config: &ConfigArg) -> anyhow::Result<ExitCode> {
         } else {
             writeln!(
                 out,
-                "  {:<26} {:>16} {:>16} {:>7}",
+                "  {:<30} {:>16} {:>16} {:>7}",
                 "", "loaded", "linked", "ratio"
             )?;
             row(

@@ -387,7 +387,16 @@ fn delete(config: &Config, arg: &str, as_json: bool) -> anyhow::Result<ExitCode>
 fn gc(config: &Config, dry_run: bool, as_json: bool) -> anyhow::Result<ExitCode> {
     let (_, storage) = open_storage(config)?;
     let job = storage.job(&config.job.id)?;
+    // Objects and uncommitted locations are listed before the completed checkpoints, so a
+    // checkpoint that commits in between is seen as completed and its state is kept.
+    let objects = job.list_objects()?;
+    let uncommitted = job.list_uncommitted()?;
     let all = job.list_completed()?;
+    let completed_ids: BTreeSet<u64> = all.iter().map(|c| c.checkpoint_id).collect();
+    let uncommitted: Vec<u64> = uncommitted
+        .into_iter()
+        .filter(|id| !completed_ids.contains(id))
+        .collect();
     // Everything any completed checkpoint references stays. A checkpoint whose metadata cannot
     // be read stops the collection: its references are unknown.
     let mut referenced = BTreeSet::new();
@@ -406,12 +415,10 @@ fn gc(config: &Config, dry_run: bool, as_json: bool) -> anyhow::Result<ExitCode>
             }
         }
     }
-    let orphans: Vec<_> = job
-        .list_objects()?
+    let orphans: Vec<_> = objects
         .into_iter()
         .filter(|o| !referenced.contains(&o.locator))
         .collect();
-    let uncommitted = job.list_uncommitted()?;
     let mut removed_bytes = 0;
     let mut errors = Vec::new();
     if !dry_run {

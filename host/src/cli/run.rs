@@ -40,9 +40,23 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let config = args.config.load()?;
     let (plugin, storage) = open_storage(&config)?;
     let cancel = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, cancel.clone())
-            .with_context(|| format!("cannot install a handler for signal {signal}"))?;
+    let stop_with_savepoint = Arc::new(AtomicBool::new(false));
+    {
+        use signal_hook::{
+            consts::{SIGINT, SIGTERM},
+            flag,
+        };
+        let term = if config.savepoints.on_sigterm {
+            &stop_with_savepoint
+        } else {
+            &cancel
+        };
+        // A second signal while the job is stopping exits at once.
+        flag::register_conditional_shutdown(SIGINT, 1, cancel.clone())
+            .and_then(|_| flag::register_conditional_shutdown(SIGTERM, 1, term.clone()))
+            .and_then(|_| flag::register(SIGINT, cancel.clone()))
+            .and_then(|_| flag::register(SIGTERM, term.clone()))
+            .context("cannot install the SIGINT/SIGTERM handlers")?;
     }
     let stop_when = match (args.duration, args.records) {
         (Some(d), _) => StopWhen::After(d),
@@ -117,10 +131,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             ));
         }
     };
-    let on_failover = |attempt: u32, reason: &str| {
-        log(format!(
-            "attempt {attempt} failed: {reason}; restarting from the latest checkpoint"
-        ));
+    let on_failover = |attempt: u32, reason: &str, from: Option<&str>| {
+        let restart = match from {
+            Some(pointer) => format!("restarting from {pointer}"),
+            None => "restarting from the beginning (no checkpoint completed yet)".to_string(),
+        };
+        log(format!("attempt {attempt} failed: {reason}; {restart}"));
     };
     let result = runtime::run(
         &config,
@@ -129,6 +145,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             from,
             stop_when,
             cancel,
+            stop_with_savepoint,
             on_progress: &on_progress,
             on_checkpoint: &on_checkpoint,
             on_failover: &on_failover,
@@ -161,7 +178,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             )?,
             None => writeln!(
                 out,
-                "no checkpoint retained (checkpointing.externalized-retention = {:?})",
+                "no checkpoint kept (checkpointing.externalized-retention = {})",
                 config.checkpointing.externalized_retention
             )?,
         }

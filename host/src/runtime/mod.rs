@@ -101,8 +101,12 @@ pub struct Summary {
     pub checkpoints_completed: u64,
     /// Checkpoint failures in this run.
     pub checkpoints_failed: u64,
-    /// The newest completed checkpoint, if one is retained.
+    /// The newest completed checkpoint, if the job's checkpoints were kept.
     pub latest_checkpoint: Option<RetainedView>,
+    /// Whether the job's completed checkpoints were kept (`externalized-retention`).
+    pub checkpoints_kept: bool,
+    /// The savepoint taken before stopping (`savepoints.on-sigterm`), if one was.
+    pub final_savepoint: Option<String>,
     /// The pointer the run restored from at start, if any.
     pub restored_from: Option<String>,
     /// Records counted (in the final attempt's state: restored counts plus new ones).
@@ -158,12 +162,15 @@ pub struct RunOptions<'a> {
     pub stop_when: StopWhen,
     /// Set from outside (signal handler) to stop the job.
     pub cancel: Arc<AtomicBool>,
+    /// Set from outside (SIGTERM with `savepoints.on-sigterm`) to take a savepoint, then stop.
+    pub stop_with_savepoint: Arc<AtomicBool>,
     /// Called about four times a second.
     pub on_progress: &'a dyn Fn(&Progress),
     /// Called when a checkpoint completes: id, pointer, milliseconds, state bytes.
     pub on_checkpoint: &'a dyn Fn(u64, &str, u64, u64),
-    /// Called when the job fails over: attempt number, reason.
-    pub on_failover: &'a dyn Fn(u32, &str),
+    /// Called when the job fails over and will restart: the failed attempt's number, the
+    /// reason, and the checkpoint it restarts from (`None`: from the beginning).
+    pub on_failover: &'a dyn Fn(u32, &str, Option<&str>),
 }
 
 fn epoch_ms() -> u64 {
@@ -174,9 +181,13 @@ fn epoch_ms() -> u64 {
 
 /// Run `f` on a helper thread and wait at most `deadline` for it. A call that does not return in
 /// time is abandoned (its thread keeps running) and reported as `Timeout`.
+/// Also gives up early, with `Timeout`, when `cancel` is set. The abandoned call's eventual
+/// result goes to `abandoned`, if given, so that its effects can be undone.
 fn bounded_call<T: Send + 'static>(
     what: &str,
     deadline: Duration,
+    cancel: &AtomicBool,
+    abandoned: Option<Box<dyn FnOnce(Result<T, StorageError>) + Send>>,
     f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
 ) -> Result<T, StorageError> {
     let (tx, rx) = mpsc::channel();
@@ -186,11 +197,43 @@ fn bounded_call<T: Send + 'static>(
             let _ = tx.send(f());
         })
         .map_err(|e| StorageError::Other(format!("cannot start a thread for {what}: {e}")))?;
-    rx.recv_timeout(deadline).unwrap_or_else(|_| {
-        Err(StorageError::Timeout(format!(
-            "{what} did not return within {deadline:?}; the call was abandoned"
-        )))
-    })
+    let until = Instant::now() + deadline;
+    loop {
+        let slice = until
+            .saturating_duration_since(Instant::now())
+            .min(Duration::from_millis(50));
+        match rx.recv_timeout(slice) {
+            Ok(result) => return result,
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(StorageError::Other(format!(
+                    "{what}: the call's thread died"
+                )))
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        let cancelled = cancel.load(Ordering::Relaxed);
+        if cancelled || Instant::now() >= until {
+            if let Some(undo) = abandoned {
+                // Whatever the call does later, its result is handled, never lost.
+                std::thread::spawn(move || {
+                    if let Ok(result) = rx.recv() {
+                        undo(result);
+                    }
+                });
+            }
+            let why = if cancelled {
+                "the job is stopping".to_string()
+            } else {
+                format!(
+                    "it did not return within {}",
+                    humantime::format_duration(deadline)
+                )
+            };
+            return Err(StorageError::Timeout(format!(
+                "{what} was abandoned: {why}"
+            )));
+        }
+    }
 }
 
 /// Read and check the metadata at `pointer` for this job.
@@ -211,8 +254,13 @@ pub fn load_checkpoint(
         )));
     }
     if meta.config_fingerprint != keyed_counter::fingerprint(&config.job) {
+        let taken = if meta.job_settings.is_empty() {
+            "other settings".to_string()
+        } else {
+            meta.job_settings.clone()
+        };
         return Err(RunError::Restore(format!(
-            "{pointer} was taken with other job settings than the config's ({}); restore it with the settings it was taken with",
+            "{pointer} was taken with {taken}, but the config says {}; restore it with the settings it was taken with",
             keyed_counter::describe(&config.job)
         )));
     }
@@ -233,13 +281,16 @@ fn start_state(
         )));
     }
     let mut counts = vec![BTreeMap::new(); p];
+    let mut seen = vec![false; p];
     for task in meta.tasks.iter().filter(|t| t.operator == "counter") {
-        let slot = counts.get_mut(task.subtask as usize).ok_or_else(|| {
-            RunError::Restore(format!(
-                "{pointer} has state for counter {} of {p}",
+        let i = task.subtask as usize;
+        if i >= p || std::mem::replace(&mut seen[i], true) {
+            return Err(RunError::Restore(format!(
+                "{pointer} has state for counter {} twice or out of range (parallelism {p})",
                 task.subtask
-            ))
-        })?;
+            )));
+        }
+        let slot = &mut counts[i];
         for record in &task.handles {
             let handle = record
                 .to_handle()
@@ -253,8 +304,22 @@ fn start_state(
             let decoded = keyed_counter::decode_state(&bytes).map_err(|e| {
                 RunError::Restore(format!("{pointer}: counter {} state: {e}", task.subtask))
             })?;
+            if let Some(k) = decoded
+                .keys()
+                .find(|&&k| keyed_counter::owner_of(k, p as u32) != i)
+            {
+                return Err(RunError::Restore(format!(
+                    "{pointer}: counter {i} holds key {k}, which belongs to counter {}",
+                    keyed_counter::owner_of(*k, p as u32)
+                )));
+            }
             slot.extend(decoded);
         }
+    }
+    if let Some(missing) = seen.iter().position(|s| !s) {
+        return Err(RunError::Restore(format!(
+            "{pointer} has no state for counter {missing}"
+        )));
     }
     Ok(StartState {
         offsets: meta.source_offsets,
@@ -344,72 +409,104 @@ pub fn run(
         progress: Progress::default(),
         background: Vec::new(),
         injected: false,
+        last_completed: None,
+        deferred: Vec::new(),
+        stopping_with_savepoint: false,
+        final_savepoint: None,
     };
     let mut attempt = 0u32;
-    let end = loop {
+    let (end, attempts) = loop {
         attempt += 1;
         runner.progress.attempt = attempt;
         match runner.attempt(&mut coordinator, &state) {
             AttemptEnd::Failover(reason) => {
-                (opts.on_failover)(attempt, &reason);
                 tracing::warn!(attempt, "job failed: {reason}");
                 if attempt > config.restart.attempts {
                     runner.finish_background();
-                    runner.on_terminal(&coordinator, false);
+                    runner.on_terminal(&coordinator, Terminal::Failed);
                     return Err(RunError::Failed {
                         attempts: attempt,
                         last: reason,
                     });
                 }
+                // Restart from this run's newest completed checkpoint; before there is one, from
+                // where the run started (never from a newer checkpoint of an earlier run).
+                let from = runner.last_completed.clone().or_else(|| initial.clone());
+                (opts.on_failover)(attempt, &reason, from.as_deref());
                 if runner.sleep_or_cancel(config.restart.delay) {
                     break (AttemptEnd::Cancelled, attempt);
                 }
-                state = match coordinator.latest() {
-                    Some(latest) => start_state(storage.as_ref(), config, &latest.pointer)?,
-                    None => match &initial {
-                        Some(pointer) => start_state(storage.as_ref(), config, pointer)?,
-                        None => fresh.clone(),
+                state = match &from {
+                    Some(pointer) => match start_state(storage.as_ref(), config, pointer) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            runner.finish_background();
+                            runner.on_terminal(&coordinator, Terminal::Failed);
+                            return Err(e);
+                        }
                     },
+                    None => fresh.clone(),
                 };
             }
             other => break (other, attempt),
         }
     };
-    let (end, attempts) = end;
-    runner.finish_background();
-    let status = match end {
-        AttemptEnd::Finished(_) => Status::Finished,
-        _ => Status::Cancelled,
+    let terminal = match end {
+        AttemptEnd::Finished(_) => Terminal::Finished,
+        _ => Terminal::Cancelled,
     };
-    runner.on_terminal(&coordinator, true);
+    runner.finish_background();
+    runner.on_terminal(&coordinator, terminal);
+    let keeps = keeps_checkpoints(config.checkpointing.externalized_retention, terminal);
     let counts = match end {
         AttemptEnd::Finished(c) => Some(c),
         _ => None,
     };
     Ok(Summary {
         job_id: config.job.id.clone(),
-        status,
+        status: if terminal == Terminal::Finished {
+            Status::Finished
+        } else {
+            Status::Cancelled
+        },
         attempts,
         checkpoints_completed: runner.progress.completed,
         checkpoints_failed: runner.progress.failures,
         latest_checkpoint: coordinator
             .latest()
-            .filter(|_| {
-                config.checkpointing.externalized_retention
-                    == ExternalizedRetention::RetainOnCancellation
-                    || status == Status::Finished && config.checkpointing.is_externalized()
-            })
+            .filter(|_| keeps)
             .map(|r| RetainedView {
                 id: r.id,
                 pointer: r.pointer.clone(),
             }),
+        checkpoints_kept: keeps,
+        final_savepoint: runner.final_savepoint.clone(),
         restored_from,
         records_counted: counts
             .as_ref()
-            .map_or(runner.progress.records, |c| c.values().sum()),
+            .map_or(runner.records_before, |c| c.values().sum()),
         counts_sha256: counts.as_ref().map(keyed_counter::counts_digest),
         counts,
     })
+}
+
+/// How a run ended, for `externalized-retention`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Terminal {
+    Finished,
+    Cancelled,
+    Failed,
+}
+
+/// Whether the job's completed checkpoints stay when it ends this way (Flink's
+/// `ExternalizedCheckpointCleanup`): a finished job needs none; a cancelled one keeps them only
+/// with retain-on-cancellation; a failed one keeps them when they are externalized at all.
+fn keeps_checkpoints(retention: ExternalizedRetention, terminal: Terminal) -> bool {
+    match (terminal, retention) {
+        (Terminal::Finished, _) => false,
+        (Terminal::Cancelled, r) => r == ExternalizedRetention::RetainOnCancellation,
+        (Terminal::Failed, r) => r != ExternalizedRetention::NoExternalized,
+    }
 }
 
 struct Runner<'a> {
@@ -422,6 +519,14 @@ struct Runner<'a> {
     progress: Progress,
     background: Vec<JoinHandle<()>>,
     injected: bool,
+    /// The pointer of the newest checkpoint completed in this run.
+    last_completed: Option<String>,
+    /// Locations to clean once the attempt's tasks have stopped.
+    deferred: Vec<Arc<dyn CheckpointLocation>>,
+    /// A stop-with-savepoint is under way.
+    stopping_with_savepoint: bool,
+    /// Its savepoint, once taken.
+    final_savepoint: Option<String>,
 }
 
 impl Runner<'_> {
@@ -488,21 +593,22 @@ impl Runner<'_> {
         }
     }
 
-    /// Apply `externalized-retention` when the job stops (`cancelled`) or fails for good.
-    fn on_terminal(&mut self, coordinator: &Coordinator, cancelled: bool) {
-        let keep = match self.config.checkpointing.externalized_retention {
-            ExternalizedRetention::RetainOnCancellation => true,
-            ExternalizedRetention::DeleteOnCancellation => !cancelled,
-            ExternalizedRetention::NoExternalized => false,
-        };
-        if keep {
+    /// Apply `externalized-retention` when the job ends.
+    fn on_terminal(&mut self, coordinator: &Coordinator, terminal: Terminal) {
+        if keeps_checkpoints(self.config.checkpointing.externalized_retention, terminal) {
             return;
         }
         let pointers: Vec<String> = coordinator.retained().map(|r| r.pointer.clone()).collect();
         if !pointers.is_empty() {
             tracing::info!(
                 count = pointers.len(),
-                "discarding the job's checkpoints (externalized-retention)"
+                "discarding the job's checkpoints (the job {}; checkpointing.externalized-retention = {})",
+                match terminal {
+                    Terminal::Finished => "finished",
+                    Terminal::Cancelled => "was stopped",
+                    Terminal::Failed => "failed",
+                },
+                self.config.checkpointing.externalized_retention
             );
             self.discard_in_background(pointers, Vec::new());
             self.finish_background();
@@ -600,6 +706,8 @@ impl Runner<'_> {
             }
         }
         self.records_before += shared.processed.load(Ordering::Relaxed);
+        let deferred = std::mem::take(&mut self.deferred);
+        self.discard_in_background(Vec::new(), deferred);
         end
     }
 
@@ -621,6 +729,13 @@ impl Runner<'_> {
             if self.should_stop() {
                 break AttemptEnd::Cancelled;
             }
+            if !self.stopping_with_savepoint
+                && self.opts.stop_with_savepoint.load(Ordering::Relaxed)
+            {
+                tracing::info!("stop requested: taking a savepoint first");
+                self.stopping_with_savepoint = true;
+                coordinator.request_savepoint();
+            }
             let now = self.started.elapsed();
             let mut failed_over = None;
             for action in coordinator.poll(now) {
@@ -633,13 +748,27 @@ impl Runner<'_> {
                             .dir
                             .as_ref()
                             .map(|d| d.to_string_lossy().into_owned());
-                        let begun = bounded_call("begin_checkpoint", timeout, move || {
-                            if savepoint {
-                                job.begin_savepoint(id, target.as_deref())
-                            } else {
-                                job.begin_checkpoint(id)
+                        // A location begun after its deadline is cleaned when the call returns.
+                        let undo: Box<
+                            dyn FnOnce(Result<Box<dyn CheckpointLocation>, StorageError>) + Send,
+                        > = Box::new(|begun| {
+                            if let Ok(location) = begun {
+                                let _ = location.dispose_on_failure();
                             }
                         });
+                        let begun = bounded_call(
+                            "begin_checkpoint",
+                            timeout,
+                            &self.opts.cancel,
+                            Some(undo),
+                            move || {
+                                if savepoint {
+                                    job.begin_savepoint(id, target.as_deref())
+                                } else {
+                                    job.begin_checkpoint(id)
+                                }
+                            },
+                        );
                         match begun {
                             Ok(location) => {
                                 let location: Arc<dyn CheckpointLocation> = Arc::from(location);
@@ -672,9 +801,17 @@ impl Runner<'_> {
                         }
                     }
                     Action::Expire { id } => {
-                        let location = in_flight.remove(&id).map(|f| f.location);
-                        tracing::warn!(id, "checkpoint expired after {timeout:?}");
-                        self.fail(coordinator, id, FailureReason::Expired, location)
+                        // Tasks may still write into an expired location: clean it after they
+                        // stop, at the end of the attempt.
+                        if let Some(f) = in_flight.remove(&id) {
+                            self.deferred.push(f.location);
+                        }
+                        tracing::warn!(
+                            id,
+                            "checkpoint expired after {}",
+                            humantime::format_duration(timeout)
+                        );
+                        self.fail(coordinator, id, FailureReason::Expired, None)
                     }
                 };
                 if outcome.is_some() {
@@ -730,11 +867,11 @@ impl Runner<'_> {
                 (self.opts.on_progress)(&self.progress);
             }
         };
-        // Whatever was in flight will never complete in this attempt.
-        let aborted: Vec<Arc<dyn CheckpointLocation>> =
-            in_flight.into_values().map(|f| f.location).collect();
+        // Whatever was in flight will never complete in this attempt; its locations are cleaned
+        // once the tasks have stopped writing into them.
+        self.deferred
+            .extend(in_flight.into_values().map(|f| f.location));
         coordinator.abort_all();
-        self.discard_in_background(Vec::new(), aborted);
         end
     }
 
@@ -746,12 +883,25 @@ impl Runner<'_> {
         reason: FailureReason,
         location: Option<Arc<dyn CheckpointLocation>>,
     ) -> Option<AttemptEnd> {
-        tracing::warn!(id, ?reason, "checkpoint failed");
+        if self.stopping_with_savepoint && coordinator.is_savepoint(id) {
+            tracing::error!(
+                id,
+                "the savepoint before stopping failed ({reason}); stopping without it"
+            );
+            self.discard_in_background(Vec::new(), location.into_iter().collect());
+            let _ = coordinator.on_failed(id, &reason);
+            return Some(AttemptEnd::Cancelled);
+        }
+        tracing::warn!(id, "checkpoint failed: {reason}");
         let verdict = coordinator.on_failed(id, &reason);
         self.progress.failures = coordinator.total_failures();
         self.discard_in_background(Vec::new(), location.into_iter().collect());
-        (verdict == Verdict::FailJob)
-            .then(|| AttemptEnd::Failover(format!("checkpoint {id} failed ({reason:?})")))
+        (verdict == Verdict::FailJob).then(|| {
+            AttemptEnd::Failover(format!(
+                "checkpoint {id} {reason}, and checkpoint failures in a row exceed \
+                     checkpointing.tolerable-failures"
+            ))
+        })
     }
 
     fn on_ack(
@@ -808,6 +958,7 @@ impl Runner<'_> {
             job_id: self.config.job.id.clone(),
             job_kind: keyed_counter::JOB_KIND.to_string(),
             config_fingerprint: keyed_counter::fingerprint(&self.config.job),
+            job_settings: keyed_counter::describe(&self.config.job),
             triggered_at_ms: flight.triggered_at_ms,
             completed_at_ms: epoch_ms(),
             tasks: flight
@@ -838,9 +989,29 @@ impl Runner<'_> {
             .checkpointing
             .timeout
             .saturating_sub(flight.started.elapsed());
+        // A commit abandoned at its deadline may still complete later: then the checkpoint,
+        // already counted as failed, is disposed; if it fails, its location is cleaned. Nothing
+        // touches the location while the commit may still be running.
+        let storage = self.storage.clone();
+        let undo_location = flight.location.clone();
+        let undo: Box<dyn FnOnce(Result<CompletedCheckpoint, StorageError>) + Send> = Box::new(
+            move |late| match late {
+                Ok(done) => {
+                    tracing::warn!(pointer = %done.pointer, "a commit abandoned at its deadline completed late; disposing it");
+                    let _ = storage.dispose(&done.pointer);
+                }
+                Err(_) => {
+                    let _ = undo_location.dispose_on_failure();
+                }
+            },
+        );
+        // The commit gets at least a second (or the whole timeout, if shorter) of its own.
+        let deadline = remaining.max(Duration::from_secs(1).min(self.config.checkpointing.timeout));
         let committed: Result<CompletedCheckpoint, StorageError> = bounded_call(
             "commit",
-            remaining.max(Duration::from_millis(1)),
+            deadline,
+            &self.opts.cancel,
+            Some(undo),
             move || location.commit(&bytes),
         );
         match committed {
@@ -849,18 +1020,30 @@ impl Runner<'_> {
                 let subsumed =
                     coordinator.on_committed(id, done.pointer.clone(), self.started.elapsed());
                 self.progress.completed += 1;
+                if !flight.savepoint {
+                    self.last_completed = Some(done.pointer.clone());
+                } else if self.stopping_with_savepoint {
+                    tracing::info!(pointer = %done.pointer, "savepoint taken; stopping");
+                    self.final_savepoint = Some(done.pointer.clone());
+                    (self.opts.on_checkpoint)(id, &done.pointer, took, size);
+                    return Some(AttemptEnd::Cancelled);
+                }
                 self.progress.last_checkpoint = Some((id, took, size));
                 (self.opts.on_checkpoint)(id, &done.pointer, took, size);
                 let pointers = subsumed.into_iter().map(|r| r.pointer).collect();
                 self.discard_in_background(pointers, Vec::new());
                 None
             }
-            Err(e) => self.fail(
-                coordinator,
-                id,
-                FailureReason::Finalize(e.to_string()),
-                Some(flight.location),
-            ),
+            // An abandoned commit cleans up after itself (above); a failed one is cleaned now.
+            Err(e) => {
+                let location = (!matches!(e, StorageError::Timeout(_))).then_some(flight.location);
+                self.fail(
+                    coordinator,
+                    id,
+                    FailureReason::Finalize(e.to_string()),
+                    location,
+                )
+            }
         }
     }
 }

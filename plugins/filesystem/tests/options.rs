@@ -23,7 +23,8 @@ fn manifest_and_info() {
         | Capabilities::SAVEPOINTS
         | Capabilities::SHARED_SCOPE
         | Capabilities::TASK_OWNED
-        | Capabilities::STORED_HANDLES;
+        | Capabilities::STORED_HANDLES
+        | Capabilities::CORRUPT_FOR_TESTING;
     assert_eq!(m.capabilities, caps);
 
     let env = Env::new();

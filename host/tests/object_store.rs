@@ -1,0 +1,420 @@
+//! The object-store plugin through the real `dlopen` path, against a real S3-compatible server
+//! on 127.0.0.1 (SeaweedFS, see `cairn_harness::s3`): the conformance suite on `s3://`,
+//! `file://` and `memory://`; the conditional-create commit between two writers; `cairn run`
+//! checkpointing into a bucket and resuming from it; and a server killed in the middle of a run.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::Path,
+    process::{Command, Output, Stdio},
+    sync::{mpsc, Arc, Barrier},
+    time::{Duration, Instant},
+};
+
+use cairn_harness::s3::{unique_prefix, S3Server};
+use cairn_host::runtime::keyed_counter;
+use cairn_plugin_api::{ErrorKind, StorageError};
+use serde_json::Value;
+
+use crate::util::{lib, load};
+
+const PACKAGE: &str = "cairn-storage-object";
+const KEYS: u64 = 500;
+const PARALLELISM: u32 = 2;
+
+fn cairn(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .unwrap()
+}
+
+fn json_of(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "no JSON ({e}):\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// `cairn plugins verify` on the object-store plugin with `options` (none: its test options);
+/// the report, after checking that every case passed or was skipped for a reason.
+fn verify_passes(options: Option<&str>, what: &str) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let so = lib(PACKAGE);
+    let mut args = vec![
+        "plugins".to_string(),
+        "verify".to_string(),
+        so.display().to_string(),
+        "--json".to_string(),
+    ];
+    if let Some(options) = options {
+        std::fs::write(dir.path().join("options.toml"), options).unwrap();
+        args.extend(["--options".to_string(), "options.toml".to_string()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = cairn(&args, dir.path());
+    let doc = json_of(&out);
+    let cases = doc["cases"].as_array().expect("a report");
+    let failed: Vec<String> = cases
+        .iter()
+        .filter(|c| c["status"] == "fail")
+        .map(|c| format!("{}: {}", c["name"], c["reason"]))
+        .collect();
+    assert!(
+        out.status.success() && failed.is_empty(),
+        "{what}: {failed:#?}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let count = |s: &str| cases.iter().filter(|c| c["status"] == s).count();
+    eprintln!(
+        "object-store on {what}: {} cases: {} passed, {} failed, {} skipped",
+        cases.len(),
+        count("pass"),
+        count("fail"),
+        count("skip")
+    );
+    doc
+}
+
+fn status<'a>(doc: &'a Value, case: &str) -> &'a str {
+    doc["cases"]
+        .as_array()
+        .and_then(|cases| cases.iter().find(|c| c["name"] == case))
+        .and_then(|c| c["status"].as_str())
+        .unwrap_or_else(|| panic!("no case {case} in {doc}"))
+}
+
+#[test]
+fn the_conformance_suite_passes_against_s3() {
+    let server = S3Server::get();
+    let options = server
+        .endpoint()
+        .plugin_options(&unique_prefix("verify"), "");
+    let doc = verify_passes(Some(&options), "s3:// (SeaweedFS)");
+    assert_eq!(doc["plugin"]["name"], "object-store");
+    // Nothing of substance may be skipped on S3: only the "no default savepoint target" case,
+    // because a default is configured.
+    for case in [
+        "round_trips_at_every_size",
+        "dropped_stream_leaves_nothing",
+        "corruption_is_detected",
+        "commit_is_atomic_and_once",
+        "resolves_from_a_fresh_instance",
+        "dispose_on_failure_is_idempotent",
+        "savepoint_to_custom_target",
+        "savepoint_to_default_target",
+        "eight_threads_hundred_streams",
+    ] {
+        assert_eq!(status(&doc, case), "pass", "{case}");
+    }
+    assert_eq!(status(&doc, "savepoint_without_any_target"), "skip");
+}
+
+#[test]
+fn the_conformance_suite_passes_on_file_and_memory_urls() {
+    // No options: the manifest's test options, a file:// URL in the scratch directory.
+    let doc = verify_passes(None, "file://");
+    assert_eq!(status(&doc, "resolves_from_a_fresh_instance"), "pass");
+    assert_eq!(status(&doc, "round_trips_at_every_size"), "pass");
+    // memory:// is not persistent, so a fresh instance sees nothing; without a default savepoint
+    // target, the "neither" case runs.
+    let doc = verify_passes(Some("url = \"memory://ckpt\"\n"), "memory://");
+    assert_eq!(status(&doc, "resolves_from_a_fresh_instance"), "skip");
+    assert_eq!(status(&doc, "savepoint_without_any_target"), "pass");
+    assert_eq!(status(&doc, "corruption_is_detected"), "pass");
+}
+
+#[test]
+fn two_writers_cannot_both_commit_one_checkpoint() {
+    let server = S3Server::get();
+    let options = server.endpoint().plugin_options(&unique_prefix("race"), "");
+    let plugin = load(PACKAGE);
+    // Two instances, as two hosts would have.
+    let a = plugin.open(&options).unwrap();
+    let b = plugin.open(&options).unwrap();
+    for id in 1..=8u64 {
+        let la = a.job("race").unwrap().begin_checkpoint(id).unwrap();
+        let lb = b.job("race").unwrap().begin_checkpoint(id).unwrap();
+        let barrier = Arc::new(Barrier::new(2));
+        let (ra, rb) = std::thread::scope(|s| {
+            let ba = barrier.clone();
+            let ta = s.spawn(move || {
+                ba.wait();
+                la.commit(b"writer a")
+            });
+            let tb = s.spawn(move || {
+                barrier.wait();
+                lb.commit(b"writer b")
+            });
+            (ta.join().unwrap(), tb.join().unwrap())
+        });
+        let (winner, loser) = match (&ra, &rb) {
+            (Ok(w), Err(e)) => (w, e),
+            (Err(e), Ok(w)) => (w, e),
+            other => panic!("checkpoint {id}: expected exactly one commit to win, got {other:?}"),
+        };
+        assert_eq!(loser.kind(), ErrorKind::AlreadyExists, "{loser}");
+        let resolved = a.resolve(&winner.pointer).unwrap().metadata;
+        let expected: &[u8] = if ra.is_ok() { b"writer a" } else { b"writer b" };
+        assert_eq!(
+            resolved, expected,
+            "the loser's metadata replaced the winner's"
+        );
+    }
+}
+
+/// A job directory whose config checkpoints through the object-store plugin with `options`.
+fn job_dir(options: &str, extra_checkpointing: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[storage]\npath = {:?}\n[storage.options]\n{options}\n\
+         [checkpointing]\ninterval = \"100ms\"\nnum-retained = 3\n\
+         externalized-retention = \"retain-on-cancellation\"\n{extra_checkpointing}\n\
+         [job]\nid = \"s3-job\"\nkeys = {KEYS}\nparallelism = {PARALLELISM}\nrate = 20000\n\
+         state-bytes-per-key = \"256B\"\n",
+        lib(PACKAGE).display().to_string()
+    );
+    std::fs::write(dir.path().join("cairn.toml"), config).unwrap();
+    dir
+}
+
+fn list(dir: &Path) -> Vec<Value> {
+    let out = cairn(&["checkpoints", "list", "--json"], dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    json_of(&out)["checkpoints"].as_array().unwrap().clone()
+}
+
+#[test]
+fn run_checkpoints_into_s3_and_resumes_from_latest() {
+    let server = S3Server::get();
+    let ep = server.endpoint().clone();
+    let prefix = unique_prefix("e2e");
+    let dir = job_dir(&ep.plugin_options(&prefix, ""), "");
+
+    let out = cairn(&["run", "--duration", "2s", "--json"], dir.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let first = json_of(&out);
+    assert!(
+        first["checkpoints_completed"].as_u64().unwrap() >= 1,
+        "{first}"
+    );
+    let records_before = first["records_counted"].as_u64().unwrap();
+
+    let listed = list(dir.path());
+    assert!(!listed.is_empty());
+    let latest = listed.last().unwrap()["pointer"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let in_bucket = format!("s3://{}/{prefix}/s3-job/chk-", ep.bucket);
+    assert!(latest.starts_with(&in_bucket), "{latest}");
+    // Every stored handle reads back with its checksum.
+    let out = cairn(&["checkpoints", "verify", "--json"], dir.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // A second run on the same bucket resumes exactly once from the latest checkpoint.
+    let records = 100_000u64;
+    assert!(records > records_before * 2, "the first run went too far");
+    let out = cairn(
+        &[
+            "run",
+            "--from",
+            "latest",
+            "--records",
+            &records.to_string(),
+            "--json",
+        ],
+        dir.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let second = json_of(&out);
+    assert_eq!(second["status"], "finished", "{second}");
+    assert_eq!(second["restored_from"], latest.as_str(), "{second}");
+    assert_eq!(second["records_counted"], records);
+    assert_eq!(
+        second["counts_sha256"],
+        keyed_counter::counts_digest(&keyed_counter::expected_counts(KEYS, PARALLELISM, records)),
+        "{second}"
+    );
+}
+
+/// The id in a `checkpoint N completed ...` line of `cairn run`.
+fn completed_id(line: &str) -> Option<u64> {
+    line.strip_prefix("checkpoint ")?
+        .split(' ')
+        .next()?
+        .parse()
+        .ok()
+        .filter(|_| line.contains(" completed in "))
+}
+
+/// The id in a `checkpoint failed` warning (`... id=N ...`).
+fn failed_id(line: &str) -> Option<u64> {
+    if !line.contains("checkpoint failed") {
+        return None;
+    }
+    let at = line.find("id=")? + 3;
+    let digits: String = line[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+#[test]
+fn a_server_killed_mid_run_fails_checkpoints_and_leaves_no_partial_one() {
+    // This test stops and restarts the server, so it always starts its own.
+    let mut server = S3Server::start().unwrap_or_else(|e| panic!("no S3 server: {e}"));
+    let ep = server.endpoint().clone();
+    let prefix = unique_prefix("kill");
+    // Fail fast while the server is down: one retry, short timeouts.
+    let options = ep.plugin_options(
+        &prefix,
+        "max-retries = 1\nretry-timeout = \"1s\"\nrequest-timeout = \"3s\"\nconnect-timeout = \"500ms\"\n",
+    );
+    let dir = job_dir(&options, "tolerable-failures = 1000\ntimeout = \"20s\"\n");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["run", "--duration", "120s", "--json"])
+        .current_dir(dir.path())
+        .env("RUST_LOG", "warn,cairn::plugin=info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut log = Vec::new();
+    let mut wait_for = |what: &str, pred: &dyn Fn(&str) -> bool| -> String {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    log.push(line.clone());
+                    if pred(&line) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no {what} within 90s; cairn said:\n{}", log.join("\n")),
+            }
+        }
+    };
+
+    // Two checkpoints complete, then the server dies.
+    wait_for("first checkpoint", &|l| completed_id(l).is_some());
+    let before = completed_id(&wait_for("second checkpoint", &|l| {
+        completed_id(l).is_some()
+    }))
+    .unwrap();
+    server.kill();
+    let failed = failed_id(&wait_for("failed checkpoint", &|l| failed_id(l).is_some())).unwrap();
+    assert!(
+        failed > before,
+        "checkpoint {failed} failed before the kill"
+    );
+    // Let a few more attempts fail against the dead server.
+    std::thread::sleep(Duration::from_secs(2));
+
+    server
+        .restart()
+        .unwrap_or_else(|e| panic!("restarting the server: {e}"));
+    let after = completed_id(&wait_for("checkpoint after the restart", &|l| {
+        completed_id(l).is_some_and(|id| id > failed)
+    }))
+    .unwrap();
+
+    // Stop the job (SIGTERM cancels; the retained checkpoints stay).
+    let stopped = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let out = child.wait_with_output().unwrap();
+    reader.join().unwrap();
+    for line in rx.try_iter() {
+        log.push(line);
+    }
+    let log = log.join("\n");
+    assert!(out.status.success(), "{log}");
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        summary["checkpoints_failed"].as_u64().unwrap() >= 1,
+        "{summary}"
+    );
+    // The plugin reported what it retried (object_store's retry events, forwarded).
+    assert!(
+        log.contains("backing off") && log.contains("retry 1 of 1"),
+        "no retry was reported:\n{log}"
+    );
+
+    // Every failed id is neither listed nor resolvable; the checkpoint after the restart is.
+    let failed_ids: Vec<u64> = log.lines().filter_map(failed_id).collect();
+    let listed: Vec<u64> = list(dir.path())
+        .iter()
+        .map(|c| c["id"].as_u64().unwrap())
+        .collect();
+    assert!(
+        listed.contains(&after) || listed.iter().any(|&id| id > after),
+        "{listed:?}"
+    );
+    let storage = load(PACKAGE).open(&options).unwrap();
+    for id in &failed_ids {
+        assert!(
+            !listed.contains(id),
+            "failed checkpoint {id} is listed: {listed:?}"
+        );
+        let pointer = format!("s3://{}/{prefix}/s3-job/chk-{id}", ep.bucket);
+        match storage.resolve(&pointer) {
+            Err(StorageError::NotFound(_)) => {}
+            other => panic!("resolving failed checkpoint {id}: {other:?}"),
+        }
+        let out = cairn(&["checkpoints", "show", &id.to_string()], dir.path());
+        assert!(!out.status.success(), "checkpoint {id} shows");
+    }
+    // What the failed attempts uploaded is garbage, and gc removes it.
+    let out = cairn(&["checkpoints", "gc", "--json"], dir.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(storage
+        .job("s3-job")
+        .unwrap()
+        .list_uncommitted()
+        .unwrap()
+        .is_empty());
+    for c in list(dir.path()) {
+        let out = cairn(&["checkpoints", "verify", &c["id"].to_string()], dir.path());
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}

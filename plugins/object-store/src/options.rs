@@ -1,0 +1,573 @@
+//! The `[storage.options]` table: parsing, defaults and validation.
+//!
+//! The table is read into a map of option name to TOML value, and every entry is then checked by
+//! this module, so that an unknown option, a value of the wrong type and a value out of range
+//! all give an error that names the option in full (`storage.options.part-size = "1MiB" is
+//! below the minimum of 5MiB`). Options that do not apply to the URL's scheme (a `region` for a
+//! `gs://` URL, say) are refused too, rather than silently ignored.
+//!
+//! Sizes are written as an integer number of bytes or as a string like `"20KiB"` (parsed by the
+//! `bytesize` crate); durations as strings like `"30s"` (parsed by `humantime`).
+
+use std::{collections::BTreeMap, fmt, time::Duration};
+
+use bytesize::ByteSize;
+use serde::{
+    de::{self, IgnoredAny},
+    Deserialize, Deserializer,
+};
+
+use crate::{
+    error::{ObjError, ObjResult},
+    layout::{Place, Scheme},
+};
+
+const KIB: u64 = 1024;
+const MIB: u64 = 1024 * 1024;
+
+/// Default of `inline-threshold`: Flink's `state.storage.fs.memory-threshold`.
+pub(crate) const DEFAULT_INLINE_THRESHOLD: u64 = 20 * KIB;
+/// Largest `inline-threshold`: inline bytes travel inside the metadata, which is read whole.
+pub(crate) const MAX_INLINE_THRESHOLD: u64 = MIB;
+/// Default of `part-size`.
+pub(crate) const DEFAULT_PART_SIZE: u64 = 8 * MIB;
+/// Smallest `part-size`: S3 refuses smaller parts (except the last).
+pub(crate) const MIN_PART_SIZE: u64 = 5 * MIB;
+/// Largest `part-size`: every open stream may buffer this much, and a few parts are in flight.
+pub(crate) const MAX_PART_SIZE: u64 = 512 * MIB;
+/// Default of `max-retries`.
+pub(crate) const DEFAULT_MAX_RETRIES: u64 = 5;
+/// Largest `max-retries`: retries are bounded by design.
+pub(crate) const MAX_MAX_RETRIES: u64 = 20;
+/// Default of `retry-timeout`.
+pub(crate) const DEFAULT_RETRY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest `retry-timeout`: object_store retries without re-signing, and signatures expire.
+pub(crate) const MAX_RETRY_TIMEOUT: Duration = Duration::from_secs(300);
+/// Default of `request-timeout`.
+pub(crate) const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default of `connect-timeout`.
+pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Every option, with the schemes it applies to (`None`: all).
+const KNOWN: &[(&str, Option<&[Scheme]>)] = &[
+    ("url", None),
+    ("savepoint-url", None),
+    ("endpoint", Some(&[Scheme::S3, Scheme::Az])),
+    ("region", Some(&[Scheme::S3])),
+    ("access-key-id", Some(&[Scheme::S3, Scheme::Az])),
+    ("secret-access-key", Some(&[Scheme::S3, Scheme::Az])),
+    ("session-token", Some(&[Scheme::S3])),
+    ("service-account", Some(&[Scheme::Gs])),
+    ("allow-http", Some(&[Scheme::S3, Scheme::Gs, Scheme::Az])),
+    ("path-style", Some(&[Scheme::S3])),
+    ("inline-threshold", None),
+    ("part-size", None),
+    ("max-retries", None),
+    ("retry-timeout", None),
+    ("request-timeout", None),
+    ("connect-timeout", None),
+];
+
+/// The validated options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Options {
+    /// Where checkpoints go.
+    pub(crate) url: Place,
+    /// The default savepoint target.
+    pub(crate) savepoint_url: Option<Place>,
+    /// How to reach and sign in to the cloud service.
+    pub(crate) cloud: CloudOptions,
+    /// Streams of at most this many bytes give inline handles.
+    pub(crate) inline_threshold: u64,
+    /// Bytes per uploaded part; also the most a stream buffers before its upload starts.
+    pub(crate) part_size: u64,
+    /// Retries and timeouts.
+    pub(crate) retry: RetryOptions,
+}
+
+/// Connection and credential options; unset ones fall back to the environment, as the
+/// `object_store` builders' `from_env` read it.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub(crate) struct CloudOptions {
+    pub(crate) endpoint: Option<String>,
+    pub(crate) region: Option<String>,
+    pub(crate) access_key_id: Option<String>,
+    pub(crate) secret_access_key: Option<String>,
+    pub(crate) session_token: Option<String>,
+    pub(crate) service_account: Option<String>,
+    pub(crate) allow_http: Option<bool>,
+    /// Path-style requests (`endpoint/bucket/key`) rather than virtual-hosted ones.
+    pub(crate) path_style: Option<bool>,
+}
+
+impl fmt::Debug for CloudOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print a secret, not even at debug level.
+        let hidden = |o: &Option<String>| o.as_ref().map(|_| "<set>");
+        f.debug_struct("CloudOptions")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &hidden(&self.secret_access_key))
+            .field("session_token", &hidden(&self.session_token))
+            .field("service_account", &self.service_account)
+            .field("allow_http", &self.allow_http)
+            .field("path_style", &self.path_style)
+            .finish()
+    }
+}
+
+/// Bounded retries, and timeouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RetryOptions {
+    pub(crate) max_retries: usize,
+    pub(crate) retry_timeout: Duration,
+    pub(crate) request_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
+}
+
+impl Options {
+    /// Parse and validate an options document.
+    pub(crate) fn parse(document: &str) -> ObjResult<Self> {
+        let mut raw: BTreeMap<String, Value> = cairn_plugin_api::parse_options(document)?;
+        for key in raw.keys() {
+            if !KNOWN.iter().any(|(k, _)| k == key) {
+                let known: Vec<&str> = KNOWN.iter().map(|(k, _)| *k).collect();
+                return Err(ObjError::option(
+                    key,
+                    format!(
+                        "is not an option of the object-store plugin (known: {})",
+                        known.join(", ")
+                    ),
+                ));
+            }
+        }
+        let url = match raw.remove("url") {
+            Some(v) => place("url", v)?,
+            None => return Err(ObjError::option(
+                "url",
+                "is missing: set it to where checkpoints go, for example \"s3://bucket/prefix\"",
+            )),
+        };
+        for (key, schemes) in KNOWN {
+            if let (Some(schemes), true) = (schemes, raw.contains_key(*key)) {
+                if !schemes.contains(&url.scheme) {
+                    let names: Vec<String> =
+                        schemes.iter().map(|s| format!("{}://", s.name())).collect();
+                    return Err(ObjError::option(
+                        key,
+                        format!(
+                            "does not apply to {}:// URLs (only to {})",
+                            url.scheme.name(),
+                            names.join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
+        let savepoint_url = raw
+            .remove("savepoint-url")
+            .map(|v| place("savepoint-url", v))
+            .transpose()?;
+        let mut text = |key: &str| raw.remove(key).map(|v| string(key, v)).transpose();
+        let cloud_strings = (
+            text("endpoint")?,
+            text("region")?,
+            text("access-key-id")?,
+            text("secret-access-key")?,
+            text("session-token")?,
+            text("service-account")?,
+        );
+        let cloud = CloudOptions {
+            endpoint: cloud_strings.0,
+            region: cloud_strings.1,
+            access_key_id: cloud_strings.2,
+            secret_access_key: cloud_strings.3,
+            session_token: cloud_strings.4,
+            service_account: cloud_strings.5,
+            allow_http: raw
+                .remove("allow-http")
+                .map(|v| boolean("allow-http", v))
+                .transpose()?,
+            path_style: raw
+                .remove("path-style")
+                .map(|v| boolean("path-style", v))
+                .transpose()?,
+        };
+        if cloud.access_key_id.is_some() != cloud.secret_access_key.is_some() {
+            let missing = if cloud.access_key_id.is_none() {
+                "access-key-id"
+            } else {
+                "secret-access-key"
+            };
+            return Err(ObjError::option(
+                missing,
+                "is missing: access-key-id and secret-access-key go together",
+            ));
+        }
+        let inline_threshold = match raw.remove("inline-threshold") {
+            Some(v) => size("inline-threshold", v, 0, MAX_INLINE_THRESHOLD)?,
+            None => DEFAULT_INLINE_THRESHOLD,
+        };
+        let part_size = match raw.remove("part-size") {
+            Some(v) => size("part-size", v, MIN_PART_SIZE, MAX_PART_SIZE)?,
+            None => DEFAULT_PART_SIZE,
+        };
+        let max_retries = match raw.remove("max-retries") {
+            Some(v) => integer("max-retries", v, 0, MAX_MAX_RETRIES)?,
+            None => DEFAULT_MAX_RETRIES,
+        };
+        let duration_of = |raw: &mut BTreeMap<String, Value>, key: &str, default, min, max| {
+            raw.remove(key)
+                .map_or(Ok(default), |v| duration(key, v, min, max))
+        };
+        let ms = Duration::from_millis;
+        let retry = RetryOptions {
+            max_retries: max_retries as usize,
+            retry_timeout: duration_of(
+                &mut raw,
+                "retry-timeout",
+                DEFAULT_RETRY_TIMEOUT,
+                ms(0),
+                MAX_RETRY_TIMEOUT,
+            )?,
+            request_timeout: duration_of(
+                &mut raw,
+                "request-timeout",
+                DEFAULT_REQUEST_TIMEOUT,
+                ms(100),
+                Duration::from_secs(3600),
+            )?,
+            connect_timeout: duration_of(
+                &mut raw,
+                "connect-timeout",
+                DEFAULT_CONNECT_TIMEOUT,
+                ms(100),
+                Duration::from_secs(600),
+            )?,
+        };
+        Ok(Options {
+            url,
+            savepoint_url,
+            cloud,
+            inline_threshold,
+            part_size,
+            retry,
+        })
+    }
+}
+
+fn place(key: &str, value: Value) -> ObjResult<Place> {
+    match value {
+        Value::Str(s) => Place::parse(&s)
+            .map_err(|why| ObjError::option(key, format!("= {s:?} is invalid: {why}"))),
+        other => Err(ObjError::option(
+            key,
+            format!("= {other} is not a URL: write it as a string such as \"s3://bucket/prefix\""),
+        )),
+    }
+}
+
+fn string(key: &str, value: Value) -> ObjResult<String> {
+    match value {
+        Value::Str(s) if s.trim().is_empty() => Err(ObjError::option(
+            key,
+            "is empty: leave it out to use the default",
+        )),
+        Value::Str(s) if s.chars().any(char::is_control) => {
+            Err(ObjError::option(key, "contains a control character"))
+        }
+        Value::Str(s) => Ok(s),
+        other => Err(ObjError::option(key, format!("= {other} is not a string"))),
+    }
+}
+
+fn boolean(key: &str, value: Value) -> ObjResult<bool> {
+    match value {
+        Value::Bool(b) => Ok(b),
+        other => Err(ObjError::option(
+            key,
+            format!("= {other} is not true or false"),
+        )),
+    }
+}
+
+fn integer(key: &str, value: Value, min: u64, max: u64) -> ObjResult<u64> {
+    match value {
+        Value::Int(n) if n < min as i128 => Err(ObjError::option(
+            key,
+            format!("= {n} is below the minimum of {min}"),
+        )),
+        Value::Int(n) if n > max as i128 => Err(ObjError::option(
+            key,
+            format!("= {n} is above the maximum of {max}"),
+        )),
+        Value::Int(n) => Ok(n as u64),
+        other => Err(ObjError::option(
+            key,
+            format!("= {other} is not a whole number"),
+        )),
+    }
+}
+
+fn duration(key: &str, value: Value, min: Duration, max: Duration) -> ObjResult<Duration> {
+    let d = match &value {
+        Value::Str(s) => humantime::parse_duration(s.trim()).map_err(|_| {
+            ObjError::option(
+                key,
+                format!("= {value} is not a duration: write a string such as \"30s\" or \"500ms\""),
+            )
+        })?,
+        _ => {
+            return Err(ObjError::option(
+                key,
+                format!("= {value} is not a duration: write a string such as \"30s\" or \"500ms\""),
+            ))
+        }
+    };
+    if d > max {
+        return Err(ObjError::option(
+            key,
+            format!(
+                "= {value} is above the maximum of {}",
+                humantime::format_duration(max)
+            ),
+        ));
+    }
+    if d < min {
+        return Err(ObjError::option(
+            key,
+            format!(
+                "= {value} is below the minimum of {}",
+                humantime::format_duration(min)
+            ),
+        ));
+    }
+    Ok(d)
+}
+
+fn size(key: &str, value: Value, min: u64, max: u64) -> ObjResult<u64> {
+    let not_a_size = || {
+        ObjError::option(
+            key,
+            format!("= {value} is not a size: write a number of bytes or a string like \"20KiB\""),
+        )
+    };
+    let bytes = match &value {
+        Value::Int(n) if *n < 0 => {
+            return Err(ObjError::option(
+                key,
+                format!("= {value} is negative: sizes are at least 0 bytes"),
+            ))
+        }
+        Value::Int(n) => u64::try_from(*n).map_err(|_| not_a_size())?,
+        Value::Str(s) if !s.trim().is_empty() => s
+            .trim()
+            .parse::<ByteSize>()
+            .map_err(|_| not_a_size())?
+            .as_u64(),
+        _ => return Err(not_a_size()),
+    };
+    if bytes > max {
+        return Err(ObjError::option(
+            key,
+            format!("= {value} is above the maximum of {}", fmt_size(max)),
+        ));
+    }
+    if bytes < min {
+        return Err(ObjError::option(
+            key,
+            format!("= {value} is below the minimum of {}", fmt_size(min)),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// A size for messages: `1MiB`, `20KiB`, `512B`.
+pub(crate) fn fmt_size(bytes: u64) -> String {
+    if bytes >= MIB && bytes % MIB == 0 {
+        format!("{}MiB", bytes / MIB)
+    } else if bytes >= KIB && bytes % KIB == 0 {
+        format!("{}KiB", bytes / KIB)
+    } else {
+        format!("{bytes}B")
+    }
+}
+
+/// Any TOML value, kept just well enough to validate it and to show it in a message.
+#[derive(Debug, Clone, PartialEq)]
+enum Value {
+    Str(String),
+    Int(i128),
+    Float(f64),
+    Bool(bool),
+    /// An array, table or date, named by its kind.
+    Other(&'static str),
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Str(s) => write!(f, "{s:?}"),
+            Value::Int(n) => write!(f, "{n}"),
+            Value::Float(x) => write!(f, "{x}"),
+            Value::Bool(b) => write!(f, "{b}"),
+            Value::Other(kind) => write!(f, "{kind}"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Value {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(ValueVisitor)
+    }
+}
+
+struct ValueVisitor;
+
+impl<'de> de::Visitor<'de> for ValueVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a TOML value")
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::Int(v.into()))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::Int(v.into()))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::Float(v))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::Str(v.to_string()))
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Value::Other("an array"))
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Value::Other("a table or date"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cairn_plugin_api::StorageError;
+
+    use super::*;
+
+    fn parse(doc: &str) -> Result<Options, String> {
+        Options::parse(doc).map_err(|e| match StorageError::from(e) {
+            StorageError::InvalidConfig(m) => m,
+            other => panic!("expected InvalidConfig, got {other:?}"),
+        })
+    }
+
+    #[test]
+    fn defaults() {
+        let o = parse("url = \"s3://b/p\"").unwrap();
+        assert_eq!(o.url.to_string(), "s3://b/p");
+        assert_eq!(o.savepoint_url, None);
+        assert_eq!(o.inline_threshold, 20 * 1024);
+        assert_eq!(o.part_size, 8 << 20);
+        assert_eq!(o.retry.max_retries, 5);
+        assert_eq!(o.retry.retry_timeout, Duration::from_secs(30));
+        assert_eq!(o.cloud, CloudOptions::default());
+    }
+
+    #[test]
+    fn every_option_is_read() {
+        let o = parse(
+            "url = \"s3://b/p\"\nsavepoint-url = \"s3://b/sp\"\nendpoint = \"http://127.0.0.1:1\"\n\
+             region = \"eu-west-1\"\naccess-key-id = \"k\"\nsecret-access-key = \"s\"\n\
+             session-token = \"t\"\nallow-http = true\npath-style = false\n\
+             inline-threshold = \"1KiB\"\npart-size = \"5MiB\"\nmax-retries = 0\n\
+             retry-timeout = \"2s\"\nrequest-timeout = \"5s\"\nconnect-timeout = \"1s\"\n",
+        )
+        .unwrap();
+        assert_eq!(o.savepoint_url.unwrap().to_string(), "s3://b/sp");
+        assert_eq!(o.cloud.endpoint.as_deref(), Some("http://127.0.0.1:1"));
+        assert_eq!(o.cloud.allow_http, Some(true));
+        assert_eq!(o.cloud.path_style, Some(false));
+        assert_eq!((o.inline_threshold, o.part_size), (1024, 5 << 20));
+        assert_eq!(o.retry.max_retries, 0);
+        assert_eq!(o.retry.request_timeout, Duration::from_secs(5));
+        assert!(
+            !format!("{:?}", o.cloud).contains("\"s\""),
+            "a secret was printed"
+        );
+    }
+
+    #[test]
+    fn bad_values_name_the_option() {
+        let cases = [
+            ("", "storage.options.url is missing"),
+            ("url = 3", "storage.options.url = 3 is not a URL"),
+            (
+                "url = \"ftp://x\"",
+                "storage.options.url = \"ftp://x\" is invalid",
+            ),
+            (
+                "url = \"s3://b\"\nno-such = 1",
+                "storage.options.no-such is not an option",
+            ),
+            (
+                "url = \"s3://b\"\npart-size = \"1MiB\"",
+                "storage.options.part-size = \"1MiB\" is below the minimum of 5MiB",
+            ),
+            (
+                "url = \"s3://b\"\ninline-threshold = \"2MiB\"",
+                "storage.options.inline-threshold = \"2MiB\" is above the maximum of 1MiB",
+            ),
+            (
+                "url = \"s3://b\"\nmax-retries = 100",
+                "storage.options.max-retries = 100 is above the maximum of 20",
+            ),
+            (
+                "url = \"s3://b\"\nmax-retries = \"x\"",
+                "storage.options.max-retries = \"x\" is not a whole number",
+            ),
+            (
+                "url = \"s3://b\"\nretry-timeout = \"soon\"",
+                "storage.options.retry-timeout = \"soon\" is not a duration",
+            ),
+            (
+                "url = \"s3://b\"\nallow-http = \"yes\"",
+                "storage.options.allow-http = \"yes\" is not true or false",
+            ),
+            (
+                "url = \"s3://b\"\naccess-key-id = \"k\"",
+                "storage.options.secret-access-key is missing",
+            ),
+            (
+                "url = \"gs://b\"\nregion = \"x\"",
+                "storage.options.region does not apply to gs:// URLs",
+            ),
+            (
+                "url = \"memory://\"\nendpoint = \"http://x\"",
+                "storage.options.endpoint does not apply to memory:// URLs",
+            ),
+            (
+                "url = \"s3://b\"\nendpoint = \"\"",
+                "storage.options.endpoint is empty",
+            ),
+        ];
+        for (doc, expected) in cases {
+            let msg = parse(doc).unwrap_err();
+            assert!(msg.starts_with(expected), "{doc}: {msg}");
+        }
+    }
+}
