@@ -97,7 +97,7 @@ id = "{id}"
 kind = "{kind}"
 # Distinct keys; at least 1.
 keys = {keys}
-# Bytes of state per key; at least {min_state}.
+# Bytes of state per key; at least {min_state}, at most {max_state}.
 state-bytes-per-key = "{state}"
 # Records per second over the whole job; "unlimited" (or 0) for no limit.
 rate = {rate}
@@ -127,6 +127,7 @@ delay = {delay}
         kind = j.kind.as_str(),
         keys = j.keys,
         min_state = format_size(super::MIN_STATE_BYTES_PER_KEY),
+        max_state = format_size(super::job::MAX_STATE_BYTES_PER_KEY),
         state = format_size(j.state_bytes_per_key),
         rate = match j.rate {
             Some(n) => n.to_string(),

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{doc::Doc, doc::Field, ConfigError};
+use super::{doc::format_size, doc::Doc, doc::Field, ConfigError};
 
 /// The longest job id.
 pub const MAX_JOB_ID_LEN: usize = 64;
@@ -19,6 +19,9 @@ pub const MAX_PARALLELISM: u32 = 64;
 
 /// The smallest state per key: the key's counter.
 pub const MIN_STATE_BYTES_PER_KEY: u64 = 8;
+
+/// The largest state per key (one state entry's size must fit the state format's 32-bit field).
+pub const MAX_STATE_BYTES_PER_KEY: u64 = 1 << 20;
 
 /// `kind`: which built-in job runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -141,7 +144,16 @@ impl RawJob {
                 T,
                 "state-bytes-per-key",
                 self.state_bytes_per_key.as_ref(),
-                |v| v.size(MIN_STATE_BYTES_PER_KEY),
+                |v| {
+                    let size = v.size(MIN_STATE_BYTES_PER_KEY)?;
+                    if size > MAX_STATE_BYTES_PER_KEY {
+                        return Err(v.fail(format!(
+                            "is above the maximum of {}",
+                            format_size(MAX_STATE_BYTES_PER_KEY)
+                        )));
+                    }
+                    Ok(size)
+                },
             )?
             .unwrap_or(d.state_bytes_per_key);
         let rate = doc

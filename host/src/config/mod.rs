@@ -39,7 +39,7 @@ pub use defaults::defaults_toml;
 pub use doc::{format_duration, format_size};
 pub use job::{
     is_valid_job_id, JobConfig, JobKind, RestartConfig, MAX_JOB_ID_LEN, MAX_PARALLELISM,
-    MIN_STATE_BYTES_PER_KEY,
+    MAX_STATE_BYTES_PER_KEY, MIN_STATE_BYTES_PER_KEY,
 };
 pub use storage::{
     PluginRef, PluginsConfig, SavepointsConfig, StorageConfig, DEFAULT_CHECKPOINT_DIR,

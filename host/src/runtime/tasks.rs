@@ -206,6 +206,8 @@ impl Counter {
         let mut replay: VecDeque<(u32, Event)> = VecDeque::new();
         let mut aligning: Option<Arc<Barrier>> = None;
         let mut processed = 0u64;
+        // Every record adds one to one count, so the restored counts say how many came before.
+        let restored: u64 = self.counts.values().sum();
         loop {
             let (from, event) = match replay.pop_front() {
                 Some(m) => m,
@@ -250,7 +252,7 @@ impl Counter {
             }
             let aligned = (0..self.inputs).all(|i| blocked[i] || ended[i]);
             if let (true, Some(barrier)) = (aligned, aligning.as_ref()) {
-                let result = self.snapshot(barrier, processed);
+                let result = self.snapshot(barrier, restored + processed);
                 let _ = self.shared.acks.send(Ack::Counter {
                     id: barrier.id,
                     subtask: self.subtask,
