@@ -13,6 +13,14 @@ fn main() -> ExitCode {
     match cli::run(args) {
         Ok(code) => code,
         Err(err) => {
+            // Output piped into `head` that stops reading is not an error worth reporting.
+            let broken_pipe = err.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+            });
+            if broken_pipe {
+                return ExitCode::SUCCESS;
+            }
             // `{:#}` prints the whole chain of causes on one line: "a: b: c".
             eprintln!("error: {err:#}");
             ExitCode::FAILURE

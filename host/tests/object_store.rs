@@ -281,7 +281,10 @@ fn tail(log: &[String]) -> String {
 #[test]
 fn a_server_killed_mid_run_fails_checkpoints_and_leaves_no_partial_one() {
     // This test stops and restarts the server, so it always starts its own.
+    let t0 = Instant::now();
+    let step = |what: &str| eprintln!("[{:>6.1}s] {what}", t0.elapsed().as_secs_f64());
     let mut server = S3Server::start().unwrap_or_else(|e| panic!("no S3 server: {e}"));
+    step("server up");
     let ep = server.endpoint().clone();
     let prefix = unique_prefix("kill");
     // Fail fast while the server is down: one retry, short timeouts.
@@ -328,11 +331,13 @@ fn a_server_killed_mid_run_fails_checkpoints_and_leaves_no_partial_one() {
         completed_id(l).is_some()
     }))
     .unwrap();
+    step("two checkpoints");
     server.kill();
     wait_for("failed checkpoint", &|l| is_failure(l));
     // Let a few more attempts fail against the dead server.
     std::thread::sleep(Duration::from_secs(2));
 
+    step("failures seen");
     server
         .restart()
         .unwrap_or_else(|e| panic!("restarting the server: {e}"));
@@ -345,6 +350,7 @@ fn a_server_killed_mid_run_fails_checkpoints_and_leaves_no_partial_one() {
     let failed_ids: Vec<u64> = (before + 1..after).collect();
     assert!(!failed_ids.is_empty(), "no attempt failed between {before} and {after}");
 
+    step("checkpoint after restart");
     // Stop the job (SIGTERM cancels; the retained checkpoints stay).
     let stopped = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -358,6 +364,7 @@ fn a_server_killed_mid_run_fails_checkpoints_and_leaves_no_partial_one() {
     }
     let log = log.join("\n");
     assert!(out.status.success(), "{}", &log[log.len().saturating_sub(5000)..]);
+    step("job stopped");
     let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(
         summary["checkpoints_failed"].as_u64().unwrap() >= 1,
@@ -393,6 +400,7 @@ fn a_server_killed_mid_run_fails_checkpoints_and_leaves_no_partial_one() {
         let out = cairn(&["checkpoints", "show", &id.to_string()], dir.path());
         assert!(!out.status.success(), "checkpoint {id} shows");
     }
+    step("failed ids checked");
     // What the failed attempts uploaded is garbage, and gc removes it.
     let out = cairn(&["checkpoints", "gc", "--json"], dir.path());
     assert!(
