@@ -320,7 +320,10 @@ fn a_server_killed_mid_run_fails_checkpoints_and_leaves_no_partial_one() {
                         return line;
                     }
                 }
-                Err(_) => panic!("no {what} within 90s; cairn said, at the end:\n{}", tail(&log)),
+                Err(_) => panic!(
+                    "no {what} within 90s; cairn said, at the end:\n{}",
+                    tail(&log)
+                ),
             }
         }
     };
@@ -348,7 +351,10 @@ fn a_server_killed_mid_run_fails_checkpoints_and_leaves_no_partial_one() {
     // Every id between the last checkpoint before the kill and the first after the restart was
     // an attempt that failed.
     let failed_ids: Vec<u64> = (before + 1..after).collect();
-    assert!(!failed_ids.is_empty(), "no attempt failed between {before} and {after}");
+    assert!(
+        !failed_ids.is_empty(),
+        "no attempt failed between {before} and {after}"
+    );
 
     step("checkpoint after restart");
     // Stop the job (SIGTERM cancels; the retained checkpoints stay).
@@ -363,7 +369,11 @@ fn a_server_killed_mid_run_fails_checkpoints_and_leaves_no_partial_one() {
         log.push(line);
     }
     let log = log.join("\n");
-    assert!(out.status.success(), "{}", &log[log.len().saturating_sub(5000)..]);
+    assert!(
+        out.status.success(),
+        "{}",
+        &log[log.len().saturating_sub(5000)..]
+    );
     step("job stopped");
     let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(

@@ -34,7 +34,7 @@ use std::{
 use anyhow::Context;
 use bytesize::ByteSize;
 use cairn_harness::bench::{self, LinkedOutput, RoundReport, RoundRequest, Sample};
-use cairn_host::loader::{self, Plugin, SearchPath};
+use cairn_host::loader::{self, Plugin};
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
@@ -233,8 +233,8 @@ impl Target {
 fn storage(args: &StorageArgs, config: &ConfigArg) -> anyhow::Result<ExitCode> {
     let config = config.load()?;
     let search = config.plugins.search_path();
-    let plugin = load(&args.plugin, &search)?;
-    let template = options_template(&plugin, args.options.as_deref())?;
+    let plugin = super::plugins::load_from(&args.plugin, &search)?;
+    let template = super::verify::options_template(&plugin, args.options.as_deref())?;
     let scratch = tempfile::Builder::new()
         .prefix("cairn-bench-")
         .tempdir_in(&args.dir)
@@ -740,40 +740,4 @@ impl Drop for Companion {
         self.stdin.take();
         let _ = self.child.wait();
     }
-}
-
-/// Load the plugin named on the command line: a library path if it looks like one, else a
-/// manifest name in the search path (as `cairn plugins verify` does).
-fn load(arg: &str, search: &SearchPath) -> anyhow::Result<Plugin> {
-    let is_path = arg.contains(std::path::MAIN_SEPARATOR)
-        || arg.contains('/')
-        || Path::new(arg).extension().and_then(|e| e.to_str())
-            == Some(std::env::consts::DLL_EXTENSION);
-    Ok(if is_path {
-        loader::load_path(Path::new(arg), None)?
-    } else {
-        loader::load_by_name(search, arg, None)?
-    })
-}
-
-/// The options document with `{scratch}` still in it: the file's text (checked to be TOML), or
-/// the manifest's test options.
-fn options_template(plugin: &Plugin, file: Option<&Path>) -> anyhow::Result<String> {
-    let Some(path) = file else {
-        return Ok(plugin.manifest().test_options.clone());
-    };
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read the options file {}", path.display()))?;
-    if let Err(e) = text.parse::<toml::Table>() {
-        let line = e
-            .span()
-            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
-            .unwrap_or(1);
-        anyhow::bail!(
-            "options file {}:{line}: {}",
-            path.display(),
-            e.message().trim()
-        );
-    }
-    Ok(text)
 }

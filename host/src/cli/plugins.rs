@@ -142,13 +142,19 @@ fn is_path(arg: &str) -> bool {
             == Some(std::env::consts::DLL_EXTENSION)
 }
 
-/// Load a plugin named on the command line, by path or by name.
+/// Load a plugin named on the command line, by path or by name from the config's search path.
 fn load(arg: &str, config: &ConfigArg) -> anyhow::Result<Plugin> {
     let config = config.load()?;
+    load_from(arg, &config.plugins.search_path())
+}
+
+/// Load a plugin named on the command line: a library path if it looks like one, else a
+/// manifest name in `search`.
+pub(super) fn load_from(arg: &str, search: &loader::SearchPath) -> anyhow::Result<Plugin> {
     Ok(if is_path(arg) {
         loader::load_path(&PathBuf::from(arg), None)?
     } else {
-        loader::load_by_name(&config.plugins.search_path(), arg, None)?
+        loader::load_by_name(search, arg, None)?
     })
 }
 

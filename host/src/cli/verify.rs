@@ -141,24 +141,27 @@ fn options_document(
     file: Option<&Path>,
     scratch: &Path,
 ) -> anyhow::Result<String> {
-    let text = match file {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read the options file {}", path.display()))?;
-            if let Err(e) = text.parse::<toml::Table>() {
-                let line = e
-                    .span()
-                    .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
-                    .unwrap_or(1);
-                anyhow::bail!(
-                    "options file {}:{line}: {}",
-                    path.display(),
-                    e.message().trim()
-                );
-            }
-            text
-        }
-        None => plugin.manifest().test_options.clone(),
+    Ok(options_template(plugin, file)?.replace("{scratch}", &scratch.to_string_lossy()))
+}
+
+/// The options document with `{scratch}` still in it: the file's text (checked to be TOML), or
+/// the manifest's test options.
+pub(super) fn options_template(plugin: &Plugin, file: Option<&Path>) -> anyhow::Result<String> {
+    let Some(path) = file else {
+        return Ok(plugin.manifest().test_options.clone());
     };
-    Ok(text.replace("{scratch}", &scratch.to_string_lossy()))
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the options file {}", path.display()))?;
+    if let Err(e) = text.parse::<toml::Table>() {
+        let line = e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
+            .unwrap_or(1);
+        anyhow::bail!(
+            "options file {}:{line}: {}",
+            path.display(),
+            e.message().trim()
+        );
+    }
+    Ok(text)
 }
