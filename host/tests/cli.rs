@@ -1,16 +1,6 @@
 //! The `cairn` binary: `plugins list` and `plugins info`, human and JSON.
 
-use std::{path::Path, process::Command};
-
-use crate::util::copy_lib;
-
-fn cairn(args: &[&str], cwd: &Path) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .unwrap()
-}
+use crate::util::{cairn, copy_lib};
 
 /// A directory with a config whose search path holds the two bundled plugins and a junk file.
 fn setup() -> tempfile::TempDir {

@@ -2,15 +2,9 @@
 //! it: built as a workspace of its own against `cairn-plugin-api` alone, checked with
 //! `cairn plugins verify`, then dropped into a `plugins/` directory and found by name.
 
-use std::{
-    path::{Path, PathBuf},
-    process::{Command, Output},
-    sync::OnceLock,
-};
+use std::{path::PathBuf, sync::OnceLock};
 
-use serde_json::Value;
-
-use crate::util::set_mode;
+use crate::util::{cairn, json_of as json, set_mode};
 
 /// The example's manifest name.
 const NAME: &str = "example-dir";
@@ -33,24 +27,6 @@ fn example_lib() -> PathBuf {
     built
         .clone()
         .unwrap_or_else(|e| panic!("cannot build the example plugin: {e}"))
-}
-
-fn cairn(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .unwrap()
-}
-
-fn json(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
 }
 
 #[test]

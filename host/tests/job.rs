@@ -3,35 +3,17 @@
 
 use std::{
     path::{Path, PathBuf},
-    process::{Command, Output, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use cairn_host::{metadata::CheckpointMetadata, runtime::keyed_counter};
 use serde_json::Value;
 
-use crate::util::{copy_lib, lib};
+use crate::util::{cairn, copy_lib, json_of, lib};
 
 const KEYS: u64 = 500;
 const PARALLELISM: u32 = 2;
-
-fn cairn(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .unwrap()
-}
-
-fn json_of(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "no JSON ({e}):\nstdout: {}\nstderr: {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
 
 /// A job directory with the filesystem plugin in `plugins/` and a config.
 fn setup(extra: &str) -> tempfile::TempDir {

@@ -34,3 +34,23 @@ pub fn load(package: &str) -> Plugin {
 pub fn fs_options(dir: &Path) -> String {
     format!("dir = {:?}\n", dir.display().to_string())
 }
+
+/// Run the `cairn` binary in `cwd`.
+pub fn cairn(args: &[&str], cwd: &Path) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("run cairn")
+}
+
+/// The JSON a command printed; a failure shows both streams.
+pub fn json_of(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
