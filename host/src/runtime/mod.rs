@@ -181,13 +181,16 @@ fn epoch_ms() -> u64 {
 
 /// Run `f` on a helper thread and wait at most `deadline` for it. A call that does not return in
 /// time is abandoned (its thread keeps running) and reported as `Timeout`.
+/// What to do with the result of a call that was abandoned at its deadline.
+type Undo<T> = Box<dyn FnOnce(Result<T, StorageError>) + Send>;
+
 /// Also gives up early, with `Timeout`, when `cancel` is set. The abandoned call's eventual
 /// result goes to `abandoned`, if given, so that its effects can be undone.
 fn bounded_call<T: Send + 'static>(
     what: &str,
     deadline: Duration,
     cancel: &AtomicBool,
-    abandoned: Option<Box<dyn FnOnce(Result<T, StorageError>) + Send>>,
+    abandoned: Option<Undo<T>>,
     f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
 ) -> Result<T, StorageError> {
     let (tx, rx) = mpsc::channel();
@@ -749,9 +752,7 @@ impl Runner<'_> {
                             .as_ref()
                             .map(|d| d.to_string_lossy().into_owned());
                         // A location begun after its deadline is cleaned when the call returns.
-                        let undo: Box<
-                            dyn FnOnce(Result<Box<dyn CheckpointLocation>, StorageError>) + Send,
-                        > = Box::new(|begun| {
+                        let undo: Undo<Box<dyn CheckpointLocation>> = Box::new(|begun| {
                             if let Ok(location) = begun {
                                 let _ = location.dispose_on_failure();
                             }
@@ -994,17 +995,15 @@ impl Runner<'_> {
         // touches the location while the commit may still be running.
         let storage = self.storage.clone();
         let undo_location = flight.location.clone();
-        let undo: Box<dyn FnOnce(Result<CompletedCheckpoint, StorageError>) + Send> = Box::new(
-            move |late| match late {
-                Ok(done) => {
-                    tracing::warn!(pointer = %done.pointer, "a commit abandoned at its deadline completed late; disposing it");
-                    let _ = storage.dispose(&done.pointer);
-                }
-                Err(_) => {
-                    let _ = undo_location.dispose_on_failure();
-                }
-            },
-        );
+        let undo: Undo<CompletedCheckpoint> = Box::new(move |late| match late {
+            Ok(done) => {
+                tracing::warn!(pointer = %done.pointer, "a commit abandoned at its deadline completed late; disposing it");
+                let _ = storage.dispose(&done.pointer);
+            }
+            Err(_) => {
+                let _ = undo_location.dispose_on_failure();
+            }
+        });
         // The commit gets at least a second (or the whole timeout, if shorter) of its own.
         let deadline = remaining.max(Duration::from_secs(1).min(self.config.checkpointing.timeout));
         let committed: Result<CompletedCheckpoint, StorageError> = bounded_call(
