@@ -14,7 +14,8 @@
 //!
 //! The companion's protocol: one [`RoundRequest`] per line of JSON on its stdin, each answered
 //! by one [`LinkedOutput`] per line of JSON on its stdout, until stdin ends. [`backend_round`]
-//! does the work on both sides.
+//! does the work on both sides. Started with [`OBJECT_STORE_DIRECT_ARG`], the companion instead
+//! answers [`DirectRequest`]s: the object-store plugin's baseline, `object_store` used directly.
 
 use std::{
     fs::File,
@@ -316,6 +317,37 @@ fn touched_buffer(len: usize) -> Vec<u8> {
 /// The length of the next write: a whole `chunk`, or what is left.
 fn chunk_len(left: u64, chunk: usize) -> usize {
     usize::try_from(left).map_or(chunk, |left| left.min(chunk))
+}
+
+/// The companion's argument that makes it serve the object-store baseline instead of the
+/// linked filesystem backend: one [`DirectRequest`] per line in, one [`DirectOutput`] out.
+pub const OBJECT_STORE_DIRECT_ARG: &str = "--object-store-direct";
+
+/// One round of the object-store plugin ÷ `object_store` used directly: the companion writes
+/// `size` bytes in `chunk`-byte writes to the store named by the plugin's options, the way the
+/// plugin does (one PUT up to `part-size`, a multipart upload of `part-size` parts above it,
+/// four parts in flight), puts a small metadata object with a conditional create, then reads
+/// the object back. Only the `object_store` crate is involved, never the plugin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectRequest {
+    /// The object-store plugin's `[storage.options]` document (its `url`, `endpoint`,
+    /// credentials and `part-size` are used; other options are ignored).
+    pub options: String,
+    /// A key prefix under the options' `url` that only this round uses; removed afterwards.
+    pub prefix: String,
+    /// Bytes to write and read back.
+    pub size: u64,
+    /// Bytes per write call, and the buffer size when reading.
+    pub chunk: u64,
+}
+
+/// The figures of one [`DirectRequest`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct DirectOutput {
+    /// Upload (and metadata put), timed from the first request to the last response.
+    pub write: Sample,
+    /// Download of the object, to its end.
+    pub read: Sample,
 }
 
 #[cfg(test)]

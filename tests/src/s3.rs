@@ -245,6 +245,8 @@ fn server_args(p: &Ports, data: &Path, identities: &Path) -> Vec<String> {
         format!("-dir={}", data.display()),
         format!("-master.port={}", p.master),
         format!("-master.port.grpc={}", p.master_grpc),
+        // A restarted master elects itself in a second instead of ten.
+        "-master.electionTimeout=1s".into(),
         "-master.volumeSizeLimitMB=256".into(),
         format!("-volume.port={}", p.volume),
         format!("-volume.port.grpc={}", p.volume_grpc),

@@ -41,6 +41,9 @@ use serde_json::{json, Value};
 
 use super::ConfigArg;
 
+// The object-store plugin ÷ object_store used directly (only for `--plugin object-store`).
+mod object_store_direct;
+
 /// The backend compared loaded ÷ linked, by manifest name.
 const FILESYSTEM: &str = "filesystem";
 
@@ -273,8 +276,10 @@ fn storage(args: &StorageArgs, config: &ConfigArg) -> anyhow::Result<ExitCode> {
         Ok((p, template, storage))
     });
     let runner = linked_runner(args.linked_runner.as_deref());
+    let mut direct = (manifest.name == object_store_direct::PLUGIN)
+        .then(|| object_store_direct::Direct::start(&runner, options_for(&template, "plugin")));
 
-    let steps_per_round = if loaded.is_ok() { 6 } else { 4 };
+    let steps_per_round = if loaded.is_ok() { 6 } else { 4 } + u64::from(direct.is_some());
     let bar = ProgressBar::new(args.rounds * steps_per_round);
     bar.set_style(
         ProgressStyle::with_template("{spinner} [{pos}/{len}] {wide_msg} {elapsed}")
@@ -353,6 +358,11 @@ fn storage(args: &StorageArgs, config: &ConfigArg) -> anyhow::Result<ExitCode> {
         under_test
             .dispose(&committed.checkpoint.pointer)
             .with_context(|| format!("{}: disposing the benchmark checkpoint", manifest.name))?;
+        if let Some(direct) = &mut direct {
+            step("object_store direct write + read");
+            direct.round(round, args.size, chunk as u64);
+            bar.inc(1);
+        }
 
         // Loaded ÷ linked; which side goes first alternates between rounds.
         let Ok((_, fs_template, fs_storage)) = &loaded else {
@@ -468,7 +478,8 @@ fn storage(args: &StorageArgs, config: &ConfigArg) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    let complete = loaded_error.is_none() && linked_error.is_none();
+    let direct_error = direct.as_ref().and_then(|d| d.error.clone());
+    let complete = loaded_error.is_none() && linked_error.is_none() && direct_error.is_none();
 
     let mut out = std::io::stdout().lock();
     if args.json {
@@ -492,6 +503,9 @@ fn storage(args: &StorageArgs, config: &ConfigArg) -> anyhow::Result<ExitCode> {
                 "write_ratio": write_ratio,
                 "read_ratio": read_ratio,
             },
+            "plugin_vs_object_store": direct
+                .as_ref()
+                .map(|d| d.to_json(&plugin_write, &plugin_read)),
             "loaded_vs_linked": {
                 "backend": FILESYSTEM,
                 "chunk": LINKED_CHUNK,
@@ -573,6 +587,9 @@ fn storage(args: &StorageArgs, config: &ConfigArg) -> anyhow::Result<ExitCode> {
             read_ratio,
             "",
         )?;
+        if let Some(direct) = &direct {
+            direct.print(&mut out, &plugin_write, &plugin_read)?;
+        }
         writeln!(
             out,
             "\nfilesystem loaded (dlopen) ÷ linked in (rlib), {} chunks",
@@ -619,7 +636,11 @@ fn storage(args: &StorageArgs, config: &ConfigArg) -> anyhow::Result<ExitCode> {
             writeln!(out, "  - {n}")?;
         }
     }
-    if let Some(e) = loaded_error.as_ref().or(linked_error.as_ref()) {
+    if let Some(e) = loaded_error
+        .as_ref()
+        .or(linked_error.as_ref())
+        .or(direct_error.as_ref())
+    {
         eprintln!("error: incomplete benchmark: {e}");
     }
     Ok(if complete {

@@ -106,7 +106,9 @@ impl ObjJob {
         })
     }
 
-    /// The ids of the job's `chk-<n>` prefixes, each with whether it is committed.
+    /// The ids of the job's `chk-<n>` prefixes, each with whether it is committed. A prefix with
+    /// no object at all is left out: some stores (SeaweedFS, the local filesystem) keep an empty
+    /// "directory" after its last object is deleted.
     fn checkpoint_dirs(&self) -> ObjResult<Vec<(u64, bool)>> {
         let prefix = self.place.key()?;
         let listing = self
@@ -126,17 +128,27 @@ impl ObjJob {
                 let meta = place.join(METADATA_OBJECT);
                 let key = meta.key()?;
                 match store.head(&key).await {
-                    Ok(_) => Ok((id, true)),
-                    Err(object_store::Error::NotFound { .. }) => Ok((id, false)),
-                    Err(e) => Err(ObjError::store(format!("looking for {meta}"), e)),
+                    Ok(_) => return Ok(Some((id, true))),
+                    Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(ObjError::store(format!("looking for {meta}"), e)),
                 }
+                let key = place.key()?;
+                let inside = store
+                    .list_with_delimiter(Some(&key))
+                    .await
+                    .map_err(|e| ObjError::store(format!("listing {place}"), e))?;
+                // A directory marker (the prefix itself, as SeaweedFS lists it) is not an object.
+                let empty = inside.objects.iter().all(|o| o.location == key)
+                    && inside.common_prefixes.is_empty();
+                Ok((!empty).then_some((id, false)))
             }
         });
-        let mut found: Vec<(u64, bool)> = self.shared.rt.block_on(
+        let found: Vec<Option<(u64, bool)>> = self.shared.rt.block_on(
             futures::stream::iter(heads)
                 .buffer_unordered(LIST_CONCURRENCY)
                 .try_collect(),
         )?;
+        let mut found: Vec<(u64, bool)> = found.into_iter().flatten().collect();
         found.sort_unstable();
         Ok(found)
     }

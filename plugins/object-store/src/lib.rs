@@ -110,3 +110,6 @@ impl StoragePlugin for ObjectStorePlugin {
 }
 
 cairn_plugin_api::export_storage_plugin!(ObjectStorePlugin);
+
+#[cfg(test)]
+mod tests;

@@ -169,6 +169,17 @@ impl Options {
             .remove("savepoint-url")
             .map(|v| place("savepoint-url", v))
             .transpose()?;
+        if let Some(sp) = &savepoint_url {
+            if sp.scheme == Scheme::Memory && url.scheme != Scheme::Memory {
+                return Err(ObjError::option(
+                    "savepoint-url",
+                    format!(
+                        "= {:?} is in memory, which only a memory:// url can reach",
+                        sp.to_string()
+                    ),
+                ));
+            }
+        }
         let mut text = |key: &str| raw.remove(key).map(|v| string(key, v)).transpose();
         let cloud_strings = (
             text("endpoint")?,
@@ -563,6 +574,10 @@ mod tests {
             (
                 "url = \"s3://b\"\nendpoint = \"\"",
                 "storage.options.endpoint is empty",
+            ),
+            (
+                "url = \"s3://b\"\nsavepoint-url = \"memory://x\"",
+                "storage.options.savepoint-url = \"memory://x\" is in memory",
             ),
         ];
         for (doc, expected) in cases {

@@ -287,7 +287,9 @@ pub(crate) fn remove_location(shared: &Shared, place: &Place, committed_ok: bool
             .strip_prefix(&place.prefix)
             .map(|rest| rest.trim_start_matches('/'))
             .unwrap_or(location);
-        if name == METADATA_OBJECT {
+        if name.is_empty() {
+            // A directory marker for the location itself (SeaweedFS lists one); not an object.
+        } else if name == METADATA_OBJECT {
             committed = true;
         } else if layout::is_state_file_name(name) {
             state.push(meta.location);

@@ -57,6 +57,15 @@ impl Runtime {
         self.0.as_ref().expect("runtime is live").block_on(future)
     }
 
+    /// Run `future` in the background on the runtime's workers.
+    pub(crate) fn spawn<F>(&self, future: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.0.as_ref().expect("runtime is live").spawn(future)
+    }
+
     /// Enter the runtime's context, for synchronous calls that spawn tasks.
     pub(crate) fn enter(&self) -> tokio::runtime::EnterGuard<'_> {
         self.0.as_ref().expect("runtime is live").enter()

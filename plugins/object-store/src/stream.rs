@@ -20,16 +20,18 @@
 //!
 //! # Reading
 //!
-//! An [`ObjInputStream`] issues one `GET` and reads the body as it arrives. It checks the
-//! object's size at open and the CRC32C of every byte; at the end, instead of returning `0`, it
-//! returns `Corrupt` naming the locator if the size or the checksum differs from the handle.
+//! An [`ObjInputStream`] issues one `GET` and reads the body as it arrives: a task on the
+//! plugin's runtime receives it ahead of the reader, up to [`PREFETCH_CHUNKS`] network chunks,
+//! so the network and the reader's copying and checksumming overlap. It checks the object's
+//! size at open and the CRC32C of every byte; at the end, instead of returning `0`, it returns
+//! `Corrupt` naming the locator if the size or the checksum differs from the handle.
 
 use std::{mem, sync::Arc};
 
 use bytes::Bytes;
 use futures::{stream::BoxStream, StreamExt};
 use object_store::{path::Path as KeyPath, MultipartUpload, ObjectStore, PutPayload};
-use tokio::task::JoinSet;
+use tokio::{sync::mpsc, task::JoinSet};
 
 use cairn_plugin_api::{InputStream, OutputStream, StateHandle, StorageResult};
 
@@ -41,6 +43,9 @@ use crate::{
 
 /// How many parts of one stream may be uploading at once.
 pub(crate) const MAX_PARTS_IN_FLIGHT: usize = 4;
+
+/// How many network chunks of a body an input stream receives ahead of its reader.
+pub(crate) const PREFETCH_CHUNKS: usize = 64;
 
 /// Where an output stream is in its life.
 enum State {
@@ -285,7 +290,9 @@ enum Check {
 /// An input stream over a stored handle's object that verifies it (see the module docs).
 pub(crate) struct ObjInputStream {
     shared: Arc<Shared>,
-    body: BoxStream<'static, object_store::Result<Bytes>>,
+    body: mpsc::Receiver<object_store::Result<Bytes>>,
+    /// The task that receives the body; aborted when the stream is dropped.
+    prefetch: tokio::task::JoinHandle<()>,
     current: Bytes,
     locator: String,
     size: u64,
@@ -316,9 +323,19 @@ impl ObjInputStream {
                 why: format!("size mismatch: the object holds {len} bytes, the handle says {size}"),
             });
         }
+        let (tx, rx) = mpsc::channel(PREFETCH_CHUNKS);
+        let mut body: BoxStream<'static, object_store::Result<Bytes>> = got.into_stream();
+        let prefetch = shared.rt.spawn(async move {
+            while let Some(chunk) = body.next().await {
+                if tx.send(chunk).await.is_err() {
+                    break;
+                }
+            }
+        });
         Ok(ObjInputStream {
             shared,
-            body: got.into_stream(),
+            body: rx,
+            prefetch,
             current: Bytes::new(),
             locator: locator.to_string(),
             size,
@@ -329,31 +346,48 @@ impl ObjInputStream {
         })
     }
 
+    /// Fill `buf` from the body: one `block_on` per call, however many network chunks it
+    /// takes, so a large buffer costs one wake-up rather than one per chunk.
     fn read_inner(&mut self, buf: &mut [u8]) -> ObjResult<usize> {
-        while self.current.is_empty() {
-            match self.shared.rt.block_on(self.body.next()) {
-                Some(Ok(chunk)) => self.current = chunk,
-                Some(Err(e)) => {
-                    return Err(ObjError::store(
-                        format!("reading handle '{}'", self.locator),
-                        e,
-                    ))
+        let (body, current) = (&mut self.body, &mut self.current);
+        let mut filled = 0;
+        let mut ended = false;
+        let fetched: object_store::Result<()> = self.shared.rt.block_on(async {
+            while filled < buf.len() {
+                if current.is_empty() {
+                    match body.recv().await {
+                        Some(chunk) => *current = chunk?,
+                        None => {
+                            ended = true;
+                            break;
+                        }
+                    }
+                    continue;
                 }
-                None => return self.at_end(),
+                let n = (buf.len() - filled).min(current.len());
+                buf[filled..filled + n].copy_from_slice(&current.split_to(n));
+                filled += n;
             }
+            Ok(())
+        });
+        if let Err(e) = fetched {
+            return Err(ObjError::store(
+                format!("reading handle '{}'", self.locator),
+                e,
+            ));
         }
-        let n = buf.len().min(self.current.len());
-        if self.read + n as u64 > self.size {
+        if filled == 0 && ended {
+            return self.at_end();
+        }
+        if self.read + filled as u64 > self.size {
             return Err(self.corrupt(format!(
                 "size mismatch: the object holds more than the handle's {} bytes",
                 self.size
             )));
         }
-        let chunk = self.current.split_to(n);
-        buf[..n].copy_from_slice(&chunk);
-        self.crc = crc32c::crc32c_append(self.crc, &chunk);
-        self.read += n as u64;
-        Ok(n)
+        self.crc = crc32c::crc32c_append(self.crc, &buf[..filled]);
+        self.read += filled as u64;
+        Ok(filled)
     }
 
     fn at_end(&mut self) -> ObjResult<usize> {
@@ -379,6 +413,12 @@ impl ObjInputStream {
             locator: self.locator.clone(),
             why,
         }
+    }
+}
+
+impl Drop for ObjInputStream {
+    fn drop(&mut self) {
+        self.prefetch.abort();
     }
 }
 

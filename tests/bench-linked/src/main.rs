@@ -11,6 +11,13 @@
 //! a `LinkedOutput` as one line of JSON on stdout, until stdin ends. One process serves every
 //! round, so the linked side is as warm as the loaded one, and the host can alternate rounds
 //! between the two. An error goes to stderr and ends the process with exit code 1.
+//!
+//! Started with `--object-store-direct`, it serves the object-store plugin's baseline instead:
+//! `object_store` used directly on the same store and bytes (the `direct` module), one
+//! `DirectRequest` in and one `DirectOutput` out per line. `object_store` is linked here as a
+//! baseline library, never into `cairn`.
+
+mod direct;
 
 use std::{
     io::{self, BufRead, IsTerminal, Write},
@@ -22,18 +29,30 @@ use cairn_plugin_api::StoragePlugin;
 use cairn_storage_fs::FsPlugin;
 
 fn main() -> ExitCode {
-    if std::env::args_os().len() > 1 || io::stdin().is_terminal() {
+    let args: Vec<_> = std::env::args_os().skip(1).collect();
+    let direct = args.len() == 1 && args[0] == bench::OBJECT_STORE_DIRECT_ARG;
+    if (!args.is_empty() && !direct) || io::stdin().is_terminal() {
         eprintln!(
-            "usage: cairn-bench-linked < REQUESTS (one JSON RoundRequest per line)\n\
+            "usage: cairn-bench-linked [--object-store-direct] < REQUESTS (one JSON request per line)\n\
              the linked-in side of `cairn bench storage`, which runs it; not meant to be run by hand"
         );
         return ExitCode::from(2);
     }
+    let direct = match direct.then(direct::Direct::new).transpose() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let mut stdout = io::stdout().lock();
     for line in io::stdin().lock().lines() {
         let answer = line
             .map_err(|e| format!("reading a request: {e}"))
-            .and_then(|line| round(&line));
+            .and_then(|line| match &direct {
+                Some(d) => direct_round(d, &line),
+                None => round(&line),
+            });
         let written = match answer {
             Ok(answer) => writeln!(stdout, "{answer}").and_then(|()| stdout.flush()),
             Err(e) => {
@@ -64,5 +83,13 @@ fn round(request: &str) -> Result<String, String> {
         debug_assertions: cfg!(debug_assertions),
         round,
     };
+    serde_json::to_string(&out).map_err(|e| format!("cannot encode the figures: {e}"))
+}
+
+/// One round of the object-store baseline.
+fn direct_round(direct: &direct::Direct, request: &str) -> Result<String, String> {
+    let request: bench::DirectRequest =
+        serde_json::from_str(request).map_err(|e| format!("malformed request: {e}"))?;
+    let out = direct.round(&request)?;
     serde_json::to_string(&out).map_err(|e| format!("cannot encode the figures: {e}"))
 }
