@@ -616,10 +616,16 @@ fn state_bytes_per_key_is_a_size_of_at_least_8_bytes() {
         "job.state-bytes-per-key = \"lots\" is not a size; write a number of bytes, or a string \
          such as \"64B\", \"1KiB\" or \"5MiB\"",
     );
+    refused(
+        "[job]\nstate-bytes-per-key = \"5MiB\"\n",
+        2,
+        "job.state-bytes-per-key",
+        "job.state-bytes-per-key = \"5MiB\" is above the maximum of 1MiB",
+    );
     for (written, bytes) in [
         ("8", 8),
         ("\"64B\"", 64),
-        ("\"5MiB\"", 5 << 20),
+        ("\"1MiB\"", 1 << 20),
         ("\"2 KiB\"", 2048),
     ] {
         let c = ok(&format!("[job]\nstate-bytes-per-key = {written}\n"));
