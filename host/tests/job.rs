@@ -368,14 +368,26 @@ fn ctrl_c_stops_promptly_even_while_the_plugin_hangs() {
         lib("cairn-fixture-hanging").display().to_string()
     );
     std::fs::write(dir.path().join("cairn.toml"), config).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
         .arg("run")
         .current_dir(dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    // The first line on stderr comes after the signal handlers are installed; read the rest in
+    // the background so the pipe never fills.
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut stderr, &mut first).unwrap();
+    assert!(first.starts_with("cairn: job 'hangs'"), "{first}");
+    let rest = std::thread::spawn(move || {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut stderr, &mut text).unwrap();
+        text
+    });
+    // Let a checkpoint start and hang in its commit.
+    std::thread::sleep(Duration::from_millis(500));
     let sent = Instant::now();
     let pid = child.id().to_string();
     assert!(Command::new("kill")
@@ -383,18 +395,15 @@ fn ctrl_c_stops_promptly_even_while_the_plugin_hangs() {
         .status()
         .unwrap()
         .success());
-    let out = child.wait_with_output().unwrap();
+    let status = child.wait().unwrap();
+    let stderr = rest.join().unwrap();
     // The commit hangs for ever and the checkpoint timeout is 10 minutes; the job still stops.
     assert!(
         sent.elapsed() < Duration::from_secs(60),
         "took {:?}",
         sent.elapsed()
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(status.success(), "{stderr}");
 }
 
 #[test]

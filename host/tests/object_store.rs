@@ -452,6 +452,16 @@ fn bench_storage_compares_the_plugin_with_object_store_used_directly() {
     .unwrap_or_else(|e| panic!("cannot build the linked runner: {e}"));
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("s3.toml"), options).unwrap();
+    // The loaded ÷ linked part measures the filesystem plugin, found in ./plugins only (a clean
+    // `cargo test` puts no plugin next to the `cairn` binary; a developer's build may).
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir(&plugins).unwrap();
+    crate::util::copy_lib("cairn-storage-fs", &plugins, "libcairn_storage_fs.so");
+    std::fs::write(
+        dir.path().join("cairn.toml"),
+        "[plugins]\nsearch-path = [\"plugins\"]\n",
+    )
+    .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
         .args(["bench", "storage", "--plugin"])
         .arg(lib(PACKAGE))
