@@ -10,7 +10,7 @@ use std::{
 use cairn_host::{metadata::CheckpointMetadata, runtime::keyed_counter};
 use serde_json::Value;
 
-use crate::util::{cairn, copy_lib, json_of, lib};
+use crate::util::{cairn, cairn_ok, copy_lib, json_of, lib};
 
 const KEYS: u64 = 500;
 const PARALLELISM: u32 = 2;
@@ -35,24 +35,14 @@ fn expected_digest(records: u64) -> String {
 }
 
 fn list(dir: &Path) -> Vec<Value> {
-    let out = cairn(&["checkpoints", "list", "--json"], dir);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = cairn_ok(&["checkpoints", "list", "--json"], dir);
     json_of(&out)["checkpoints"].as_array().unwrap().clone()
 }
 
 #[test]
 fn failover_restores_exactly_once() {
     let dir = setup("fail-after-records = 6000\n\n[restart]\nattempts = 2\ndelay = \"50ms\"\n");
-    let out = cairn(&["run", "--records", "30000", "--json"], dir.path());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = cairn_ok(&["run", "--records", "30000", "--json"], dir.path());
     let summary = json_of(&out);
     assert_eq!(summary["status"], "finished");
     assert_eq!(summary["attempts"], 2, "{summary}");
@@ -102,7 +92,7 @@ fn kill_dash_nine_then_from_latest_is_exactly_once() {
     let before = list(dir.path());
     assert!(!before.is_empty());
     let latest_id = before.last().unwrap()["id"].as_u64().unwrap();
-    let out = cairn(
+    let out = cairn_ok(
         &[
             "run",
             "--from",
@@ -112,11 +102,6 @@ fn kill_dash_nine_then_from_latest_is_exactly_once() {
             "--json",
         ],
         dir.path(),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     let summary = json_of(&out);
     assert_eq!(summary["status"], "finished");
@@ -136,12 +121,7 @@ fn kill_dash_nine_then_from_latest_is_exactly_once() {
 
 /// Counter state decoded from a checkpoint, merged over subtasks.
 fn state_of(dir: &Path, id: &str) -> (CheckpointMetadata, std::collections::BTreeMap<u64, u64>) {
-    let out = cairn(&["checkpoints", "show", id, "--json"], dir);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = cairn_ok(&["checkpoints", "show", id, "--json"], dir);
     let meta: CheckpointMetadata =
         serde_json::from_value(json_of(&out)["metadata"].clone()).unwrap();
     let mut counts = std::collections::BTreeMap::new();
@@ -162,12 +142,7 @@ fn state_of(dir: &Path, id: &str) -> (CheckpointMetadata, std::collections::BTre
 #[test]
 fn checkpoints_are_consistent_and_restore_is_exact() {
     let dir = setup("");
-    let out = cairn(&["run", "--duration", "2s", "--json"], dir.path());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    cairn_ok(&["run", "--duration", "2s", "--json"], dir.path());
     // Every retained checkpoint holds exactly the counts of the records before its offsets:
     // the barriers cut the stream consistently.
     for c in list(dir.path()) {
@@ -222,7 +197,7 @@ fn restore_is_exact() {
     );
     let offset = meta.source_offsets[0];
     assert!(offset > 0);
-    let out = cairn(
+    let out = cairn_ok(
         &[
             "run",
             "--from",
@@ -232,11 +207,6 @@ fn restore_is_exact() {
             "--json",
         ],
         dir.path(),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     let summary = json_of(&out);
     assert_eq!(summary["records_counted"], offset);
@@ -285,12 +255,7 @@ fn failover_after_from_pointer_restarts_from_that_pointer() {
     let config = std::fs::read_to_string(dir.path().join("cairn.toml")).unwrap()
         + "fail-after-records = 100\n\n[restart]\nattempts = 1\ndelay = \"10ms\"\n";
     std::fs::write(dir.path().join("cairn.toml"), config).unwrap();
-    let out = cairn(&["run", "--from", &oldest, "--duration", "1s"], dir.path());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = cairn_ok(&["run", "--from", &oldest, "--duration", "1s"], dir.path());
     let err = String::from_utf8_lossy(&out.stderr);
     // The failure comes after 100 records, before this run completes a checkpoint of its own,
     // so it restarts from where it started, not from a newer checkpoint of the earlier run.
@@ -350,12 +315,7 @@ fn sigterm_with_on_sigterm_takes_a_savepoint_then_stops() {
         .to_string();
     assert!(savepoint.contains("savepoints"), "{savepoint}");
     assert!(PathBuf::from(&savepoint).join("_metadata").is_file());
-    let out = cairn(&["checkpoints", "show", &savepoint, "--json"], dir.path());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = cairn_ok(&["checkpoints", "show", &savepoint, "--json"], dir.path());
     assert_eq!(json_of(&out)["metadata"]["kind"], "savepoint");
 }
 
@@ -410,12 +370,7 @@ fn ctrl_c_stops_promptly_even_while_the_plugin_hangs() {
 fn checkpoints_verify_names_a_flipped_byte() {
     // Enough state per counter to be stored outside the metadata (over 20 KiB).
     let dir = setup("state-bytes-per-key = \"256B\"\n");
-    let out = cairn(&["run", "--duration", "1500ms"], dir.path());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    cairn_ok(&["run", "--duration", "1500ms"], dir.path());
     let out = cairn(&["checkpoints", "verify", "--json"], dir.path());
     assert!(
         out.status.success(),
@@ -451,12 +406,7 @@ fn checkpoints_verify_names_a_flipped_byte() {
     );
     // gc never touches a completed checkpoint, damaged or not.
     let before = list(dir.path()).len();
-    let out = cairn(&["checkpoints", "gc", "--json"], dir.path());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    cairn_ok(&["checkpoints", "gc", "--json"], dir.path());
     assert_eq!(list(dir.path()).len(), before);
     assert!(file.exists());
 }
@@ -515,12 +465,7 @@ fn checkpoints_delete_removes_one_and_refuses_nonsense() {
         .success());
     let before = list(dir.path());
     let first = before[0]["id"].to_string();
-    let out = cairn(&["checkpoints", "delete", &first], dir.path());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    cairn_ok(&["checkpoints", "delete", &first], dir.path());
     assert_eq!(list(dir.path()).len(), before.len() - 1);
     let out = cairn(&["checkpoints", "delete", "424242"], dir.path());
     assert!(!out.status.success());

@@ -6,7 +6,7 @@
 use std::{
     io::{BufRead, BufReader},
     path::Path,
-    process::{Command, Output, Stdio},
+    process::{Command, Stdio},
     sync::{mpsc, Arc, Barrier},
     time::{Duration, Instant},
 };
@@ -16,29 +16,11 @@ use cairn_host::runtime::keyed_counter;
 use cairn_plugin_api::{ErrorKind, StorageError};
 use serde_json::Value;
 
-use crate::util::{lib, load};
+use crate::util::{cairn, cairn_ok, json_of, lib, load};
 
 const PACKAGE: &str = "cairn-storage-object";
 const KEYS: u64 = 500;
 const PARALLELISM: u32 = 2;
-
-fn cairn(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .unwrap()
-}
-
-fn json_of(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "no JSON ({e}):\nstdout: {}\nstderr: {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
 
 /// `cairn plugins verify` on the object-store plugin with `options` (none: its test options);
 /// the report, after checking that every case passed or was skipped for a reason.
@@ -183,12 +165,7 @@ fn job_dir(options: &str, extra_checkpointing: &str) -> tempfile::TempDir {
 }
 
 fn list(dir: &Path) -> Vec<Value> {
-    let out = cairn(&["checkpoints", "list", "--json"], dir);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = cairn_ok(&["checkpoints", "list", "--json"], dir);
     json_of(&out)["checkpoints"].as_array().unwrap().clone()
 }
 
@@ -199,12 +176,7 @@ fn run_checkpoints_into_s3_and_resumes_from_latest() {
     let prefix = unique_prefix("e2e");
     let dir = job_dir(&ep.plugin_options(&prefix, ""), "");
 
-    let out = cairn(&["run", "--duration", "2s", "--json"], dir.path());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = cairn_ok(&["run", "--duration", "2s", "--json"], dir.path());
     let first = json_of(&out);
     assert!(
         first["checkpoints_completed"].as_u64().unwrap() >= 1,
@@ -231,7 +203,7 @@ fn run_checkpoints_into_s3_and_resumes_from_latest() {
     // A second run on the same bucket resumes exactly once from the latest checkpoint.
     let records = 100_000u64;
     assert!(records > records_before * 2, "the first run went too far");
-    let out = cairn(
+    let out = cairn_ok(
         &[
             "run",
             "--from",
@@ -241,11 +213,6 @@ fn run_checkpoints_into_s3_and_resumes_from_latest() {
             "--json",
         ],
         dir.path(),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     let second = json_of(&out);
     assert_eq!(second["status"], "finished", "{second}");
@@ -416,12 +383,7 @@ fn a_server_killed_mid_run_fails_checkpoints_and_leaves_no_partial_one() {
     }
     step("failed ids checked");
     // What the failed attempts uploaded is garbage, and gc removes it.
-    let out = cairn(&["checkpoints", "gc", "--json"], dir.path());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = cairn_ok(&["checkpoints", "gc", "--json"], dir.path());
     let left = storage.job("s3-job").unwrap().list_uncommitted().unwrap();
     assert!(
         left.is_empty(),

@@ -54,3 +54,14 @@ pub fn json_of(out: &std::process::Output) -> serde_json::Value {
         )
     })
 }
+
+/// Run the `cairn` binary in `cwd` and require success; a failure shows its stderr.
+pub fn cairn_ok(args: &[&str], cwd: &Path) -> std::process::Output {
+    let out = cairn(args, cwd);
+    assert!(
+        out.status.success(),
+        "cairn {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
