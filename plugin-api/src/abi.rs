@@ -114,20 +114,50 @@ pub trait RStorage: Send + Sync {
 }
 pub type RStorageBox = RStorage_TO<'static, RBox<()>>;
 
-#[sabi_trait]
-pub trait RJob: Send + Sync {
-    fn begin_checkpoint(&self, checkpoint_id: u64) -> RResult<RLocationBox, RError>;
-    fn begin_savepoint(
-        &self,
-        checkpoint_id: u64,
-        target: ROption<RStr<'_>>,
-    ) -> RResult<RLocationBox, RError>;
-    fn create_task_owned_stream(&self) -> RResult<ROutputBox, RError>;
-    fn list_completed(&self) -> RResult<RVec<RCompleted>, RError>;
-    fn list_objects(&self) -> RResult<RVec<RStoredObject>, RError>;
-    #[sabi(last_prefix_field)]
-    fn list_uncommitted(&self) -> RResult<RVec<u64>, RError>;
+/// The job vtable. Declared through a macro so that the hidden `__api_1_0` feature can build it
+/// without the methods appended since API 1.0 (`#[cfg]` on a `#[sabi_trait]` method is not
+/// honoured by the attribute); see `version.rs`.
+macro_rules! job_vtable {
+    ($($since_1_1:tt)*) => {
+        #[sabi_trait]
+        pub trait RJob: Send + Sync {
+            fn begin_checkpoint(&self, checkpoint_id: u64) -> RResult<RLocationBox, RError>;
+            fn begin_savepoint(
+                &self,
+                checkpoint_id: u64,
+                target: ROption<RStr<'_>>,
+            ) -> RResult<RLocationBox, RError>;
+            fn create_task_owned_stream(&self) -> RResult<ROutputBox, RError>;
+            fn list_completed(&self) -> RResult<RVec<RCompleted>, RError>;
+            fn list_objects(&self) -> RResult<RVec<RStoredObject>, RError>;
+            #[sabi(last_prefix_field)]
+            fn list_uncommitted(&self) -> RResult<RVec<u64>, RError>;
+            $($since_1_1)*
+        }
+    };
 }
+
+#[cfg(not(feature = "__api_1_0"))]
+job_vtable! {
+    /// Since API 1.1. The body runs when an older plugin's vtable lacks the function.
+    fn list_uncommitted_savepoints(
+        &self,
+        target: ROption<RStr<'_>>,
+    ) -> RResult<RVec<RString>, RError> {
+        let _ = target;
+        RResult::RErr(
+            crate::version::unsupported_since(
+                crate::version::API_1_1,
+                "list_uncommitted_savepoints",
+            )
+            .into(),
+        )
+    }
+}
+
+#[cfg(feature = "__api_1_0")]
+job_vtable! {}
+
 pub type RJobBox = RJob_TO<'static, RBox<()>>;
 
 #[sabi_trait]

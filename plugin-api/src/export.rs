@@ -287,6 +287,22 @@ impl RJob for Guarded<Box<dyn JobStorage>> {
             Ok(self.get().list_uncommitted()?.into())
         })
     }
+
+    #[cfg(not(feature = "__api_1_0"))]
+    fn list_uncommitted_savepoints(
+        &self,
+        target: ROption<RStr<'_>>,
+    ) -> RResult<RVec<abi_stable::std_types::RString>, RError> {
+        guard("list_uncommitted_savepoints", || {
+            let target = target.into_option();
+            Ok(self
+                .get()
+                .list_uncommitted_savepoints(target.as_ref().map(|t| t.as_str()))?
+                .into_iter()
+                .map(abi_stable::std_types::RString::from)
+                .collect())
+        })
+    }
 }
 
 impl RLocation for Guarded<Box<dyn CheckpointLocation>> {

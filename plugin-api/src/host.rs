@@ -278,6 +278,17 @@ impl JobStorage for LoadedJob {
     fn list_uncommitted(&self) -> StorageResult<Vec<u64>> {
         Ok(into_result(self.inner.list_uncommitted())?.into_vec())
     }
+
+    // A plugin built against API 1.0 has no such function in its vtable; abi_stable then runs
+    // the vtable's default body, which is the same `Unsupported` as the safe trait's default.
+    #[cfg(not(feature = "__api_1_0"))]
+    fn list_uncommitted_savepoints(&self, target: Option<&str>) -> StorageResult<Vec<String>> {
+        let target: ROption<RStr<'_>> = target.map(RStr::from_str).into();
+        Ok(into_result(self.inner.list_uncommitted_savepoints(target))?
+            .into_iter()
+            .map(|p| p.into_string())
+            .collect())
+    }
 }
 
 struct LoadedLocation {

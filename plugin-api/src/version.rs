@@ -22,6 +22,27 @@
 //!   a major change. It needs a new major version, and every plugin must be rebuilt.
 //! - New error kinds may be added in a minor version: the ABI carries the kind as a number, and an
 //!   unknown number reaches the host as [`crate::ErrorKind::Other`].
+//!
+//! # Methods appended in a minor version
+//!
+//! The methods of API 1.0 are required: the safe traits give them no default, so a wrapper can
+//! never fall back to one silently. A method appended later cannot be required, or every
+//! existing plugin's source would stop compiling; so:
+//!
+//! - in the safe trait (layer 2) it gets a *provided default* that returns
+//!   [`StorageError::Unsupported`](crate::StorageError::Unsupported) (built with
+//!   [`unsupported_since`]), and a `/// Since API 1.x` note;
+//! - in the vtable (layer 1) it is appended after the last field, with a default body that
+//!   returns the same `Unsupported` error. abi_stable calls that body when the vtable of an
+//!   older plugin lacks the function;
+//! - the host wrapper (layer 3) adds nothing: a plugin built against an older minor version and
+//!   a newer plugin that did not implement the method give the host the same error kind, so the
+//!   host has one path for "not supported" and reports it.
+//!
+//! The fixture `tests/fixtures/api-old-minor` is built with the hidden `__api_1_0` feature of
+//! this crate, which leaves out every item appended since API 1.0; the host's tests load it and
+//! check that each appended call answers `Unsupported`. Every later addition gets the same
+//! `cfg` and the same test.
 
 use std::fmt;
 
@@ -84,14 +105,34 @@ impl fmt::Display for ApiVersion {
 /// typed error kinds; a logging callback handed to the plugin at open.
 pub const API_1_0: ApiVersion = ApiVersion::new(1, 0);
 
+/// API 1.1: [`JobStorage::list_uncommitted_savepoints`](crate::JobStorage::list_uncommitted_savepoints),
+/// so that garbage collection finds savepoint locations a crash left uncommitted.
+pub const API_1_1: ApiVersion = ApiVersion::new(1, 1);
+
 /// The API version this crate implements. Always the last constant above.
+#[cfg(not(feature = "__api_1_0"))]
+pub const API_VERSION: ApiVersion = API_1_1;
+
+/// The API version this crate implements: built with `__api_1_0`, the 1.0 ABI (for the host's
+/// compatibility fixture only).
+#[cfg(feature = "__api_1_0")]
 pub const API_VERSION: ApiVersion = API_1_0;
+
+/// The error a method appended in API `since` returns where a plugin does not provide it: the
+/// safe trait's default, and the vtable's when an older plugin lacks the function.
+pub fn unsupported_since(since: ApiVersion, call: &str) -> crate::StorageError {
+    crate::StorageError::Unsupported(format!(
+        "{call} is not supported by this plugin: it was added in plugin API {since}, and the \
+         plugin does not implement it (or was built against an older cairn-plugin-api)"
+    ))
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
+    #[cfg(not(feature = "__api_1_0"))]
     fn crate_version_is_the_api_version() {
         let major: u32 = env!("CARGO_PKG_VERSION_MAJOR").parse().unwrap();
         let minor: u32 = env!("CARGO_PKG_VERSION_MINOR").parse().unwrap();

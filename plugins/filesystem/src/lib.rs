@@ -96,4 +96,4 @@ impl StoragePlugin for FsPlugin {
     }
 }
 
-cairn_plugin_api::export_storage_plugin!(FsPlugin);
+
