@@ -19,7 +19,7 @@ use std::{
 /// Every package whose shared library tests load. A new plugin or fixture goes here.
 pub const PLUGIN_PACKAGES: &[&str] = &[
     "cairn-storage-memory",
-    "cairn-storage-fs",
+    "cairn-storage-fs-cdylib",
     "cairn-storage-object",
     "cairn-fixture-panicking",
     "cairn-fixture-hanging",

@@ -342,3 +342,64 @@ mod tests {
         assert_eq!(names.len(), CASES.len(), "duplicate case names");
     }
 }
+
+/// Run every case against a plugin in process, with its own options, and panic with every
+/// failure if a case failed: a plugin author's `#[test]` in one line. `scratch` replaces
+/// `{scratch}` in `options` (the manifest's test options if `None`) and holds the cases'
+/// directories.
+pub fn assert_passes<P: cairn_plugin_api::StoragePlugin>(options: Option<&str>, scratch: &std::path::Path) -> Report {
+    let manifest = P::manifest();
+    let options = options
+        .unwrap_or(&manifest.test_options)
+        .replace("{scratch}", &scratch.to_string_lossy());
+    let subject = Subject {
+        manifest,
+        open: Arc::new(|doc: &str| P::open(doc)),
+        options,
+        scratch: scratch.join("cases"),
+    };
+    assert_report(run_quietly(&subject))
+}
+
+/// Run every case against the plugin library at `path`, loaded through the real `dlopen`
+/// path (`cairn_plugin_api::host::load_library`), and panic if a case failed.
+pub fn assert_library_passes(path: &std::path::Path, options: Option<&str>, scratch: &std::path::Path) -> Report {
+    let plugin = cairn_plugin_api::host::load_library(path)
+        .unwrap_or_else(|e| panic!("{} {e}", path.display()));
+    let manifest = plugin.manifest().clone();
+    let options = options
+        .unwrap_or(&manifest.test_options)
+        .replace("{scratch}", &scratch.to_string_lossy());
+    let subject = Subject {
+        manifest,
+        open: Arc::new(move |doc: &str| plugin.open(doc)),
+        options,
+        scratch: scratch.join("cases"),
+    };
+    assert_report(run_quietly(&subject))
+}
+
+fn run_quietly(subject: &Subject) -> Report {
+    run(
+        subject,
+        &RunOptions {
+            case_timeout: Duration::from_secs(300),
+            filter: Vec::new(),
+            on_start: &|_, _, _| {},
+            on_done: &|_| {},
+        },
+    )
+}
+
+fn assert_report(report: Report) -> Report {
+    let failed: Vec<String> = report
+        .cases
+        .iter()
+        .filter_map(|c| match &c.outcome {
+            Outcome::Fail(why) => Some(format!("{}: {why}", c.name)),
+            _ => None,
+        })
+        .collect();
+    assert!(failed.is_empty(), "conformance cases failed:\n{}", failed.join("\n"));
+    report
+}
