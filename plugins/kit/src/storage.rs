@@ -85,7 +85,23 @@ impl Checkpoints {
 }
 
 impl Inner {
-    /// The root a pointer or locator names: the base, or a place opened (without creating).
+    /// The root a pointer names. A checkpoint must be under this storage's base (nothing
+    /// outside it is read or deleted); a savepoint may be anywhere its place opens.
+    fn root_of_pointer(&self, pointer: &str, p: &layout::Pointer) -> StorageResult<Root> {
+        let root = self.root_of(&p.root)?;
+        if p.checkpoint.is_some() && !self.is_base(&root) {
+            return Err(StorageError::InvalidConfig(format!(
+                "pointer {} is not a checkpoint of this storage, whose checkpoints are under {}; \
+                 nothing outside it is read or deleted",
+                layout::shown(pointer),
+                self.base.shown
+            )));
+        }
+        Ok(root)
+    }
+
+    /// The root a savepoint locator or pointer names: the base, or a place opened without
+    /// creating anything.
     fn root_of(&self, place: &str) -> StorageResult<Root> {
         if place.trim_end_matches('/') == self.base.shown.trim_end_matches('/') {
             return Ok(self.base.clone());
@@ -145,7 +161,7 @@ impl CheckpointStorage for Checkpoints {
 
     fn resolve(&self, pointer: &str) -> StorageResult<ResolvedCheckpoint> {
         let p = layout::parse_pointer(pointer)?;
-        let root = self.inner.root_of(&p.root)?;
+        let root = self.inner.root_of_pointer(pointer, &p)?;
         let meta = layout::key(&[&p.key, METADATA]);
         let shown = root.show(&p.key);
         let blob = root.store.get(&meta).map_err(|e| match e {
@@ -194,14 +210,11 @@ impl CheckpointStorage for Checkpoints {
 
     fn dispose(&self, pointer: &str) -> StorageResult<()> {
         let p = layout::parse_pointer(pointer)?;
-        let root = self.inner.root_of(&p.root)?;
-        if p.checkpoint.is_some() && !self.inner.is_base(&root) {
-            return Err(StorageError::InvalidConfig(format!(
-                "pointer {} is a checkpoint outside this storage ({}); refusing to delete it",
-                layout::shown(pointer),
-                self.inner.base.shown
-            )));
-        }
+        let root = match self.inner.root_of_pointer(pointer, &p) {
+            // A savepoint whose place is gone is gone: success, as for anything absent.
+            Err(StorageError::NotFound(_)) if p.checkpoint.is_none() => return Ok(()),
+            other => other?,
+        };
         remove_location(&root, &p.key, true)
     }
 
