@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use crate::util::{cairn, cairn_ok, json_of, lib, load};
 
-const PACKAGE: &str = "cairn-storage-object";
+const PACKAGE: &str = "cairn-storage-object-cdylib";
 const KEYS: u64 = 500;
 const PARALLELISM: u32 = 2;
 
@@ -418,7 +418,7 @@ fn bench_storage_compares_the_plugin_with_object_store_used_directly() {
     // `cargo test` puts no plugin next to the `cairn` binary; a developer's build may).
     let plugins = dir.path().join("plugins");
     std::fs::create_dir(&plugins).unwrap();
-    crate::util::copy_lib("cairn-storage-fs", &plugins, "libcairn_storage_fs.so");
+    crate::util::copy_lib("cairn-storage-fs-cdylib", &plugins, "libcairn_storage_fs.so");
     std::fs::write(
         dir.path().join("cairn.toml"),
         "[plugins]\nsearch-path = [\"plugins\"]\n",

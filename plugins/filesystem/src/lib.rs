@@ -32,7 +32,7 @@
 
 mod store;
 
-use std::{path::Path, sync::Arc};
+use std::sync::Arc;
 
 use cairn_plugin_api::{
     Capabilities, CheckpointStorage, Manifest, StorageError, StoragePlugin, StorageResult,
@@ -42,6 +42,7 @@ use cairn_plugin_kit::{
     Checkpoints, Places, Root, Settings,
 };
 
+pub use cairn_plugin_kit::local_dir as open_dir;
 pub use store::FsStore;
 
 /// What this backend can do; the manifest and every opened instance report the same set.
@@ -78,46 +79,6 @@ impl Places for Dirs {
     fn open(&self, place: &str, create: bool) -> StorageResult<Root> {
         Ok(FsStore::new(open_dir(place, create, "directory")?, self.write_buffer).into_root())
     }
-}
-
-/// The canonical, absolute, UTF-8 form of directory `place` (made first with `create`).
-/// Refuses a NUL, a `..` part, and (without `create`) a relative path.
-pub fn open_dir(place: &str, create: bool, what: &str) -> StorageResult<std::path::PathBuf> {
-    let invalid = |why: &str| {
-        StorageError::InvalidConfig(format!(
-            "{what} {} is invalid: {why}",
-            cairn_plugin_kit::layout::shown(place)
-        ))
-    };
-    let trimmed = place.trim();
-    if trimmed.is_empty() {
-        return Err(invalid("it is empty: give a directory path"));
-    }
-    if trimmed.contains('\0') {
-        return Err(invalid("it contains a NUL byte"));
-    }
-    let path = Path::new(trimmed);
-    if path.components().any(|c| c == std::path::Component::ParentDir) {
-        return Err(invalid("it has a '..' part"));
-    }
-    if !create && !path.is_absolute() {
-        return Err(invalid("it is not an absolute path"));
-    }
-    let absolute = std::path::absolute(path)
-        .map_err(|e| StorageError::io(format!("making {} absolute", path.display()), &e))?;
-    if create {
-        std::fs::create_dir_all(&absolute)
-            .map_err(|e| StorageError::io(format!("creating {}", absolute.display()), &e))?;
-    }
-    let canonical = std::fs::canonicalize(&absolute)
-        .map_err(|e| StorageError::io(format!("{what} {}", absolute.display()), &e))?;
-    if !canonical.is_dir() {
-        return Err(invalid("it is not a directory"));
-    }
-    if canonical.to_str().is_none() {
-        return Err(invalid("it is not valid UTF-8: use a UTF-8 path"));
-    }
-    Ok(canonical)
 }
 
 impl StoragePlugin for FsPlugin {

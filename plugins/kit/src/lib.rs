@@ -48,6 +48,54 @@ pub use blob::{buffered_writer, Blob, BlobStore, BlobWriter, Listed, Places, Put
 pub use mem::MemStore;
 pub use storage::{Checkpoints, Settings};
 
+use std::path::Path;
+
+use cairn_plugin_api::{StorageError, StorageResult};
+
+/// A local directory as a place: the canonical, absolute, UTF-8 form of directory `place`
+/// (made first with `create`; `what` names it in messages). Refuses a NUL, a `..` part, and
+/// (without `create`, so for places found in pointers and locators) a relative path. For
+/// backends that keep their data under directories: the filesystem and memory backends, the
+/// example plugin.
+pub fn local_dir(place: &str, create: bool, what: &str) -> StorageResult<std::path::PathBuf> {
+    let invalid = |why: &str| {
+        StorageError::InvalidConfig(format!(
+            "{what} {} is invalid: {why}",
+            crate::layout::shown(place)
+        ))
+    };
+    let trimmed = place.trim();
+    if trimmed.is_empty() {
+        return Err(invalid("it is empty: give a directory path"));
+    }
+    if trimmed.contains('\0') {
+        return Err(invalid("it contains a NUL byte"));
+    }
+    let path = Path::new(trimmed);
+    if path.components().any(|c| c == std::path::Component::ParentDir) {
+        return Err(invalid("it has a '..' part"));
+    }
+    if !create && !path.is_absolute() {
+        return Err(invalid("it is not an absolute path"));
+    }
+    let absolute = std::path::absolute(path)
+        .map_err(|e| StorageError::io(format!("making {} absolute", path.display()), &e))?;
+    if create {
+        std::fs::create_dir_all(&absolute)
+            .map_err(|e| StorageError::io(format!("creating {}", absolute.display()), &e))?;
+    }
+    let canonical = std::fs::canonicalize(&absolute)
+        .map_err(|e| StorageError::io(format!("{what} {}", absolute.display()), &e))?;
+    if !canonical.is_dir() {
+        return Err(invalid("it is not a directory"));
+    }
+    if canonical.to_str().is_none() {
+        return Err(invalid("it is not valid UTF-8: use a UTF-8 path"));
+    }
+    Ok(canonical)
+}
+
+
 /// What a backend on the kit can do with stored handles and savepoints: every capability but
 /// `PERSISTENT` and `HIGHLY_AVAILABLE`, which depend on the store.
 pub const CAPABILITIES: cairn_plugin_api::Capabilities = cairn_plugin_api::Capabilities::SAVEPOINTS

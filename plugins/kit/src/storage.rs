@@ -49,6 +49,18 @@ pub struct Settings {
     pub location: String,
 }
 
+impl Settings {
+    /// A backend that stores state above `inline_threshold` bytes and can do `capabilities`.
+    pub fn stored(inline_threshold: u64, capabilities: Capabilities) -> Self {
+        Settings {
+            inline_threshold,
+            stored: true,
+            capabilities,
+            location: String::new(),
+        }
+    }
+}
+
 /// A storage instance over a base [`Root`] (where checkpoints go) and [`Places`] (where
 /// savepoints, and pointers and locators from elsewhere, go): the whole `CheckpointStorage` a
 /// plugin's `open` returns.
