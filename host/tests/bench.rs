@@ -4,7 +4,7 @@
 
 use std::{path::Path, process::Command};
 
-use cairn_harness::bench::{LINKED_RUNNER_BIN, LINKED_RUNNER_PACKAGE};
+use cairn_conformance::bench::{LINKED_RUNNER_BIN, LINKED_RUNNER_PACKAGE};
 use serde_json::Value;
 
 use crate::util::lib;

@@ -468,8 +468,8 @@ fn bench_storage_compares_the_plugin_with_object_store_used_directly() {
         .endpoint()
         .plugin_options(&unique_prefix("bench"), "");
     let runner = cairn_harness::artifacts::binary(
-        cairn_harness::bench::LINKED_RUNNER_PACKAGE,
-        cairn_harness::bench::LINKED_RUNNER_BIN,
+        cairn_conformance::bench::LINKED_RUNNER_PACKAGE,
+        cairn_conformance::bench::LINKED_RUNNER_BIN,
     )
     .unwrap_or_else(|e| panic!("cannot build the linked runner: {e}"));
     let dir = tempfile::tempdir().unwrap();

@@ -1,6 +1,6 @@
 use std::{sync::Arc, time::Duration};
 
-use cairn_harness::suite::{self, Outcome, RunOptions, Subject};
+use cairn_conformance::suite::{self, Outcome, RunOptions, Subject};
 use cairn_plugin_api::{Capabilities, Manifest};
 
 use cairn_plugin_kit::options;

@@ -1,4 +1,4 @@
-use cairn_harness::suite::{assert_library_passes, assert_passes, Outcome};
+use cairn_conformance::suite::{assert_library_passes, assert_passes, Outcome};
 use cairn_storage_memory::MemoryPlugin;
 
 #[test]

@@ -1,6 +1,6 @@
 //! The object-store plugin's baseline: the `object_store` crate used directly, on the same
 //! store and the same bytes, with the plugin's upload strategy (see
-//! [`cairn_harness::bench::DirectRequest`]).
+//! [`cairn_conformance::bench::DirectRequest`]).
 //!
 //! The client is built by the plugin's own code (`cairn_storage_object::client`, the same
 //! option parsing, builders, retries and timeouts), so both sides talk to the same server with
@@ -10,7 +10,7 @@
 use std::time::Instant;
 
 use bytes::Bytes;
-use cairn_harness::bench::{self, DirectOutput, DirectRequest, Sample};
+use cairn_conformance::bench::{self, DirectOutput, DirectRequest, Sample};
 use futures::StreamExt;
 use cairn_storage_object::MAX_PARTS_IN_FLIGHT as PARTS_IN_FLIGHT;
 use object_store::{path::Path as KeyPath, PutMode, PutOptions, PutPayload, WriteMultipart};
