@@ -448,6 +448,8 @@ fn gc_removes_orphans_and_uncommitted_checkpoints_only() {
         b"orphan",
     )
     .unwrap();
+    // Directories exist while something is in them; the job may have written no SHARED state.
+    std::fs::create_dir_all(job.join("shared")).unwrap();
     std::fs::write(
         job.join("shared").join("fedcba9876543210fedcba9876543210"),
         b"orphan",
