@@ -12,7 +12,11 @@ fn setup() -> tempfile::TempDir {
         &plugins,
         "libcairn_storage_memory.so",
     );
-    copy_lib("cairn-storage-fs-cdylib", &plugins, "libcairn_storage_fs.so");
+    copy_lib(
+        "cairn-storage-fs-cdylib",
+        &plugins,
+        "libcairn_storage_fs.so",
+    );
     std::fs::write(plugins.join("libjunk.so"), "not a library").unwrap();
     std::fs::write(
         dir.path().join("cairn.toml"),

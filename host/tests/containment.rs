@@ -185,6 +185,12 @@ fn two_plugins_in_one_process_are_really_two() {
         .join("_metadata")
         .is_file());
     // Loading the same file again gives the same plugin, not a stale cached one.
-    assert_eq!(load("cairn-storage-memory-cdylib").manifest().name, "memory");
-    assert_eq!(load("cairn-storage-fs-cdylib").manifest().name, "filesystem");
+    assert_eq!(
+        load("cairn-storage-memory-cdylib").manifest().name,
+        "memory"
+    );
+    assert_eq!(
+        load("cairn-storage-fs-cdylib").manifest().name,
+        "filesystem"
+    );
 }

@@ -20,7 +20,11 @@ fn setup(extra: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let plugins = dir.path().join("plugins");
     std::fs::create_dir(&plugins).unwrap();
-    copy_lib("cairn-storage-fs-cdylib", &plugins, "libcairn_storage_fs.so");
+    copy_lib(
+        "cairn-storage-fs-cdylib",
+        &plugins,
+        "libcairn_storage_fs.so",
+    );
     let config = format!(
         "[plugins]\nsearch-path = [\"plugins\"]\n\n\
          [checkpointing]\ninterval = \"100ms\"\nnum-retained = 3\nexternalized-retention = \"retain-on-cancellation\"\n\n\

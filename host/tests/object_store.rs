@@ -478,7 +478,11 @@ fn bench_storage_compares_the_plugin_with_object_store_used_directly() {
     // `cargo test` puts no plugin next to the `cairn` binary; a developer's build may).
     let plugins = dir.path().join("plugins");
     std::fs::create_dir(&plugins).unwrap();
-    crate::util::copy_lib("cairn-storage-fs-cdylib", &plugins, "libcairn_storage_fs.so");
+    crate::util::copy_lib(
+        "cairn-storage-fs-cdylib",
+        &plugins,
+        "libcairn_storage_fs.so",
+    );
     std::fs::write(
         dir.path().join("cairn.toml"),
         "[plugins]\nsearch-path = [\"plugins\"]\n",

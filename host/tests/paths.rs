@@ -19,7 +19,11 @@ fn job_with_checkpoints(retained: u32) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let plugins = dir.path().join("plugins");
     fs::create_dir(&plugins).unwrap();
-    copy_lib("cairn-storage-fs-cdylib", &plugins, "libcairn_storage_fs.so");
+    copy_lib(
+        "cairn-storage-fs-cdylib",
+        &plugins,
+        "libcairn_storage_fs.so",
+    );
     fs::write(
         dir.path().join("cairn.toml"),
         format!(
@@ -67,9 +71,17 @@ fn gc_delete_and_list_skip_a_linked_chk_dir_and_say_so() {
     let before = snapshot(&victim);
     let job = dir.path().join("checkpoints/it");
     symlink(&victim, job.join("chk-99")).unwrap();
-    for args in [&["checkpoints", "gc"][..], &["checkpoints", "list"], &["checkpoints", "delete", "99"]] {
+    for args in [
+        &["checkpoints", "gc"][..],
+        &["checkpoints", "list"],
+        &["checkpoints", "delete", "99"],
+    ] {
         let out = cairn(args, dir.path());
-        assert!(stderr(&out).contains("chk-99") && stderr(&out).contains("symbolic link"), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("chk-99") && stderr(&out).contains("symbolic link"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
         assert_eq!(snapshot(&victim), before, "{args:?}");
     }
 }
@@ -84,7 +96,11 @@ fn linked_shared_and_taskowned_dirs_are_not_collected() {
         let _ = fs::remove_dir_all(job.join(area));
         symlink(&victim, job.join(area)).unwrap();
         let out = cairn(&["checkpoints", "gc", "--json"], dir.path());
-        assert!(stderr(&out).contains(area) && stderr(&out).contains("symbolic link"), "{area}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(area) && stderr(&out).contains("symbolic link"),
+            "{area}: {}",
+            stderr(&out)
+        );
         assert_eq!(snapshot(&victim), before, "{area}");
     }
 }
@@ -96,22 +112,37 @@ fn a_savepoint_linked_as_chk_500_survives_gc_run_from_latest_and_delete() {
     let sp = dir.path().join("savepoints/savepoint-it-0123456789ab");
     fs::create_dir_all(&sp).unwrap();
     fs::write(sp.join(FILE), b"savepoint state").unwrap();
-    fs::write(sp.join("_metadata"), cairn_plugin_kit::frame::encode(b"not read")).unwrap();
+    fs::write(
+        sp.join("_metadata"),
+        cairn_plugin_kit::frame::encode(b"not read"),
+    )
+    .unwrap();
     let before = snapshot(&sp);
     let job = dir.path().join("checkpoints/it");
     symlink(&sp, job.join("chk-500")).unwrap();
     let out = cairn(&["checkpoints", "gc"], dir.path());
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(snapshot(&sp), before, "gc");
-    let out = cairn(&["run", "--from", "latest", "--duration", "500ms"], dir.path());
+    let out = cairn(
+        &["run", "--from", "latest", "--duration", "500ms"],
+        dir.path(),
+    );
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(snapshot(&sp), before, "run --from latest with num-retained = 1");
+    assert_eq!(
+        snapshot(&sp),
+        before,
+        "run --from latest with num-retained = 1"
+    );
     let out = cairn(&["checkpoints", "delete", "500"], dir.path());
     assert!(!out.status.success());
     assert_eq!(snapshot(&sp), before, "delete 500");
     let pointer = job.join("chk-500").display().to_string();
     let out = cairn(&["checkpoints", "delete", &pointer], dir.path());
-    assert!(!out.status.success() && stderr(&out).contains("symbolic link"), "{}", stderr(&out));
+    assert!(
+        !out.status.success() && stderr(&out).contains("symbolic link"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(snapshot(&sp), before, "delete by pointer");
 }
 
@@ -155,7 +186,11 @@ fn crafted_paths_touch_nothing_outside_the_base() {
             vec!["run", "--from", p.as_str(), "--duration", "200ms"],
         ] {
             let out = cairn(&args, dir.path());
-            assert!(!out.status.success(), "{args:?} succeeded: {}", String::from_utf8_lossy(&out.stdout));
+            assert!(
+                !out.status.success(),
+                "{args:?} succeeded: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
             assert_eq!(snapshot(&elsewhere), before, "{args:?}");
         }
     }
@@ -165,7 +200,11 @@ fn crafted_paths_touch_nothing_outside_the_base() {
     for d in fs::read_dir(&job).unwrap() {
         let p = d.unwrap().path();
         if p.is_dir() && !p.is_symlink() {
-            symlink(elsewhere.join(FILE), p.join("fedcba9876543210fedcba9876543210")).unwrap();
+            symlink(
+                elsewhere.join(FILE),
+                p.join("fedcba9876543210fedcba9876543210"),
+            )
+            .unwrap();
         }
     }
     let out = cairn(&["checkpoints", "gc"], dir.path());
@@ -185,11 +224,24 @@ fn gc_removes_an_uncommitted_savepoint_of_the_job_and_nothing_else() {
         fs::create_dir_all(d).unwrap();
         fs::write(d.join(FILE), b"state").unwrap();
     }
-    fs::write(done.join("_metadata"), cairn_plugin_kit::frame::encode(b"x")).unwrap();
-    let doc = json_of(&cairn_ok(&["checkpoints", "gc", "--dry-run", "--json"], dir.path()));
+    fs::write(
+        done.join("_metadata"),
+        cairn_plugin_kit::frame::encode(b"x"),
+    )
+    .unwrap();
+    let doc = json_of(&cairn_ok(
+        &["checkpoints", "gc", "--dry-run", "--json"],
+        dir.path(),
+    ));
     let listed = doc["uncommitted_savepoints"].as_array().unwrap();
     assert_eq!(listed.len(), 1, "{doc}");
-    assert!(listed[0].as_str().unwrap().ends_with("savepoint-it-0123456789ab"), "{doc}");
+    assert!(
+        listed[0]
+            .as_str()
+            .unwrap()
+            .ends_with("savepoint-it-0123456789ab"),
+        "{doc}"
+    );
     assert!(ours.join(FILE).exists(), "a dry run removed something");
     cairn_ok(&["checkpoints", "gc"], dir.path());
     assert!(!ours.exists());

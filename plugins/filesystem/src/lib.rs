@@ -46,7 +46,8 @@ pub use cairn_plugin_kit::local_dir as open_dir;
 pub use store::FsStore;
 
 /// What this backend can do; the manifest and every opened instance report the same set.
-pub const CAPABILITIES: Capabilities = cairn_plugin_kit::CAPABILITIES.union(Capabilities::PERSISTENT);
+pub const CAPABILITIES: Capabilities =
+    cairn_plugin_kit::CAPABILITIES.union(Capabilities::PERSISTENT);
 
 /// Default of `write-buffer`: Flink's `state.storage.fs.write-buffer-size`.
 pub const DEFAULT_WRITE_BUFFER: u64 = 4 * 1024;

@@ -137,11 +137,7 @@ impl FsStore {
         let mut last = None;
         for _ in 0..CREATE_ATTEMPTS {
             let path = self.resolve(key, true)?;
-            match OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&path)
-            {
+            match OpenOptions::new().write(true).create_new(true).open(&path) {
                 Ok(file) => return Ok((path, file)),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => last = Some((path, e)),
                 Err(e) => return Err(StorageError::io(format!("creating {}", path.display()), &e)),
@@ -367,9 +363,9 @@ impl BlobWriter for FsWriter {
 
     fn finish(mut self: Box<Self>) -> StorageResult<()> {
         let file = self.file.take().expect("finish runs once");
-        let file = file.into_inner().map_err(|e| {
-            StorageError::io(format!("writing {}", self.path.display()), e.error())
-        });
+        let file = file
+            .into_inner()
+            .map_err(|e| StorageError::io(format!("writing {}", self.path.display()), e.error()));
         let synced = file.and_then(|f| f.sync_all().map_err(|e| fsync_error(&self.path, &e)));
         if let Err(e) = synced {
             self.abort();

@@ -5,10 +5,16 @@ use cairn_storage_fs::FsPlugin;
 fn the_suite_passes_in_process_with_and_without_a_default_savepoint_dir() {
     let tmp = tempfile::tempdir().unwrap();
     let report = assert_passes::<FsPlugin>(None, tmp.path());
-    assert_eq!(report.outcome("savepoint_to_default_target"), Some(&Outcome::Pass));
+    assert_eq!(
+        report.outcome("savepoint_to_default_target"),
+        Some(&Outcome::Pass)
+    );
     let tmp = tempfile::tempdir().unwrap();
     let report = assert_passes::<FsPlugin>(Some("dir = \"{scratch}/checkpoints\"\n"), tmp.path());
-    assert_eq!(report.outcome("savepoint_without_any_target"), Some(&Outcome::Pass));
+    assert_eq!(
+        report.outcome("savepoint_without_any_target"),
+        Some(&Outcome::Pass)
+    );
 }
 
 #[test]

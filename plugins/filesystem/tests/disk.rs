@@ -11,9 +11,14 @@ fn the_layout_on_disk() {
     assert_eq!(pointer, format!("{}/job/chk-7", env.base().display()));
     let files = tree(&env.base());
     assert_eq!(files.len(), 4, "{files:?}");
-    assert!(files.contains(&"job/chk-7/_metadata".to_string()), "{files:?}");
+    assert!(
+        files.contains(&"job/chk-7/_metadata".to_string()),
+        "{files:?}"
+    );
     for h in &handles {
-        let cairn_plugin_api::StateHandle::Stored { locator, .. } = h else { panic!("{h:?}") };
+        let cairn_plugin_api::StateHandle::Stored { locator, .. } = h else {
+            panic!("{h:?}")
+        };
         assert!(files.contains(locator), "{locator} not in {files:?}");
     }
     // No temporary file is left after a commit.
@@ -32,7 +37,13 @@ fn two_instances_cannot_both_commit_one_checkpoint() {
     a.commit(b"first").unwrap();
     let err = b.commit(b"second").unwrap_err();
     assert!(matches!(err, StorageError::AlreadyExists(_)), "{err}");
-    assert_eq!(env.storage.resolve(&format!("{}/job/chk-1", env.base().display())).unwrap().metadata, b"first");
+    assert_eq!(
+        env.storage
+            .resolve(&format!("{}/job/chk-1", env.base().display()))
+            .unwrap()
+            .metadata,
+        b"first"
+    );
     // The loser's clean-up removes nothing of the winner's.
     assert!(b.dispose_on_failure().is_err());
     assert!(env.base().join("job/chk-1/_metadata").exists());
@@ -48,7 +59,10 @@ fn a_damaged_metadata_file_is_corrupt() {
     bytes[last] ^= 1;
     fs::write(&meta, bytes).unwrap();
     let err = env.storage.resolve(&pointer).unwrap_err();
-    assert!(matches!(&err, StorageError::Corrupt(m) if m.contains("checksum")), "{err}");
+    assert!(
+        matches!(&err, StorageError::Corrupt(m) if m.contains("checksum")),
+        "{err}"
+    );
 }
 
 /// Issue 9.5: the base directory removed, or renamed, while a job runs. The next checkpoint
@@ -65,7 +79,12 @@ fn the_next_checkpoint_recreates_a_removed_or_renamed_base() {
             fs::remove_dir_all(env.base()).unwrap();
         }
         let (pointer, handles) = checkpoint(env.storage.as_ref(), "job", 2);
-        let ids: Vec<u64> = job.list_completed().unwrap().iter().map(|c| c.checkpoint_id).collect();
+        let ids: Vec<u64> = job
+            .list_completed()
+            .unwrap()
+            .iter()
+            .map(|c| c.checkpoint_id)
+            .collect();
         assert_eq!(ids, [2], "renamed: {renamed}");
         assert!(env.reopen().resolve(&pointer).is_ok());
         for h in &handles {

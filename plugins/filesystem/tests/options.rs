@@ -11,7 +11,11 @@ fn refused(doc: &str) -> String {
 #[test]
 fn defaults() {
     let tmp = tempfile::tempdir().unwrap();
-    let s = FsPlugin::open(&format!("dir = {:?}", tmp.path().join("c").to_str().unwrap())).unwrap();
+    let s = FsPlugin::open(&format!(
+        "dir = {:?}",
+        tmp.path().join("c").to_str().unwrap()
+    ))
+    .unwrap();
     assert_eq!(s.info().inline_threshold, 20 * 1024);
     assert_eq!(s.info().capabilities, cairn_storage_fs::CAPABILITIES);
 }
@@ -22,13 +26,34 @@ fn refused_values_name_their_option() {
     let dir = format!("dir = {:?}\n", tmp.path().join("c").to_str().unwrap());
     for (doc, expected) in [
         (String::new(), "storage.options.dir is missing"),
-        ("dir = 3".to_string(), "storage.options.dir = 3 is not a string"),
-        ("dir = \"\"".to_string(), "storage.options.dir = \"\" is empty"),
-        (format!("{dir}write-buffer = 100"), "storage.options.write-buffer = 100 is below the minimum of 512B"),
-        (format!("{dir}write-buffer = \"1GiB\""), "storage.options.write-buffer = \"1GiB\" is above the maximum of 64MiB"),
-        (format!("{dir}inline-threshold = \"2MiB\""), "storage.options.inline-threshold = \"2MiB\" is above the maximum of 1MiB"),
-        (format!("{dir}savepoint-dir = [1]"), "storage.options.savepoint-dir = an array is not a string"),
-        ("dir = \"/a/../b\"".to_string(), "storage.options.dir \"/a/../b\" is invalid: it has a '..' part"),
+        (
+            "dir = 3".to_string(),
+            "storage.options.dir = 3 is not a string",
+        ),
+        (
+            "dir = \"\"".to_string(),
+            "storage.options.dir = \"\" is empty",
+        ),
+        (
+            format!("{dir}write-buffer = 100"),
+            "storage.options.write-buffer = 100 is below the minimum of 512B",
+        ),
+        (
+            format!("{dir}write-buffer = \"1GiB\""),
+            "storage.options.write-buffer = \"1GiB\" is above the maximum of 64MiB",
+        ),
+        (
+            format!("{dir}inline-threshold = \"2MiB\""),
+            "storage.options.inline-threshold = \"2MiB\" is above the maximum of 1MiB",
+        ),
+        (
+            format!("{dir}savepoint-dir = [1]"),
+            "storage.options.savepoint-dir = an array is not a string",
+        ),
+        (
+            "dir = \"/a/../b\"".to_string(),
+            "storage.options.dir \"/a/../b\" is invalid: it has a '..' part",
+        ),
     ] {
         let msg = refused(&doc);
         assert!(msg.starts_with(expected), "{doc}: {msg}");

@@ -54,7 +54,11 @@ pub fn data(len: usize, seed: u64) -> Vec<u8> {
 
 /// Commit checkpoint `id` of `job` with one stored stream of each scope; returns the pointer
 /// and the handles.
-pub fn checkpoint(storage: &dyn CheckpointStorage, job: &str, id: u64) -> (String, Vec<StateHandle>) {
+pub fn checkpoint(
+    storage: &dyn CheckpointStorage,
+    job: &str,
+    id: u64,
+) -> (String, Vec<StateHandle>) {
     let j = storage.job(job).unwrap();
     let loc = j.begin_checkpoint(id).unwrap();
     let mut handles = Vec::new();
@@ -73,7 +77,9 @@ pub fn checkpoint(storage: &dyn CheckpointStorage, job: &str, id: u64) -> (Strin
 /// Every file under `dir`, relative, sorted.
 pub fn tree(dir: &Path) -> Vec<String> {
     fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
-        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
         for e in entries {
             let e = e.unwrap();
             let p = e.path();

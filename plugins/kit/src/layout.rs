@@ -79,9 +79,8 @@ pub fn new_savepoint_name(job: &JobId) -> String {
 pub fn savepoint_job(name: &str) -> Option<&str> {
     let rest = name.strip_prefix(SAVEPOINT_PREFIX)?;
     let (job, random) = rest.rsplit_once('-')?;
-    let ok = JobId::parse(job).is_ok()
-        && random.len() == SAVEPOINT_RANDOM_LEN
-        && is_lower_hex(random);
+    let ok =
+        JobId::parse(job).is_ok() && random.len() == SAVEPOINT_RANDOM_LEN && is_lower_hex(random);
     ok.then_some(job)
 }
 
@@ -242,7 +241,10 @@ mod tests {
         assert!(is_state_name(&new_state_name()));
         let job = JobId::parse("orders-eu").unwrap();
         assert_eq!(savepoint_job(&new_savepoint_name(&job)), Some("orders-eu"));
-        assert_eq!(savepoint_job("savepoint-orders-0123456789ab"), Some("orders"));
+        assert_eq!(
+            savepoint_job("savepoint-orders-0123456789ab"),
+            Some("orders")
+        );
         for bad in [
             "savepoint--0123456789ab",
             "savepoint-..-0123456789ab",
@@ -273,7 +275,9 @@ mod tests {
             }
         );
         let loc = format!("s3://b/p/savepoint-job-0123456789ab/{FILE}");
-        assert!(matches!(parse_locator(&loc).unwrap(), Locator::Full { root, .. } if root == "s3://b/p/"));
+        assert!(
+            matches!(parse_locator(&loc).unwrap(), Locator::Full { root, .. } if root == "s3://b/p/")
+        );
     }
 
     #[test]
@@ -311,7 +315,10 @@ mod tests {
         assert_eq!(p.key, "job/chk-3");
         assert_eq!(p.checkpoint.unwrap().1, 3);
         let p = parse_pointer("s3://b/x/savepoint-j-0123456789ab/").unwrap();
-        assert_eq!((p.root.as_str(), p.key.as_str()), ("s3://b/x/", "savepoint-j-0123456789ab"));
+        assert_eq!(
+            (p.root.as_str(), p.key.as_str()),
+            ("s3://b/x/", "savepoint-j-0123456789ab")
+        );
         assert!(p.checkpoint.is_none());
         let p = parse_pointer("memory://job/chk-1").unwrap();
         assert_eq!(p.root, "memory://");

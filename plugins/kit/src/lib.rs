@@ -72,7 +72,10 @@ pub fn local_dir(place: &str, create: bool, what: &str) -> StorageResult<std::pa
         return Err(invalid("it contains a NUL byte"));
     }
     let path = Path::new(trimmed);
-    if path.components().any(|c| c == std::path::Component::ParentDir) {
+    if path
+        .components()
+        .any(|c| c == std::path::Component::ParentDir)
+    {
         return Err(invalid("it has a '..' part"));
     }
     if !create && !path.is_absolute() {
@@ -94,7 +97,6 @@ pub fn local_dir(place: &str, create: bool, what: &str) -> StorageResult<std::pa
     }
     Ok(canonical)
 }
-
 
 /// What a backend on the kit can do with stored handles and savepoints: every capability but
 /// `PERSISTENT` and `HIGHLY_AVAILABLE`, which depend on the store.

@@ -118,20 +118,33 @@ pub fn size(key: &str, value: &toml::Value, min: u64, max: u64) -> StorageResult
     if bytes > max {
         return Err(invalid(
             key,
-            format!("= {} is above the maximum of {}", show(value), fmt_size(max)),
+            format!(
+                "= {} is above the maximum of {}",
+                show(value),
+                fmt_size(max)
+            ),
         ));
     }
     if bytes < min {
         return Err(invalid(
             key,
-            format!("= {} is below the minimum of {}", show(value), fmt_size(min)),
+            format!(
+                "= {} is below the minimum of {}",
+                show(value),
+                fmt_size(min)
+            ),
         ));
     }
     Ok(bytes)
 }
 
 /// A duration option: a string like `"30s"`, within `min..=max`.
-pub fn duration(key: &str, value: &toml::Value, min: Duration, max: Duration) -> StorageResult<Duration> {
+pub fn duration(
+    key: &str,
+    value: &toml::Value,
+    min: Duration,
+    max: Duration,
+) -> StorageResult<Duration> {
     let not_a_duration = || {
         invalid(
             key,
@@ -142,7 +155,9 @@ pub fn duration(key: &str, value: &toml::Value, min: Duration, max: Duration) ->
         )
     };
     let d = match value {
-        toml::Value::String(s) => humantime::parse_duration(s.trim()).map_err(|_| not_a_duration())?,
+        toml::Value::String(s) => {
+            humantime::parse_duration(s.trim()).map_err(|_| not_a_duration())?
+        }
         _ => return Err(not_a_duration()),
     };
     if d > max {
@@ -178,7 +193,10 @@ pub fn integer(key: &str, value: &toml::Value, min: u64, max: u64) -> StorageRes
             Err(invalid(key, format!("= {n} is above the maximum of {max}")))
         }
         toml::Value::Integer(n) => Ok(*n as u64),
-        other => Err(invalid(key, format!("= {} is not a whole number", show(other)))),
+        other => Err(invalid(
+            key,
+            format!("= {} is not a whole number", show(other)),
+        )),
     }
 }
 
@@ -186,17 +204,19 @@ pub fn integer(key: &str, value: &toml::Value, min: u64, max: u64) -> StorageRes
 pub fn boolean(key: &str, value: &toml::Value) -> StorageResult<bool> {
     match value {
         toml::Value::Boolean(b) => Ok(*b),
-        other => Err(invalid(key, format!("= {} is not true or false", show(other)))),
+        other => Err(invalid(
+            key,
+            format!("= {} is not true or false", show(other)),
+        )),
     }
 }
 
 /// A string option: not empty, no control characters.
 pub fn string(key: &str, value: &toml::Value) -> StorageResult<String> {
     match value {
-        toml::Value::String(s) if s.trim().is_empty() => Err(invalid(
-            key,
-            format!("= {s:?} is empty"),
-        )),
+        toml::Value::String(s) if s.trim().is_empty() => {
+            Err(invalid(key, format!("= {s:?} is empty")))
+        }
         toml::Value::String(s) if s.chars().any(char::is_control) => Err(invalid(
             key,
             format!("= {s:?} contains a control character"),
@@ -244,7 +264,11 @@ mod tests {
 
     #[test]
     fn common_and_own_options_merge() {
-        let (c, own) = parse::<Own>("dir = \"/x\"\ninline-threshold = \"1 MiB\"", CommonSpec::ALL).unwrap();
+        let (c, own) = parse::<Own>(
+            "dir = \"/x\"\ninline-threshold = \"1 MiB\"",
+            CommonSpec::ALL,
+        )
+        .unwrap();
         assert_eq!(c.inline_threshold, 1 << 20);
         assert_eq!(own.dir.unwrap().as_str(), Some("/x"));
         let (c, _) = parse::<Own>("", CommonSpec::ALL).unwrap();
@@ -254,12 +278,30 @@ mod tests {
     #[test]
     fn every_bad_value_names_its_option() {
         for (line, expected) in [
-            ("inline-threshold = \"2MiB\"", "storage.options.inline-threshold = \"2MiB\" is above the maximum of 1MiB"),
-            ("inline-threshold = -1", "storage.options.inline-threshold = -1 is negative"),
-            ("inline-threshold = \"lots\"", "storage.options.inline-threshold = \"lots\" is not a size"),
-            ("inline-threshold = \"\"", "storage.options.inline-threshold = \"\" is not a size"),
-            ("inline-threshold = true", "storage.options.inline-threshold = true is not a size"),
-            ("inline-threshold = 1.5", "storage.options.inline-threshold = 1.5 is not a size"),
+            (
+                "inline-threshold = \"2MiB\"",
+                "storage.options.inline-threshold = \"2MiB\" is above the maximum of 1MiB",
+            ),
+            (
+                "inline-threshold = -1",
+                "storage.options.inline-threshold = -1 is negative",
+            ),
+            (
+                "inline-threshold = \"lots\"",
+                "storage.options.inline-threshold = \"lots\" is not a size",
+            ),
+            (
+                "inline-threshold = \"\"",
+                "storage.options.inline-threshold = \"\" is not a size",
+            ),
+            (
+                "inline-threshold = true",
+                "storage.options.inline-threshold = true is not a size",
+            ),
+            (
+                "inline-threshold = 1.5",
+                "storage.options.inline-threshold = 1.5 is not a size",
+            ),
         ] {
             let msg = err(line);
             assert!(msg.starts_with(expected), "{line}: {msg}");
@@ -275,12 +317,31 @@ mod tests {
 
     #[test]
     fn helpers() {
-        let v = |s: &str| -> toml::Value { toml::from_str::<toml::Table>(&format!("v = {s}")).unwrap()["v"].clone() };
-        assert_eq!(duration("t", &v("\"2s\""), Duration::ZERO, Duration::from_secs(5)).unwrap(), Duration::from_secs(2));
-        assert!(duration("t", &v("\"9s\""), Duration::ZERO, Duration::from_secs(5)).unwrap_err().to_string().contains("above the maximum of 5s"));
-        assert!(integer("n", &v("100"), 0, 20).unwrap_err().to_string().contains("storage.options.n = 100 is above the maximum of 20"));
-        assert!(boolean("b", &v("\"yes\"")).unwrap_err().to_string().contains("is not true or false"));
-        assert!(string("s", &v("\"\"")).unwrap_err().to_string().contains("is empty"));
+        let v = |s: &str| -> toml::Value {
+            toml::from_str::<toml::Table>(&format!("v = {s}")).unwrap()["v"].clone()
+        };
+        assert_eq!(
+            duration("t", &v("\"2s\""), Duration::ZERO, Duration::from_secs(5)).unwrap(),
+            Duration::from_secs(2)
+        );
+        assert!(
+            duration("t", &v("\"9s\""), Duration::ZERO, Duration::from_secs(5))
+                .unwrap_err()
+                .to_string()
+                .contains("above the maximum of 5s")
+        );
+        assert!(integer("n", &v("100"), 0, 20)
+            .unwrap_err()
+            .to_string()
+            .contains("storage.options.n = 100 is above the maximum of 20"));
+        assert!(boolean("b", &v("\"yes\""))
+            .unwrap_err()
+            .to_string()
+            .contains("is not true or false"));
+        assert!(string("s", &v("\"\""))
+            .unwrap_err()
+            .to_string()
+            .contains("is empty"));
         assert_eq!(fmt_size(1 << 30), "1GiB");
         assert_eq!(fmt_size(512), "512B");
     }

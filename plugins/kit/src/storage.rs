@@ -266,8 +266,7 @@ impl Job {
         let mut out = BTreeMap::new();
         for o in self.inner.base.store.list(self.job.as_str())? {
             let mut parts = o.key.split('/').skip(1);
-            let (Some(area), Some(name), None) = (parts.next(), parts.next(), parts.next())
-            else {
+            let (Some(area), Some(name), None) = (parts.next(), parts.next(), parts.next()) else {
                 continue;
             };
             if let Some(id) = layout::parse_checkpoint_name(area) {
@@ -360,7 +359,11 @@ impl JobStorage for Job {
         }
         let root = self.inner.places.open(target, true)?;
         let key = layout::new_savepoint_name(&self.job);
-        tracing::debug!("savepoint {checkpoint_id} of job '{}' goes to {}", self.job, root.show(&key));
+        tracing::debug!(
+            "savepoint {checkpoint_id} of job '{}' goes to {}",
+            self.job,
+            root.show(&key)
+        );
         Ok(Box::new(self.location(root, key, checkpoint_id, true)))
     }
 

@@ -16,7 +16,12 @@ fn run(threshold: u64) {
     let world = World::default();
     let scratch = tempfile::tempdir().unwrap();
     let subject = Subject {
-        manifest: Manifest::new("kit-memory", "0.1.0", "the kit over memory stores", Capabilities::empty()),
+        manifest: Manifest::new(
+            "kit-memory",
+            "0.1.0",
+            "the kit over memory stores",
+            Capabilities::empty(),
+        ),
         open: Arc::new(move |doc: &str| {
             let _: (_, NoOptions) = options::parse(doc, options::CommonSpec::NONE)?;
             Ok(world.open(threshold, None))

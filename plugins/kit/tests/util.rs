@@ -28,9 +28,16 @@ impl Places for World {
 
 impl World {
     /// A storage over the base `mem:base` with a threshold of `threshold` bytes.
-    pub fn open(&self, threshold: u64, base: Option<Arc<dyn BlobStore>>) -> Box<dyn CheckpointStorage> {
+    pub fn open(
+        &self,
+        threshold: u64,
+        base: Option<Arc<dyn BlobStore>>,
+    ) -> Box<dyn CheckpointStorage> {
         let root = match base {
-            Some(store) => Root { store, shown: "mem:base".into() },
+            Some(store) => Root {
+                store,
+                shown: "mem:base".into(),
+            },
             None => self.open_place("mem:base"),
         };
         Box::new(Checkpoints::new(

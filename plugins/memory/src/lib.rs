@@ -88,14 +88,23 @@ impl StoragePlugin for MemoryPlugin {
             .map(|d| {
                 std::path::absolute(&d)
                     .map(|p| p.to_string_lossy().into_owned())
-                    .map_err(|e| cairn_plugin_api::StorageError::io(format!("storage.options.savepoint-dir {d}"), &e))
+                    .map_err(|e| {
+                        cairn_plugin_api::StorageError::io(
+                            format!("storage.options.savepoint-dir {d}"),
+                            &e,
+                        )
+                    })
             })
             .transpose()?;
         let dirs = Dirs {
             write_buffer: DEFAULT_WRITE_BUFFER as usize,
         };
         let (base, capabilities, location) = match checkpoint_dir {
-            None => (MemStore::new().root("memory://"), CAPABILITIES, "memory".to_string()),
+            None => (
+                MemStore::new().root("memory://"),
+                CAPABILITIES,
+                "memory".to_string(),
+            ),
             Some(d) => {
                 let path = open_dir(&d, true, "storage.options.checkpoint-dir")?;
                 let location = format!("memory (metadata in {})", path.display());

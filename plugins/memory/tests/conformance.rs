@@ -5,11 +5,21 @@ use cairn_storage_memory::MemoryPlugin;
 fn the_suite_passes_in_process_in_memory_and_with_a_checkpoint_dir() {
     let tmp = tempfile::tempdir().unwrap();
     let report = assert_passes::<MemoryPlugin>(None, tmp.path());
-    assert!(matches!(report.outcome("resolves_from_a_fresh_instance"), Some(Outcome::Skip(_))));
+    assert!(matches!(
+        report.outcome("resolves_from_a_fresh_instance"),
+        Some(Outcome::Skip(_))
+    ));
     let tmp = tempfile::tempdir().unwrap();
-    let report = assert_passes::<MemoryPlugin>(Some("checkpoint-dir = \"{scratch}/meta\"\n"), tmp.path());
-    assert_eq!(report.outcome("resolves_from_a_fresh_instance"), Some(&Outcome::Pass));
-    assert_eq!(report.outcome("savepoint_without_any_target"), Some(&Outcome::Pass));
+    let report =
+        assert_passes::<MemoryPlugin>(Some("checkpoint-dir = \"{scratch}/meta\"\n"), tmp.path());
+    assert_eq!(
+        report.outcome("resolves_from_a_fresh_instance"),
+        Some(&Outcome::Pass)
+    );
+    assert_eq!(
+        report.outcome("savepoint_without_any_target"),
+        Some(&Outcome::Pass)
+    );
 }
 
 #[test]

@@ -160,10 +160,8 @@ impl BlobStore for ObjStore {
                 let key = o.location.as_ref().strip_prefix(&base)?.to_string();
                 // A directory marker (the prefix itself, as SeaweedFS lists one) is no object.
                 let inside = prefix.is_empty() || key.len() > prefix.len() + 1;
-                (inside && !key.is_empty() && !key.ends_with('/')).then_some(Listed {
-                    key,
-                    size: o.size,
-                })
+                (inside && !key.is_empty() && !key.ends_with('/'))
+                    .then_some(Listed { key, size: o.size })
             })
             .collect())
     }
@@ -196,7 +194,9 @@ fn part_result(
     match done {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(store_error(format!("uploading a part of {shown}"), e)),
-        Err(e) => Err(StorageError::Io(format!("uploading a part of {shown}: {e}"))),
+        Err(e) => Err(StorageError::Io(format!(
+            "uploading a part of {shown}: {e}"
+        ))),
     }
 }
 
@@ -252,7 +252,10 @@ impl BlobWriter for ObjWriter {
         let Some(mut up) = self.upload.take() else {
             // At most one part: one PUT.
             return rt
-                .block_on(self.store.put(&self.key, PutPayload::from(Bytes::from(buffer))))
+                .block_on(
+                    self.store
+                        .put(&self.key, PutPayload::from(Bytes::from(buffer))),
+                )
                 .map(|_| ())
                 .map_err(|e| store_error(format!("uploading {}", self.shown), e));
         };
@@ -376,7 +379,9 @@ impl Places for ObjPlaces {
         };
         let place = Place::parse(&absolute).map_err(invalid)?;
         if place.scheme == Scheme::File && place.prefix.is_empty() {
-            return Err(invalid("the root directory is not a place for checkpoints".into()));
+            return Err(invalid(
+                "the root directory is not a place for checkpoints".into(),
+            ));
         }
         self.open_place(place)
     }

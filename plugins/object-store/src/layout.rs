@@ -12,7 +12,6 @@ use object_store::path::Path as KeyPath;
 
 use cairn_plugin_api::{StorageError, StorageResult};
 
-
 /// Which kind of store a place is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) enum Scheme {

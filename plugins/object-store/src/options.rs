@@ -220,10 +220,11 @@ impl Options {
             Some(v) => options::integer("max-retries", &v, 0, MAX_MAX_RETRIES)?,
             None => DEFAULT_MAX_RETRIES,
         };
-        let duration_of = |raw: &mut BTreeMap<String, toml::Value>, key: &str, default, min, max| {
-            raw.remove(key)
-                .map_or(Ok(default), |v| options::duration(key, &v, min, max))
-        };
+        let duration_of =
+            |raw: &mut BTreeMap<String, toml::Value>, key: &str, default, min, max| {
+                raw.remove(key)
+                    .map_or(Ok(default), |v| options::duration(key, &v, min, max))
+            };
         let ms = Duration::from_millis;
         let retry = RetryOptions {
             max_retries: max_retries as usize,

@@ -11,8 +11,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use cairn_conformance::bench::{self, DirectOutput, DirectRequest, Sample};
-use futures::StreamExt;
 use cairn_storage_object::MAX_PARTS_IN_FLIGHT as PARTS_IN_FLIGHT;
+use futures::StreamExt;
 use object_store::{path::Path as KeyPath, PutMode, PutOptions, PutPayload, WriteMultipart};
 
 /// Serves [`DirectRequest`]s with one runtime (two workers, like the plugin's).

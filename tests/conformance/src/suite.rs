@@ -369,7 +369,10 @@ mod tests {
 /// failure if a case failed: a plugin author's `#[test]` in one line. `scratch` replaces
 /// `{scratch}` in `options` (the manifest's test options if `None`) and holds the cases'
 /// directories.
-pub fn assert_passes<P: cairn_plugin_api::StoragePlugin>(options: Option<&str>, scratch: &std::path::Path) -> Report {
+pub fn assert_passes<P: cairn_plugin_api::StoragePlugin>(
+    options: Option<&str>,
+    scratch: &std::path::Path,
+) -> Report {
     let manifest = P::manifest();
     let options = options
         .unwrap_or(&manifest.test_options)
@@ -385,7 +388,11 @@ pub fn assert_passes<P: cairn_plugin_api::StoragePlugin>(options: Option<&str>, 
 
 /// Run every case against the plugin library at `path`, loaded through the real `dlopen`
 /// path (`cairn_plugin_api::host::load_library`), and panic if a case failed.
-pub fn assert_library_passes(path: &std::path::Path, options: Option<&str>, scratch: &std::path::Path) -> Report {
+pub fn assert_library_passes(
+    path: &std::path::Path,
+    options: Option<&str>,
+    scratch: &std::path::Path,
+) -> Report {
     let plugin = cairn_plugin_api::host::load_library(path)
         .unwrap_or_else(|e| panic!("{} {e}", path.display()));
     let manifest = plugin.manifest().clone();
@@ -422,6 +429,10 @@ fn assert_report(report: Report) -> Report {
             _ => None,
         })
         .collect();
-    assert!(failed.is_empty(), "conformance cases failed:\n{}", failed.join("\n"));
+    assert!(
+        failed.is_empty(),
+        "conformance cases failed:\n{}",
+        failed.join("\n")
+    );
     report
 }
