@@ -326,45 +326,6 @@ fn humanize(d: Duration) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::CASES;
-
-    /// Every public case function in `src/cases/` is in `CASES`, and names are unique.
-    #[test]
-    fn no_case_is_left_out() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("src")
-            .join("cases");
-        let mut found = Vec::new();
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            let text = std::fs::read_to_string(&path).unwrap();
-            // A case is any public function returning `CaseResult`, however its signature is
-            // written or wrapped.
-            for (at, _) in text.match_indices("pub fn ") {
-                let rest = &text[at + "pub fn ".len()..];
-                let signature = &rest[..rest.find('{').unwrap_or(rest.len())];
-                if signature.contains("-> CaseResult") {
-                    let name = rest.split(['(', '<']).next().unwrap();
-                    found.push(name.trim().to_string());
-                }
-            }
-        }
-        assert!(found.len() >= 20, "found only {found:?}");
-        for name in &found {
-            assert!(
-                CASES.iter().any(|c| c.name == name),
-                "case {name} is not listed in CASES"
-            );
-        }
-        let mut names: Vec<_> = CASES.iter().map(|c| c.name).collect();
-        names.sort_unstable();
-        names.dedup();
-        assert_eq!(names.len(), CASES.len(), "duplicate case names");
-    }
-}
-
 /// Run every case against a plugin in process, with its own options, and panic with every
 /// failure if a case failed: a plugin author's `#[test]` in one line. `scratch` replaces
 /// `{scratch}` in `options` (the manifest's test options if `None`) and holds the cases'
@@ -435,4 +396,43 @@ fn assert_report(report: Report) -> Report {
         failed.join("\n")
     );
     report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CASES;
+
+    /// Every public case function in `src/cases/` is in `CASES`, and names are unique.
+    #[test]
+    fn no_case_is_left_out() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("src")
+            .join("cases");
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            // A case is any public function returning `CaseResult`, however its signature is
+            // written or wrapped.
+            for (at, _) in text.match_indices("pub fn ") {
+                let rest = &text[at + "pub fn ".len()..];
+                let signature = &rest[..rest.find('{').unwrap_or(rest.len())];
+                if signature.contains("-> CaseResult") {
+                    let name = rest.split(['(', '<']).next().unwrap();
+                    found.push(name.trim().to_string());
+                }
+            }
+        }
+        assert!(found.len() >= 20, "found only {found:?}");
+        for name in &found {
+            assert!(
+                CASES.iter().any(|c| c.name == name),
+                "case {name} is not listed in CASES"
+            );
+        }
+        let mut names: Vec<_> = CASES.iter().map(|c| c.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), CASES.len(), "duplicate case names");
+    }
 }
