@@ -40,6 +40,5 @@ mod object_store;
 // list, verify, show or `run --from` outside the base directory; gc finds uncommitted savepoints.
 mod paths;
 
-// Not registered (see compat.rs): abi_stable's layout check refuses a plugin whose job vtable
-// has fewer functions than the host's, so the API 1.1 append does not yet let API 1.0 plugins
-// load. Register it when the 1.1 functions move out of the 1.0 vtables.
+// A plugin built against plugin API 1.0 loads, works, and answers Unsupported for 1.1 calls.
+mod compat;

@@ -65,5 +65,6 @@ pub use version::{unsupported_since, ApiVersion, API_1_0, API_1_1, API_VERSION};
 /// may change in any release, and nothing outside this crate's macro may name them.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::export::{export_module, probe_word, ExportedModule};
+    pub use crate::abi::Api11Export;
+    pub use crate::export::{export_module, probe_word, ExportedModule, API_1_1};
 }

@@ -15,34 +15,39 @@
 //!
 //! # Rules for changing the API
 //!
-//! - Appending a function at the end of the root module or of a vtable is a minor change: add a
-//!   constant below, bump the crate's minor version, and write `/// Since API 1.x` next to the new
-//!   item.
+//! - Adding functions is a minor change: add a constant below, bump the crate's minor version,
+//!   and write `/// Since API 1.x` next to every new item.
+//! - The functions of a minor version go into a **module of their own**, exported under a
+//!   symbol of their own (`cairn_plugin_api_1_1` for [`API_1_1`], see `abi::Api11`), never
+//!   appended to the root module or to a vtable. abi_stable's layout check accepts a library
+//!   whose prefix types have *more* fields than the loader's, but never fewer, so a host whose
+//!   job vtable had grown would refuse every plugin built before it (the compatibility test
+//!   showed exactly that: "too many fields (expected 9, found 8)"). A module's type never
+//!   changes once released; the next minor version adds the next module.
 //! - Renaming, reordering, removing or changing the type of anything that crosses the boundary is
 //!   a major change. It needs a new major version, and every plugin must be rebuilt.
 //! - New error kinds may be added in a minor version: the ABI carries the kind as a number, and an
 //!   unknown number reaches the host as [`crate::ErrorKind::Other`].
 //!
-//! # Methods appended in a minor version
+//! # How a function added later reaches a plugin, or does not
 //!
 //! The methods of API 1.0 are required: the safe traits give them no default, so a wrapper can
-//! never fall back to one silently. A method appended later cannot be required, or every
-//! existing plugin's source would stop compiling; so:
+//! never fall back to one silently. A method added later cannot be required, or every existing
+//! plugin's source would stop compiling; so:
 //!
 //! - in the safe trait (layer 2) it gets a *provided default* that returns
-//!   [`StorageError::Unsupported`](crate::StorageError::Unsupported) (built with
-//!   [`unsupported_since`]), and a `/// Since API 1.x` note;
-//! - in the vtable (layer 1) it is appended after the last field, with a default body that
-//!   returns the same `Unsupported` error. abi_stable calls that body when the vtable of an
-//!   older plugin lacks the function;
-//! - the host wrapper (layer 3) adds nothing: a plugin built against an older minor version and
-//!   a newer plugin that did not implement the method give the host the same error kind, so the
-//!   host has one path for "not supported" and reports it.
+//!   [`StorageError::Unsupported`](crate::StorageError::Unsupported), built with
+//!   [`unsupported_since`], and a `/// Since API 1.x` note;
+//! - the export macro exports the version's module; a function of it that acts on a job gets
+//!   the job's vtable object back from the host and downcasts it to the plugin's own job;
+//! - the host wrapper (layer 3) looks the module up when it loads the library and checks its
+//!   layout; without it (a plugin built against an older minor version) it returns the same
+//!   `Unsupported` as the default, so the host has one path for "not supported" and reports it.
 //!
 //! The fixture `tests/fixtures/api-old-minor` is built with the hidden `__api_1_0` feature of
-//! this crate, which leaves out every item appended since API 1.0; the host's tests load it and
-//! check that each appended call answers `Unsupported`. Every later addition gets the same
-//! `cfg` and the same test.
+//! this crate, which leaves out every module added since API 1.0 and reports API 1.0; the
+//! host's tests load it, use it, and check that each later function answers `Unsupported`.
+//! Every later addition gets the same `cfg` and the same test.
 
 use std::fmt;
 
