@@ -156,6 +156,4 @@ fn dropped_into_plugins_it_is_found_by_name() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(dir.path().join("checkpoints").join("cairn.sqlite").is_file());
-    let listed = json(&cairn(&["checkpoints", "list", "--json"], dir.path()));
-    assert!(!listed["checkpoints"].as_array().unwrap().is_empty(), "{listed}");
 }

@@ -163,17 +163,18 @@ fn checkpoints_are_consistent_and_restore_is_exact() {
         .as_str()
         .unwrap()
         .to_string();
-    let other = setup("");
+    // Another job on the same storage (a checkpoint pointer outside a storage's base directory
+    // is refused before anything is read, so the other job shares this one's).
     std::fs::write(
-        other.path().join("cairn.toml"),
+        dir.path().join("other.toml"),
         std::fs::read_to_string(dir.path().join("cairn.toml"))
             .unwrap()
             .replace("id = \"it\"", "id = \"other\""),
     )
     .unwrap();
     let out = cairn(
-        &["run", "--from", &pointer, "--records", "10"],
-        other.path(),
+        &["run", "--config", "other.toml", "--from", &pointer, "--records", "10"],
+        dir.path(),
     );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);

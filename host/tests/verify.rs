@@ -91,7 +91,7 @@ fn the_suite_passes_at_the_edges_of_the_inline_threshold() {
     // 0 is a legal threshold (everything non-empty is stored), and so is the maximum: no case
     // may assume a threshold in between.
     let dir = tempfile::tempdir().unwrap();
-    let so = lib("cairn-storage-fs");
+    let so = lib("cairn-storage-fs-cdylib");
     for threshold in ["0", "1", "\"1MiB\""] {
         std::fs::write(
             dir.path().join("opts.toml"),

@@ -89,7 +89,11 @@ impl Output {
     }
 
     fn write_inner(&mut self, data: &[u8]) -> StorageResult<()> {
-        self.crc = crc32c::crc32c_append(self.crc, data);
+        // Inline bytes are covered by the metadata's checksum; only a stream that may be stored
+        // needs its own.
+        if self.target.is_some() {
+            self.crc = crc32c::crc32c_append(self.crc, data);
+        }
         self.pos += data.len() as u64;
         if let Some(writer) = &mut self.writer {
             return writer.write(data);

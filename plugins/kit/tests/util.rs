@@ -47,7 +47,10 @@ impl World {
             Settings {
                 inline_threshold: threshold,
                 stored: true,
-                capabilities: cairn_plugin_kit::CAPABILITIES | Capabilities::PERSISTENT,
+                // Savepoints are left to the backends whose targets are directories (the
+                // filesystem, memory and example plugins run the savepoint cases on the kit).
+                capabilities: cairn_plugin_kit::CAPABILITIES.difference(Capabilities::SAVEPOINTS)
+                    | Capabilities::PERSISTENT,
                 location: String::new(),
             },
         ))

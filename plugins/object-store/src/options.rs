@@ -318,7 +318,7 @@ mod tests {
     fn bad_values_name_the_option() {
         let cases = [
             ("", "storage.options.url is missing"),
-            ("url = 3", "storage.options.url = 3 is not a URL"),
+            ("url = 3", "storage.options.url = 3 is not a string"),
             (
                 "url = \"ftp://x\"",
                 "storage.options.url = \"ftp://x\" is invalid",
@@ -365,7 +365,7 @@ mod tests {
             ),
             (
                 "url = \"s3://b\"\nendpoint = \"\"",
-                "storage.options.endpoint is empty",
+                "storage.options.endpoint = \"\" is empty",
             ),
             (
                 "url = \"s3://b\"\nsavepoint-url = \"memory://x\"",
