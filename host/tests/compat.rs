@@ -36,10 +36,13 @@ fn an_api_1_0_plugin_loads_and_a_1_1_call_is_unsupported() {
     let loc = job.begin_checkpoint(1).unwrap();
     loc.commit(b"meta").unwrap();
     assert_eq!(job.list_completed().unwrap().len(), 1);
-    // The 1.1 call is absent from its vtable: the host gets Unsupported, naming the call.
+    // The plugin has no API 1.1 module: the host gets Unsupported, naming the call.
     match job.list_uncommitted_savepoints(None) {
         Err(StorageError::Unsupported(m)) => {
-            assert!(m.contains("list_uncommitted_savepoints") && m.contains("1.1"), "{m}")
+            assert!(
+                m.contains("list_uncommitted_savepoints") && m.contains("1.1"),
+                "{m}"
+            )
         }
         other => panic!("expected Unsupported, got {other:?}"),
     }
@@ -47,24 +50,39 @@ fn an_api_1_0_plugin_loads_and_a_1_1_call_is_unsupported() {
     let fs = crate::util::load("cairn-storage-fs-cdylib");
     let dir = tempfile::tempdir().unwrap();
     let s = fs.open(&crate::util::fs_options(dir.path())).unwrap();
-    assert_eq!(s.job("job").unwrap().list_uncommitted_savepoints(None).unwrap(), Vec::<String>::new());
+    assert_eq!(
+        s.job("job")
+            .unwrap()
+            .list_uncommitted_savepoints(None)
+            .unwrap(),
+        Vec::<String>::new()
+    );
 }
 
 #[test]
 fn verify_passes_and_gc_reports_what_the_plugin_cannot_do() {
     let lib = old_minor_lib();
     let dir = tempfile::tempdir().unwrap();
-    let out = cairn(&["plugins", "verify", lib.to_str().unwrap(), "--json"], dir.path());
+    let out = cairn(
+        &["plugins", "verify", lib.to_str().unwrap(), "--json"],
+        dir.path(),
+    );
     let doc = json_of(&out);
     assert_eq!(doc["ok"], true, "{doc}");
     std::fs::write(
         dir.path().join("cairn.toml"),
-        format!("[storage]\npath = {:?}\n\n[job]\nid = \"it\"\n", lib.display().to_string()),
+        format!(
+            "[storage]\npath = {:?}\n\n[job]\nid = \"it\"\n",
+            lib.display().to_string()
+        ),
     )
     .unwrap();
     let out = cairn(&["checkpoints", "gc", "--json"], dir.path());
     let doc = json_of(&out);
     assert!(out.status.success(), "{doc}");
     let notes = doc["notes"].to_string();
-    assert!(notes.contains("uncommitted savepoints were not looked for") && notes.contains("1.1"), "{doc}");
+    assert!(
+        notes.contains("uncommitted savepoints were not looked for") && notes.contains("1.1"),
+        "{doc}"
+    );
 }

@@ -155,5 +155,9 @@ fn dropped_into_plugins_it_is_found_by_name() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(dir.path().join("checkpoints").join("cairn.sqlite").is_file());
+    assert!(dir
+        .path()
+        .join("checkpoints")
+        .join("cairn.sqlite")
+        .is_file());
 }

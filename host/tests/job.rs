@@ -173,7 +173,15 @@ fn checkpoints_are_consistent_and_restore_is_exact() {
     )
     .unwrap();
     let out = cairn(
-        &["run", "--config", "other.toml", "--from", &pointer, "--records", "10"],
+        &[
+            "run",
+            "--config",
+            "other.toml",
+            "--from",
+            &pointer,
+            "--records",
+            "10",
+        ],
         dir.path(),
     );
     assert!(!out.status.success());

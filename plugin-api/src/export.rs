@@ -20,10 +20,10 @@ use abi_stable::{
 
 use crate::{
     abi::{
-        scope_from_raw, Api11, Api11Export, PluginModule, PluginModuleRef, RCompleted, RError, RHandle, RHostLog,
-        RInput, RInputBox, RInput_TO, RJob, RJobBox, RJob_TO, RLocation, RLocationBox,
-        RLocation_TO, RManifest, ROutput, ROutputBox, ROutput_TO, RResolved, RStorage, RStorageBox,
-        RStorageInfo, RStorage_TO, RStoredObject,
+        scope_from_raw, Api11, Api11Export, PluginModule, PluginModuleRef, RCompleted, RError,
+        RHandle, RHostLog, RInput, RInputBox, RInput_TO, RJob, RJobBox, RJob_TO, RLocation,
+        RLocationBox, RLocation_TO, RManifest, ROutput, ROutputBox, ROutput_TO, RResolved,
+        RStorage, RStorageBox, RStorageInfo, RStorage_TO, RStoredObject,
     },
     error::StorageError,
     handle::StateHandle,
@@ -219,9 +219,7 @@ fn job_of(job: &RJobBox) -> Result<&dyn JobStorage, StorageError> {
         .downcast_as::<Guarded<Box<dyn JobStorage>>>()
         .map(|g| g.get().as_ref())
         .map_err(|_| {
-            StorageError::Other(
-                "the host passed a job object this plugin did not make".to_string(),
-            )
+            StorageError::Other("the host passed a job object this plugin did not make".to_string())
         })
 }
 

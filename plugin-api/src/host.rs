@@ -22,8 +22,8 @@ use abi_stable::{
 
 use crate::{
     abi::{
-        scope_to_raw, Api11, Api11Export, PluginModuleRef, RHandle, API_1_1_SYMBOL, RInputBox, RJobBox, RLocationBox, ROutputBox,
-        RStorageBox,
+        scope_to_raw, Api11, Api11Export, PluginModuleRef, RHandle, RInputBox, RJobBox,
+        RLocationBox, ROutputBox, RStorageBox, API_1_1_SYMBOL,
     },
     error::{StorageError, StorageResult},
     handle::{Scope, StateHandle},
@@ -126,16 +126,17 @@ pub fn load_library(path: &Path) -> Result<LoadedPlugin, TypedLoadError> {
 fn api_1_1(path: &Path) -> Result<Option<&'static Api11>, TypedLoadError> {
     // The library is loaded already (by `lib_header_from_path`); this takes another reference
     // to it, which is leaked like the first: libraries are never unloaded.
-    let raw = RawLibrary::load_at(path).map_err(|e| TypedLoadError::Open(one_line(&e.to_string())))?;
+    let raw =
+        RawLibrary::load_at(path).map_err(|e| TypedLoadError::Open(one_line(&e.to_string())))?;
     let raw: &'static RawLibrary = Box::leak(Box::new(raw));
     // SAFETY: a cairn plugin exports `API_1_1_SYMBOL` only as an `Api11Export` static (the
     // export macro writes it); its `layout` field, the first, is read before anything else and
     // checked against this crate's `Api11` below before the module is used.
-    let export: *const Api11Export =
-        match unsafe { raw.get::<*const Api11Export>(API_1_1_SYMBOL) } {
-            Ok(symbol) => *symbol,
-            Err(_) => return Ok(None),
-        };
+    let export: *const Api11Export = match unsafe { raw.get::<*const Api11Export>(API_1_1_SYMBOL) }
+    {
+        Ok(symbol) => *symbol,
+        Err(_) => return Ok(None),
+    };
     // SAFETY: the symbol is the address of the plugin's `Api11Export` static (see above), which
     // lives as long as the library, and the library is never unloaded.
     let export: &'static Api11Export = unsafe { &*export };
@@ -335,10 +336,12 @@ impl JobStorage for LoadedJob {
             ));
         };
         let target: ROption<RStr<'_>> = target.map(RStr::from_str).into();
-        Ok(into_result((api.list_uncommitted_savepoints)(&self.inner, target))?
-            .into_iter()
-            .map(|p| p.into_string())
-            .collect())
+        Ok(
+            into_result((api.list_uncommitted_savepoints)(&self.inner, target))?
+                .into_iter()
+                .map(|p| p.into_string())
+                .collect(),
+        )
     }
 }
 
