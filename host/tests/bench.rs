@@ -4,7 +4,7 @@
 
 use std::{path::Path, process::Command};
 
-use cairn_harness::bench::{LINKED_RUNNER_BIN, LINKED_RUNNER_PACKAGE};
+use cairn_conformance::bench::{LINKED_RUNNER_BIN, LINKED_RUNNER_PACKAGE};
 use serde_json::Value;
 
 use crate::util::lib;
@@ -14,7 +14,7 @@ const CALLS: u64 = 10_000;
 
 /// Run `cairn bench storage --json` in `dir` on the filesystem plugin with `extra` arguments.
 fn bench(dir: &Path, runner: &Path, extra: &[&str]) -> (std::process::Output, Value) {
-    let fs = lib("cairn-storage-fs");
+    let fs = lib("cairn-storage-fs-cdylib");
     let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
         .args(["bench", "storage", "--plugin"])
         .arg(&fs)

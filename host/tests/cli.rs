@@ -8,11 +8,15 @@ fn setup() -> tempfile::TempDir {
     let plugins = dir.path().join("plugins");
     std::fs::create_dir(&plugins).unwrap();
     copy_lib(
-        "cairn-storage-memory",
+        "cairn-storage-memory-cdylib",
         &plugins,
         "libcairn_storage_memory.so",
     );
-    copy_lib("cairn-storage-fs", &plugins, "libcairn_storage_fs.so");
+    copy_lib(
+        "cairn-storage-fs-cdylib",
+        &plugins,
+        "libcairn_storage_fs.so",
+    );
     std::fs::write(plugins.join("libjunk.so"), "not a library").unwrap();
     std::fs::write(
         dir.path().join("cairn.toml"),

@@ -230,8 +230,8 @@ fn the_examples_pass_check() {
 fn the_examples_storage_options_open_their_plugins() {
     let scratch = tempfile::tempdir().unwrap();
     for (name, package) in [
-        ("quickstart.toml", "cairn-storage-fs"),
-        ("memory.toml", "cairn-storage-memory"),
+        ("quickstart.toml", "cairn-storage-fs-cdylib"),
+        ("memory.toml", "cairn-storage-memory-cdylib"),
     ] {
         let mut c = Config::load(&example(name)).unwrap();
         let plugin = util::load(package);

@@ -80,7 +80,7 @@ fn a_panic_in_any_call_leaves_the_host_working() {
     );
 
     // Another plugin in the same process is unaffected.
-    let memory = load("cairn-storage-memory").open("").unwrap();
+    let memory = load("cairn-storage-memory-cdylib").open("").unwrap();
     let loc = memory.job("job-1").unwrap().begin_checkpoint(1).unwrap();
     let mut s = loc.create_stream(Scope::Exclusive).unwrap();
     s.write(b"still fine").unwrap();
@@ -153,8 +153,8 @@ fn plugin_log_events_reach_the_host_subscriber() {
 #[test]
 fn two_plugins_in_one_process_are_really_two() {
     let dir = tempfile::tempdir().unwrap();
-    let memory = load("cairn-storage-memory");
-    let fs = load("cairn-storage-fs");
+    let memory = load("cairn-storage-memory-cdylib");
+    let fs = load("cairn-storage-fs-cdylib");
     assert_eq!(memory.manifest().name, "memory");
     assert_eq!(fs.manifest().name, "filesystem");
     assert_ne!(memory.path(), fs.path());
@@ -185,6 +185,12 @@ fn two_plugins_in_one_process_are_really_two() {
         .join("_metadata")
         .is_file());
     // Loading the same file again gives the same plugin, not a stale cached one.
-    assert_eq!(load("cairn-storage-memory").manifest().name, "memory");
-    assert_eq!(load("cairn-storage-fs").manifest().name, "filesystem");
+    assert_eq!(
+        load("cairn-storage-memory-cdylib").manifest().name,
+        "memory"
+    );
+    assert_eq!(
+        load("cairn-storage-fs-cdylib").manifest().name,
+        "filesystem"
+    );
 }

@@ -7,7 +7,7 @@ use std::{path::PathBuf, sync::OnceLock};
 use crate::util::{cairn, json_of as json, set_mode};
 
 /// The example's manifest name.
-const NAME: &str = "example-dir";
+const NAME: &str = "example-sqlite";
 
 /// The example's shared library, built once per process with a nested `cargo build` of its own
 /// manifest into `target/example-plugin`.
@@ -33,7 +33,7 @@ fn example_lib() -> PathBuf {
 fn the_example_plugin_passes_verify() {
     let so = example_lib();
     let dir = tempfile::tempdir().unwrap();
-    // No --options: the manifest's test options (`root = "{scratch}/example-dir"`) are used.
+    // No --options: the manifest's test options (`dir = "{scratch}/db"`, a savepoint-dir) are used.
     let out = cairn(
         &["plugins", "verify", so.to_str().unwrap(), "--json"],
         dir.path(),
@@ -78,11 +78,10 @@ fn the_example_plugin_passes_verify() {
     ] {
         assert_eq!(status(name).0, "pass", "{name}: {:?}", status(name).1);
     }
-    // The example writes no savepoints and says so in its capabilities: those cases are skipped,
-    // with the reason, never silently.
-    let (savepoint, why) = status("savepoint_to_custom_target");
-    assert_eq!(savepoint, "skip");
-    assert!(why.contains("savepoints"), "{why}");
+    // Savepoints included: the example gets them from the kit.
+    for name in ["savepoint_to_custom_target", "savepoint_to_default_target"] {
+        assert_eq!(status(name).0, "pass", "{name}: {:?}", status(name).1);
+    }
 }
 
 #[test]
@@ -97,8 +96,8 @@ fn dropped_into_plugins_it_is_found_by_name() {
     std::fs::write(
         dir.path().join("cairn.toml"),
         "[plugins]\nsearch-path = [\"plugins\"]\n\n\
-         [storage]\nplugin = \"example-dir\"\n\n\
-         [storage.options]\nroot = \"checkpoints\"\n",
+         [storage]\nplugin = \"example-sqlite\"\n\n\
+         [storage.options]\ndir = \"checkpoints\"\n",
     )
     .unwrap();
 
@@ -144,8 +143,8 @@ fn dropped_into_plugins_it_is_found_by_name() {
     std::fs::write(
         dir.path().join("cairn.toml"),
         "[plugins]\nsearch-path = [\"plugins\"]\n\n\
-         [storage]\nplugin = \"example-dir\"\n\n\
-         [storage.options]\nroot = \"checkpoints\"\n\n\
+         [storage]\nplugin = \"example-sqlite\"\n\n\
+         [storage.options]\ndir = \"checkpoints\"\n\n\
          [checkpointing]\ninterval = \"50ms\"\nexternalized-retention = \"retain-on-cancellation\"\n\n\
          [job]\nid = \"guide\"\nkeys = 100\nrate = 20000\n",
     )
@@ -156,5 +155,9 @@ fn dropped_into_plugins_it_is_found_by_name() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(dir.path().join("checkpoints").join("guide").is_dir());
+    assert!(dir
+        .path()
+        .join("checkpoints")
+        .join("cairn.sqlite")
+        .is_file());
 }

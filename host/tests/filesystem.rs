@@ -9,7 +9,7 @@ use crate::util::{fs_options, load};
 const THRESHOLD: usize = 20 * 1024;
 
 fn open(dir: &std::path::Path) -> Box<dyn CheckpointStorage> {
-    load("cairn-storage-fs")
+    load("cairn-storage-fs-cdylib")
         .open(&fs_options(dir))
         .expect("open filesystem storage")
 }

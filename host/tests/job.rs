@@ -20,7 +20,11 @@ fn setup(extra: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let plugins = dir.path().join("plugins");
     std::fs::create_dir(&plugins).unwrap();
-    copy_lib("cairn-storage-fs", &plugins, "libcairn_storage_fs.so");
+    copy_lib(
+        "cairn-storage-fs-cdylib",
+        &plugins,
+        "libcairn_storage_fs.so",
+    );
     let config = format!(
         "[plugins]\nsearch-path = [\"plugins\"]\n\n\
          [checkpointing]\ninterval = \"100ms\"\nnum-retained = 3\nexternalized-retention = \"retain-on-cancellation\"\n\n\
@@ -159,17 +163,26 @@ fn checkpoints_are_consistent_and_restore_is_exact() {
         .as_str()
         .unwrap()
         .to_string();
-    let other = setup("");
+    // Another job on the same storage (a checkpoint pointer outside a storage's base directory
+    // is refused before anything is read, so the other job shares this one's).
     std::fs::write(
-        other.path().join("cairn.toml"),
+        dir.path().join("other.toml"),
         std::fs::read_to_string(dir.path().join("cairn.toml"))
             .unwrap()
             .replace("id = \"it\"", "id = \"other\""),
     )
     .unwrap();
     let out = cairn(
-        &["run", "--from", &pointer, "--records", "10"],
-        other.path(),
+        &[
+            "run",
+            "--config",
+            "other.toml",
+            "--from",
+            &pointer,
+            "--records",
+            "10",
+        ],
+        dir.path(),
     );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -448,6 +461,8 @@ fn gc_removes_orphans_and_uncommitted_checkpoints_only() {
         b"orphan",
     )
     .unwrap();
+    // Directories exist while something is in them; the job may have written no SHARED state.
+    std::fs::create_dir_all(job.join("shared")).unwrap();
     std::fs::write(
         job.join("shared").join("fedcba9876543210fedcba9876543210"),
         b"orphan",

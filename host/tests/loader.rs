@@ -122,7 +122,7 @@ fn a_layout_mismatch_is_one_line() {
 fn a_world_writable_file_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = copy_lib(
-        "cairn-storage-memory",
+        "cairn-storage-memory-cdylib",
         dir.path(),
         "libcairn_storage_memory.so",
     );
@@ -139,7 +139,7 @@ fn a_world_writable_file_is_refused() {
 
 #[test]
 fn a_pin_that_does_not_match_is_refused_before_loading() {
-    let path = lib("cairn-storage-memory");
+    let path = lib("cairn-storage-memory-cdylib");
     let wrong = "0".repeat(64);
     let e = loader::load_path(&path, Some(&wrong)).unwrap_err();
     assert!(
@@ -157,7 +157,7 @@ fn a_pin_that_does_not_match_is_refused_before_loading() {
 fn a_pin_by_name_only_opens_matching_files() {
     let dir = tempfile::tempdir().unwrap();
     copy_lib(
-        "cairn-storage-memory",
+        "cairn-storage-memory-cdylib",
         dir.path(),
         "libcairn_storage_memory.so",
     );
@@ -182,11 +182,11 @@ fn a_duplicate_name_in_the_search_path_is_refused() {
     let a = tempfile::tempdir().unwrap();
     let b = tempfile::tempdir().unwrap();
     let first = copy_lib(
-        "cairn-storage-memory",
+        "cairn-storage-memory-cdylib",
         a.path(),
         "libcairn_storage_memory.so",
     );
-    let second = copy_lib("cairn-storage-memory", b.path(), "libmemory_copy.so");
+    let second = copy_lib("cairn-storage-memory-cdylib", b.path(), "libmemory_copy.so");
     let search = SearchPath::new(vec![a.path().to_path_buf(), b.path().to_path_buf()]);
     let e = loader::load_by_name(&search, "memory", None).unwrap_err();
     match &e {
@@ -211,7 +211,7 @@ fn a_duplicate_name_in_the_search_path_is_refused() {
 fn an_unknown_name_lists_what_is_available() {
     let dir = tempfile::tempdir().unwrap();
     copy_lib(
-        "cairn-storage-memory",
+        "cairn-storage-memory-cdylib",
         dir.path(),
         "libcairn_storage_memory.so",
     );

@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use crate::util::{assert_skipped, cairn, cairn_ok, json_of, lib, load};
 
-const PACKAGE: &str = "cairn-storage-object";
+const PACKAGE: &str = "cairn-storage-object-cdylib";
 const KEYS: u64 = 500;
 const PARALLELISM: u32 = 2;
 
@@ -468,8 +468,8 @@ fn bench_storage_compares_the_plugin_with_object_store_used_directly() {
         .endpoint()
         .plugin_options(&unique_prefix("bench"), "");
     let runner = cairn_harness::artifacts::binary(
-        cairn_harness::bench::LINKED_RUNNER_PACKAGE,
-        cairn_harness::bench::LINKED_RUNNER_BIN,
+        cairn_conformance::bench::LINKED_RUNNER_PACKAGE,
+        cairn_conformance::bench::LINKED_RUNNER_BIN,
     )
     .unwrap_or_else(|e| panic!("cannot build the linked runner: {e}"));
     let dir = tempfile::tempdir().unwrap();
@@ -478,7 +478,11 @@ fn bench_storage_compares_the_plugin_with_object_store_used_directly() {
     // `cargo test` puts no plugin next to the `cairn` binary; a developer's build may).
     let plugins = dir.path().join("plugins");
     std::fs::create_dir(&plugins).unwrap();
-    crate::util::copy_lib("cairn-storage-fs", &plugins, "libcairn_storage_fs.so");
+    crate::util::copy_lib(
+        "cairn-storage-fs-cdylib",
+        &plugins,
+        "libcairn_storage_fs.so",
+    );
     std::fs::write(
         dir.path().join("cairn.toml"),
         "[plugins]\nsearch-path = [\"plugins\"]\n",

@@ -35,3 +35,10 @@ mod job;
 // The object-store plugin against a real S3 server on 127.0.0.1 (SeaweedFS): conformance on
 // s3://, file:// and memory://, the commit race, `cairn run` into a bucket, a killed server.
 mod object_store;
+
+// Issue 9.1 and 9.8 through the CLI: symbolic links and crafted paths never lead gc, delete,
+// list, verify, show or `run --from` outside the base directory; gc finds uncommitted savepoints.
+mod paths;
+
+// A plugin built against plugin API 1.0 loads, works, and answers Unsupported for 1.1 calls.
+mod compat;

@@ -49,7 +49,7 @@ fn failed_cases(doc: &Value) -> Vec<String> {
 #[test]
 fn the_filesystem_plugin_passes_every_applicable_case() {
     let dir = tempfile::tempdir().unwrap();
-    let so = lib("cairn-storage-fs");
+    let so = lib("cairn-storage-fs-cdylib");
     let (code, doc, stderr) = verify(&[so.to_str().unwrap()], dir.path());
     assert_eq!(code, 0, "{:?}\n{stderr}", failed_cases(&doc));
     assert_eq!(doc["ok"], true);
@@ -91,7 +91,7 @@ fn the_suite_passes_at_the_edges_of_the_inline_threshold() {
     // 0 is a legal threshold (everything non-empty is stored), and so is the maximum: no case
     // may assume a threshold in between.
     let dir = tempfile::tempdir().unwrap();
-    let so = lib("cairn-storage-fs");
+    let so = lib("cairn-storage-fs-cdylib");
     for threshold in ["0", "1", "\"1MiB\""] {
         std::fs::write(
             dir.path().join("opts.toml"),
@@ -119,7 +119,7 @@ fn the_suite_passes_at_the_edges_of_the_inline_threshold() {
 #[test]
 fn the_memory_plugin_passes_every_applicable_case() {
     let dir = tempfile::tempdir().unwrap();
-    let so = lib("cairn-storage-memory");
+    let so = lib("cairn-storage-memory-cdylib");
     let (code, doc, stderr) = verify(&[so.to_str().unwrap()], dir.path());
     assert_eq!(code, 0, "{:?}\n{stderr}", failed_cases(&doc));
     // Inline-only and not persistent: the skips say why.
@@ -205,7 +205,7 @@ fn a_plugin_returning_corrupt_bytes_is_caught_by_the_host() {
     assert_eq!(s, "fail");
     // The fixture does not check its own checksum; the host's check names the handle.
     assert!(
-        why.contains("corrupt: handle 'kit:") && why.contains("checksum mismatch"),
+        why.contains("corrupt: handle 'verify-") && why.contains("checksum mismatch"),
         "{why}"
     );
 }
@@ -253,7 +253,7 @@ fn a_bad_options_file_names_its_line() {
         "dir = \"x\"\ninline-threshold = \n",
     )
     .unwrap();
-    let so = lib("cairn-storage-fs");
+    let so = lib("cairn-storage-fs-cdylib");
     let (code, _, stderr) = verify(
         &[so.to_str().unwrap(), "--options", "opts.toml"],
         dir.path(),

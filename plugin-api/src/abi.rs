@@ -2,9 +2,10 @@
 //! abi_stable can check at load time that host and plugin agree on every layout.
 //!
 //! Evolution rules (see also `version.rs`):
-//! - The root module and every `#[sabi_trait]` vtable are prefix types. New functions may be
-//!   appended after the field marked `last_prefix_field` in a minor version, with a
-//!   `/// Since API 1.x` note; the host must treat them as optional.
+//! - The root module and every `#[sabi_trait]` vtable are prefix types, but nothing is appended
+//!   to them: abi_stable refuses a library whose prefix types are shorter than the loader's. A
+//!   minor version's functions go into a module of their own ([`Api11`]), exported beside the
+//!   root module; see `version.rs`.
 //! - Nothing here may be renamed, reordered, removed or retyped without a new major version.
 //! - Error kinds, handle kinds, scopes and capability bits travel as plain integers, so that
 //!   adding a value is not a layout change.
@@ -154,6 +155,33 @@ pub trait RInput: Send {
     fn read(&mut self, buf: RSliceMut<'_, u8>) -> RResult<usize, RError>;
 }
 pub type RInputBox = RInput_TO<'static, RBox<()>>;
+
+/// Since API 1.1: the functions API 1.1 adds, exported by a plugin as a module of its own under
+/// the symbol [`API_1_1_SYMBOL`], next to the root module.
+///
+/// Why not appended to the root module or a vtable: abi_stable's layout check accepts a library
+/// whose prefix types have *more* fields than the loader's, never fewer, so a host whose job
+/// vtable had grown would refuse every plugin built before. Each minor version therefore adds
+/// one module of its own, whose type never changes after its release; a plugin built before it
+/// has no such symbol, and the host answers `Unsupported` for its functions. A function that
+/// acts on a job receives the job's own vtable object, which the plugin made downcastable.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct Api11 {
+    pub list_uncommitted_savepoints:
+        extern "C" fn(job: &RJobBox, target: ROption<RStr<'_>>) -> RResult<RVec<RString>, RError>,
+}
+
+/// What a plugin exports under [`API_1_1_SYMBOL`]: the module and its layout, which the host
+/// checks against its own before it calls anything in it.
+#[repr(C)]
+pub struct Api11Export {
+    pub layout: &'static abi_stable::type_layout::TypeLayout,
+    pub api: Api11,
+}
+
+/// The symbol of [`Api11Export`].
+pub const API_1_1_SYMBOL: &[u8] = b"cairn_plugin_api_1_1\0";
 
 /// The root module every plugin exports.
 #[repr(C)]

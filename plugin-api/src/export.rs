@@ -14,16 +14,16 @@ use std::{
 use abi_stable::{
     library::{CheckTypeLayout, LibHeader, RootModuleResult},
     prefix_type::PrefixTypeTrait,
-    sabi_trait::TD_Opaque,
+    sabi_trait::{TD_CanDowncast, TD_Opaque},
     std_types::{RErr, ROk, ROption, RResult, RSlice, RSliceMut, RStr, RVec},
 };
 
 use crate::{
     abi::{
-        scope_from_raw, PluginModule, PluginModuleRef, RCompleted, RError, RHandle, RHostLog,
-        RInput, RInputBox, RInput_TO, RJob, RJobBox, RJob_TO, RLocation, RLocationBox,
-        RLocation_TO, RManifest, ROutput, ROutputBox, ROutput_TO, RResolved, RStorage, RStorageBox,
-        RStorageInfo, RStorage_TO, RStoredObject,
+        scope_from_raw, Api11, Api11Export, PluginModule, PluginModuleRef, RCompleted, RError,
+        RHandle, RHostLog, RInput, RInputBox, RInput_TO, RJob, RJobBox, RJob_TO, RLocation,
+        RLocationBox, RLocation_TO, RManifest, ROutput, ROutputBox, ROutput_TO, RResolved,
+        RStorage, RStorageBox, RStorageInfo, RStorage_TO, RStoredObject,
     },
     error::StorageError,
     handle::StateHandle,
@@ -75,7 +75,29 @@ macro_rules! export_storage_plugin {
         #[unsafe(export_name = $crate::__cairn_root_module_symbol!())]
         pub static __CAIRN_ROOT_MODULE: $crate::__private::ExportedModule =
             $crate::__private::export_module::<$plugin>();
+
+        $crate::__cairn_export_api_1_1!();
     };
+}
+
+/// The API 1.1 module's export (see `abi::Api11`); empty in a build of the API 1.0 ABI.
+#[doc(hidden)]
+#[cfg(not(feature = "__api_1_0"))]
+#[macro_export]
+macro_rules! __cairn_export_api_1_1 {
+    () => {
+        #[doc(hidden)]
+        #[unsafe(export_name = "cairn_plugin_api_1_1")]
+        pub static __CAIRN_API_1_1: $crate::__private::Api11Export = $crate::__private::API_1_1;
+    };
+}
+
+/// The API 1.1 module's export: none, in a build of the API 1.0 ABI.
+#[doc(hidden)]
+#[cfg(feature = "__api_1_0")]
+#[macro_export]
+macro_rules! __cairn_export_api_1_1 {
+    () => {};
 }
 
 /// The root module header of a plugin library, as a static.
@@ -178,7 +200,41 @@ impl<T> Drop for Guarded<T> {
 }
 
 fn job_box(job: Box<dyn JobStorage>) -> RJobBox {
-    RJob_TO::from_value(Guarded::new(job), TD_Opaque)
+    // Downcastable, so that the functions of later API versions (exported beside the root
+    // module, see `abi::Api11`) can reach the job behind the vtable object the host hands back.
+    RJob_TO::from_value(Guarded::new(job), TD_CanDowncast)
+}
+
+/// The API 1.1 module every plugin built against API 1.1 or later exports.
+pub const API_1_1: Api11Export = Api11Export {
+    layout: <Api11 as abi_stable::StableAbi>::LAYOUT,
+    api: Api11 {
+        list_uncommitted_savepoints,
+    },
+};
+
+/// The job behind a vtable object the host handed back, if this plugin made it.
+fn job_of(job: &RJobBox) -> Result<&dyn JobStorage, StorageError> {
+    job.obj
+        .downcast_as::<Guarded<Box<dyn JobStorage>>>()
+        .map(|g| g.get().as_ref())
+        .map_err(|_| {
+            StorageError::Other("the host passed a job object this plugin did not make".to_string())
+        })
+}
+
+extern "C" fn list_uncommitted_savepoints(
+    job: &RJobBox,
+    target: ROption<RStr<'_>>,
+) -> RResult<RVec<abi_stable::std_types::RString>, RError> {
+    guard("list_uncommitted_savepoints", || {
+        let target = target.into_option();
+        Ok(job_of(job)?
+            .list_uncommitted_savepoints(target.as_ref().map(|t| t.as_str()))?
+            .into_iter()
+            .map(abi_stable::std_types::RString::from)
+            .collect())
+    })
 }
 
 fn location_box(loc: Box<dyn CheckpointLocation>) -> RLocationBox {

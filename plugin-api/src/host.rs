@@ -14,14 +14,16 @@
 use std::path::Path;
 
 use abi_stable::{
-    library::{lib_header_from_path, LibraryError},
+    abi_stability::abi_checking::check_layout_compatibility,
+    library::{lib_header_from_path, LibraryError, RawLibrary},
     std_types::{ROption, RResult, RSlice, RSliceMut, RStr},
+    StableAbi,
 };
 
 use crate::{
     abi::{
-        scope_to_raw, PluginModuleRef, RHandle, RInputBox, RJobBox, RLocationBox, ROutputBox,
-        RStorageBox,
+        scope_to_raw, Api11, Api11Export, PluginModuleRef, RHandle, RInputBox, RJobBox,
+        RLocationBox, ROutputBox, RStorageBox, API_1_1_SYMBOL,
     },
     error::{StorageError, StorageResult},
     handle::{Scope, StateHandle},
@@ -66,6 +68,8 @@ pub enum TypedLoadError {
 pub struct LoadedPlugin {
     module: PluginModuleRef,
     manifest: Manifest,
+    /// The API 1.1 module, if the plugin has one (built against 1.1 or later).
+    api_1_1: Option<&'static Api11>,
 }
 
 impl std::fmt::Debug for LoadedPlugin {
@@ -109,7 +113,41 @@ pub fn load_library(path: &Path) -> Result<LoadedPlugin, TypedLoadError> {
         }
     };
     manifest.validate().map_err(TypedLoadError::Manifest)?;
-    Ok(LoadedPlugin { module, manifest })
+    let api_1_1 = api_1_1(path)?;
+    Ok(LoadedPlugin {
+        module,
+        manifest,
+        api_1_1,
+    })
+}
+
+/// The plugin's API 1.1 module (see `abi::Api11`), after checking its layout; `None` for a
+/// plugin built against API 1.0, which has no such symbol.
+fn api_1_1(path: &Path) -> Result<Option<&'static Api11>, TypedLoadError> {
+    // The library is loaded already (by `lib_header_from_path`); this takes another reference
+    // to it, which is leaked like the first: libraries are never unloaded.
+    let raw =
+        RawLibrary::load_at(path).map_err(|e| TypedLoadError::Open(one_line(&e.to_string())))?;
+    let raw: &'static RawLibrary = Box::leak(Box::new(raw));
+    // SAFETY: a cairn plugin exports `API_1_1_SYMBOL` only as an `Api11Export` static (the
+    // export macro writes it); its `layout` field, the first, is read before anything else and
+    // checked against this crate's `Api11` below before the module is used.
+    let export: *const Api11Export = match unsafe { raw.get::<*const Api11Export>(API_1_1_SYMBOL) }
+    {
+        Ok(symbol) => *symbol,
+        Err(_) => return Ok(None),
+    };
+    // SAFETY: the symbol is the address of the plugin's `Api11Export` static (see above), which
+    // lives as long as the library, and the library is never unloaded.
+    let export: &'static Api11Export = unsafe { &*export };
+    check_layout_compatibility(<Api11 as StableAbi>::LAYOUT, export.layout).map_err(|e| {
+        let detail = e.to_string();
+        TypedLoadError::LayoutMismatch {
+            summary: summarize_layout_report(&detail),
+            detail,
+        }
+    })?;
+    Ok(Some(&export.api))
 }
 
 /// abi_stable's messages span lines; the loader's errors are one line.
@@ -191,7 +229,11 @@ impl LoadedPlugin {
         // Read the info once: it is fixed for the instance, and a failure here (even a panic)
         // is an open failure rather than a surprise later.
         let info = into_result(inner.info())?.into();
-        Ok(Box::new(LoadedStorage { inner, info }))
+        Ok(Box::new(LoadedStorage {
+            inner,
+            info,
+            api_1_1: self.api_1_1,
+        }))
     }
 }
 
@@ -202,6 +244,7 @@ fn into_result<T>(r: RResult<T, crate::abi::RError>) -> StorageResult<T> {
 struct LoadedStorage {
     inner: RStorageBox,
     info: StorageInfo,
+    api_1_1: Option<&'static Api11>,
 }
 
 impl CheckpointStorage for LoadedStorage {
@@ -211,7 +254,10 @@ impl CheckpointStorage for LoadedStorage {
 
     fn job(&self, job_id: &str) -> StorageResult<Box<dyn JobStorage>> {
         let inner = into_result(self.inner.job(RStr::from_str(job_id)))?;
-        Ok(Box::new(LoadedJob { inner }))
+        Ok(Box::new(LoadedJob {
+            inner,
+            api_1_1: self.api_1_1,
+        }))
     }
 
     fn resolve(&self, pointer: &str) -> StorageResult<ResolvedCheckpoint> {
@@ -238,6 +284,7 @@ impl CheckpointStorage for LoadedStorage {
 
 struct LoadedJob {
     inner: RJobBox,
+    api_1_1: Option<&'static Api11>,
 }
 
 impl JobStorage for LoadedJob {
@@ -277,6 +324,24 @@ impl JobStorage for LoadedJob {
 
     fn list_uncommitted(&self) -> StorageResult<Vec<u64>> {
         Ok(into_result(self.inner.list_uncommitted())?.into_vec())
+    }
+
+    // A plugin built against API 1.0 has no API 1.1 module: the same `Unsupported` as the safe
+    // trait's default, so the host has one path for "not supported".
+    fn list_uncommitted_savepoints(&self, target: Option<&str>) -> StorageResult<Vec<String>> {
+        let Some(api) = self.api_1_1 else {
+            return Err(crate::version::unsupported_since(
+                crate::version::API_1_1,
+                "list_uncommitted_savepoints",
+            ));
+        };
+        let target: ROption<RStr<'_>> = target.map(RStr::from_str).into();
+        Ok(
+            into_result((api.list_uncommitted_savepoints)(&self.inner, target))?
+                .into_iter()
+                .map(|p| p.into_string())
+                .collect(),
+        )
     }
 }
 

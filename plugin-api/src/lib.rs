@@ -42,6 +42,7 @@ mod error;
 mod export;
 mod handle;
 pub mod host;
+mod job_id;
 mod logging;
 mod manifest;
 mod options;
@@ -50,6 +51,7 @@ mod version;
 
 pub use error::{ErrorKind, StorageError, StorageResult};
 pub use handle::{Scope, StateHandle};
+pub use job_id::{JobId, JobIdError};
 pub use manifest::{Capabilities, Manifest};
 pub use options::parse_options;
 pub use storage::{
@@ -57,11 +59,12 @@ pub use storage::{
     InputStream, JobStorage, OutputStream, ResolvedCheckpoint, StorageInfo, StoragePlugin,
     StoredObject,
 };
-pub use version::{ApiVersion, API_1_0, API_VERSION};
+pub use version::{unsupported_since, ApiVersion, API_1_0, API_1_1, API_VERSION};
 
 /// Items used by the code that [`export_storage_plugin!`] generates. Not part of the API: they
 /// may change in any release, and nothing outside this crate's macro may name them.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::export::{export_module, probe_word, ExportedModule};
+    pub use crate::abi::Api11Export;
+    pub use crate::export::{export_module, probe_word, ExportedModule, API_1_1};
 }

@@ -3,8 +3,10 @@
 //!
 //! The shapes follow Flink: a [`CheckpointStorage`] gives per-job access ([`JobStorage`]), which
 //! gives checkpoint and savepoint locations ([`CheckpointLocation`]), which give output streams
-//! ([`OutputStream`]). Every method is required: there are no default methods for a wrapper to
-//! fall back to silently.
+//! ([`OutputStream`]). Every method of API 1.0 is required: there are no default methods for a
+//! wrapper to fall back to silently. Methods appended in a later minor version have a provided
+//! default that returns `Unsupported` (see `version.rs` for the rule), which is also what the
+//! host gets from an older plugin that lacks them.
 
 use crate::{
     error::{StorageError, StorageResult},
@@ -125,6 +127,23 @@ pub trait JobStorage: Send + Sync {
     /// must accept such an id. Backends whose uncommitted locations do not outlive the process
     /// return an empty list.
     fn list_uncommitted(&self) -> StorageResult<Vec<u64>>;
+
+    /// Since API 1.1. Pointers of this job's savepoint locations under `target` (or under the
+    /// backend's default savepoint location) that exist but were never committed: left by a
+    /// savepoint interrupted by a crash. Garbage collection removes each with
+    /// [`CheckpointStorage::dispose`], which must accept such a pointer. Savepoints of other
+    /// jobs, and any location whose owner cannot be told for sure, are never listed. With
+    /// neither a target nor a default, an empty list.
+    ///
+    /// The default returns `Unsupported`, as the host's wrapper does for a plugin built against
+    /// API 1.0.
+    fn list_uncommitted_savepoints(&self, target: Option<&str>) -> StorageResult<Vec<String>> {
+        let _ = target;
+        Err(crate::version::unsupported_since(
+            crate::version::API_1_1,
+            "list_uncommitted_savepoints",
+        ))
+    }
 }
 
 /// A stored state object, as [`JobStorage::list_objects`] reports it.

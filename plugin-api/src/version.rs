@@ -15,13 +15,39 @@
 //!
 //! # Rules for changing the API
 //!
-//! - Appending a function at the end of the root module or of a vtable is a minor change: add a
-//!   constant below, bump the crate's minor version, and write `/// Since API 1.x` next to the new
-//!   item.
+//! - Adding functions is a minor change: add a constant below, bump the crate's minor version,
+//!   and write `/// Since API 1.x` next to every new item.
+//! - The functions of a minor version go into a **module of their own**, exported under a
+//!   symbol of their own (`cairn_plugin_api_1_1` for [`API_1_1`], see `abi::Api11`), never
+//!   appended to the root module or to a vtable. abi_stable's layout check accepts a library
+//!   whose prefix types have *more* fields than the loader's, but never fewer, so a host whose
+//!   job vtable had grown would refuse every plugin built before it (the compatibility test
+//!   showed exactly that: "too many fields (expected 9, found 8)"). A module's type never
+//!   changes once released; the next minor version adds the next module.
 //! - Renaming, reordering, removing or changing the type of anything that crosses the boundary is
 //!   a major change. It needs a new major version, and every plugin must be rebuilt.
 //! - New error kinds may be added in a minor version: the ABI carries the kind as a number, and an
 //!   unknown number reaches the host as [`crate::ErrorKind::Other`].
+//!
+//! # How a function added later reaches a plugin, or does not
+//!
+//! The methods of API 1.0 are required: the safe traits give them no default, so a wrapper can
+//! never fall back to one silently. A method added later cannot be required, or every existing
+//! plugin's source would stop compiling; so:
+//!
+//! - in the safe trait (layer 2) it gets a *provided default* that returns
+//!   [`StorageError::Unsupported`](crate::StorageError::Unsupported), built with
+//!   [`unsupported_since`], and a `/// Since API 1.x` note;
+//! - the export macro exports the version's module; a function of it that acts on a job gets
+//!   the job's vtable object back from the host and downcasts it to the plugin's own job;
+//! - the host wrapper (layer 3) looks the module up when it loads the library and checks its
+//!   layout; without it (a plugin built against an older minor version) it returns the same
+//!   `Unsupported` as the default, so the host has one path for "not supported" and reports it.
+//!
+//! The fixture `tests/fixtures/api-old-minor` is built with the hidden `__api_1_0` feature of
+//! this crate, which leaves out every module added since API 1.0 and reports API 1.0; the
+//! host's tests load it, use it, and check that each later function answers `Unsupported`.
+//! Every later addition gets the same `cfg` and the same test.
 
 use std::fmt;
 
@@ -84,14 +110,34 @@ impl fmt::Display for ApiVersion {
 /// typed error kinds; a logging callback handed to the plugin at open.
 pub const API_1_0: ApiVersion = ApiVersion::new(1, 0);
 
+/// API 1.1: [`JobStorage::list_uncommitted_savepoints`](crate::JobStorage::list_uncommitted_savepoints),
+/// so that garbage collection finds savepoint locations a crash left uncommitted.
+pub const API_1_1: ApiVersion = ApiVersion::new(1, 1);
+
 /// The API version this crate implements. Always the last constant above.
+#[cfg(not(feature = "__api_1_0"))]
+pub const API_VERSION: ApiVersion = API_1_1;
+
+/// The API version this crate implements: built with `__api_1_0`, the 1.0 ABI (for the host's
+/// compatibility fixture only).
+#[cfg(feature = "__api_1_0")]
 pub const API_VERSION: ApiVersion = API_1_0;
+
+/// The error a method appended in API `since` returns where a plugin does not provide it: the
+/// safe trait's default, and the vtable's when an older plugin lacks the function.
+pub fn unsupported_since(since: ApiVersion, call: &str) -> crate::StorageError {
+    crate::StorageError::Unsupported(format!(
+        "{call} is not supported by this plugin: it was added in plugin API {since}, and the \
+         plugin does not implement it (or was built against an older cairn-plugin-api)"
+    ))
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
+    #[cfg(not(feature = "__api_1_0"))]
     fn crate_version_is_the_api_version() {
         let major: u32 = env!("CARGO_PKG_VERSION_MAJOR").parse().unwrap();
         let minor: u32 = env!("CARGO_PKG_VERSION_MINOR").parse().unwrap();

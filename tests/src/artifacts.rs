@@ -18,9 +18,9 @@ use std::{
 
 /// Every package whose shared library tests load. A new plugin or fixture goes here.
 pub const PLUGIN_PACKAGES: &[&str] = &[
-    "cairn-storage-memory",
-    "cairn-storage-fs",
-    "cairn-storage-object",
+    "cairn-storage-memory-cdylib",
+    "cairn-storage-fs-cdylib",
+    "cairn-storage-object-cdylib",
     "cairn-fixture-panicking",
     "cairn-fixture-hanging",
     "cairn-fixture-corrupting",

@@ -15,7 +15,7 @@
 //! The linked-in side cannot run in this process: the `cairn` binary links no backend (every
 //! backend is loaded at run time), and two plugin crates cannot share a binary. It runs in the
 //! companion executable `cairn-bench-linked` (`tests/bench-linked`), found next to this one; one
-//! companion process serves every round, over a line of JSON each way. Both sides run the same workloads (`cairn_harness::bench`) through a
+//! companion process serves every round, over a line of JSON each way. Both sides run the same workloads (`cairn_conformance::bench`) through a
 //! `&dyn CheckpointStorage`. Loaded and linked rounds alternate, and so do raw and plugin runs,
 //! so drift (writeback, page cache, CPU frequency) falls on both sides alike.
 //!
@@ -33,7 +33,7 @@ use std::{
 
 use anyhow::Context;
 use bytesize::ByteSize;
-use cairn_harness::bench::{self, LinkedOutput, RoundReport, RoundRequest, Sample};
+use cairn_conformance::bench::{self, LinkedOutput, RoundReport, RoundRequest, Sample};
 use cairn_host::loader::{self, Plugin};
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};

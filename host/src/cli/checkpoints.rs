@@ -58,8 +58,10 @@ pub enum CheckpointsCommand {
         json: bool,
     },
     /// Remove what no completed checkpoint needs: stored objects no completed checkpoint
-    /// references, and checkpoint locations that were never committed. Never touches a completed
-    /// checkpoint. Run it while the job is not running: an in-flight checkpoint looks abandoned.
+    /// references, checkpoint locations that were never committed, and this job's savepoint
+    /// locations that were never committed (under [savepoints] dir and the plugin's default
+    /// savepoint location). Never touches a completed checkpoint or savepoint. Run it while the
+    /// job is not running: an in-flight checkpoint or savepoint looks abandoned.
     Gc {
         #[command(flatten)]
         config: ConfigArg,
@@ -391,6 +393,7 @@ fn gc(config: &Config, dry_run: bool, as_json: bool) -> anyhow::Result<ExitCode>
     // checkpoint that commits in between is seen as completed and its state is kept.
     let objects = job.list_objects()?;
     let uncommitted = job.list_uncommitted()?;
+    let (savepoints, notes) = uncommitted_savepoints(config, job.as_ref())?;
     let all = job.list_completed()?;
     let completed_ids: BTreeSet<u64> = all.iter().map(|c| c.checkpoint_id).collect();
     let uncommitted: Vec<u64> = uncommitted
@@ -442,6 +445,11 @@ fn gc(config: &Config, dry_run: bool, as_json: bool) -> anyhow::Result<ExitCode>
                 errors.push(format!("uncommitted checkpoint {id}: {e}"));
             }
         }
+        for pointer in &savepoints {
+            if let Err(e) = storage.dispose(pointer) {
+                errors.push(format!("uncommitted savepoint {pointer}: {e}"));
+            }
+        }
     }
     let mut out = std::io::stdout().lock();
     if as_json {
@@ -450,7 +458,9 @@ fn gc(config: &Config, dry_run: bool, as_json: bool) -> anyhow::Result<ExitCode>
             "kept_checkpoints": all.iter().map(|c| c.checkpoint_id).collect::<Vec<_>>(),
             "orphaned_objects": orphans,
             "uncommitted_checkpoints": uncommitted,
+            "uncommitted_savepoints": savepoints,
             "removed_bytes": removed_bytes,
+            "notes": notes,
             "errors": errors,
         });
         writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
@@ -467,14 +477,22 @@ fn gc(config: &Config, dry_run: bool, as_json: bool) -> anyhow::Result<ExitCode>
         for id in &uncommitted {
             writeln!(out, "{verb} uncommitted checkpoint {id}")?;
         }
+        for pointer in &savepoints {
+            writeln!(out, "{verb} uncommitted savepoint {pointer}")?;
+        }
+        for n in &notes {
+            writeln!(out, "note: {n}")?;
+        }
         for e in &errors {
             writeln!(out, "error: {e}")?;
         }
         writeln!(
             out,
-            "gc {verb} {} orphaned objects and {} uncommitted checkpoints; {} completed checkpoints kept",
+            "gc {verb} {} orphaned objects, {} uncommitted checkpoints and {} uncommitted \
+             savepoints; {} completed checkpoints kept",
             orphans.len(),
             uncommitted.len(),
+            savepoints.len(),
             all.len()
         )?;
     }
@@ -483,4 +501,36 @@ fn gc(config: &Config, dry_run: bool, as_json: bool) -> anyhow::Result<ExitCode>
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The job's uncommitted savepoint locations under `[savepoints] dir` and under the plugin's
+/// default savepoint location, and notes on what could not be looked at (a plugin built against
+/// plugin API 1.0 cannot list them; that is reported, not an error).
+fn uncommitted_savepoints(
+    config: &Config,
+    job: &dyn cairn_plugin_api::JobStorage,
+) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+    let configured = config
+        .savepoints
+        .dir
+        .as_ref()
+        .map(|d| d.to_string_lossy().into_owned());
+    let mut found = BTreeSet::new();
+    let mut notes = Vec::new();
+    for target in [configured.as_deref(), None] {
+        match job.list_uncommitted_savepoints(target) {
+            Ok(pointers) => found.extend(pointers),
+            Err(e) if e.kind() == cairn_plugin_api::ErrorKind::Unsupported => {
+                notes.push(format!("uncommitted savepoints were not looked for: {}", e.message()));
+                break;
+            }
+            Err(e) => {
+                return Err(e).with_context(|| match target {
+                    Some(t) => format!("gc stopped before removing anything: listing savepoints under {t}"),
+                    None => "gc stopped before removing anything: listing savepoints under the plugin's default location".to_string(),
+                })
+            }
+        }
+    }
+    Ok((found.into_iter().collect(), notes))
 }

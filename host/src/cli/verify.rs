@@ -10,7 +10,7 @@ use std::{
 };
 
 use anyhow::Context;
-use cairn_harness::suite::{self, CaseReport, Outcome, RunOptions, Subject};
+use cairn_conformance::suite::{self, CaseReport, Outcome, RunOptions, Subject};
 use cairn_host::loader::Plugin;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;

@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{doc::format_size, doc::Doc, doc::Field, ConfigError};
 
-/// The longest job id.
-pub const MAX_JOB_ID_LEN: usize = 64;
+/// The longest job id (the one job-id rule is `cairn_plugin_api::JobId`'s).
+pub const MAX_JOB_ID_LEN: usize = cairn_plugin_api::JobId::MAX_LEN;
 
 /// The most parallel tasks a job may have.
 pub const MAX_PARALLELISM: u32 = 64;
@@ -106,12 +106,10 @@ pub(super) struct RawJob {
     fail_after_records: Option<Field>,
 }
 
-/// Whether `id` may name a job: 1 to 64 characters from `A-Z a-z 0-9 _ -`.
+/// Whether `id` may name a job: `cairn_plugin_api::JobId`'s rule, which every bundled backend
+/// applies too (1 to 64 characters from `A-Z a-z 0-9 _ -`).
 pub fn is_valid_job_id(id: &str) -> bool {
-    (1..=MAX_JOB_ID_LEN).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    cairn_plugin_api::JobId::parse(id).is_ok()
 }
 
 impl RawJob {
@@ -125,8 +123,8 @@ impl RawJob {
                     Ok(id.to_string())
                 } else {
                     Err(v.fail(format!(
-                        "is not a valid job id; use 1 to {MAX_JOB_ID_LEN} characters from A-Z, \
-                         a-z, 0-9, '_' and '-'"
+                        "is not a valid job id; {}",
+                        cairn_plugin_api::JobId::RULE
                     )))
                 }
             })?

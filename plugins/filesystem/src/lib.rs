@@ -1,81 +1,86 @@
-//! cairn's filesystem checkpoint storage: Flink's `FileSystemCheckpointStorage` as a plugin.
-//!
-//! Checkpoints go to a directory on a local or mounted filesystem:
+//! cairn's filesystem checkpoint storage: Flink's `FileSystemCheckpointStorage`, as the plugin
+//! kit over a directory ([`FsStore`]).
 //!
 //! ```text
 //! <dir>/<job-id>/chk-<n>/_metadata     the commit point of checkpoint n
 //! <dir>/<job-id>/chk-<n>/<file>        its EXCLUSIVE state
 //! <dir>/<job-id>/shared/<file>         SHARED (incremental) state
 //! <dir>/<job-id>/taskowned/<file>      task-owned state
-//! <target>/savepoint-<job6>-<hex12>/   a self-contained savepoint
+//! <target>/savepoint-<job-id>-<hex12>/ a self-contained savepoint
 //! ```
 //!
 //! Options (`[storage.options]`): `dir` (required; relative paths are taken from the current
-//! directory and it is created if missing), `savepoint-dir` (the default savepoint target),
+//! directory, and it is created if missing), `savepoint-dir` (the default savepoint target),
 //! `inline-threshold` (default 20KiB, at most 1MiB; 0 means only empty state is inline) and
 //! `write-buffer` (default 4KiB, 512B to 64MiB). Sizes are integers (bytes) or strings such as
 //! `"20KiB"`.
 //!
-//! # Choices, and why
+//! Everything a backend must do (streams, checksums, the commit, listings, pointers) is the
+//! kit's; this crate adds what a directory needs: a crash-consistent commit (temporary file,
+//! fsync, no-replace hard link, directory fsync), fsync of every state file and of the
+//! directories before a commit, and paths that never follow a symbolic link (the `store`
+//! module has the details).
 //!
-//! - **A crash-consistent commit** ([`cairn_storage_shared::metafile`]). Flink writes `_metadata` in place, so a crash
-//!   can leave a torn file that looks complete. Here the metadata is framed (magic, length,
-//!   CRC32C), written to a temporary file, fsynced, and hard-linked into place, which fails if
-//!   `_metadata` exists: a location commits at most once, even between two processes. Fsync
-//!   errors are fatal and never retried.
-//! - **Checksums on every stored byte.** Flink does not check state files. Here each stored
-//!   handle carries the CRC32C of its bytes, computed while writing, and reading verifies size
-//!   and checksum before it reports end-of-file (the `stream` module).
-//! - **Small state stays in memory and inside the metadata.** As in Flink, a stream buffers
-//!   `max(write-buffer, inline-threshold)` bytes and creates its file only when that overflows,
-//!   so a stream at or under the threshold never touches the disk and gives an inline handle.
-//! - **No directories on the hot path.** Base directories are created when a job is opened;
-//!   creating a stream does no I/O at all.
-//! - **Locators that cannot escape.** A handle comes back from metadata that may have been
-//!   edited, so its locator is parsed strictly on every use (the `layout` module): state under the base
-//!   directory is named relative to it (`<job>/chk-<n>/<file>`), savepoint state by an absolute
-//!   path whose shape only this plugin produces. Job ids are restricted to safe names.
-//! - **Narrow deletes.** `dispose` and `dispose_on_failure` remove only files this plugin
-//!   writes, `_metadata` first, and refuse a directory that holds anything else.
+//! # Why not the object-store plugin's `file://`
 //!
-//! # Why not `std::fs` paths in handles, or an object-store abstraction
-//!
-//! Absolute paths in handles (Flink's choice) would let a tampered handle read or delete any
-//! file, and would break when the base directory moves; relative locators avoid both. An
-//! object-store abstraction over the local filesystem would lose what makes this backend
-//! trustworthy (fsync, hard-link commits, directory fsync), and the object-store plugin covers
-//! `file://` URLs for anyone who wants that model.
-//!
-//! # What is absent
-//!
-//! Garbage collection of orphaned files and uncommitted `chk-*` directories is the host's job
-//! (it builds on `list_completed` and the layout above); shared state is discarded only through
-//! handles, as the host's shared-state registry decides. Windows paths are not tested.
+//! `object_store`'s local filesystem has neither the directory fsyncs nor a symlink-free walk;
+//! this backend is the one to trust with a local disk, and `file://` is there for people who
+//! want one configuration shape for local and cloud storage.
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
-mod error;
-mod job;
-mod layout;
-mod options;
-mod storage;
-mod stream;
+mod store;
 
-use cairn_plugin_api::{Capabilities, CheckpointStorage, Manifest, StoragePlugin, StorageResult};
+use std::sync::Arc;
+
+use cairn_plugin_api::{
+    Capabilities, CheckpointStorage, Manifest, StorageError, StoragePlugin, StorageResult,
+};
+use cairn_plugin_kit::{
+    options::{self, CommonSpec},
+    Checkpoints, Places, Root, Settings,
+};
+
+pub use cairn_plugin_kit::local_dir as open_dir;
+pub use store::FsStore;
 
 /// What this backend can do; the manifest and every opened instance report the same set.
-const CAPABILITIES: Capabilities = Capabilities::PERSISTENT
-    .union(Capabilities::SAVEPOINTS)
-    .union(Capabilities::SHARED_SCOPE)
-    .union(Capabilities::TASK_OWNED)
-    .union(Capabilities::STORED_HANDLES)
-    .union(Capabilities::CORRUPT_FOR_TESTING);
+pub const CAPABILITIES: Capabilities =
+    cairn_plugin_kit::CAPABILITIES.union(Capabilities::PERSISTENT);
 
-/// The filesystem storage plugin. The host loads it from the shared library through
-/// [`cairn_plugin_api::export_storage_plugin!`]; tests and embedders can call it in-process.
+/// Default of `write-buffer`: Flink's `state.storage.fs.write-buffer-size`.
+pub const DEFAULT_WRITE_BUFFER: u64 = 4 * 1024;
+const MIN_WRITE_BUFFER: u64 = 512;
+const MAX_WRITE_BUFFER: u64 = 64 * 1024 * 1024;
+
+/// The filesystem storage plugin. The host loads it from `libcairn_storage_fs.so` (the
+/// `cdylib` crate next to this one); tests, benchmarks and other plugins use it as a library.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct FsPlugin;
+
+/// The plugin's own options, besides the kit's `inline-threshold`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct Own {
+    dir: Option<toml::Value>,
+    savepoint_dir: Option<toml::Value>,
+    write_buffer: Option<toml::Value>,
+}
+
+/// Directories by path, as the kit's [`Places`]: savepoint targets, and the places that
+/// pointers and savepoint locators name.
+#[derive(Debug, Clone, Copy)]
+pub struct Dirs {
+    /// The buffer of each file writer.
+    pub write_buffer: usize,
+}
+
+impl Places for Dirs {
+    fn open(&self, place: &str, create: bool) -> StorageResult<Root> {
+        Ok(FsStore::new(open_dir(place, create, "directory")?, self.write_buffer).into_root())
+    }
+}
 
 impl StoragePlugin for FsPlugin {
     fn manifest() -> Manifest {
@@ -90,10 +95,48 @@ impl StoragePlugin for FsPlugin {
         )
     }
 
-    fn open(options: &str) -> StorageResult<Box<dyn CheckpointStorage>> {
-        let options = options::Options::parse(options)?;
-        Ok(Box::new(storage::FsStorage::open(options)?))
+    fn open(document: &str) -> StorageResult<Box<dyn CheckpointStorage>> {
+        Ok(Box::new(open(document)?))
     }
 }
 
-cairn_plugin_api::export_storage_plugin!(FsPlugin);
+/// Open the storage an options document describes.
+pub fn open(document: &str) -> StorageResult<Checkpoints> {
+    let (common, own): (_, Own) = options::parse(document, CommonSpec::ALL)?;
+    let dir = options::string(
+        "dir",
+        own.dir
+            .as_ref()
+            .ok_or_else(|| options::missing("dir", "set it to the checkpoint base directory"))?,
+    )?;
+    let savepoint_dir = own
+        .savepoint_dir
+        .as_ref()
+        .map(|v| options::string("savepoint-dir", v))
+        .transpose()?;
+    let write_buffer = match &own.write_buffer {
+        Some(v) => options::size("write-buffer", v, MIN_WRITE_BUFFER, MAX_WRITE_BUFFER)?,
+        None => DEFAULT_WRITE_BUFFER,
+    } as usize;
+    let base = open_dir(&dir, true, "storage.options.dir")?;
+    // Relative savepoint targets are taken from the current directory now, not at each use.
+    let savepoint_dir = savepoint_dir
+        .map(|d| {
+            std::path::absolute(&d)
+                .map(|p| p.to_string_lossy().into_owned())
+                .map_err(|e| StorageError::io(format!("storage.options.savepoint-dir {d}"), &e))
+        })
+        .transpose()?;
+    tracing::debug!(base = %base.display(), "filesystem checkpoint storage opened");
+    Ok(Checkpoints::new(
+        FsStore::new(base, write_buffer).into_root(),
+        Arc::new(Dirs { write_buffer }),
+        savepoint_dir,
+        Settings {
+            inline_threshold: common.inline_threshold,
+            stored: true,
+            capabilities: CAPABILITIES,
+            location: String::new(),
+        },
+    ))
+}

@@ -1,20 +1,19 @@
-//! Integration tests of the filesystem storage, in-process through the safe traits. The `dlopen`
-//! path is covered by the workspace harness. Every test gets its own `TempDir`.
+//! Integration tests of the filesystem storage: the conformance suite in process and through
+//! `dlopen`, and what only a directory has (symbolic links, fsyncs, a base that disappears).
+//! Every test gets its own `TempDir`.
 
-/// Helpers: opening a storage in a temporary directory, test data, reading and writing streams.
+/// Helpers: a storage in a temporary directory, test data.
 mod util;
 
-/// Output and input streams: inline vs stored at every size boundary, checksums, cleanup.
-mod streams;
+/// The conformance suite, in process and through the shared library.
+mod conformance;
 
-/// Checkpoint locations: commit, resolve, list, dispose, dispose on failure.
-mod checkpoints;
+/// Symbolic links anywhere in the layout are never followed, listed or deleted through.
+mod symlinks;
 
-/// Savepoint locations: explicit target, default target, neither.
-mod savepoints;
+/// The directory layout on disk, the crash-consistent commit, and a base directory removed or
+/// renamed while in use.
+mod disk;
 
-/// `[storage.options]` parsing, defaults and the manifest.
+/// `[storage.options]`: defaults and the messages of refused values.
 mod options;
-
-/// Job ids, locators and pointers that try to leave the storage directories.
-mod escapes;

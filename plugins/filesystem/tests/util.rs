@@ -1,28 +1,19 @@
-use std::{
-    fs,
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
 
-use cairn_plugin_api::{CheckpointStorage, OutputStream, StateHandle, StorageError, StoragePlugin};
+use cairn_plugin_api::{CheckpointStorage, Scope, StateHandle, StoragePlugin};
 use cairn_storage_fs::FsPlugin;
 use tempfile::TempDir;
 
-/// A storage opened on `<tmp>/checkpoints`, and the temporary directory that holds it.
+/// A storage opened on `<tmp>/checkpoints` with savepoints in `<tmp>/savepoints`.
 pub struct Env {
     pub tmp: TempDir,
     pub storage: Box<dyn CheckpointStorage>,
 }
 
 impl Env {
-    /// A storage with default options.
     pub fn new() -> Self {
-        Self::with("")
-    }
-
-    /// A storage with extra option lines after `dir = ...`.
-    pub fn with(extra: &str) -> Self {
         let tmp = tempfile::tempdir().unwrap();
-        let storage = open(&tmp.path().join("checkpoints"), extra);
+        let storage = open(tmp.path());
         Env { tmp, storage }
     }
 
@@ -31,86 +22,78 @@ impl Env {
         PathBuf::from(self.storage.info().location)
     }
 
-    /// A second, independent instance on the same directory, as a fresh process would open it.
     pub fn reopen(&self) -> Box<dyn CheckpointStorage> {
-        open(&self.tmp.path().join("checkpoints"), "")
-    }
-
-    /// Where a stored handle's bytes are on disk.
-    pub fn file_of(&self, handle: &StateHandle) -> PathBuf {
-        match handle {
-            StateHandle::Stored { locator, .. } if Path::new(locator).is_absolute() => {
-                PathBuf::from(locator)
-            }
-            StateHandle::Stored { locator, .. } => self.base().join(locator),
-            StateHandle::Inline(_) => panic!("inline handle has no file"),
-        }
+        open(self.tmp.path())
     }
 }
 
-/// Open the plugin on `dir` with extra option lines.
-pub fn open(dir: &Path, extra: &str) -> Box<dyn CheckpointStorage> {
-    FsPlugin::open(&options(dir, extra)).unwrap()
+pub fn options(tmp: &Path) -> String {
+    format!(
+        "dir = {:?}\nsavepoint-dir = {:?}\n",
+        tmp.join("checkpoints").to_str().unwrap(),
+        tmp.join("savepoints").to_str().unwrap()
+    )
 }
 
-/// An options document for `dir` plus extra lines.
-pub fn options(dir: &Path, extra: &str) -> String {
-    format!("dir = {:?}\n{extra}\n", dir.to_str().unwrap())
+pub fn open(tmp: &Path) -> Box<dyn CheckpointStorage> {
+    FsPlugin::open(&options(tmp)).unwrap()
 }
 
-/// Deterministic pseudo-random bytes (xorshift), different for each seed.
+/// Deterministic bytes, different for each seed.
 pub fn data(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
 }
 
-/// Write `bytes` in chunks whose sizes cycle through `chunks`, checking `pos()` after each.
-pub fn write_chunked(stream: &mut dyn OutputStream, bytes: &[u8], chunks: &[usize]) {
-    let mut at = 0;
-    for &chunk in chunks.iter().cycle() {
-        if at == bytes.len() {
-            break;
-        }
-        let end = (at + chunk).min(bytes.len());
-        stream.write(&bytes[at..end]).unwrap();
-        at = end;
-        assert_eq!(stream.pos().unwrap(), at as u64);
-    }
-}
-
-/// Read everything from the plugin's own input stream (without the host's second check).
-pub fn read_raw(
+/// Commit checkpoint `id` of `job` with one stored stream of each scope; returns the pointer
+/// and the handles.
+pub fn checkpoint(
     storage: &dyn CheckpointStorage,
-    handle: &StateHandle,
-) -> Result<Vec<u8>, StorageError> {
-    let mut input = storage.open_handle(handle)?;
-    let mut out = Vec::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = input.read(&mut buf)?;
-        if n == 0 {
-            return Ok(out);
-        }
-        out.extend_from_slice(&buf[..n]);
+    job: &str,
+    id: u64,
+) -> (String, Vec<StateHandle>) {
+    let j = storage.job(job).unwrap();
+    let loc = j.begin_checkpoint(id).unwrap();
+    let mut handles = Vec::new();
+    for scope in [Scope::Exclusive, Scope::Shared] {
+        let mut s = loc.create_stream(scope).unwrap();
+        s.write(&data(50_000, id)).unwrap();
+        handles.push(s.close_and_get_handle().unwrap().unwrap());
     }
+    let mut t = j.create_task_owned_stream().unwrap();
+    t.write(&data(30_000, id + 1)).unwrap();
+    handles.push(t.close_and_get_handle().unwrap().unwrap());
+    let metadata = serde_json::to_vec(&handles).unwrap();
+    (loc.commit(&metadata).unwrap().pointer, handles)
 }
 
-/// The names of the entries of `dir` (empty if it does not exist), sorted.
-pub fn names(dir: &Path) -> Vec<String> {
-    let mut out: Vec<String> = match fs::read_dir(dir) {
-        Ok(entries) => entries
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect(),
-        Err(_) => Vec::new(),
-    };
+/// Every file under `dir`, relative, sorted.
+pub fn tree(dir: &Path) -> Vec<String> {
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries {
+            let e = e.unwrap();
+            let p = e.path();
+            let ft = e.file_type().unwrap();
+            let rel = p.strip_prefix(base).unwrap().to_string_lossy().into_owned();
+            if ft.is_dir() {
+                walk(base, &p, out);
+            } else {
+                out.push(rel);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
     out.sort();
     out
 }

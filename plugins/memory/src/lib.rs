@@ -1,78 +1,67 @@
-//! cairn's memory checkpoint storage: Flink's `JobManagerCheckpointStorage` as a plugin.
-//!
-//! # What it does
+//! cairn's memory checkpoint storage: Flink's `JobManagerCheckpointStorage`, as the plugin kit
+//! in inline-only mode.
 //!
 //! Every state stream is buffered in the host's memory and closes to an *inline* handle, so the
 //! bytes travel inside the handle and the host stores them in the checkpoint metadata. A
-//! completed checkpoint is therefore nothing but its metadata, which this backend keeps in the
-//! storage instance (a map per job). It is gone when the instance is dropped or the process
-//! exits, exactly like Flink's JobManager storage keeps checkpoints on the JobManager heap.
+//! completed checkpoint is nothing but its metadata, which this backend keeps in the storage
+//! instance (the kit's [`MemStore`]), gone when the instance is dropped or the process exits.
 //!
 //! | Flink | here |
 //! |---|---|
-//! | `JobManagerCheckpointStorage` | [`MemoryPlugin`], opened into a storage instance |
-//! | `new JobManagerCheckpointStorage(maxStateSize)` (default 5 MiB) | `storage.options.max-state-size` (default 5 MiB, at most 1 GiB) |
-//! | `state.checkpoints.dir` with JobManager storage (metadata persisted, state inline) | `storage.options.checkpoint-dir` |
-//! | `state.savepoints.dir` | `storage.options.savepoint-dir` |
+//! | `JobManagerCheckpointStorage` | [`MemoryPlugin`] |
+//! | `new JobManagerCheckpointStorage(maxStateSize)` (default 5 MiB) | `max-state-size` (default 5 MiB, at most 1 GiB) |
+//! | `state.checkpoints.dir` with JobManager storage | `checkpoint-dir`: metadata persisted, state inline |
+//! | `state.savepoints.dir` | `savepoint-dir` |
 //! | `MemoryCheckpointOutputStream` failing at close when too large | `CapacityExceeded` at close |
-//! | `MemoryBackendCheckpointStorageAccess` | the per-job access handed out by `job()` |
 //!
-//! # Choices
-//!
-//! - **Inline only.** The inline threshold equals `max-state-size`: a stream either fits and is
-//!   inline, or fails at close with `CapacityExceeded` naming its size, the limit and the option
-//!   to raise. The backend never produces stored handles, so it has no files to garbage-collect
-//!   and no checksums of its own to keep: inline bytes are covered by the metadata's checksum.
-//!   A stream that passes the limit stops buffering at once, so a runaway writer does not eat
-//!   the host's memory, but its writes keep succeeding (as in Flink) and the error comes at close.
-//! - **Metadata on disk only if asked.** With `checkpoint-dir`, a commit also writes
-//!   `<checkpoint-dir>/<job-id>/chk-<n>/_metadata` with the filesystem backend's crash-consistent
-//!   commit (and file format), and the pointer is that directory. Since all state is inline in the metadata, such
-//!   a pointer resolves from a fresh process, so the instance reports itself `PERSISTENT`. The
-//!   directory is then the truth: listing reads it, and checkpoint ids continue after a restart.
-//!   Without it, pointers look like `memory:<job-id>/chk-<n>` and mean nothing to another
-//!   instance.
-//! - **Savepoints always go to a directory** (`savepoint-<job>-<random>/_metadata`), because a
-//!   savepoint that dies with the process would be useless. They are self-contained: their
-//!   state is inline in their `_metadata`.
-//! - **No statics.** All state hangs off the storage instance, so two instances share nothing
-//!   and tests can open as many as they like.
+//! With `checkpoint-dir`, metadata goes to `<checkpoint-dir>/<job-id>/chk-<n>/_metadata` through
+//! the filesystem backend's store (same crash-consistent commit, same frame), pointers are
+//! paths, and the instance is `PERSISTENT`: all state is inline, so a pointer resolves from a
+//! fresh process. Savepoints always go to a directory (through the same store), because a
+//! savepoint that dies with the process would be useless.
 //!
 //! # Why not keep large state in memory too
 //!
-//! Keeping stored handles in a map would let state grow past the limit, but the state would
-//! still have to be copied into metadata to survive anything, and the host's memory would grow
-//! with every retained checkpoint. Flink draws the same line: large state belongs in the
-//! filesystem backend.
+//! Stored handles in a map would let state grow past the limit, but the state would still have
+//! to be copied into metadata to survive anything, and the host's memory would grow with every
+//! retained checkpoint. Flink draws the same line: large state belongs in the filesystem
+//! backend.
 
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
-mod job;
-mod location;
-mod options;
-mod persist;
-mod pointer;
-mod storage;
-mod stream;
+use std::sync::Arc;
 
 use cairn_plugin_api::{Capabilities, CheckpointStorage, Manifest, StoragePlugin, StorageResult};
+use cairn_plugin_kit::{
+    options::{self, CommonSpec},
+    Checkpoints, MemStore, Places, Settings,
+};
+use cairn_storage_fs::{open_dir, Dirs, FsStore, DEFAULT_WRITE_BUFFER};
 
-pub use options::{DEFAULT_MAX_STATE_SIZE, MAX_MAX_STATE_SIZE};
+/// Flink's default for `JobManagerCheckpointStorage`: 5 MiB per state stream.
+pub const DEFAULT_MAX_STATE_SIZE: u64 = 5 * 1024 * 1024;
 
-/// What every memory storage instance can do; an instance with a checkpoint directory is also
-/// `PERSISTENT`.
-const MANIFEST_CAPABILITIES: Capabilities = Capabilities::SAVEPOINTS
+/// The largest `max-state-size`: every byte is held in the host's memory and copied into the
+/// metadata, so anything bigger belongs in the filesystem backend.
+pub const MAX_MAX_STATE_SIZE: u64 = 1024 * 1024 * 1024;
+
+/// What every instance can do; one with a checkpoint directory is also `PERSISTENT`.
+const CAPABILITIES: Capabilities = Capabilities::SAVEPOINTS
     .union(Capabilities::SHARED_SCOPE)
     .union(Capabilities::TASK_OWNED);
 
-/// The memory storage plugin. Open it with the `[storage.options]` table:
-///
-/// ```toml
-/// max-state-size = "5MiB"          # per stream: bytes, or a size ("5MiB"; "5MB" is 5,000,000)
-/// checkpoint-dir = "/var/cairn/chk" # optional: persist metadata (then pointers are paths)
-/// savepoint-dir = "/var/cairn/sp"   # optional: default savepoint target
-/// ```
+/// The memory storage plugin.
+#[derive(Debug, Clone, Copy, Default)]
 pub struct MemoryPlugin;
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct Own {
+    max_state_size: Option<toml::Value>,
+    checkpoint_dir: Option<toml::Value>,
+    savepoint_dir: Option<toml::Value>,
+}
 
 impl StoragePlugin for MemoryPlugin {
     fn manifest() -> Manifest {
@@ -80,16 +69,60 @@ impl StoragePlugin for MemoryPlugin {
             "memory",
             env!("CARGO_PKG_VERSION"),
             "state in the host's memory, gone when it exits (Flink's JobManager storage)",
-            MANIFEST_CAPABILITIES,
+            CAPABILITIES,
         )
         .with_test_options("savepoint-dir = \"{scratch}/savepoints\"\n")
     }
 
-    fn open(options: &str) -> StorageResult<Box<dyn CheckpointStorage>> {
-        let config = options::Config::parse(options)?;
-        tracing::debug!("memory storage opened: {config:?}");
-        Ok(Box::new(storage::MemoryStorage::new(config)))
+    fn open(document: &str) -> StorageResult<Box<dyn CheckpointStorage>> {
+        let (_, own): (_, Own) = options::parse(document, CommonSpec::NONE)?;
+        let max_state_size = match &own.max_state_size {
+            Some(v) => options::size("max-state-size", v, 1, MAX_MAX_STATE_SIZE)?,
+            None => DEFAULT_MAX_STATE_SIZE,
+        };
+        let dir = |key: &str, v: &Option<toml::Value>| -> StorageResult<Option<String>> {
+            v.as_ref().map(|v| options::string(key, v)).transpose()
+        };
+        let checkpoint_dir = dir("checkpoint-dir", &own.checkpoint_dir)?;
+        let savepoint_dir = dir("savepoint-dir", &own.savepoint_dir)?
+            .map(|d| {
+                std::path::absolute(&d)
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .map_err(|e| {
+                        cairn_plugin_api::StorageError::io(
+                            format!("storage.options.savepoint-dir {d}"),
+                            &e,
+                        )
+                    })
+            })
+            .transpose()?;
+        let dirs = Dirs {
+            write_buffer: DEFAULT_WRITE_BUFFER as usize,
+        };
+        let (base, capabilities, location) = match checkpoint_dir {
+            None => (
+                MemStore::new().root("memory://"),
+                CAPABILITIES,
+                "memory".to_string(),
+            ),
+            Some(d) => {
+                let path = open_dir(&d, true, "storage.options.checkpoint-dir")?;
+                let location = format!("memory (metadata in {})", path.display());
+                let root = FsStore::new(path, dirs.write_buffer).into_root();
+                (root, CAPABILITIES | Capabilities::PERSISTENT, location)
+            }
+        };
+        let places: Arc<dyn Places> = Arc::new(dirs);
+        Ok(Box::new(Checkpoints::new(
+            base,
+            places,
+            savepoint_dir,
+            Settings {
+                inline_threshold: max_state_size,
+                stored: false,
+                capabilities,
+                location,
+            },
+        )))
     }
 }
-
-cairn_plugin_api::export_storage_plugin!(MemoryPlugin);

@@ -1,16 +1,9 @@
-//! The memory backend's integration tests, in-process through the safe traits of
-//! `cairn-plugin-api` (the `dlopen` path is covered by the workspace harness).
+//! Integration tests of the memory storage: the conformance suite in process and through
+//! `dlopen`, in both configurations, and what is particular to it (the size limit, metadata on
+//! disk with `checkpoint-dir`). Every test gets its own `TempDir`.
 
-// Helpers: opening instances, writing streams, committing checkpoints.
-mod util;
+/// The conformance suite.
+mod conformance;
 
-// Output streams: sizes around the limit, pos, close rules, handles.
-mod streams;
-// Checkpoints: commit once, listing, resolve, dispose, with and without a checkpoint directory.
-mod checkpoints;
-// Savepoints: target, default target, neither.
-mod savepoints;
-// Options and job ids: errors name what is wrong.
-mod config;
-// Many threads creating streams at once.
-mod concurrency;
+/// The size limit, persistence with `checkpoint-dir`, and options.
+mod memory;

@@ -64,27 +64,21 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
-mod error;
-mod job;
+mod blob;
 mod layout;
-mod metafile;
 mod options;
-mod storage;
 mod store;
-mod stream;
+
+use std::sync::Arc;
 
 use cairn_plugin_api::{Capabilities, CheckpointStorage, Manifest, StoragePlugin, StorageResult};
+use cairn_plugin_kit::{Checkpoints, Places, Settings};
+use object_store::ObjectStore;
 
-/// What every instance can do. `PERSISTENT` is added for every URL but `memory://`, and
-/// `HIGHLY_AVAILABLE` for `s3://`, `gs://` and `az://`.
-const COMMON_CAPABILITIES: Capabilities = Capabilities::SAVEPOINTS
-    .union(Capabilities::SHARED_SCOPE)
-    .union(Capabilities::TASK_OWNED)
-    .union(Capabilities::STORED_HANDLES)
-    .union(Capabilities::CORRUPT_FOR_TESTING);
+pub use blob::{ObjPlaces, ObjStore, MAX_PARTS_IN_FLIGHT, PREFETCH_CHUNKS};
 
-/// The object-store storage plugin. The host loads it from the shared library through
-/// [`cairn_plugin_api::export_storage_plugin!`]; tests and embedders can call it in-process.
+/// The object-store storage plugin. The host loads it from `libcairn_storage_object.so` (the
+/// `cdylib` crate next to this one); tests and the benchmark baseline use it as a library.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ObjectStorePlugin;
 
@@ -94,7 +88,7 @@ impl StoragePlugin for ObjectStorePlugin {
             "object-store",
             env!("CARGO_PKG_VERSION"),
             "checkpoints in S3, GCS or Azure Blob Storage (or file://, memory://) via object_store",
-            COMMON_CAPABILITIES
+            cairn_plugin_kit::CAPABILITIES
                 .union(Capabilities::PERSISTENT)
                 .union(Capabilities::HIGHLY_AVAILABLE),
         )
@@ -103,13 +97,55 @@ impl StoragePlugin for ObjectStorePlugin {
         )
     }
 
-    fn open(options: &str) -> StorageResult<Box<dyn CheckpointStorage>> {
-        let options = options::Options::parse(options)?;
-        Ok(Box::new(storage::ObjStorage::open(options)?))
+    fn open(document: &str) -> StorageResult<Box<dyn CheckpointStorage>> {
+        Ok(Box::new(open(document)?))
     }
 }
 
-cairn_plugin_api::export_storage_plugin!(ObjectStorePlugin);
+/// Open the storage an options document describes: start the runtime and build the storage
+/// URL's client. No request is made: a wrong endpoint or credential shows at the first call
+/// that needs the store.
+pub fn open(document: &str) -> StorageResult<Checkpoints> {
+    let options = options::Options::parse(document)?;
+    let mut capabilities = cairn_plugin_kit::CAPABILITIES;
+    if options.url.scheme != layout::Scheme::Memory {
+        capabilities |= Capabilities::PERSISTENT;
+    }
+    if options.url.scheme.is_cloud() {
+        capabilities |= Capabilities::HIGHLY_AVAILABLE;
+    }
+    let url = options.url.clone();
+    let savepoint_url = options.savepoint_url.as_ref().map(|p| p.to_string());
+    let inline_threshold = options.inline_threshold;
+    let ctx = Arc::new(blob::Ctx {
+        part_size: usize::try_from(options.part_size).unwrap_or(usize::MAX),
+        stores: store::Stores::open(options)?,
+        rt: store::Runtime::start()?,
+    });
+    let places = ObjPlaces { ctx };
+    let base = places.open_place(url.clone())?;
+    tracing::debug!(url = %url.url(), "object-store checkpoint storage opened");
+    let places: Arc<dyn Places> = Arc::new(places);
+    Ok(Checkpoints::new(
+        base,
+        places,
+        savepoint_url,
+        Settings {
+            inline_threshold,
+            stored: true,
+            capabilities,
+            location: url.url(),
+        },
+    ))
+}
 
-#[cfg(test)]
-mod tests;
+/// The client this plugin builds for an options document, for a baseline that must talk to the
+/// same store the same way (`cairn bench storage`): the `object_store` client of the `url`,
+/// the key prefix under it, and the part size.
+pub fn client(document: &str) -> StorageResult<(Arc<dyn ObjectStore>, String, u64)> {
+    let options = options::Options::parse(document)?;
+    let url = options.url.clone();
+    let part_size = options.part_size;
+    let store = store::Stores::open(options)?.for_place(&url)?;
+    Ok((store, url.prefix.clone(), part_size))
+}

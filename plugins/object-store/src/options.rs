@@ -11,24 +11,12 @@
 
 use std::{collections::BTreeMap, fmt, time::Duration};
 
-use bytesize::ByteSize;
-use serde::{
-    de::{self, IgnoredAny},
-    Deserialize, Deserializer,
-};
+use cairn_plugin_api::StorageResult;
+use cairn_plugin_kit::options::{self, CommonSpec};
 
-use crate::{
-    error::{ObjError, ObjResult},
-    layout::{Place, Scheme},
-};
+use crate::layout::{Place, Scheme};
 
-const KIB: u64 = 1024;
 const MIB: u64 = 1024 * 1024;
-
-/// Default of `inline-threshold`: Flink's `state.storage.fs.memory-threshold`.
-pub(crate) const DEFAULT_INLINE_THRESHOLD: u64 = 20 * KIB;
-/// Largest `inline-threshold`: inline bytes travel inside the metadata, which is read whole.
-pub(crate) const MAX_INLINE_THRESHOLD: u64 = MIB;
 /// Default of `part-size`.
 pub(crate) const DEFAULT_PART_SIZE: u64 = 8 * MIB;
 /// Smallest `part-size`: S3 refuses smaller parts (except the last).
@@ -60,7 +48,6 @@ const KNOWN: &[(&str, Option<&[Scheme]>)] = &[
     ("service-account", Some(&[Scheme::Gs])),
     ("allow-http", Some(&[Scheme::S3, Scheme::Gs, Scheme::Az])),
     ("path-style", Some(&[Scheme::S3])),
-    ("inline-threshold", None),
     ("part-size", None),
     ("max-retries", None),
     ("retry-timeout", None),
@@ -128,12 +115,14 @@ pub(crate) struct RetryOptions {
 
 impl Options {
     /// Parse and validate an options document.
-    pub(crate) fn parse(document: &str) -> ObjResult<Self> {
-        let mut raw: BTreeMap<String, Value> = cairn_plugin_api::parse_options(document)?;
+    pub(crate) fn parse(document: &str) -> StorageResult<Self> {
+        let (common, mut raw): (_, BTreeMap<String, toml::Value>) =
+            options::parse(document, CommonSpec::ALL)?;
         for key in raw.keys() {
             if !KNOWN.iter().any(|(k, _)| k == key) {
-                let known: Vec<&str> = KNOWN.iter().map(|(k, _)| *k).collect();
-                return Err(ObjError::option(
+                let mut known: Vec<&str> = KNOWN.iter().map(|(k, _)| *k).collect();
+                known.push("inline-threshold");
+                return Err(options::invalid(
                     key,
                     format!(
                         "is not an option of the object-store plugin (known: {})",
@@ -143,18 +132,20 @@ impl Options {
             }
         }
         let url = match raw.remove("url") {
-            Some(v) => place("url", v)?,
-            None => return Err(ObjError::option(
-                "url",
-                "is missing: set it to where checkpoints go, for example \"s3://bucket/prefix\"",
-            )),
+            Some(v) => place("url", &v)?,
+            None => {
+                return Err(options::missing(
+                    "url",
+                    "set it to where checkpoints go, for example \"s3://bucket/prefix\"",
+                ))
+            }
         };
         for (key, schemes) in KNOWN {
             if let (Some(schemes), true) = (schemes, raw.contains_key(*key)) {
                 if !schemes.contains(&url.scheme) {
                     let names: Vec<String> =
                         schemes.iter().map(|s| format!("{}://", s.name())).collect();
-                    return Err(ObjError::option(
+                    return Err(options::invalid(
                         key,
                         format!(
                             "does not apply to {}:// URLs (only to {})",
@@ -167,11 +158,11 @@ impl Options {
         }
         let savepoint_url = raw
             .remove("savepoint-url")
-            .map(|v| place("savepoint-url", v))
+            .map(|v| place("savepoint-url", &v))
             .transpose()?;
         if let Some(sp) = &savepoint_url {
             if sp.scheme == Scheme::Memory && url.scheme != Scheme::Memory {
-                return Err(ObjError::option(
+                return Err(options::invalid(
                     "savepoint-url",
                     format!(
                         "= {:?} is in memory, which only a memory:// url can reach",
@@ -180,7 +171,11 @@ impl Options {
                 ));
             }
         }
-        let mut text = |key: &str| raw.remove(key).map(|v| string(key, v)).transpose();
+        let mut text = |key: &str| {
+            raw.remove(key)
+                .map(|v| options::string(key, &v))
+                .transpose()
+        };
         let cloud_strings = (
             text("endpoint")?,
             text("region")?,
@@ -198,11 +193,11 @@ impl Options {
             service_account: cloud_strings.5,
             allow_http: raw
                 .remove("allow-http")
-                .map(|v| boolean("allow-http", v))
+                .map(|v| options::boolean("allow-http", &v))
                 .transpose()?,
             path_style: raw
                 .remove("path-style")
-                .map(|v| boolean("path-style", v))
+                .map(|v| options::boolean("path-style", &v))
                 .transpose()?,
         };
         if cloud.access_key_id.is_some() != cloud.secret_access_key.is_some() {
@@ -211,27 +206,25 @@ impl Options {
             } else {
                 "secret-access-key"
             };
-            return Err(ObjError::option(
+            return Err(options::invalid(
                 missing,
                 "is missing: access-key-id and secret-access-key go together",
             ));
         }
-        let inline_threshold = match raw.remove("inline-threshold") {
-            Some(v) => size("inline-threshold", v, 0, MAX_INLINE_THRESHOLD)?,
-            None => DEFAULT_INLINE_THRESHOLD,
-        };
+        let inline_threshold = common.inline_threshold;
         let part_size = match raw.remove("part-size") {
-            Some(v) => size("part-size", v, MIN_PART_SIZE, MAX_PART_SIZE)?,
+            Some(v) => options::size("part-size", &v, MIN_PART_SIZE, MAX_PART_SIZE)?,
             None => DEFAULT_PART_SIZE,
         };
         let max_retries = match raw.remove("max-retries") {
-            Some(v) => integer("max-retries", v, 0, MAX_MAX_RETRIES)?,
+            Some(v) => options::integer("max-retries", &v, 0, MAX_MAX_RETRIES)?,
             None => DEFAULT_MAX_RETRIES,
         };
-        let duration_of = |raw: &mut BTreeMap<String, Value>, key: &str, default, min, max| {
-            raw.remove(key)
-                .map_or(Ok(default), |v| duration(key, v, min, max))
-        };
+        let duration_of =
+            |raw: &mut BTreeMap<String, toml::Value>, key: &str, default, min, max| {
+                raw.remove(key)
+                    .map_or(Ok(default), |v| options::duration(key, &v, min, max))
+            };
         let ms = Duration::from_millis;
         let retry = RetryOptions {
             max_retries: max_retries as usize,
@@ -268,210 +261,9 @@ impl Options {
     }
 }
 
-fn place(key: &str, value: Value) -> ObjResult<Place> {
-    match value {
-        Value::Str(s) => Place::parse(&s)
-            .map_err(|why| ObjError::option(key, format!("= {s:?} is invalid: {why}"))),
-        other => Err(ObjError::option(
-            key,
-            format!("= {other} is not a URL: write it as a string such as \"s3://bucket/prefix\""),
-        )),
-    }
-}
-
-fn string(key: &str, value: Value) -> ObjResult<String> {
-    match value {
-        Value::Str(s) if s.trim().is_empty() => Err(ObjError::option(
-            key,
-            "is empty: leave it out to use the default",
-        )),
-        Value::Str(s) if s.chars().any(char::is_control) => {
-            Err(ObjError::option(key, "contains a control character"))
-        }
-        Value::Str(s) => Ok(s),
-        other => Err(ObjError::option(key, format!("= {other} is not a string"))),
-    }
-}
-
-fn boolean(key: &str, value: Value) -> ObjResult<bool> {
-    match value {
-        Value::Bool(b) => Ok(b),
-        other => Err(ObjError::option(
-            key,
-            format!("= {other} is not true or false"),
-        )),
-    }
-}
-
-fn integer(key: &str, value: Value, min: u64, max: u64) -> ObjResult<u64> {
-    match value {
-        Value::Int(n) if n < min as i128 => Err(ObjError::option(
-            key,
-            format!("= {n} is below the minimum of {min}"),
-        )),
-        Value::Int(n) if n > max as i128 => Err(ObjError::option(
-            key,
-            format!("= {n} is above the maximum of {max}"),
-        )),
-        Value::Int(n) => Ok(n as u64),
-        other => Err(ObjError::option(
-            key,
-            format!("= {other} is not a whole number"),
-        )),
-    }
-}
-
-fn duration(key: &str, value: Value, min: Duration, max: Duration) -> ObjResult<Duration> {
-    let d = match &value {
-        Value::Str(s) => humantime::parse_duration(s.trim()).map_err(|_| {
-            ObjError::option(
-                key,
-                format!("= {value} is not a duration: write a string such as \"30s\" or \"500ms\""),
-            )
-        })?,
-        _ => {
-            return Err(ObjError::option(
-                key,
-                format!("= {value} is not a duration: write a string such as \"30s\" or \"500ms\""),
-            ))
-        }
-    };
-    if d > max {
-        return Err(ObjError::option(
-            key,
-            format!(
-                "= {value} is above the maximum of {}",
-                humantime::format_duration(max)
-            ),
-        ));
-    }
-    if d < min {
-        return Err(ObjError::option(
-            key,
-            format!(
-                "= {value} is below the minimum of {}",
-                humantime::format_duration(min)
-            ),
-        ));
-    }
-    Ok(d)
-}
-
-fn size(key: &str, value: Value, min: u64, max: u64) -> ObjResult<u64> {
-    let not_a_size = || {
-        ObjError::option(
-            key,
-            format!("= {value} is not a size: write a number of bytes or a string like \"20KiB\""),
-        )
-    };
-    let bytes = match &value {
-        Value::Int(n) if *n < 0 => {
-            return Err(ObjError::option(
-                key,
-                format!("= {value} is negative: sizes are at least 0 bytes"),
-            ))
-        }
-        Value::Int(n) => u64::try_from(*n).map_err(|_| not_a_size())?,
-        Value::Str(s) if !s.trim().is_empty() => s
-            .trim()
-            .parse::<ByteSize>()
-            .map_err(|_| not_a_size())?
-            .as_u64(),
-        _ => return Err(not_a_size()),
-    };
-    if bytes > max {
-        return Err(ObjError::option(
-            key,
-            format!("= {value} is above the maximum of {}", fmt_size(max)),
-        ));
-    }
-    if bytes < min {
-        return Err(ObjError::option(
-            key,
-            format!("= {value} is below the minimum of {}", fmt_size(min)),
-        ));
-    }
-    Ok(bytes)
-}
-
-/// A size for messages: `1MiB`, `20KiB`, `512B`.
-pub(crate) fn fmt_size(bytes: u64) -> String {
-    if bytes >= MIB && bytes % MIB == 0 {
-        format!("{}MiB", bytes / MIB)
-    } else if bytes >= KIB && bytes % KIB == 0 {
-        format!("{}KiB", bytes / KIB)
-    } else {
-        format!("{bytes}B")
-    }
-}
-
-/// Any TOML value, kept just well enough to validate it and to show it in a message.
-#[derive(Debug, Clone, PartialEq)]
-enum Value {
-    Str(String),
-    Int(i128),
-    Float(f64),
-    Bool(bool),
-    /// An array, table or date, named by its kind.
-    Other(&'static str),
-}
-
-impl fmt::Display for Value {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Value::Str(s) => write!(f, "{s:?}"),
-            Value::Int(n) => write!(f, "{n}"),
-            Value::Float(x) => write!(f, "{x}"),
-            Value::Bool(b) => write!(f, "{b}"),
-            Value::Other(kind) => write!(f, "{kind}"),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for Value {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(ValueVisitor)
-    }
-}
-
-struct ValueVisitor;
-
-impl<'de> de::Visitor<'de> for ValueVisitor {
-    type Value = Value;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a TOML value")
-    }
-
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
-    }
-
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::Int(v.into()))
-    }
-
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
-        Ok(Value::Int(v.into()))
-    }
-
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
-        Ok(Value::Float(v))
-    }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::Str(v.to_string()))
-    }
-
-    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Value::Other("an array"))
-    }
-
-    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(Value::Other("a table or date"))
-    }
+fn place(key: &str, value: &toml::Value) -> StorageResult<Place> {
+    let s = options::string(key, value)?;
+    Place::parse(&s).map_err(|why| options::invalid(key, format!("= {s:?} is invalid: {why}")))
 }
 
 #[cfg(test)]
@@ -481,7 +273,7 @@ mod tests {
     use super::*;
 
     fn parse(doc: &str) -> Result<Options, String> {
-        Options::parse(doc).map_err(|e| match StorageError::from(e) {
+        Options::parse(doc).map_err(|e| match e {
             StorageError::InvalidConfig(m) => m,
             other => panic!("expected InvalidConfig, got {other:?}"),
         })
@@ -526,7 +318,7 @@ mod tests {
     fn bad_values_name_the_option() {
         let cases = [
             ("", "storage.options.url is missing"),
-            ("url = 3", "storage.options.url = 3 is not a URL"),
+            ("url = 3", "storage.options.url = 3 is not a string"),
             (
                 "url = \"ftp://x\"",
                 "storage.options.url = \"ftp://x\" is invalid",
@@ -573,7 +365,7 @@ mod tests {
             ),
             (
                 "url = \"s3://b\"\nendpoint = \"\"",
-                "storage.options.endpoint is empty",
+                "storage.options.endpoint = \"\" is empty",
             ),
             (
                 "url = \"s3://b\"\nsavepoint-url = \"memory://x\"",

@@ -31,8 +31,9 @@ use object_store::{
     RetryConfig,
 };
 
+use cairn_plugin_api::{StorageError, StorageResult};
+
 use crate::{
-    error::{ObjError, ObjResult},
     layout::{Place, Scheme},
     options::Options,
 };
@@ -42,14 +43,14 @@ pub(crate) struct Runtime(Option<tokio::runtime::Runtime>);
 
 impl Runtime {
     /// Start a runtime with two worker threads.
-    pub(crate) fn start() -> ObjResult<Self> {
+    pub(crate) fn start() -> StorageResult<Self> {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("cairn-object-store")
             .enable_all()
             .build()
             .map(|rt| Runtime(Some(rt)))
-            .map_err(|e| ObjError::Runtime(e.to_string()))
+            .map_err(|e| StorageError::Io(format!("cannot start the plugin's tokio runtime: {e}")))
     }
 
     /// Run `future` to completion on the calling thread.
@@ -104,7 +105,7 @@ pub(crate) struct Stores {
 
 impl Stores {
     /// Build the client of the storage URL.
-    pub(crate) fn open(options: Options) -> ObjResult<Self> {
+    pub(crate) fn open(options: Options) -> StorageResult<Self> {
         let stores = Stores {
             options,
             clients: Mutex::new(HashMap::new()),
@@ -116,24 +117,23 @@ impl Stores {
 
     /// The client for `place`. A `memory://` place is only reachable from a storage whose URL
     /// is `memory://` (it is that storage's own memory).
-    pub(crate) fn for_place(&self, place: &Place) -> ObjResult<Arc<dyn ObjectStore>> {
+    pub(crate) fn for_place(&self, place: &Place) -> StorageResult<Arc<dyn ObjectStore>> {
         let key = StoreKey::of(place);
         let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(c) = clients.get(&key) {
             return Ok(c.clone());
         }
         if place.scheme == Scheme::Memory && self.options.url.scheme != Scheme::Memory {
-            return Err(ObjError::InvalidPointer {
-                pointer: place.to_string(),
-                why: "memory:// places belong to a storage whose url is memory://".into(),
-            });
+            return Err(StorageError::InvalidConfig(format!(
+                "{place}: memory:// places belong to a storage whose url is memory://"
+            )));
         }
         let client = self.build(place)?;
         clients.insert(key, client.clone());
         Ok(client)
     }
 
-    fn build(&self, place: &Place) -> ObjResult<Arc<dyn ObjectStore>> {
+    fn build(&self, place: &Place) -> StorageResult<Arc<dyn ObjectStore>> {
         let o = &self.options;
         let c = &o.cloud;
         let retry = RetryConfig {
@@ -148,7 +148,7 @@ impl Stores {
             client = client.with_allow_http(allow);
         }
         let failed = |e: object_store::Error| {
-            ObjError::option(
+            cairn_plugin_kit::options::invalid(
                 "url",
                 format!("= {:?}: cannot build the client: {e}", place.url()),
             )

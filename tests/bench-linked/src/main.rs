@@ -6,7 +6,7 @@
 //! symbols), so the linked-in side runs here, in a separate executable that links
 //! `cairn-storage-fs` as an rlib. `cairn bench storage` finds it next to its own executable.
 //!
-//! It runs [`cairn_harness::bench::backend_round`], the same code the host runs against the
+//! It runs [`cairn_conformance::bench::backend_round`], the same code the host runs against the
 //! loaded library, once per request: a `RoundRequest` as one line of JSON on stdin, answered by
 //! a `LinkedOutput` as one line of JSON on stdout, until stdin ends. One process serves every
 //! round, so the linked side is as warm as the loaded one, and the host can alternate rounds
@@ -24,7 +24,7 @@ use std::{
     process::ExitCode,
 };
 
-use cairn_harness::bench::{self, LinkedOutput, RoundRequest};
+use cairn_conformance::bench::{self, LinkedOutput, RoundRequest};
 use cairn_plugin_api::StoragePlugin;
 use cairn_storage_fs::FsPlugin;
 

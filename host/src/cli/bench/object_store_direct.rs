@@ -16,7 +16,7 @@ use std::{
     process::{Child, ChildStdin, ChildStdout, Command, Stdio},
 };
 
-use cairn_harness::bench::{DirectOutput, DirectRequest, OBJECT_STORE_DIRECT_ARG};
+use cairn_conformance::bench::{DirectOutput, DirectRequest, OBJECT_STORE_DIRECT_ARG};
 use serde_json::{json, Value};
 
 use super::{throughput_ratio, Samples};

@@ -1,0 +1,88 @@
+//! Older minor versions: a real plugin built against plugin API 1.0 (the `__api_1_0` feature
+//! leaves out every module added since, see `plugin-api/src/version.rs`) still loads and passes the suite, and
+//! each function added in API 1.1 answers `Unsupported`, which the host reports.
+
+use std::{path::PathBuf, sync::OnceLock};
+
+use cairn_plugin_api::{ApiVersion, StorageError};
+
+use crate::util::{cairn, json_of};
+
+fn old_minor_lib() -> PathBuf {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let root = cairn_harness::artifacts::workspace_root();
+            let libs = cairn_harness::artifacts::build_cdylibs(
+                &root.join("tests/fixtures/api-old-minor/Cargo.toml"),
+                &root.join("target/api-old-minor"),
+                &["cairn-fixture-api-old-minor"],
+            )?;
+            libs.get("cairn-fixture-api-old-minor")
+                .cloned()
+                .ok_or_else(|| format!("the fixture built no shared library: {libs:?}"))
+        })
+        .clone()
+        .unwrap_or_else(|e| panic!("cannot build the API 1.0 fixture: {e}"))
+}
+
+#[test]
+fn an_api_1_0_plugin_loads_and_a_1_1_call_is_unsupported() {
+    let plugin = cairn_host::loader::load_path(&old_minor_lib(), None).unwrap();
+    assert_eq!(plugin.manifest().api_version, ApiVersion::new(1, 0));
+    let storage = plugin.open("").unwrap();
+    let job = storage.job("job").unwrap();
+    // 1.0 calls work.
+    let loc = job.begin_checkpoint(1).unwrap();
+    loc.commit(b"meta").unwrap();
+    assert_eq!(job.list_completed().unwrap().len(), 1);
+    // The plugin has no API 1.1 module: the host gets Unsupported, naming the call.
+    match job.list_uncommitted_savepoints(None) {
+        Err(StorageError::Unsupported(m)) => {
+            assert!(
+                m.contains("list_uncommitted_savepoints") && m.contains("1.1"),
+                "{m}"
+            )
+        }
+        other => panic!("expected Unsupported, got {other:?}"),
+    }
+    // A 1.1 plugin answers it.
+    let fs = crate::util::load("cairn-storage-fs-cdylib");
+    let dir = tempfile::tempdir().unwrap();
+    let s = fs.open(&crate::util::fs_options(dir.path())).unwrap();
+    assert_eq!(
+        s.job("job")
+            .unwrap()
+            .list_uncommitted_savepoints(None)
+            .unwrap(),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn verify_passes_and_gc_reports_what_the_plugin_cannot_do() {
+    let lib = old_minor_lib();
+    let dir = tempfile::tempdir().unwrap();
+    let out = cairn(
+        &["plugins", "verify", lib.to_str().unwrap(), "--json"],
+        dir.path(),
+    );
+    let doc = json_of(&out);
+    assert_eq!(doc["ok"], true, "{doc}");
+    std::fs::write(
+        dir.path().join("cairn.toml"),
+        format!(
+            "[storage]\npath = {:?}\n\n[job]\nid = \"it\"\n",
+            lib.display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = cairn(&["checkpoints", "gc", "--json"], dir.path());
+    let doc = json_of(&out);
+    assert!(out.status.success(), "{doc}");
+    let notes = doc["notes"].to_string();
+    assert!(
+        notes.contains("uncommitted savepoints were not looked for") && notes.contains("1.1"),
+        "{doc}"
+    );
+}
