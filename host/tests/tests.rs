@@ -29,6 +29,9 @@ mod bench;
 // `cairn config check|defaults` through the binary, and the example configs through the plugins.
 mod config;
 
+// Thousands of mutated config files: every error is one escaped line that names a line.
+mod config_mutations;
+
 // `cairn run` and `cairn checkpoints`: exactly-once, restore, failover, verify, gc, delete.
 mod job;
 
