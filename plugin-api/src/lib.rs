@@ -45,23 +45,25 @@ pub mod host;
 mod logging;
 mod manifest;
 mod options;
+pub mod section;
 mod storage;
 mod version;
 
 pub use error::{ErrorKind, StorageError, StorageResult};
 pub use handle::{Scope, StateHandle};
-pub use manifest::{Capabilities, Manifest};
+pub use manifest::{Capabilities, Manifest, StaticManifest};
 pub use options::parse_options;
 pub use storage::{
     read_handle_fully, CheckpointLocation, CheckpointStorage, CompletedCheckpoint, InlineInput,
     InputStream, JobStorage, OutputStream, ResolvedCheckpoint, StorageInfo, StoragePlugin,
     StoredObject,
 };
-pub use version::{ApiVersion, API_1_0, API_VERSION};
+pub use version::{ApiVersion, API_1_0, API_1_1, API_VERSION};
 
 /// Items used by the code that [`export_storage_plugin!`] generates. Not part of the API: they
 /// may change in any release, and nothing outside this crate's macro may name them.
 #[doc(hidden)]
 pub mod __private {
     pub use crate::export::{export_module, probe_word, ExportedModule};
+    pub use crate::section::{section_bytes, section_len};
 }

@@ -84,8 +84,15 @@ impl fmt::Display for ApiVersion {
 /// typed error kinds; a logging callback handed to the plugin at open.
 pub const API_1_0: ApiVersion = ApiVersion::new(1, 0);
 
+/// API 1.1: the manifest section. A plugin may declare its manifest as constants
+/// (`StoragePlugin::STATIC_MANIFEST`); the export macro writes it into the ELF section
+/// `.cairn_manifest` (format in `section.rs`), so a host reads it without running plugin code. No
+/// function was added to the root module or a vtable; 1.0 plugins, which have no section, load
+/// as before.
+pub const API_1_1: ApiVersion = ApiVersion::new(1, 1);
+
 /// The API version this crate implements. Always the last constant above.
-pub const API_VERSION: ApiVersion = API_1_0;
+pub const API_VERSION: ApiVersion = API_1_1;
 
 #[cfg(test)]
 mod tests {

@@ -62,7 +62,9 @@ mod options;
 mod storage;
 mod stream;
 
-use cairn_plugin_api::{Capabilities, CheckpointStorage, Manifest, StoragePlugin, StorageResult};
+use cairn_plugin_api::{
+    Capabilities, CheckpointStorage, Manifest, StaticManifest, StoragePlugin, StorageResult,
+};
 
 /// What this backend can do; the manifest and every opened instance report the same set.
 const CAPABILITIES: Capabilities = Capabilities::PERSISTENT
@@ -77,17 +79,21 @@ const CAPABILITIES: Capabilities = Capabilities::PERSISTENT
 #[derive(Debug, Clone, Copy, Default)]
 pub struct FsPlugin;
 
+const MANIFEST: StaticManifest = StaticManifest::new(
+    "filesystem",
+    env!("CARGO_PKG_VERSION"),
+    "checkpoints on a local or mounted filesystem (Flink's FileSystem storage)",
+    CAPABILITIES,
+)
+.with_test_options("dir = \"{scratch}/checkpoints\"\nsavepoint-dir = \"{scratch}/savepoints\"\n");
+
 impl StoragePlugin for FsPlugin {
+    // The manifest as constants: the export macro writes it into the library's manifest
+    // section, so the host finds this plugin without loading it (API 1.1).
+    const STATIC_MANIFEST: Option<StaticManifest> = Some(MANIFEST);
+
     fn manifest() -> Manifest {
-        Manifest::new(
-            "filesystem",
-            env!("CARGO_PKG_VERSION"),
-            "checkpoints on a local or mounted filesystem (Flink's FileSystem storage)",
-            CAPABILITIES,
-        )
-        .with_test_options(
-            "dir = \"{scratch}/checkpoints\"\nsavepoint-dir = \"{scratch}/savepoints\"\n",
-        )
+        MANIFEST.to_manifest()
     }
 
     fn open(options: &str) -> StorageResult<Box<dyn CheckpointStorage>> {

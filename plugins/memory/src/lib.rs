@@ -55,7 +55,9 @@ mod pointer;
 mod storage;
 mod stream;
 
-use cairn_plugin_api::{Capabilities, CheckpointStorage, Manifest, StoragePlugin, StorageResult};
+use cairn_plugin_api::{
+    Capabilities, CheckpointStorage, Manifest, StaticManifest, StoragePlugin, StorageResult,
+};
 
 pub use options::{DEFAULT_MAX_STATE_SIZE, MAX_MAX_STATE_SIZE};
 
@@ -74,15 +76,21 @@ const MANIFEST_CAPABILITIES: Capabilities = Capabilities::SAVEPOINTS
 /// ```
 pub struct MemoryPlugin;
 
+const MANIFEST: StaticManifest = StaticManifest::new(
+    "memory",
+    env!("CARGO_PKG_VERSION"),
+    "state in the host's memory, gone when it exits (Flink's JobManager storage)",
+    MANIFEST_CAPABILITIES,
+)
+.with_test_options("savepoint-dir = \"{scratch}/savepoints\"\n");
+
 impl StoragePlugin for MemoryPlugin {
+    // The manifest as constants: the export macro writes it into the library's manifest
+    // section, so the host finds this plugin without loading it (API 1.1).
+    const STATIC_MANIFEST: Option<StaticManifest> = Some(MANIFEST);
+
     fn manifest() -> Manifest {
-        Manifest::new(
-            "memory",
-            env!("CARGO_PKG_VERSION"),
-            "state in the host's memory, gone when it exits (Flink's JobManager storage)",
-            MANIFEST_CAPABILITIES,
-        )
-        .with_test_options("savepoint-dir = \"{scratch}/savepoints\"\n")
+        MANIFEST.to_manifest()
     }
 
     fn open(options: &str) -> StorageResult<Box<dyn CheckpointStorage>> {

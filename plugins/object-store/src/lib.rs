@@ -73,7 +73,9 @@ mod storage;
 mod store;
 mod stream;
 
-use cairn_plugin_api::{Capabilities, CheckpointStorage, Manifest, StoragePlugin, StorageResult};
+use cairn_plugin_api::{
+    Capabilities, CheckpointStorage, Manifest, StaticManifest, StoragePlugin, StorageResult,
+};
 
 /// What every instance can do. `PERSISTENT` is added for every URL but `memory://`, and
 /// `HIGHLY_AVAILABLE` for `s3://`, `gs://` and `az://`.
@@ -88,19 +90,25 @@ const COMMON_CAPABILITIES: Capabilities = Capabilities::SAVEPOINTS
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ObjectStorePlugin;
 
+const MANIFEST: StaticManifest = StaticManifest::new(
+    "object-store",
+    env!("CARGO_PKG_VERSION"),
+    "checkpoints in S3, GCS or Azure Blob Storage (or file://, memory://) via object_store",
+    COMMON_CAPABILITIES
+        .union(Capabilities::PERSISTENT)
+        .union(Capabilities::HIGHLY_AVAILABLE),
+)
+.with_test_options(
+    "url = \"file://{scratch}/store\"\nsavepoint-url = \"file://{scratch}/savepoints\"\n",
+);
+
 impl StoragePlugin for ObjectStorePlugin {
+    // The manifest as constants: the export macro writes it into the library's manifest
+    // section, so the host finds this plugin without loading it (API 1.1).
+    const STATIC_MANIFEST: Option<StaticManifest> = Some(MANIFEST);
+
     fn manifest() -> Manifest {
-        Manifest::new(
-            "object-store",
-            env!("CARGO_PKG_VERSION"),
-            "checkpoints in S3, GCS or Azure Blob Storage (or file://, memory://) via object_store",
-            COMMON_CAPABILITIES
-                .union(Capabilities::PERSISTENT)
-                .union(Capabilities::HIGHLY_AVAILABLE),
-        )
-        .with_test_options(
-            "url = \"file://{scratch}/store\"\nsavepoint-url = \"file://{scratch}/savepoints\"\n",
-        )
+        MANIFEST.to_manifest()
     }
 
     fn open(options: &str) -> StorageResult<Box<dyn CheckpointStorage>> {
