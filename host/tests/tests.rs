@@ -35,6 +35,9 @@ mod config_mutations;
 // `cairn run` and `cairn checkpoints`: exactly-once, restore, failover, verify, gc, delete.
 mod job;
 
+// `cairn bench crash` with a short N: kill -9 trials lose nothing, digests match.
+mod crash;
+
 // The object-store plugin against a real S3 server on 127.0.0.1 (SeaweedFS): conformance on
 // s3://, file:// and memory://, the commit race, `cairn run` into a bucket, a killed server.
 mod object_store;

@@ -103,3 +103,25 @@ impl StoragePlugin for FsPlugin {
 }
 
 cairn_plugin_api::export_storage_plugin!(FsPlugin);
+
+/// The layout's parsers of untrusted strings, for the fuzz targets in `tests/fuzz`. Not an API:
+/// it may change in any release.
+#[doc(hidden)]
+pub mod fuzzing {
+    use std::path::{Path, PathBuf};
+
+    /// The file `locator` names under `base`, or why it is refused.
+    pub fn locator_path(base: &Path, locator: &str) -> Result<PathBuf, String> {
+        crate::layout::locator_path(base, locator).map_err(|e| e.to_string())
+    }
+
+    /// The location directory `pointer` names, or why it is refused.
+    pub fn pointer_dir(pointer: &str) -> Result<PathBuf, String> {
+        crate::layout::pointer_dir(pointer).map_err(|e| e.to_string())
+    }
+
+    /// Whether `id` is a job id this plugin accepts.
+    pub fn job_id(id: &str) -> Result<(), String> {
+        crate::layout::validate_job_id(id).map_err(|e| e.to_string())
+    }
+}

@@ -121,3 +121,29 @@ cairn_plugin_api::export_storage_plugin!(ObjectStorePlugin);
 
 #[cfg(test)]
 mod tests;
+
+/// The layout's parsers of untrusted strings, for the fuzz targets in `tests/fuzz`. Not an API:
+/// it may change in any release.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// The place (printed) that `locator` names under the store URL `base`, or why either is
+    /// refused.
+    pub fn locator_place(base: &str, locator: &str) -> Result<String, String> {
+        let base = crate::layout::Place::parse(base)?;
+        crate::layout::locator_place(&base, locator)
+            .map(|p| p.to_string())
+            .map_err(|e| e.to_string())
+    }
+
+    /// The location place (printed) that `pointer` names, or why it is refused.
+    pub fn pointer_place(pointer: &str) -> Result<String, String> {
+        crate::layout::pointer_place(pointer)
+            .map(|p| p.to_string())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Whether `id` is a job id this plugin accepts.
+    pub fn job_id(id: &str) -> Result<(), String> {
+        crate::layout::validate_job_id(id).map_err(|e| e.to_string())
+    }
+}

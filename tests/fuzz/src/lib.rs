@@ -1,0 +1,99 @@
+//! Fuzz targets: cairn's decoders of untrusted bytes, each as a function of one input that
+//! panics when a property fails. A decoder may refuse any input, but it must never panic, hang
+//! or accept something it would not have written.
+//!
+//! - [`config`]: the config file parser (`Config::parse_bytes`). Every error is one line, with no
+//!   raw control or bidirectional character, and names a line.
+//! - [`metadata`]: the checkpoint metadata decoder. What decodes re-encodes to bytes that decode
+//!   to the same metadata, and every handle in it converts.
+//! - [`handle`]: the handle records inside metadata (JSON, base64 inline bytes). What converts
+//!   converts back to the same record.
+//! - [`locators::locators`]: the pointer and locator parsers of the filesystem and object-store
+//!   plugins (one small file, to retarget when the parsers move into the plugin kit).
+//! - [`manifest_section`]: the plugin manifest section decoder.
+//!
+//! Two drivers call them: the coverage-guided AFL++ harness in `afl/` (the long campaign; see the
+//! README), and `tests/campaign.rs`, which replays the corpus in `corpus/` and runs a bounded
+//! random-mutation campaign in `cargo test`.
+
+use std::path::Path;
+
+use cairn_host::{
+    config::Config,
+    metadata::{CheckpointMetadata, HandleRecord},
+};
+
+pub mod locators;
+
+/// Every target, by the name of its corpus folder.
+pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+    ("config", config),
+    ("metadata", metadata),
+    ("handle", handle),
+    ("locators", locators::locators),
+    ("manifest-section", manifest_section),
+];
+
+/// What must never reach a terminal raw: control characters and invisible formatting
+/// characters (bidirectional controls, zero-width characters, separators, the byte-order mark).
+fn forbidden(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c as u32,
+            0x00ad | 0x061c | 0x200b..=0x200f | 0x2028..=0x202e | 0x2060..=0x2069 | 0xfeff
+        )
+}
+
+/// The config parser.
+pub fn config(data: &[u8]) {
+    if let Err(e) = Config::parse_bytes(data, Path::new("fuzz.toml")) {
+        let shown = e.to_string();
+        assert!(
+            !shown.chars().any(forbidden),
+            "an error shows a raw control character: {shown:?}"
+        );
+        let line = e
+            .line
+            .unwrap_or_else(|| panic!("an error names no line: {shown:?}"));
+        assert!(
+            shown.starts_with(&format!("config error at fuzz.toml:{line}")),
+            "{shown:?}"
+        );
+    }
+}
+
+/// The metadata decoder.
+pub fn metadata(data: &[u8]) {
+    let Ok(m) = CheckpointMetadata::decode(data) else {
+        return;
+    };
+    let again = CheckpointMetadata::decode(&m.encode()).expect("re-encoded metadata decodes");
+    assert_eq!(again, m, "metadata does not survive a re-encode");
+    for t in &m.tasks {
+        for h in &t.handles {
+            let _ = h.to_handle();
+        }
+    }
+}
+
+/// The handle records of metadata.
+pub fn handle(data: &[u8]) {
+    let Ok(record) = serde_json::from_slice::<HandleRecord>(data) else {
+        return;
+    };
+    let _ = record.size();
+    if let Ok(h) = record.to_handle() {
+        assert_eq!(
+            HandleRecord::from(&h),
+            record,
+            "a handle record does not survive a round trip"
+        );
+    }
+}
+
+/// The plugin manifest section decoder.
+pub fn manifest_section(data: &[u8]) {
+    if let Ok(Some(s)) = cairn_plugin_api::section::decode_section(data) {
+        assert!(s.manifest.validate().is_ok());
+    }
+}
