@@ -25,8 +25,11 @@ use cairn_host::{
 
 pub mod locators;
 
+/// A fuzz target: one input, a panic when a property fails.
+pub type Target = fn(&[u8]);
+
 /// Every target, by the name of its corpus folder.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("config", config),
     ("metadata", metadata),
     ("handle", handle),
