@@ -61,8 +61,8 @@ mod stream;
 use std::path::PathBuf;
 
 use cairn_plugin_api::{
-    parse_options, Capabilities, CheckpointStorage, Manifest, StorageError, StoragePlugin,
-    StorageResult,
+    parse_options, Capabilities, CheckpointStorage, Manifest, StaticManifest, StorageError,
+    StoragePlugin, StorageResult,
 };
 
 /// What this backend can do. The manifest and every opened instance report the same set; the
@@ -85,18 +85,24 @@ const MAX_INLINE_THRESHOLD: u64 = 1024 * 1024;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ExamplePlugin;
 
+/// The manifest, as constants: the export macro writes it into the library's manifest section,
+/// so the host finds the plugin by name without loading it (API 1.1).
+const MANIFEST: StaticManifest = StaticManifest::new(
+    // The name users write in `[storage] plugin = "example-dir"`.
+    "example-dir",
+    env!("CARGO_PKG_VERSION"),
+    "example third-party plugin: checkpoints as plain files under a root directory",
+    CAPABILITIES,
+)
+// `cairn plugins verify` opens the plugin with these options when it is given none,
+// replacing `{scratch}` with an empty temporary directory.
+.with_test_options("root = \"{scratch}/example-dir\"\n");
+
 impl StoragePlugin for ExamplePlugin {
+    const STATIC_MANIFEST: Option<StaticManifest> = Some(MANIFEST);
+
     fn manifest() -> Manifest {
-        Manifest::new(
-            // The name users write in `[storage] plugin = "example-dir"`.
-            "example-dir",
-            env!("CARGO_PKG_VERSION"),
-            "example third-party plugin: checkpoints as plain files under a root directory",
-            CAPABILITIES,
-        )
-        // `cairn plugins verify` opens the plugin with these options when it is given none,
-        // replacing `{scratch}` with an empty temporary directory.
-        .with_test_options("root = \"{scratch}/example-dir\"\n")
+        MANIFEST.to_manifest()
     }
 
     fn open(options: &str) -> StorageResult<Box<dyn CheckpointStorage>> {
