@@ -1,6 +1,8 @@
 //! The manifest section: a plugin's manifest as plain bytes in its shared library, so a host can
 //! read what a file is (name, versions, capabilities) without running any of its code.
 //!
+//! Since API 1.1.
+//!
 //! A host looking for plugin `filesystem` used to `dlopen` every library in the search path to
 //! ask it its name, running every library's initialisers; the object-store plugin alone is tens
 //! of megabytes. With the section, a host reads a few hundred bytes of each file (the ELF section
