@@ -23,6 +23,12 @@
 //!
 //! The listings taken while the job runs are what makes "lost" checkable from outside: they are
 //! taken at random moments by a second thread, independent of the kill instant.
+//!
+//! Kills land only while the job is still running: a job that reaches `--records` finishes and,
+//! as Flink does, discards its checkpoints, which is not a loss. The sources are throttled to
+//! [`RATE`], so a run restored from a checkpoint that holds `r` records cannot finish sooner
+//! than `(records - r) / RATE` after it starts; each kill instant is drawn uniformly from the
+//! first 80% of that.
 
 use std::{
     collections::BTreeSet,
@@ -62,7 +68,8 @@ pub struct CrashArgs {
     #[arg(long, value_name = "FILE")]
     pub options: Option<PathBuf>,
     /// Records per job; the sources emit them at 20,000 records/s, so the default job runs
-    /// about two seconds.
+    /// about two seconds. Kills land in the first 80% of what is left of a run (see the module
+    /// docs).
     #[arg(long, value_name = "N", default_value_t = 40_000, value_parser = clap::value_parser!(u64).range(1000..))]
     pub records: u64,
     /// Where the scratch directories go (one per chain, removed after it unless --keep).
@@ -80,6 +87,9 @@ pub struct CrashArgs {
     #[arg(long)]
     pub json: bool,
 }
+
+/// The sources' rate, records per second over the job.
+const RATE: u64 = 20_000;
 
 /// One shape of job the trials cycle through.
 #[derive(Debug, Clone, Copy)]
@@ -185,7 +195,7 @@ impl<'a> Chain<'a> {
              [checkpointing]\ninterval = \"100ms\"\nnum-retained = {retained}\n\
              externalized-retention = \"retain-on-cancellation\"\n\n\
              [job]\nid = \"crash-trial\"\nkeys = {keys}\nstate-bytes-per-key = {bytes:?}\n\
-             rate = 20000\nparallelism = 2\n",
+             rate = {RATE}\nparallelism = 2\n",
             path = setup.plugin_path.display().to_string(),
             retained = shape.num_retained,
             keys = shape.keys,
@@ -232,6 +242,18 @@ impl<'a> Chain<'a> {
             )
         })?;
         Ok((out.status.success(), v))
+    }
+
+    /// How many records the newest completed checkpoint holds (0 without one).
+    fn records_checkpointed(&self) -> anyhow::Result<u64> {
+        let (ok, v) = self.json(&["checkpoints", "list", "--json"])?;
+        if !ok {
+            bail!("checkpoints list failed: {v}");
+        }
+        Ok(v["checkpoints"]
+            .as_array()
+            .and_then(|a| a.iter().filter_map(|c| c["records"].as_u64()).max())
+            .unwrap_or(0))
     }
 
     /// The completed checkpoints: id and pointer.
@@ -471,14 +493,12 @@ pub fn crash(args: &CrashArgs, config: &ConfigArg) -> anyhow::Result<ExitCode> {
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
 
-    // Each shape's uninterrupted digest and run time.
+    // Each shape's uninterrupted digest.
     let mut baselines = Vec::new();
     for (i, shape) in SHAPES.iter().enumerate() {
         bar.set_message(format!("uninterrupted run: {}", shape.name));
         let chain = Chain::new(&setup, *shape, &format!("baseline{i}"))?;
-        let t = Instant::now();
-        let digest = chain.run_to_end(false)?;
-        baselines.push((digest, t.elapsed()));
+        baselines.push(chain.run_to_end(false)?);
         chain.finish(false);
     }
 
@@ -490,7 +510,7 @@ pub fn crash(args: &CrashArgs, config: &ConfigArg) -> anyhow::Result<ExitCode> {
         let s = (chain_no % SHAPES.len() as u64) as usize;
         chain_no += 1;
         let shape = SHAPES[s];
-        let (baseline, run_time) = baselines[s].clone();
+        let baseline = baselines[s].clone();
         let chain = Chain::new(&setup, shape, &format!("chain{chain_no}"))?;
         let tally = &mut tallies[s];
         let failures_before = tally.failures();
@@ -500,11 +520,14 @@ pub fn crash(args: &CrashArgs, config: &ConfigArg) -> anyhow::Result<ExitCode> {
         while kills < args.kills && trials < args.trials && attempts < args.kills * 4 {
             attempts += 1;
             bar.set_message(format!("{}, kill {}", shape.name, kills + 1));
-            // A resumed run has less left to do: kill it earlier.
-            let window = if kills == 0 { run_time } else { run_time / 2 };
-            let kill_after =
-                Duration::from_millis(rng.random_range(20..=window.as_millis().max(21) as u64));
-            let from_latest = !chain.list()?.is_empty();
+            // The run cannot finish before its remaining records pass at RATE.
+            let done = chain.records_checkpointed()?;
+            let window_ms = args.records.saturating_sub(done) * 1000 / RATE * 8 / 10;
+            if window_ms < 50 {
+                break;
+            }
+            let kill_after = Duration::from_millis(rng.random_range(20..=window_ms));
+            let from_latest = done > 0 || !chain.list()?.is_empty();
             match chain.run_and_kill(from_latest, kill_after, &mut rng)? {
                 None => {
                     tally.finished_before_kill += 1;
