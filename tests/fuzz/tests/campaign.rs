@@ -5,7 +5,7 @@
 //! about the corpus and catches the shallow regressions.
 //!
 //! `CAIRN_FUZZ_ITERATIONS` sets the mutations per target (default 20,000), `CAIRN_FUZZ_SEED`
-//! the seed. A failing input is written to `target/fuzz-failures/<target>-<n>` and named.
+//! the seed, `CAIRN_FUZZ_TARGETS` (comma-separated names) limits the targets. A failing input is written to `target/fuzz-failures/<target>-<n>` and named.
 
 use std::{
     panic::{catch_unwind, AssertUnwindSafe},
@@ -141,7 +141,13 @@ fn every_target_survives_its_corpus_and_random_mutations_of_it() {
         .unwrap_or(0x5eed_ca1e);
     // Panics are caught and reported with their input; the default hook would print each one.
     std::panic::set_hook(Box::new(|_| {}));
+    let only: Option<Vec<String>> = std::env::var("CAIRN_FUZZ_TARGETS")
+        .ok()
+        .map(|v| v.split(',').map(|t| t.trim().to_string()).collect());
     for &(name, f) in TARGETS {
+        if only.as_ref().is_some_and(|o| !o.iter().any(|t| t == name)) {
+            continue;
+        }
         let inputs = corpus(name);
         for (n, (_, input)) in inputs.iter().enumerate() {
             run_one(name, f, input, n);
