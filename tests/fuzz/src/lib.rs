@@ -5,7 +5,9 @@
 //! - [`config`]: the config file parser (`Config::parse_bytes`). Every error is one line, with no
 //!   raw control or bidirectional character, and names a line.
 //! - [`metadata`]: the checkpoint metadata decoder. What decodes re-encodes to bytes that decode
-//!   to the same metadata, and every handle in it converts.
+//!   to the same metadata, and every handle in it converts. [`metadata_payload`] drives the same
+//!   decoder from its payload (the JSON inside the frame): random bytes rarely pass the frame's
+//!   checksum, so this is how a fuzzer reaches the payload parser.
 //! - [`handle`]: the handle records inside metadata (JSON, base64 inline bytes). What converts
 //!   converts back to the same record.
 //! - [`locators::locators`]: the pointer and locator parsers of the filesystem and object-store
@@ -32,6 +34,7 @@ pub type Target = fn(&[u8]);
 pub const TARGETS: &[(&str, Target)] = &[
     ("config", config),
     ("metadata", metadata),
+    ("metadata-payload", metadata_payload),
     ("handle", handle),
     ("locators", locators::locators),
     ("manifest-section", manifest_section),
@@ -77,6 +80,17 @@ pub fn metadata(data: &[u8]) {
             let _ = h.to_handle();
         }
     }
+}
+
+/// The metadata decoder from the payload: the input is the JSON document; what parses must
+/// survive encoding, decoding and comparing, exactly as [`metadata`] checks.
+pub fn metadata_payload(data: &[u8]) {
+    let Ok(m) = serde_json::from_slice::<CheckpointMetadata>(data) else {
+        return;
+    };
+    metadata(&m.encode());
+    let again = CheckpointMetadata::decode(&m.encode()).expect("encoded metadata decodes");
+    assert_eq!(again, m, "metadata does not survive an encode");
 }
 
 /// The handle records of metadata.
