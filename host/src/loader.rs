@@ -7,23 +7,33 @@
 //! 2. it is not writable by everyone ([`LoadError::WorldWritable`]);
 //! 3. its SHA-256 matches the configured pin, if any ([`LoadError::Sha256Mismatch`]);
 //! 4. it starts with a shared-library magic number ([`LoadError::NotSharedLibrary`]);
-//! 5. the dynamic loader accepts it ([`LoadError::CannotLoad`]);
-//! 6. it exports `cairn_plugin_api_version`, a plain C function read with `libloading`
+//! 5. its manifest section, if it has one, is well formed ([`LoadError::BadManifestSection`]) and
+//!    states a compatible API version ([`LoadError::IncompatibleApi`]);
+//! 6. the dynamic loader accepts it ([`LoadError::CannotLoad`]);
+//! 7. it exports `cairn_plugin_api_version`, a plain C function read with `libloading`
 //!    ([`LoadError::NotAPlugin`]);
-//! 7. that API version is compatible with the host's ([`LoadError::IncompatibleApi`]), checked
+//! 8. that API version is compatible with the host's ([`LoadError::IncompatibleApi`]), checked
 //!    before any abi_stable type is touched, so a different major version gets a version error
 //!    rather than a layout report;
-//! 8. abi_stable's layout check of the root module passes ([`LoadError::LayoutMismatch`]; the
+//! 9. abi_stable's layout check of the root module passes ([`LoadError::LayoutMismatch`]; the
 //!    full report goes to the debug log);
-//! 9. the root module initialises and the manifest is usable ([`LoadError::InitFailed`]).
+//! 10. the root module initialises and the manifest is usable ([`LoadError::InitFailed`]), and
+//!     it is the one the manifest section states ([`LoadError::ManifestMismatch`]).
 //!
-//! Steps 1 to 4 run before any code of the file runs. Step 8 reads each library through its own
+//! Steps 1 to 5 run before any code of the file runs. Step 9 reads each library through its own
 //! header rather than abi_stable's per-type module cache, so several plugins load side by side.
 //! Libraries are never unloaded: a plugin's statics, threads and thread-locals may outlive any
 //! object the host holds, and abi_stable leaks libraries for the same reason.
 //!
+//! # Finding a plugin without loading every file
+//!
 //! Loading by name scans the search path ([`SearchPath`]) and refuses a name that two different
-//! files provide ([`LoadError::DuplicateName`]).
+//! files provide ([`LoadError::DuplicateName`]). A file's name comes from its manifest section
+//! (API 1.1, `cairn_plugin_api::section`), read with the `object` crate: a few hundred bytes of
+//! the file, no code run, no hash of the whole file. Only the plugin that is used is loaded
+//! (steps 6 to 10). A file without a section (a plugin built for API 1.0, or one that declares no
+//! static manifest) is loaded to ask it its name, as before: that is the probe. A SHA-256 is
+//! computed only for a pin, or when asked for ([`Plugin::sha256`]).
 
 use std::{
     collections::BTreeMap,
@@ -31,12 +41,15 @@ use std::{
     fs::File,
     io::Read,
     path::{Path, PathBuf},
+    sync::OnceLock,
 };
 
 use cairn_plugin_api::{
     host::{load_library, LoadedPlugin, TypedLoadError},
+    section::{decode_section, SectionManifest, MAX_SECTION_LEN, SECTION_NAME},
     ApiVersion, CheckpointStorage, Manifest, StorageError, API_VERSION,
 };
+use object::{Object, ObjectSection};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -148,6 +161,22 @@ pub enum LoadError {
         /// The directories searched.
         searched: String,
     },
+    /// The file has a manifest section that cannot be read.
+    #[error("plugin {path} has a manifest section that cannot be used: {why}")]
+    BadManifestSection {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// The manifest section says something other than the code, once loaded.
+    #[error("plugin {path} is not what its manifest section says: {why}; rebuild the plugin")]
+    ManifestMismatch {
+        /// The file.
+        path: PathBuf,
+        /// The difference.
+        why: String,
+    },
     /// No file in the search path provides the name.
     #[error("no plugin named '{name}' in the search path ({searched}){available}")]
     UnknownName {
@@ -177,6 +206,28 @@ impl LoadError {
             LoadError::InitFailed { .. } => "init-failed",
             LoadError::DuplicateName { .. } => "duplicate-name",
             LoadError::UnknownName { .. } => "unknown-name",
+            LoadError::BadManifestSection { .. } => "bad-manifest-section",
+            LoadError::ManifestMismatch { .. } => "manifest-mismatch",
+        }
+    }
+}
+
+/// Where a file's manifest came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ManifestSource {
+    /// Read from the file's manifest section, without running its code.
+    Section,
+    /// Asked from the loaded library (a plugin without a manifest section).
+    Probe,
+}
+
+impl ManifestSource {
+    /// `section` or `probe`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ManifestSource::Section => "section",
+            ManifestSource::Probe => "probe",
         }
     }
 }
@@ -185,7 +236,8 @@ impl LoadError {
 #[derive(Debug, Clone)]
 pub struct Plugin {
     path: PathBuf,
-    sha256: String,
+    sha256: OnceLock<String>,
+    source: ManifestSource,
     inner: LoadedPlugin,
 }
 
@@ -200,9 +252,19 @@ impl Plugin {
         &self.path
     }
 
-    /// The SHA-256 of the file, in lower-case hex: the value to put in `storage.sha256`.
-    pub fn sha256(&self) -> &str {
-        &self.sha256
+    /// Whether the file has a manifest section (which the loaded code was checked against).
+    pub fn manifest_source(&self) -> ManifestSource {
+        self.source
+    }
+
+    /// The SHA-256 of the file, in lower-case hex: the value to put in `storage.sha256`. Known
+    /// from the load when a pin was checked; otherwise the file is hashed on the first call.
+    pub fn sha256(&self) -> Result<&str, LoadError> {
+        if let Some(digest) = self.sha256.get() {
+            return Ok(digest);
+        }
+        let digest = sha256_file(&self.path)?;
+        Ok(self.sha256.get_or_init(|| digest))
     }
 
     /// Open a storage instance with the serialized `[storage.options]` table.
@@ -211,8 +273,15 @@ impl Plugin {
     }
 }
 
-/// Load and check the plugin file at `path`, optionally pinned to a SHA-256 (hex).
-pub fn load_path(path: &Path, sha256_pin: Option<&str>) -> Result<Plugin, LoadError> {
+/// A file that passed the checks that run before any of its code (steps 1 to 5).
+struct Checked {
+    path: PathBuf,
+    sha256: Option<String>,
+    section: Option<SectionManifest>,
+}
+
+/// Steps 1 to 5 of the module docs: nothing of the file runs.
+fn check_file(path: &Path, sha256_pin: Option<&str>) -> Result<Checked, LoadError> {
     let meta = std::fs::metadata(path).map_err(|e| LoadError::Missing {
         path: path.to_path_buf(),
         why: match e.kind() {
@@ -228,22 +297,90 @@ pub fn load_path(path: &Path, sha256_pin: Option<&str>) -> Result<Plugin, LoadEr
     }
     let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
     check_not_world_writable(&path, &meta)?;
-    let bytes = read_file(&path)?;
-    let sha256 = hex::encode(Sha256::digest(&bytes));
+    let mut sha256 = None;
     if let Some(pin) = sha256_pin {
-        if !pin.trim().eq_ignore_ascii_case(&sha256) {
+        let digest = sha256_file(&path)?;
+        if !pin.trim().eq_ignore_ascii_case(&digest) {
             return Err(LoadError::Sha256Mismatch {
                 path,
                 expected: pin.trim().to_string(),
-                found: sha256,
+                found: digest,
+            });
+        }
+        sha256 = Some(digest);
+    }
+    let file = File::open(&path).map_err(|e| cannot_read(&path, &e))?;
+    let mut head = Vec::with_capacity(64);
+    (&file)
+        .take(64)
+        .read_to_end(&mut head)
+        .map_err(|e| cannot_read(&path, &e))?;
+    if let Some(found) = not_a_shared_library(&head, meta.len()) {
+        return Err(LoadError::NotSharedLibrary { path, found });
+    }
+    let section = read_section(&path, &file)?;
+    if let Some(s) = &section {
+        if let Err(why) = API_VERSION.accepts(s.manifest.api_version) {
+            return Err(LoadError::IncompatibleApi {
+                path,
+                found: s.manifest.api_version,
+                host: API_VERSION,
+                why,
             });
         }
     }
-    if let Some(found) = not_a_shared_library(&bytes) {
-        return Err(LoadError::NotSharedLibrary { path, found });
+    Ok(Checked {
+        path,
+        sha256,
+        section,
+    })
+}
+
+/// The manifest section of an opened file: `None` if it has none (or is a format the `object`
+/// crate is not built to read here, which the dynamic loader then judges).
+fn read_section(path: &Path, file: &File) -> Result<Option<SectionManifest>, LoadError> {
+    let bad = |why: String| LoadError::BadManifestSection {
+        path: path.to_path_buf(),
+        why,
+    };
+    let cache = object::ReadCache::new(file);
+    let Ok(obj) = object::File::parse(&cache) else {
+        return Ok(None);
+    };
+    let Some(section) = obj.section_by_name(SECTION_NAME) else {
+        return Ok(None);
+    };
+    if section.size() > MAX_SECTION_LEN as u64 {
+        return Err(bad(format!(
+            "{} bytes is more than a manifest section may hold ({MAX_SECTION_LEN})",
+            section.size()
+        )));
     }
-    drop(bytes);
+    let data = section
+        .data()
+        .map_err(|e| bad(format!("cannot read it: {e}")))?;
+    decode_section(data).map_err(|e| bad(e.to_string()))
+}
+
+/// Steps 6 to 10: load the library and check it against what its section said.
+fn load_checked(checked: Checked) -> Result<Plugin, LoadError> {
+    let Checked {
+        path,
+        sha256,
+        section,
+    } = checked;
     let found = probe_api_version(&path)?;
+    if let Some(s) = &section {
+        if s.manifest.api_version != found {
+            return Err(LoadError::ManifestMismatch {
+                path,
+                why: format!(
+                    "the section says plugin API {}, the library reports {found}",
+                    s.manifest.api_version
+                ),
+            });
+        }
+    }
     if let Err(why) = API_VERSION.accepts(found) {
         return Err(LoadError::IncompatibleApi {
             path,
@@ -253,12 +390,67 @@ pub fn load_path(path: &Path, sha256_pin: Option<&str>) -> Result<Plugin, LoadEr
         });
     }
     let inner = load_library(&path).map_err(|e| typed_load_error(&path, e))?;
+    if let Some(s) = &section {
+        if &s.manifest != inner.manifest() {
+            return Err(LoadError::ManifestMismatch {
+                path,
+                why: manifest_difference(&s.manifest, inner.manifest()),
+            });
+        }
+    }
     tracing::debug!(path = %path.display(), name = %inner.manifest().name, "plugin loaded");
+    let digest = OnceLock::new();
+    if let Some(d) = sha256 {
+        let _ = digest.set(d);
+    }
     Ok(Plugin {
         path,
-        sha256,
+        sha256: digest,
+        source: if section.is_some() {
+            ManifestSource::Section
+        } else {
+            ManifestSource::Probe
+        },
         inner,
     })
+}
+
+/// The first field in which the section's manifest and the code's differ.
+fn manifest_difference(section: &Manifest, code: &Manifest) -> String {
+    let fields: [(&str, String, String); 6] = [
+        ("name", section.name.clone(), code.name.clone()),
+        ("version", section.version.clone(), code.version.clone()),
+        (
+            "API version",
+            section.api_version.to_string(),
+            code.api_version.to_string(),
+        ),
+        (
+            "description",
+            section.description.clone(),
+            code.description.clone(),
+        ),
+        (
+            "capabilities",
+            section.capabilities.to_string(),
+            code.capabilities.to_string(),
+        ),
+        (
+            "test options",
+            section.test_options.clone(),
+            code.test_options.clone(),
+        ),
+    ];
+    fields
+        .iter()
+        .find(|(_, a, b)| a != b)
+        .map(|(what, a, b)| format!("the section's {what} is {a:?}, the code's is {b:?}"))
+        .unwrap_or_else(|| "the manifests differ".to_string())
+}
+
+/// Load and check the plugin file at `path`, optionally pinned to a SHA-256 (hex).
+pub fn load_path(path: &Path, sha256_pin: Option<&str>) -> Result<Plugin, LoadError> {
+    load_checked(check_file(path, sha256_pin)?)
 }
 
 fn typed_load_error(path: &Path, e: TypedLoadError) -> LoadError {
@@ -298,20 +490,25 @@ fn check_not_world_writable(_path: &Path, _meta: &std::fs::Metadata) -> Result<(
     Ok(())
 }
 
-fn read_file(path: &Path) -> Result<Vec<u8>, LoadError> {
-    let mut bytes = Vec::new();
-    File::open(path)
-        .and_then(|mut f| f.read_to_end(&mut bytes))
-        .map_err(|e| LoadError::CannotLoad {
-            path: path.to_path_buf(),
-            why: format!("cannot read the file: {e}"),
-        })?;
-    Ok(bytes)
+fn cannot_read(path: &Path, e: &std::io::Error) -> LoadError {
+    LoadError::CannotLoad {
+        path: path.to_path_buf(),
+        why: format!("cannot read the file: {e}"),
+    }
 }
 
-/// `None` if `bytes` start like a shared library (ELF, Mach-O or PE); otherwise what they look
-/// like, for the error message.
-fn not_a_shared_library(bytes: &[u8]) -> Option<String> {
+/// The SHA-256 of a file, streamed.
+fn sha256_file(path: &Path) -> Result<String, LoadError> {
+    let mut hasher = Sha256::new();
+    File::open(path)
+        .and_then(|mut f| std::io::copy(&mut f, &mut hasher))
+        .map_err(|e| cannot_read(path, &e))?;
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// `None` if `bytes`, the first bytes of a file of `len` bytes, start like a shared library (ELF,
+/// Mach-O or PE); otherwise what they look like, for the error message.
+fn not_a_shared_library(bytes: &[u8], len: u64) -> Option<String> {
     const MACHO: [[u8; 4]; 5] = [
         [0xfe, 0xed, 0xfa, 0xce],
         [0xfe, 0xed, 0xfa, 0xcf],
@@ -352,8 +549,7 @@ fn not_a_shared_library(bytes: &[u8]) -> Option<String> {
         )
     } else {
         format!(
-            "{} bytes of data starting with {}",
-            bytes.len(),
+            "{len} bytes of data starting with {}",
             hex::encode(&head[..head.len().min(8)])
         )
     })
@@ -453,25 +649,74 @@ impl fmt::Display for SearchPath {
     }
 }
 
-/// The result of scanning a search path: plugins that load, and files that were refused.
+/// A plugin file in the search path and its manifest, learned without running its code when
+/// the file has a manifest section.
+#[derive(Debug, Clone)]
+pub struct Found {
+    path: PathBuf,
+    manifest: Manifest,
+    loaded: Option<Plugin>,
+}
+
+impl Found {
+    /// The file (canonical).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Its manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Where the manifest came from: the section, or the loaded library.
+    pub fn manifest_source(&self) -> ManifestSource {
+        if self.loaded.is_some() {
+            ManifestSource::Probe
+        } else {
+            ManifestSource::Section
+        }
+    }
+
+    /// Load the plugin (if the scan did not have to already), with every check.
+    pub fn load(self) -> Result<Plugin, LoadError> {
+        match self.loaded {
+            Some(p) => Ok(p),
+            None => load_path(&self.path, None),
+        }
+    }
+}
+
+/// The result of scanning a search path: the plugins found, and files that were refused.
 #[derive(Debug, Default)]
 pub struct Discovery {
-    /// Loadable plugins with unique names, sorted by name.
-    pub plugins: Vec<Plugin>,
+    /// Plugins with unique names, sorted by name.
+    pub plugins: Vec<Found>,
     /// Refused files, with why.
     pub refused: Vec<(PathBuf, LoadError)>,
 }
 
-/// Load every candidate in the search path. Names provided by two files are refused for both.
+/// Scan every candidate in the search path. Files with a manifest section are read, not loaded;
+/// files without one are loaded to ask their manifest. Names provided by two files are refused
+/// for both.
 pub fn discover(search: &SearchPath) -> Discovery {
-    let mut by_name: BTreeMap<String, Vec<Plugin>> = BTreeMap::new();
+    let mut by_name: BTreeMap<String, Vec<Found>> = BTreeMap::new();
     let mut refused = Vec::new();
     for path in search.candidates() {
-        match load_path(&path, None) {
-            Ok(p) => by_name
-                .entry(p.manifest().name.clone())
-                .or_default()
-                .push(p),
+        let found = check_file(&path, None).and_then(|checked| match checked.section.clone() {
+            Some(s) => Ok(Found {
+                path: checked.path,
+                manifest: s.manifest,
+                loaded: None,
+            }),
+            None => load_checked(checked).map(|p| Found {
+                path: p.path().to_path_buf(),
+                manifest: p.manifest().clone(),
+                loaded: Some(p),
+            }),
+        });
+        match found {
+            Ok(f) => by_name.entry(f.manifest.name.clone()).or_default().push(f),
             Err(e) => refused.push((path, e)),
         }
     }
@@ -499,10 +744,17 @@ pub fn discover(search: &SearchPath) -> Discovery {
     Discovery { plugins, refused }
 }
 
-/// Find the plugin called `name` in the search path and load it.
+/// The name a file's manifest section gives, if it has a readable one; nothing runs.
+fn section_name(path: &Path) -> Option<String> {
+    let file = File::open(path).ok()?;
+    read_section(path, &file).ok()?.map(|s| s.manifest.name)
+}
+
+/// Find the plugin called `name` in the search path and load it; no other plugin is loaded,
+/// except files without a manifest section, which must be loaded to learn their names.
 ///
-/// With a SHA-256 pin, only files whose digest matches the pin are ever opened, so a swapped file
-/// runs no code; without one, every candidate is loaded to read its manifest.
+/// With a SHA-256 pin, only files whose digest matches the pin are ever loaded, so a swapped
+/// file runs no code; files whose manifest section names another plugin are not even hashed.
 pub fn load_by_name(
     search: &SearchPath,
     name: &str,
@@ -510,10 +762,13 @@ pub fn load_by_name(
 ) -> Result<Plugin, LoadError> {
     if let Some(pin) = sha256_pin {
         for path in search.candidates() {
-            let Ok(bytes) = std::fs::read(&path) else {
+            if section_name(&path).is_some_and(|n| n != name) {
+                continue;
+            }
+            let Ok(digest) = sha256_file(&path) else {
                 continue;
             };
-            if hex::encode(Sha256::digest(&bytes)).eq_ignore_ascii_case(pin.trim()) {
+            if digest.eq_ignore_ascii_case(pin.trim()) {
                 let plugin = load_path(&path, Some(pin))?;
                 if plugin.manifest().name == name {
                     return Ok(plugin);
@@ -544,7 +799,7 @@ pub fn load_by_name(
         .into_iter()
         .find(|p| p.manifest().name == name)
     {
-        Some(p) => Ok(p),
+        Some(p) => p.load(),
         None => Err(LoadError::UnknownName {
             name: name.to_string(),
             searched: search.to_string(),

@@ -176,6 +176,54 @@ fn check_json_reports_an_invalid_file() {
 }
 
 #[test]
+fn check_refuses_a_duration_past_the_maximum_that_run_could_not_use() {
+    // Issue 9.2: this passed the check, then `run` panicked adding it to an instant.
+    let dir = with_config(
+        "[storage]\nplugin = \"memory\"\n[checkpointing]\ninterval = \"1s\"\n\
+         timeout = \"500000000000years\"\n",
+    );
+    let out = cairn(&["config", "check", "cairn.toml"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "error: config error at cairn.toml:5: checkpointing.timeout = \"500000000000years\" is \
+         above the maximum of 365d for any duration\n"
+    );
+    let run = cairn(&["run", "--records", "10"], dir.path());
+    assert_eq!(run.status.code(), Some(1), "{}", stderr(&run));
+    assert!(
+        stderr(&run).starts_with("error: config error at cairn.toml:5:"),
+        "{}",
+        stderr(&run)
+    );
+    let dir = with_config("[restart]\ndelay = \"500000000000years\"\n");
+    let out = cairn(&["config", "check", "--json"], dir.path());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (v["line"].as_u64(), v["key"].as_str()),
+        (Some(2), Some("restart.delay"))
+    );
+}
+
+#[test]
+fn check_json_gives_line_and_column_of_bytes_that_are_not_utf8() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("cairn.toml"), b"[job]\nid = \"\xff\"\n").unwrap();
+    let out = cairn(&["config", "check", "--json"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (v["line"].as_u64(), v["column"].as_u64()),
+        (Some(2), Some(7))
+    );
+    assert!(
+        stderr(&out).starts_with("error: config error at cairn.toml:2:7: the file is not UTF-8"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
 fn check_refuses_a_missing_file() {
     let dir = tempfile::tempdir().unwrap();
     let out = cairn(&["config", "check", "nope.toml", "--json"], dir.path());

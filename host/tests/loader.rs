@@ -2,7 +2,7 @@
 
 use cairn_host::loader::{self, LoadError, SearchPath};
 
-use crate::util::{copy_lib, lib, set_mode};
+use crate::util::{self, copy_lib, lib, set_mode};
 
 fn refused(path: &std::path::Path) -> LoadError {
     match loader::load_path(path, None) {
@@ -149,7 +149,7 @@ fn a_pin_that_does_not_match_is_refused_before_loading() {
     assert_eq!(e.kind(), "sha256-mismatch");
     // The right pin loads.
     let plugin = loader::load_path(&path, None).unwrap();
-    let pinned = loader::load_path(&path, Some(&plugin.sha256().to_uppercase())).unwrap();
+    let pinned = loader::load_path(&path, Some(&plugin.sha256().unwrap().to_uppercase())).unwrap();
     assert_eq!(pinned.manifest().name, "memory");
 }
 
@@ -167,6 +167,7 @@ fn a_pin_by_name_only_opens_matching_files() {
     let right = loader::load_by_name(&search, "memory", None)
         .unwrap()
         .sha256()
+        .unwrap()
         .to_string();
     assert_eq!(
         loader::load_by_name(&search, "memory", Some(&right))
@@ -229,4 +230,171 @@ fn an_unknown_name_lists_what_is_available() {
         found.refused.as_slice(),
         [(_, LoadError::NotSharedLibrary { .. })]
     ));
+}
+
+// ---- the manifest section (API 1.1): found without running plugin code ----
+
+/// Whether this process has `path` mapped, i.e. the dynamic loader opened it.
+fn is_mapped(path: &std::path::Path) -> bool {
+    let path = path.canonicalize().unwrap();
+    std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .any(|l| l.ends_with(path.to_str().unwrap()))
+}
+
+/// The file range of the manifest section of the library at `path`.
+fn section_range(path: &std::path::Path) -> std::ops::Range<usize> {
+    use object::{Object, ObjectSection};
+    let bytes = std::fs::read(path).unwrap();
+    let file = object::File::parse(&*bytes).unwrap();
+    let section = file
+        .section_by_name(cairn_plugin_api::section::SECTION_NAME)
+        .expect("the bundled plugins have a manifest section");
+    let (start, len) = section.file_range().unwrap();
+    start as usize..(start + len) as usize
+}
+
+/// Copy a package's library into `dir` and patch bytes of its manifest section.
+fn patched(
+    package: &str,
+    dir: &std::path::Path,
+    patch: impl FnOnce(&mut [u8]),
+) -> std::path::PathBuf {
+    let path = copy_lib(package, dir, "libpatched.so");
+    let range = section_range(&path);
+    let mut bytes = std::fs::read(&path).unwrap();
+    patch(&mut bytes[range]);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+#[test]
+fn discovery_reads_sections_without_loading_and_probes_plugins_without_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = copy_lib("cairn-storage-fs", dir.path(), "libfs_section.so");
+    let old = copy_lib("cairn-fixture-panicking", dir.path(), "libold_probe.so");
+    let search = SearchPath::new(vec![dir.path().to_path_buf()]);
+    let found = loader::discover(&search);
+    assert!(found.refused.is_empty(), "{:?}", found.refused);
+    let by_name = |n: &str| {
+        found
+            .plugins
+            .iter()
+            .find(|p| p.manifest().name == n)
+            .unwrap()
+    };
+    let fs_found = by_name("filesystem");
+    assert_eq!(fs_found.manifest_source(), loader::ManifestSource::Section);
+    assert_eq!(
+        fs_found.manifest(),
+        util::load("cairn-storage-fs").manifest()
+    );
+    assert!(
+        !is_mapped(&fs),
+        "listing loaded the library that has a section"
+    );
+    // A plugin that declares no static manifest (as every API 1.0 plugin) is probed: loaded.
+    let old_found = found
+        .plugins
+        .iter()
+        .find(|p| p.path() == old.canonicalize().unwrap())
+        .unwrap();
+    assert_eq!(old_found.manifest_source(), loader::ManifestSource::Probe);
+    assert!(is_mapped(&old));
+    // Using the section plugin loads it, checked against its section.
+    let plugin = fs_found.clone().load().unwrap();
+    assert_eq!(plugin.manifest_source(), loader::ManifestSource::Section);
+    assert!(is_mapped(&fs));
+}
+
+#[test]
+fn loading_by_name_loads_only_the_plugin_it_uses() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = copy_lib("cairn-storage-fs", dir.path(), "libfs_unused.so");
+    let memory = copy_lib("cairn-storage-memory", dir.path(), "libmemory_used.so");
+    let search = SearchPath::new(vec![dir.path().to_path_buf()]);
+    let plugin = loader::load_by_name(&search, "memory", None).unwrap();
+    assert_eq!(plugin.manifest().name, "memory");
+    assert!(is_mapped(&memory));
+    assert!(
+        !is_mapped(&fs),
+        "the filesystem plugin was loaded to find memory"
+    );
+    // With a pin, the file whose section names another plugin is not even opened for code.
+    let pin = plugin.sha256().unwrap().to_string();
+    let pinned = loader::load_by_name(&search, "memory", Some(&pin)).unwrap();
+    assert_eq!(pinned.path(), memory.canonicalize().unwrap());
+    assert!(!is_mapped(&fs));
+}
+
+#[test]
+fn a_section_that_disagrees_with_the_code_is_refused_when_loaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = patched("cairn-storage-fs", dir.path(), |s| {
+        let at = s.windows(10).position(|w| w == b"filesystem").unwrap();
+        s[at + 9] = b'x';
+    });
+    let search = SearchPath::new(vec![dir.path().to_path_buf()]);
+    // The scan believes the section (no code ran) ...
+    let found = loader::discover(&search);
+    assert_eq!(found.plugins[0].manifest().name, "filesystex");
+    // ... and the load checks it against the code.
+    let e = loader::load_by_name(&search, "filesystex", None).unwrap_err();
+    assert_eq!(e.kind(), "manifest-mismatch", "{e}");
+    assert!(
+        e.to_string()
+            .contains("the section's name is \"filesystex\", the code's is \"filesystem\""),
+        "{e}"
+    );
+    assert_one_line_naming(&e, &path);
+}
+
+#[test]
+fn a_damaged_section_is_refused_before_any_code_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = patched("cairn-storage-fs", dir.path(), |s| s[0] ^= 0x20);
+    let e = refused(&path);
+    assert_eq!(e.kind(), "bad-manifest-section", "{e}");
+    assert!(e.to_string().contains("magic number"), "{e}");
+    assert_one_line_naming(&e, &path);
+    assert!(!is_mapped(&path));
+    // A truncated length field, and a newer format, each say so.
+    let dir = tempfile::tempdir().unwrap();
+    let path = patched("cairn-storage-fs", dir.path(), |s| s[12] ^= 0x01);
+    let e = refused(&path);
+    assert_eq!(e.kind(), "bad-manifest-section", "{e}");
+    let dir = tempfile::tempdir().unwrap();
+    let path = patched("cairn-storage-fs", dir.path(), |s| s[8] = 9);
+    let e = refused(&path);
+    assert!(e.to_string().contains("format 9 is newer"), "{e}");
+    assert!(!is_mapped(&path));
+}
+
+#[test]
+fn an_incompatible_api_in_the_section_is_refused_before_any_code_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    // The API word is at offset 16, little-endian: minor in bytes 16..20, major in 20..24.
+    let path = patched("cairn-storage-fs", dir.path(), |s| s[20] += 1);
+    let e = refused(&path);
+    assert_eq!(e.kind(), "incompatible-api", "{e}");
+    assert!(e.to_string().contains("major versions must match"), "{e}");
+    assert!(!is_mapped(&path));
+}
+
+#[test]
+fn the_checks_before_code_still_refuse_files_that_have_a_section() {
+    // World-writable and pin refusals come before the section is even read.
+    let dir = tempfile::tempdir().unwrap();
+    let path = copy_lib("cairn-storage-fs", dir.path(), "libfs_ww.so");
+    set_mode(&path, 0o777);
+    assert_eq!(refused(&path).kind(), "world-writable");
+    let search = SearchPath::new(vec![dir.path().to_path_buf()]);
+    let found = loader::discover(&search);
+    assert!(found.plugins.is_empty());
+    assert_eq!(found.refused[0].1.kind(), "world-writable");
+    set_mode(&path, 0o755);
+    let e = loader::load_path(&path, Some(&"0".repeat(64))).unwrap_err();
+    assert_eq!(e.kind(), "sha256-mismatch");
+    assert!(!is_mapped(&path));
 }

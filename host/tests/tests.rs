@@ -29,8 +29,14 @@ mod bench;
 // `cairn config check|defaults` through the binary, and the example configs through the plugins.
 mod config;
 
+// Thousands of mutated config files: every error is one escaped line that names a line.
+mod config_mutations;
+
 // `cairn run` and `cairn checkpoints`: exactly-once, restore, failover, verify, gc, delete.
 mod job;
+
+// `cairn bench crash` with a short N: kill -9 trials lose nothing, digests match.
+mod crash;
 
 // The object-store plugin against a real S3 server on 127.0.0.1 (SeaweedFS): conformance on
 // s3://, file:// and memory://, the commit race, `cairn run` into a bucket, a killed server.

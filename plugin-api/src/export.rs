@@ -51,9 +51,12 @@ macro_rules! __cairn_root_module_symbol {
 /// cairn_plugin_api::export_storage_plugin!(MyPlugin);
 /// ```
 ///
-/// This generates two symbols: `cairn_plugin_api_version`, a plain C function the host reads
-/// first to check API compatibility, and abi_stable's root module, whose layout the host checks
-/// before any storage call. Every call the host makes into the plugin is guarded against panics,
+/// This generates three symbols: `cairn_plugin_manifest_section`, the manifest as bytes in the
+/// ELF section `.cairn_manifest` (empty unless the plugin sets
+/// [`StoragePlugin::STATIC_MANIFEST`]; see [`crate::section`]), which the host reads without
+/// running any code; `cairn_plugin_api_version`, a plain C function the host calls first once
+/// it loads the library, to check API compatibility; and abi_stable's root module, whose layout
+/// the host checks before any storage call. Every call the host makes into the plugin is guarded against panics,
 /// and the plugin's `tracing` events are forwarded to the host's subscriber.
 ///
 /// Use it once per library.
@@ -65,6 +68,16 @@ macro_rules! export_storage_plugin {
     // Hidden form for the harness' version-skew fixtures: claim another API version. A real
     // plugin that lies about its version is refused by the host, or worse.
     (@api_version $plugin:ty, $api:expr) => {
+        // Data, not code: the host reads it from the file. Exported so that the linker keeps it.
+        #[doc(hidden)]
+        #[cfg_attr(
+            not(any(target_vendor = "apple", target_os = "windows")),
+            unsafe(link_section = ".cairn_manifest")
+        )]
+        #[unsafe(export_name = "cairn_plugin_manifest_section")]
+        pub static __CAIRN_MANIFEST_SECTION: [u8; $crate::__private::section_len::<$plugin>()] =
+            $crate::__private::section_bytes::<$plugin, { $crate::__private::section_len::<$plugin>() }>($api);
+
         #[doc(hidden)]
         #[unsafe(export_name = "cairn_plugin_api_version")]
         pub extern "C" fn __cairn_plugin_api_version() -> u64 {

@@ -46,13 +46,14 @@ mod job_id;
 mod logging;
 mod manifest;
 mod options;
+pub mod section;
 mod storage;
 mod version;
 
 pub use error::{ErrorKind, StorageError, StorageResult};
 pub use handle::{Scope, StateHandle};
 pub use job_id::{JobId, JobIdError};
-pub use manifest::{Capabilities, Manifest};
+pub use manifest::{Capabilities, Manifest, StaticManifest};
 pub use options::parse_options;
 pub use storage::{
     read_handle_fully, CheckpointLocation, CheckpointStorage, CompletedCheckpoint, InlineInput,
@@ -67,4 +68,5 @@ pub use version::{unsupported_since, ApiVersion, API_1_0, API_1_1, API_VERSION};
 pub mod __private {
     pub use crate::abi::Api11Export;
     pub use crate::export::{export_module, probe_word, ExportedModule, API_1_1};
+    pub use crate::section::{section_bytes, section_len};
 }

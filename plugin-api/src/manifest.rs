@@ -125,3 +125,48 @@ impl Manifest {
         Ok(())
     }
 }
+
+/// A manifest written as constants, so the export macro can put it into the library's manifest
+/// section (see `section.rs`) and a host can read it without running the plugin's code. Set it
+/// as [`StoragePlugin::STATIC_MANIFEST`](crate::StoragePlugin::STATIC_MANIFEST) and return
+/// [`StaticManifest::to_manifest`] from `manifest()`, so the two cannot differ.
+///
+/// Since API 1.1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StaticManifest {
+    /// See [`Manifest::name`].
+    pub name: &'static str,
+    /// See [`Manifest::version`].
+    pub version: &'static str,
+    /// See [`Manifest::description`].
+    pub description: &'static str,
+    /// See [`Manifest::capabilities`]; combine flags with `Capabilities::A.union(Capabilities::B)`
+    /// in a constant.
+    pub capabilities: Capabilities,
+    /// See [`Manifest::test_options`].
+    pub test_options: &'static str,
+}
+
+impl StaticManifest {
+    /// A static manifest, like [`Manifest::new`].
+    pub const fn new(
+        name: &'static str,
+        version: &'static str,
+        description: &'static str,
+        capabilities: Capabilities,
+    ) -> Self {
+        Self {
+            name,
+            version,
+            description,
+            capabilities,
+            test_options: "",
+        }
+    }
+
+    /// Like [`Manifest::with_test_options`].
+    pub const fn with_test_options(mut self, options: &'static str) -> Self {
+        self.test_options = options;
+        self
+    }
+}

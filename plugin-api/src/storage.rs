@@ -6,17 +6,30 @@
 //! ([`OutputStream`]). Every method of API 1.0 is required: there are no default methods for a
 //! wrapper to fall back to silently. Methods appended in a later minor version have a provided
 //! default that returns `Unsupported` (see `version.rs` for the rule), which is also what the
-//! host gets from an older plugin that lacks them.
+//! host gets from an older plugin that lacks them. [`StoragePlugin::STATIC_MANIFEST`] is a
+//! constant with a default, and its absence has an explicit, documented meaning (the host
+//! probes the library instead).
 
 use crate::{
     error::{StorageError, StorageResult},
     handle::{Scope, StateHandle},
-    manifest::{Capabilities, Manifest},
+    manifest::{Capabilities, Manifest, StaticManifest},
 };
 
 /// The entry point of a plugin. Implement it on a unit struct and pass that struct to
 /// [`export_storage_plugin!`](crate::export_storage_plugin).
 pub trait StoragePlugin: 'static {
+    /// The manifest as constants, which the export macro writes into the library's manifest
+    /// section, so a host lists the search path and finds this plugin by name without loading
+    /// it, and loads it only when it is used. `None` (the default, and every plugin written for
+    /// API 1.0) writes an empty section: a host then loads the library to call
+    /// [`StoragePlugin::manifest`], which works but runs the library's initialisers whenever any
+    /// plugin is looked up. When set, `manifest()` must return the same manifest (return
+    /// [`StaticManifest::to_manifest`]); a host refuses a library whose two manifests differ.
+    ///
+    /// Since API 1.1.
+    const STATIC_MANIFEST: Option<StaticManifest> = None;
+
     /// The plugin's identity card. Called before any storage call; must not fail or block.
     fn manifest() -> Manifest;
 

@@ -110,8 +110,14 @@ impl fmt::Display for ApiVersion {
 /// typed error kinds; a logging callback handed to the plugin at open.
 pub const API_1_0: ApiVersion = ApiVersion::new(1, 0);
 
-/// API 1.1: [`JobStorage::list_uncommitted_savepoints`](crate::JobStorage::list_uncommitted_savepoints),
-/// so that garbage collection finds savepoint locations a crash left uncommitted.
+/// API 1.1, two additions:
+///
+/// - [`JobStorage::list_uncommitted_savepoints`](crate::JobStorage::list_uncommitted_savepoints),
+///   so that garbage collection finds savepoint locations a crash left uncommitted;
+/// - the manifest section: a plugin may declare its manifest as constants
+///   (`StoragePlugin::STATIC_MANIFEST`); the export macro writes it into the ELF section
+///   `.cairn_manifest` (format in `section.rs`), so a host reads it without running plugin code.
+///   1.0 plugins, which have no section, load as before.
 pub const API_1_1: ApiVersion = ApiVersion::new(1, 1);
 
 /// The API version this crate implements. Always the last constant above.

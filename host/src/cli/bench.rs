@@ -44,6 +44,9 @@ use super::ConfigArg;
 // The object-store plugin ÷ object_store used directly (only for `--plugin object-store`).
 mod object_store_direct;
 
+// `cairn bench crash`: kill -9 trials.
+mod crash;
+
 /// The backend compared loaded ÷ linked, by manifest name.
 const FILESYSTEM: &str = "filesystem";
 
@@ -58,6 +61,16 @@ pub enum BenchCommand {
     Storage {
         #[command(flatten)]
         args: StorageArgs,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Crash trials: kill -9 `cairn run` at random instants across small and large state and
+    /// num-retained 1 and 3; after each kill, verify, show, gc and verify every listed
+    /// checkpoint; resume each chain and compare its counts_sha256 with an uninterrupted run's.
+    /// Exit code 1 if a completed checkpoint was lost or damaged, or a digest is wrong.
+    Crash {
+        #[command(flatten)]
+        args: crash::CrashArgs,
         #[command(flatten)]
         config: ConfigArg,
     },
@@ -103,6 +116,7 @@ pub struct StorageArgs {
 pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         BenchCommand::Storage { args, config } => storage(&args, &config),
+        BenchCommand::Crash { args, config } => crash::crash(&args, &config),
     }
 }
 

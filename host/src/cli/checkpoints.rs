@@ -9,7 +9,9 @@ use cairn_host::{
     metadata::{CheckpointMetadata, HandleRecord},
     runtime::keyed_counter,
 };
-use cairn_plugin_api::{read_handle_fully, CheckpointStorage, CompletedCheckpoint, StateHandle};
+use cairn_plugin_api::{
+    read_handle_fully, CheckpointStorage, CompletedCheckpoint, ErrorKind, StateHandle, StorageError,
+};
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 use serde_json::json;
 
@@ -37,7 +39,9 @@ pub enum CheckpointsCommand {
         json: bool,
     },
     /// Read every state handle of checkpoints back and check its checksum, without restoring.
-    /// Exit code 1 if anything is damaged or missing.
+    /// Exit code 1 if anything is damaged or missing. On a running job, a checkpoint that is
+    /// subsumed while it is read (not found, and no longer listed) is reported as removed while
+    /// verifying, which is not damage.
     Verify {
         /// Checkpoint ids, `latest`, or pointers; all completed checkpoints of the job if none.
         checkpoints: Vec<String>,
@@ -269,11 +273,59 @@ fn show(config: &Config, arg: &str, as_json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Check one checkpoint: metadata, then every handle (size and CRC32C), then the state decodes.
-fn verify_one(storage: &dyn CheckpointStorage, pointer: &str, bar: &ProgressBar) -> Vec<String> {
-    let m = match decode(storage, pointer) {
+/// One problem `verify` found in a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Problem {
+    /// What is wrong, naming the task and handle.
+    text: String,
+    /// The storage said the metadata or a handle's bytes do not exist: damage, or a checkpoint
+    /// that the running job subsumed while it was being read (see [`Verdict`]).
+    not_found: bool,
+}
+
+impl Problem {
+    fn storage(what: String, e: &StorageError) -> Self {
+        Problem {
+            text: format!("{what}{e}"),
+            not_found: e.kind() == ErrorKind::NotFound,
+        }
+    }
+
+    fn other(text: String) -> Self {
+        Problem {
+            text,
+            not_found: false,
+        }
+    }
+}
+
+/// What `verify` concludes about one checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Verdict {
+    /// Every byte read back and matched its checksum; the state decodes.
+    Ok,
+    /// Something is damaged or missing while the checkpoint is still listed as completed.
+    Damaged(Vec<Problem>),
+    /// Part of it was not found, and it is no longer listed: the running job subsumed it (or
+    /// someone deleted it) while it was being verified. Not damage.
+    Removed(Vec<Problem>),
+}
+
+/// Check one checkpoint: metadata, then every handle (size and CRC32C), then `check_state` on
+/// the bytes. Returns the problems found, each marked when the storage said "not found".
+fn check_checkpoint(
+    storage: &dyn CheckpointStorage,
+    pointer: &str,
+    bar: &ProgressBar,
+    check_state: &dyn Fn(&[u8]) -> Result<(), String>,
+) -> Vec<Problem> {
+    let resolved = match storage.resolve(pointer) {
+        Ok(r) => r,
+        Err(e) => return vec![Problem::storage(String::new(), &e)],
+    };
+    let m = match CheckpointMetadata::decode(&resolved.metadata) {
         Ok(m) => m,
-        Err(e) => return vec![format!("{e:#}")],
+        Err(e) => return vec![Problem::other(format!("checkpoint {pointer}: {e}"))],
     };
     let mut problems = Vec::new();
     for t in &m.tasks {
@@ -281,42 +333,72 @@ fn verify_one(storage: &dyn CheckpointStorage, pointer: &str, bar: &ProgressBar)
             let handle: StateHandle = match record.to_handle() {
                 Ok(h) => h,
                 Err(e) => {
-                    problems.push(format!("{}[{}]: {e}", t.operator, t.subtask));
+                    problems.push(Problem::other(format!(
+                        "{}[{}]: {e}",
+                        t.operator, t.subtask
+                    )));
                     continue;
                 }
             };
             bar.set_message(format!("{pointer}: {}", handle.describe()));
+            let what = format!("{}[{}] {}: ", t.operator, t.subtask, handle.describe());
             match read_handle_fully(storage, &handle) {
                 Ok(bytes) => {
                     bar.inc(bytes.len() as u64);
-                    if let Err(e) = keyed_counter::decode_state(&bytes) {
-                        problems.push(format!(
-                            "{}[{}] {}: {e}",
-                            t.operator,
-                            t.subtask,
-                            handle.describe()
-                        ));
+                    if let Err(e) = check_state(&bytes) {
+                        problems.push(Problem::other(format!("{what}{e}")));
                     }
                 }
-                Err(e) => problems.push(format!(
-                    "{}[{}] {}: {e}",
-                    t.operator,
-                    t.subtask,
-                    handle.describe()
-                )),
+                Err(e) => problems.push(Problem::storage(what, &e)),
             }
         }
     }
     problems
 }
 
+/// Verify `pointers` and judge each one. A checkpoint whose every problem is "not found" is judged
+/// against a fresh listing taken after it was read (`list_now`): if it was listed when the verify
+/// started (`listed_at_start`) and is not listed any more, the running job subsumed it meanwhile
+/// and it is [`Verdict::Removed`]; if it is still listed, or never was (a savepoint, another
+/// job's pointer), what is missing is damage. Any other problem (a checksum mismatch, metadata
+/// that does not decode) is damage whatever the listing says.
+fn verify_pointers(
+    storage: &dyn CheckpointStorage,
+    pointers: &[String],
+    listed_at_start: &BTreeSet<String>,
+    list_now: &dyn Fn() -> anyhow::Result<Vec<CompletedCheckpoint>>,
+    bar: &ProgressBar,
+    check_state: &dyn Fn(&[u8]) -> Result<(), String>,
+) -> anyhow::Result<Vec<(String, Verdict)>> {
+    let mut results = Vec::new();
+    for p in pointers {
+        let problems = check_checkpoint(storage, p, bar, check_state);
+        let verdict = if problems.is_empty() {
+            Verdict::Ok
+        } else if problems.iter().all(|p| p.not_found) && listed_at_start.contains(p) {
+            let still_listed = list_now()
+                .context("cannot list the completed checkpoints again")?
+                .iter()
+                .any(|c| &c.pointer == p);
+            if still_listed {
+                Verdict::Damaged(problems)
+            } else {
+                Verdict::Removed(problems)
+            }
+        } else {
+            Verdict::Damaged(problems)
+        };
+        results.push((p.clone(), verdict));
+    }
+    Ok(results)
+}
+
 fn verify(config: &Config, args: &[String], as_json: bool) -> anyhow::Result<ExitCode> {
     let (_, storage) = open_storage(config)?;
+    let listed = completed(config, storage.as_ref())?;
+    let listed_at_start: BTreeSet<String> = listed.iter().map(|c| c.pointer.clone()).collect();
     let pointers: Vec<String> = if args.is_empty() {
-        completed(config, storage.as_ref())?
-            .into_iter()
-            .map(|c| c.pointer)
-            .collect()
+        listed.into_iter().map(|c| c.pointer).collect()
     } else {
         args.iter()
             .map(|a| pointer_of(config, storage.as_ref(), a))
@@ -333,35 +415,70 @@ fn verify(config: &Config, args: &[String], as_json: bool) -> anyhow::Result<Exi
         ProgressStyle::with_template("{spinner} {bytes} read {wide_msg}")
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
-    let mut results = Vec::new();
-    for p in &pointers {
-        let problems = verify_one(storage.as_ref(), p, &bar);
-        results.push((p.clone(), problems));
-    }
+    let check_state = |bytes: &[u8]| {
+        keyed_counter::decode_state(bytes)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    let results = verify_pointers(
+        storage.as_ref(),
+        &pointers,
+        &listed_at_start,
+        &|| completed(config, storage.as_ref()),
+        &bar,
+        &check_state,
+    )?;
     bar.finish_and_clear();
-    let bad = results.iter().filter(|(_, p)| !p.is_empty()).count();
+    let count = |f: fn(&Verdict) -> bool| results.iter().filter(|(_, v)| f(v)).count();
+    let ok = count(|v| matches!(v, Verdict::Ok));
+    let bad = count(|v| matches!(v, Verdict::Damaged(_)));
+    let removed = count(|v| matches!(v, Verdict::Removed(_)));
     let mut out = std::io::stdout().lock();
     if as_json {
         let doc = json!({
             "ok": bad == 0,
-            "checkpoints": results.iter().map(|(p, problems)| json!({ "pointer": p, "ok": problems.is_empty(), "problems": problems })).collect::<Vec<_>>(),
+            "checkpoints": results.iter().map(|(p, v)| {
+                let (status, problems) = match v {
+                    Verdict::Ok => ("ok", &[][..]),
+                    Verdict::Damaged(p) => ("damaged", &p[..]),
+                    Verdict::Removed(p) => ("removed-while-verifying", &p[..]),
+                };
+                json!({
+                    "pointer": p,
+                    "ok": !matches!(v, Verdict::Damaged(_)),
+                    "status": status,
+                    "problems": problems.iter().map(|p| &p.text).collect::<Vec<_>>(),
+                })
+            }).collect::<Vec<_>>(),
+            "verified": ok,
+            "damaged": bad,
+            "removed_while_verifying": removed,
         });
         writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
     } else {
-        for (p, problems) in &results {
-            if problems.is_empty() {
-                writeln!(out, "OK       {p}")?;
-            } else {
-                for problem in problems {
-                    writeln!(out, "DAMAGED  {p}: {problem}")?;
+        for (p, v) in &results {
+            match v {
+                Verdict::Ok => writeln!(out, "OK       {p}")?,
+                Verdict::Damaged(problems) => {
+                    for problem in problems {
+                        writeln!(out, "DAMAGED  {p}: {}", problem.text)?;
+                    }
                 }
+                Verdict::Removed(_) => writeln!(
+                    out,
+                    "REMOVED  {p}: removed while verifying (subsumed by a newer checkpoint)"
+                )?,
             }
         }
+        let removed = if removed > 0 {
+            format!(", {removed} removed while verifying (subsumed)")
+        } else {
+            String::new()
+        };
         writeln!(
             out,
-            "{} checkpoints verified: {} ok, {bad} damaged",
+            "{} checkpoints verified: {ok} ok, {bad} damaged{removed}",
             results.len(),
-            results.len() - bad
         )?;
     }
     Ok(if bad == 0 {
@@ -534,3 +651,7 @@ fn uncommitted_savepoints(
     }
     Ok((found.into_iter().collect(), notes))
 }
+
+#[cfg(test)]
+#[path = "checkpoints_verify_tests.rs"]
+mod verify_tests;

@@ -20,7 +20,7 @@ pub enum ConfigCommand {
         #[arg(value_name = "FILE", default_value = "cairn.toml")]
         file: PathBuf,
         /// Print JSON instead of text: the checkpointing getters and the other tables, or
-        /// `{"valid": false, "error", "line", "key"}`.
+        /// `{"valid": false, "error", "line", "column", "key"}`.
         #[arg(long)]
         json: bool,
     },
@@ -120,6 +120,7 @@ fn error_report(e: &ConfigError) -> serde_json::Value {
         "valid": false,
         "error": e.to_string(),
         "line": e.line,
+        "column": e.column,
         "key": e.key,
     })
 }

@@ -6,8 +6,8 @@ use std::{
     process::ExitCode,
 };
 
-use cairn_host::loader::{self, LoadError, Plugin};
-use cairn_plugin_api::API_VERSION;
+use cairn_host::loader::{self, LoadError, ManifestSource, Plugin};
+use cairn_plugin_api::{Manifest, API_VERSION};
 use clap::Subcommand;
 use serde_json::json;
 
@@ -16,10 +16,16 @@ use super::ConfigArg;
 #[derive(Debug, Subcommand)]
 pub enum PluginsCommand {
     /// List the plugins in the search path ([plugins] search-path; by default ./plugins and the
-    /// directory of the cairn executable), and the files that were refused and why.
+    /// directory of the cairn executable), and the files that were refused and why. A plugin's
+    /// manifest is read from its manifest section without loading it; plugins without one
+    /// (built for API 1.0) are loaded to ask them.
     List {
         #[command(flatten)]
         config: ConfigArg,
+        /// Also load every plugin and run every check a use would (ABI layout, initialisation,
+        /// section against code); plugins that fail them are listed as refused.
+        #[arg(long)]
+        load: bool,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -46,7 +52,7 @@ pub enum PluginsCommand {
 
 pub fn run(cmd: PluginsCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        PluginsCommand::List { config, json } => list(&config, json),
+        PluginsCommand::List { config, json, load } => list(&config, json, load),
         PluginsCommand::Info {
             plugin,
             config,
@@ -59,33 +65,49 @@ pub fn run(cmd: PluginsCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn plugin_json(p: &Plugin) -> serde_json::Value {
-    let m = p.manifest();
+fn manifest_json(m: &Manifest, path: &Path, source: ManifestSource) -> serde_json::Value {
     json!({
         "name": m.name,
         "version": m.version,
         "api_version": m.api_version.to_string(),
         "description": m.description,
         "capabilities": m.capabilities.names(),
-        "path": p.path(),
-        "sha256": p.sha256(),
+        "path": path,
+        "manifest_source": source,
     })
+}
+
+fn plugin_json(p: &Plugin) -> anyhow::Result<serde_json::Value> {
+    let mut v = manifest_json(p.manifest(), p.path(), p.manifest_source());
+    v["sha256"] = json!(p.sha256()?);
+    Ok(v)
 }
 
 fn refusal_json(path: &Path, e: &LoadError) -> serde_json::Value {
     json!({ "path": path, "kind": e.kind(), "error": e.to_string() })
 }
 
-fn list(config: &ConfigArg, as_json: bool) -> anyhow::Result<ExitCode> {
+fn list(config: &ConfigArg, as_json: bool, load: bool) -> anyhow::Result<ExitCode> {
     let config = config.load()?;
     let search = config.plugins.search_path();
-    let found = loader::discover(&search);
+    let mut found = loader::discover(&search);
+    if load {
+        let mut loaded = Vec::new();
+        for f in std::mem::take(&mut found.plugins) {
+            let path = f.path().to_path_buf();
+            match f.clone().load() {
+                Ok(_) => loaded.push(f),
+                Err(e) => found.refused.push((path, e)),
+            }
+        }
+        found.plugins = loaded;
+    }
     let mut out = std::io::stdout().lock();
     if as_json {
         let doc = json!({
             "host_api_version": API_VERSION.to_string(),
             "search_path": search.dirs(),
-            "plugins": found.plugins.iter().map(plugin_json).collect::<Vec<_>>(),
+            "plugins": found.plugins.iter().map(|f| manifest_json(f.manifest(), f.path(), f.manifest_source())).collect::<Vec<_>>(),
             "refused": found.refused.iter().map(|(p, e)| refusal_json(p, e)).collect::<Vec<_>>(),
         });
         writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
@@ -165,7 +187,7 @@ fn info(arg: &str, config: &ConfigArg, as_json: bool) -> anyhow::Result<ExitCode
         writeln!(
             out,
             "{}",
-            serde_json::to_string_pretty(&plugin_json(&plugin))?
+            serde_json::to_string_pretty(&plugin_json(&plugin)?)?
         )?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -180,6 +202,7 @@ fn info(arg: &str, config: &ConfigArg, as_json: bool) -> anyhow::Result<ExitCode
     writeln!(out, "description:   {}", m.description)?;
     writeln!(out, "capabilities:  {}", m.capabilities)?;
     writeln!(out, "path:          {}", plugin.path().display())?;
-    writeln!(out, "sha256:        {}", plugin.sha256())?;
+    writeln!(out, "manifest from: {}", plugin.manifest_source().as_str())?;
+    writeln!(out, "sha256:        {}", plugin.sha256()?)?;
     Ok(ExitCode::SUCCESS)
 }

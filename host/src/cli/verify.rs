@@ -109,7 +109,7 @@ pub fn verify(plugin: Plugin, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
                 "version": manifest.version,
                 "api_version": manifest.api_version.to_string(),
                 "path": plugin.path(),
-                "sha256": plugin.sha256(),
+                "sha256": plugin.sha256()?,
             },
             "options": options,
             "cases": report.cases,

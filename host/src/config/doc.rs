@@ -13,13 +13,20 @@
 //! [`Doc::serde_error`] gives those a line and a key too.
 
 use std::{
+    borrow::Cow,
     fmt,
     ops::RangeInclusive,
     path::{Path, PathBuf},
+    str::Utf8Error,
     time::Duration,
 };
 
 use super::ConfigError;
+
+/// The longest duration any key accepts: 365 days. Longer values mean nothing for a checkpoint
+/// or a restart, and one of about 10^19 seconds would overflow the clock arithmetic of the job
+/// that uses it; refusing them here keeps that out of `run`.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 
 /// A value as written, with the byte range it was written at.
 pub(super) type Field = toml::Spanned<toml::Value>;
@@ -42,32 +49,32 @@ impl<'a> Doc<'a> {
         }
     }
 
-    /// An error about `key` (dotted, such as `storage.sha256`), located by a scan of the text.
-    pub fn error(&self, key: &str, message: &str) -> ConfigError {
-        ConfigError {
-            file: self.file.to_path_buf(),
-            line: line_of_key(self.text, key),
-            key: Some(key.to_string()),
-            message: message.to_string(),
-        }
-    }
-
     /// An error about `key`, whose value starts at byte `offset`.
     pub fn error_at(&self, key: &str, offset: usize, message: String) -> ConfigError {
         ConfigError {
             file: self.file.to_path_buf(),
             line: Some(line_of_offset(self.text, offset)),
-            key: Some(key.to_string()),
-            message,
+            column: None,
+            key: Some(terminal_safe(key).into_owned()),
+            message: terminal_safe(&message).into_owned(),
         }
     }
 
     /// A TOML syntax error, a wrong type or an unknown key, with its line and, when it can be
     /// found, its key.
     pub fn serde_error(&self, e: &toml::de::Error) -> ConfigError {
-        let line = e.span().map(|s| line_of_offset(self.text, s.start));
-        let key = line.and_then(|l| key_at_line(self.text, l));
-        let mut message = e.message().trim().to_string();
+        // Without a span (rare: an error about the whole document), the error is about line 1.
+        let line = e.span().map_or(1, |s| line_of_offset(self.text, s.start));
+        let key = key_at_line(self.text, line);
+        // The parser's messages can span lines ("invalid string\nexpected `\"`"); one line, as
+        // every cairn error is.
+        let mut message = e
+            .message()
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join("; ");
         if let Some(k) = &key {
             if let Some(rest) = message.strip_prefix("unknown field ") {
                 // "unknown field `intervall`, expected one of `interval`, ..." names neither the
@@ -83,9 +90,10 @@ impl<'a> Doc<'a> {
         }
         ConfigError {
             file: self.file.to_path_buf(),
-            line,
-            key,
-            message,
+            line: Some(line),
+            column: None,
+            key: key.map(|k| terminal_safe(&k).into_owned()),
+            message: terminal_safe(&message).into_owned(),
         }
     }
 
@@ -121,10 +129,10 @@ impl Value<'_> {
     /// The value exactly as written in the file (`"5ms"`, `5`, `'5ms'`), or as TOML would write
     /// it if it spans several lines.
     pub fn written(&self) -> String {
-        let span = self.field.span();
-        match self.doc.text.get(span) {
-            Some(text) if !text.contains('\n') => text.trim().to_string(),
-            _ => self.field.get_ref().to_string(),
+        match self.doc.text.get(self.field.span()) {
+            // A multi-line value keeps its text, with the line breaks escaped.
+            Some(text) => terminal_safe(text.trim()).into_owned(),
+            None => terminal_safe(&self.field.get_ref().to_string()).into_owned(),
         }
     }
 
@@ -158,6 +166,12 @@ impl Value<'_> {
         };
         if d < min {
             return Err(self.fail(format!("is below the minimum of {}", format_duration(min))));
+        }
+        if d > MAX_DURATION {
+            return Err(self.fail(format!(
+                "is above the maximum of {} for any duration",
+                format_duration(MAX_DURATION)
+            )));
         }
         Ok(d)
     }
@@ -267,6 +281,8 @@ pub fn format_duration(d: Duration) -> String {
         humantime::format_duration(d).to_string().replace(' ', "")
     } else if ms == 0 {
         "0s".to_string()
+    } else if ms % 86_400_000 == 0 {
+        format!("{}d", ms / 86_400_000)
     } else if ms % 3_600_000 == 0 {
         format!("{}h", ms / 3_600_000)
     } else if ms % 60_000 == 0 {
@@ -291,6 +307,71 @@ pub fn format_size(bytes: u64) -> String {
         .find(|(unit, _)| bytes != 0 && bytes % unit == 0)
         .map(|(unit, name)| format!("{}{name}", bytes / unit))
         .unwrap_or_else(|| format!("{bytes}B"))
+}
+
+/// `text` with every character that could break, reorder or hide terminal output escaped:
+/// control characters (C0, DEL, C1) as `\n`, `\t` or `\u{1b}`, and the invisible formatting
+/// characters (bidirectional controls such as U+202E, zero-width characters, the line and
+/// paragraph separators, the byte-order mark) as `\u{202e}`. Escaping is idempotent, so a
+/// message may be escaped where it is built and again where it is shown.
+pub fn terminal_safe(text: &str) -> Cow<'_, str> {
+    fn unsafe_char(c: char) -> bool {
+        c.is_control()
+            || matches!(
+                c,
+                '\u{ad}'
+                    | '\u{61c}'
+                    | '\u{180e}'
+                    | '\u{200b}'..='\u{200f}'
+                    | '\u{2028}'..='\u{202e}'
+                    | '\u{2060}'..='\u{2069}'
+                    | '\u{feff}'
+                    | '\u{fff9}'..='\u{fffb}'
+            )
+    }
+    if !text.chars().any(unsafe_char) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if unsafe_char(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// The error for a file whose bytes are not UTF-8: the line and column (in characters) of the
+/// first bad byte, and the bytes.
+pub(super) fn not_utf8(bytes: &[u8], e: &Utf8Error, file: &Path) -> ConfigError {
+    let good = &bytes[..e.valid_up_to()];
+    let prefix = std::str::from_utf8(good).unwrap_or_default();
+    let line = prefix.matches('\n').count() + 1;
+    let line_start = prefix.rfind('\n').map_or(0, |i| i + 1);
+    let column = prefix[line_start..].chars().count() + 1;
+    let bad = &bytes[e.valid_up_to()..];
+    let bad = &bad[..e.error_len().unwrap_or(bad.len()).min(4)];
+    let hex: Vec<String> = bad.iter().map(|b| format!("{b:02x}")).collect();
+    let what = if e.error_len().is_some() {
+        "an invalid UTF-8 sequence"
+    } else {
+        "an incomplete UTF-8 sequence at the end of the file"
+    };
+    let lossy = String::from_utf8_lossy(bytes);
+    ConfigError {
+        file: file.to_path_buf(),
+        line: Some(line),
+        column: Some(column),
+        key: key_at_line(&lossy, line).map(|k| terminal_safe(&k).into_owned()),
+        message: format!(
+            "the file is not UTF-8 text: {what} (bytes {}); save it as UTF-8",
+            hex.join(" ")
+        ),
+    }
 }
 
 /// The 1-based line of byte `offset`.
@@ -335,17 +416,4 @@ fn key_at_line(text: &str, line: usize) -> Option<String> {
         }
     }
     None
-}
-
-/// The 1-based line where dotted `key` is set, by the same scan as [`key_at_line`].
-pub(crate) fn line_of_key(text: &str, key: &str) -> Option<usize> {
-    (1..=text.lines().count()).find(|&l| {
-        key_at_line(text, l).as_deref() == Some(key)
-            && !text
-                .lines()
-                .nth(l - 1)
-                .unwrap_or("")
-                .trim()
-                .starts_with('[')
-    })
 }

@@ -36,7 +36,7 @@ pub use checkpointing::{
     CheckpointingConfig, CheckpointingMode, ExternalizedRetention, MIN_CHECKPOINT_TIME,
 };
 pub use defaults::defaults_toml;
-pub use doc::{format_duration, format_size};
+pub use doc::{format_duration, format_size, terminal_safe, MAX_DURATION};
 pub use job::{
     is_valid_job_id, JobConfig, JobKind, RestartConfig, MAX_JOB_ID_LEN, MAX_PARALLELISM,
     MAX_STATE_BYTES_PER_KEY, MIN_STATE_BYTES_PER_KEY,
@@ -47,12 +47,19 @@ pub use storage::{
 };
 
 /// A config error: where, and what is wrong.
+///
+/// Its `Display` is one line, `config error at FILE:LINE[:COLUMN]: MESSAGE`, with every
+/// character that could break or disguise a terminal line (control characters, bidirectional
+/// controls, zero-width characters, line separators) escaped as `\u{...}`: a message echoes
+/// what the file says, and the file is untrusted input.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct ConfigError {
     /// The file.
     pub file: PathBuf,
     /// 1-based line, when known.
     pub line: Option<usize>,
+    /// 1-based column (in characters), when known: for bytes that are not UTF-8.
+    pub column: Option<usize>,
     /// The full key, such as `storage.sha256`, when known.
     pub key: Option<String>,
     /// What is wrong and what is allowed.
@@ -61,19 +68,14 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.line {
-            Some(line) => write!(
-                f,
-                "config error at {}:{line}: {}",
-                self.file.display(),
-                self.message
-            ),
-            None => write!(
-                f,
-                "config error in {}: {}",
-                self.file.display(),
-                self.message
-            ),
+        let file = terminal_safe(&self.file.display().to_string()).into_owned();
+        let message = terminal_safe(&self.message);
+        match (self.line, self.column) {
+            (Some(line), Some(column)) => {
+                write!(f, "config error at {file}:{line}:{column}: {message}")
+            }
+            (Some(line), None) => write!(f, "config error at {file}:{line}: {message}"),
+            _ => write!(f, "config error in {file}: {message}"),
         }
     }
 }
@@ -117,13 +119,21 @@ struct RawConfig {
 impl Config {
     /// Read and validate the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        let bytes = std::fs::read(path).map_err(|e| ConfigError {
             file: path.to_path_buf(),
             line: None,
+            column: None,
             key: None,
             message: format!("cannot read the file: {e}"),
         })?;
-        Config::parse(&text, path)
+        Config::parse_bytes(&bytes, path)
+    }
+
+    /// Parse and validate the bytes of a file, reporting errors against `file`. Bytes that are
+    /// not UTF-8 are an error at the line and column of the first bad byte.
+    pub fn parse_bytes(bytes: &[u8], file: &Path) -> Result<Config, ConfigError> {
+        let text = std::str::from_utf8(bytes).map_err(|e| doc::not_utf8(bytes, &e, file))?;
+        Config::parse(text, file)
     }
 
     /// Read `path` if it exists; built-in defaults if it does not.

@@ -112,37 +112,55 @@ impl RawPlugins {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub(super) struct RawStorage {
-    plugin: Option<String>,
-    path: Option<PathBuf>,
-    sha256: Option<String>,
+    plugin: Option<Field>,
+    path: Option<Field>,
+    sha256: Option<Field>,
     #[serde(default)]
     options: toml::Table,
 }
 
 impl RawStorage {
     pub(super) fn validate(self, doc: &Doc<'_>) -> Result<StorageConfig, ConfigError> {
-        let plugin = match (self.plugin, self.path) {
+        const T: &str = "storage";
+        let name = doc.read(T, "plugin", self.plugin.as_ref(), |v| {
+            Ok(v.string("a plugin name")?.to_string())
+        })?;
+        let path = doc.read(T, "path", self.path.as_ref(), |v| {
+            let path = v.string("a file path")?;
+            if path.is_empty() {
+                return Err(
+                    v.fail("is empty; give the plugin library's path, or leave the key out")
+                );
+            }
+            Ok(doc.resolve(PathBuf::from(path)))
+        })?;
+        let plugin = match (name, path) {
             (Some(name), None) => PluginRef::Name(name),
-            (None, Some(path)) => PluginRef::Path(doc.resolve(path)),
+            (None, Some(path)) => PluginRef::Path(path),
             (None, None) => PluginRef::Name(DEFAULT_PLUGIN.to_string()),
             (Some(_), Some(_)) => {
-                return Err(doc.error(
+                let at = self.path.as_ref().expect("path is set");
+                return Err(doc.error_at(
                     "storage.path",
-                    "storage.plugin and storage.path are both set; choose the plugin by name or by file, not both",
-                ))
-            }
-        };
-        if let Some(pin) = &self.sha256 {
-            if pin.len() != 64 || !pin.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(doc.error(
-                    "storage.sha256",
-                    &format!("storage.sha256 = {pin:?} is not a SHA-256 digest (64 hex digits); `cairn plugins info NAME` prints it"),
+                    at.span().start,
+                    "storage.plugin and storage.path are both set; choose the plugin by name or \
+                     by file, not both"
+                        .to_string(),
                 ));
             }
-        }
+        };
+        let sha256 = doc.read(T, "sha256", self.sha256.as_ref(), |v| {
+            let pin = v.string("a SHA-256 digest")?;
+            if pin.len() != 64 || !pin.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(v.fail(
+                    "is not a SHA-256 digest (64 hex digits); `cairn plugins info NAME` prints it",
+                ));
+            }
+            Ok(pin.to_ascii_lowercase())
+        })?;
         Ok(StorageConfig {
             plugin,
-            sha256: self.sha256.map(|p| p.to_ascii_lowercase()),
+            sha256,
             options: self.options,
         })
     }

@@ -828,7 +828,9 @@ fn format_helpers_write_what_the_parser_reads() {
     assert_eq!(format_duration(MS(1500)), "1500ms");
     assert_eq!(format_duration(Duration::from_secs(7200)), "2h");
     assert_eq!(format_duration(Duration::from_micros(1500)), "1ms500us");
+    assert_eq!(format_duration(MAX_DURATION), "365d");
     for d in [
+        MAX_DURATION,
         MS(10),
         MS(1500),
         Duration::from_secs(7200),
@@ -841,4 +843,121 @@ fn format_helpers_write_what_the_parser_reads() {
     assert_eq!(format_size(1024), "1KiB");
     assert_eq!(format_size(5 << 20), "5MiB");
     assert_eq!(format_size(1000), "1000B");
+}
+
+// ---- the longest duration (issue 9.2) ----
+
+#[test]
+fn every_duration_key_refuses_values_past_the_maximum() {
+    let keys = [
+        ("checkpointing", "interval"),
+        ("checkpointing", "timeout"),
+        ("checkpointing", "min-pause"),
+        ("checkpointing", "aligned-checkpoint-timeout"),
+        ("checkpointing", "alignment-timeout"),
+        ("restart", "delay"),
+    ];
+    for (table, key) in keys {
+        // The value from the report, which used to pass the check and then panic in `run`
+        // (overflow when adding duration to instant), and the first value past the maximum.
+        for value in ["500000000000years", "365d 1ms"] {
+            let text = format!("# a comment\n[{table}]\n{key} = \"{value}\"\n");
+            refused(
+                &text,
+                3,
+                &format!("{table}.{key}"),
+                &format!(
+                    "{table}.{key} = \"{value}\" is above the maximum of 365d for any duration"
+                ),
+            );
+        }
+        let at_max = ok(&format!("[{table}]\n{key} = \"365d\"\n"));
+        let got = match key {
+            "interval" => at_max.checkpointing.interval.unwrap(),
+            "timeout" => at_max.checkpointing.timeout,
+            "min-pause" => at_max.checkpointing.min_pause,
+            "delay" => at_max.restart.delay,
+            _ => at_max.checkpointing.aligned_checkpoint_timeout,
+        };
+        assert_eq!(got, MAX_DURATION, "{table}.{key}");
+    }
+}
+
+// ---- messages: one line, escaped, a line and column for bytes that are not UTF-8 (9.7) ----
+
+#[test]
+fn bytes_that_are_not_utf8_are_located_by_line_and_column() {
+    let bytes = b"[job]\nid = \"caf\xc3\xa9-\xff\"\n";
+    let e = Config::parse_bytes(bytes, Path::new(FILE)).unwrap_err();
+    assert_eq!((e.line, e.column), (Some(2), Some(12)), "{e}");
+    assert_eq!(e.key.as_deref(), Some("job.id"), "{e}");
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "config error at {FILE}:2:12: the file is not UTF-8 text: an invalid UTF-8 sequence \
+             (bytes ff); save it as UTF-8"
+        )
+    );
+    let e = Config::parse_bytes(b"[job]\n\xe2\x80", Path::new(FILE)).unwrap_err();
+    assert_eq!((e.line, e.column), (Some(2), Some(1)), "{e}");
+    assert!(
+        e.message.contains("incomplete UTF-8 sequence at the end"),
+        "{e}"
+    );
+}
+
+#[test]
+fn control_and_bidi_characters_are_escaped_and_multi_line_values_stay_on_one_line() {
+    // U+202E as written, and a control character through a TOML escape.
+    let e = parse("[job]\nid = \"a\u{202e}b\\u0001\"\n").unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "config error at {FILE}:2: job.id = \"a\\u{{202e}}b\\u0001\" is not a valid job id; \
+             use 1 to 64 characters from A-Z, a-z, 0-9, '_' and '-'"
+        )
+    );
+    let e = parse("[checkpointing]\ninterval = \"\"\"1\nx\"\"\"\n").unwrap_err();
+    assert_eq!(e.line, Some(2), "{e}");
+    assert!(
+        e.to_string()
+            .contains("checkpointing.interval = \"\"\"1\\nx\"\"\" is not a duration"),
+        "{e}"
+    );
+    // The parser's own two-line messages are joined.
+    let e = parse("[job]\nid = \"a\nb\"\n").unwrap_err();
+    assert!(!e.to_string().contains('\n'), "{e:?}");
+    assert_eq!(e.line, Some(2), "{e}");
+    // A key with a control character in it, echoed by the unknown-key message.
+    let e = parse("[job]\n\"k\u{1b}[2J\" = 1\n").unwrap_err();
+    assert!(e.to_string().contains("k\\u{1b}[2J"), "{e}");
+    assert!(!e.to_string().chars().any(|c| c.is_control()), "{e:?}");
+}
+
+#[test]
+fn terminal_safe_is_idempotent_and_leaves_plain_text_alone() {
+    for text in ["plain text, with \"quotes\" and \\ backslashes", "é ü 日本"] {
+        assert!(matches!(terminal_safe(text), std::borrow::Cow::Borrowed(_)));
+    }
+    let once = terminal_safe("a\u{202e}\n\t\u{7f}\u{85}\u{2028}\u{feff}z").into_owned();
+    assert_eq!(once, "a\\u{202e}\\n\\t\\u{7f}\\u{85}\\u{2028}\\u{feff}z");
+    assert_eq!(terminal_safe(&once), once);
+}
+
+#[test]
+fn storage_errors_have_lines_in_inline_tables_too() {
+    let e = parse("storage = { plugin = \"a\", path = \"b.so\" }\n").unwrap_err();
+    assert_eq!(
+        (e.line, e.key.as_deref()),
+        (Some(1), Some("storage.path")),
+        "{e}"
+    );
+    let e = parse("# pin\nstorage = { sha256 = \"x\" }\n").unwrap_err();
+    assert_eq!(
+        (e.line, e.key.as_deref()),
+        (Some(2), Some("storage.sha256")),
+        "{e}"
+    );
+    let e = parse("[storage]\npath = \"\"\n").unwrap_err();
+    assert!(e.message.contains("is empty"), "{e}");
 }

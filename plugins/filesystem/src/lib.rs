@@ -35,7 +35,8 @@ mod store;
 use std::sync::Arc;
 
 use cairn_plugin_api::{
-    Capabilities, CheckpointStorage, Manifest, StorageError, StoragePlugin, StorageResult,
+    Capabilities, CheckpointStorage, Manifest, StaticManifest, StorageError, StoragePlugin,
+    StorageResult,
 };
 use cairn_plugin_kit::{
     options::{self, CommonSpec},
@@ -82,17 +83,21 @@ impl Places for Dirs {
     }
 }
 
+const MANIFEST: StaticManifest = StaticManifest::new(
+    "filesystem",
+    env!("CARGO_PKG_VERSION"),
+    "checkpoints on a local or mounted filesystem (Flink's FileSystem storage)",
+    CAPABILITIES,
+)
+.with_test_options("dir = \"{scratch}/checkpoints\"\nsavepoint-dir = \"{scratch}/savepoints\"\n");
+
 impl StoragePlugin for FsPlugin {
+    // The manifest as constants: the export macro writes it into the library's manifest
+    // section, so the host finds this plugin without loading it (API 1.1).
+    const STATIC_MANIFEST: Option<StaticManifest> = Some(MANIFEST);
+
     fn manifest() -> Manifest {
-        Manifest::new(
-            "filesystem",
-            env!("CARGO_PKG_VERSION"),
-            "checkpoints on a local or mounted filesystem (Flink's FileSystem storage)",
-            CAPABILITIES,
-        )
-        .with_test_options(
-            "dir = \"{scratch}/checkpoints\"\nsavepoint-dir = \"{scratch}/savepoints\"\n",
-        )
+        MANIFEST.to_manifest()
     }
 
     fn open(document: &str) -> StorageResult<Box<dyn CheckpointStorage>> {

@@ -32,7 +32,7 @@
 
 use std::sync::Arc;
 
-use cairn_plugin_api::{Capabilities, CheckpointStorage, Manifest, StoragePlugin, StorageResult};
+use cairn_plugin_api::{Capabilities, CheckpointStorage, Manifest, StaticManifest, StoragePlugin, StorageResult};
 use cairn_plugin_kit::{
     options::{self, CommonSpec},
     Checkpoints, MemStore, Places, Settings,
@@ -63,15 +63,21 @@ struct Own {
     savepoint_dir: Option<toml::Value>,
 }
 
+const MANIFEST: StaticManifest = StaticManifest::new(
+    "memory",
+    env!("CARGO_PKG_VERSION"),
+    "state in the host's memory, gone when it exits (Flink's JobManager storage)",
+    CAPABILITIES,
+)
+.with_test_options("savepoint-dir = \"{scratch}/savepoints\"\n");
+
 impl StoragePlugin for MemoryPlugin {
+    // The manifest as constants: the export macro writes it into the library's manifest
+    // section, so the host finds this plugin without loading it (API 1.1).
+    const STATIC_MANIFEST: Option<StaticManifest> = Some(MANIFEST);
+
     fn manifest() -> Manifest {
-        Manifest::new(
-            "memory",
-            env!("CARGO_PKG_VERSION"),
-            "state in the host's memory, gone when it exits (Flink's JobManager storage)",
-            CAPABILITIES,
-        )
-        .with_test_options("savepoint-dir = \"{scratch}/savepoints\"\n")
+        MANIFEST.to_manifest()
     }
 
     fn open(document: &str) -> StorageResult<Box<dyn CheckpointStorage>> {

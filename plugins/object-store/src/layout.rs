@@ -93,12 +93,18 @@ impl Place {
                 if bucket.is_empty() {
                     return Err(format!("a {}:// URL needs a bucket name", scheme.name()));
                 }
+                // S3, GCS and Azure all require a letter or digit at both ends, which also keeps
+                // out '.' and '..' (a path-style URL would resolve them to another bucket).
+                let ends_ok = |b: Option<u8>| b.is_some_and(|b| b.is_ascii_alphanumeric());
                 if !bucket
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+                    || !ends_ok(bucket.bytes().next())
+                    || !ends_ok(bucket.bytes().last())
                 {
                     return Err(format!(
-                        "bucket name '{bucket}' is invalid: use ASCII letters, digits, '-', '.' and '_'"
+                        "bucket name '{bucket}' is invalid: use ASCII letters, digits, '-', '.' \
+                         and '_', starting and ending with a letter or digit"
                     ));
                 }
                 (bucket.to_string(), path)

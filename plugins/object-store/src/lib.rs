@@ -71,7 +71,7 @@ mod store;
 
 use std::sync::Arc;
 
-use cairn_plugin_api::{Capabilities, CheckpointStorage, Manifest, StoragePlugin, StorageResult};
+use cairn_plugin_api::{Capabilities, CheckpointStorage, Manifest, StaticManifest, StoragePlugin, StorageResult};
 use cairn_plugin_kit::{Checkpoints, Places, Settings};
 use object_store::ObjectStore;
 
@@ -82,19 +82,25 @@ pub use blob::{ObjPlaces, ObjStore, MAX_PARTS_IN_FLIGHT, PREFETCH_CHUNKS};
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ObjectStorePlugin;
 
+const MANIFEST: StaticManifest = StaticManifest::new(
+    "object-store",
+    env!("CARGO_PKG_VERSION"),
+    "checkpoints in S3, GCS or Azure Blob Storage (or file://, memory://) via object_store",
+    cairn_plugin_kit::CAPABILITIES
+        .union(Capabilities::PERSISTENT)
+        .union(Capabilities::HIGHLY_AVAILABLE),
+)
+.with_test_options(
+    "url = \"file://{scratch}/store\"\nsavepoint-url = \"file://{scratch}/savepoints\"\n",
+);
+
 impl StoragePlugin for ObjectStorePlugin {
+    // The manifest as constants: the export macro writes it into the library's manifest
+    // section, so the host finds this plugin without loading it (API 1.1).
+    const STATIC_MANIFEST: Option<StaticManifest> = Some(MANIFEST);
+
     fn manifest() -> Manifest {
-        Manifest::new(
-            "object-store",
-            env!("CARGO_PKG_VERSION"),
-            "checkpoints in S3, GCS or Azure Blob Storage (or file://, memory://) via object_store",
-            cairn_plugin_kit::CAPABILITIES
-                .union(Capabilities::PERSISTENT)
-                .union(Capabilities::HIGHLY_AVAILABLE),
-        )
-        .with_test_options(
-            "url = \"file://{scratch}/store\"\nsavepoint-url = \"file://{scratch}/savepoints\"\n",
-        )
+        MANIFEST.to_manifest()
     }
 
     fn open(document: &str) -> StorageResult<Box<dyn CheckpointStorage>> {
@@ -148,4 +154,14 @@ pub fn client(document: &str) -> StorageResult<(Arc<dyn ObjectStore>, String, u6
     let part_size = options.part_size;
     let store = store::Stores::open(options)?.for_place(&url)?;
     Ok((store, url.prefix.clone(), part_size))
+}
+
+/// The URL and path parser of untrusted strings, for the fuzz targets in `tests/fuzz`. Not an
+/// API: it may change in any release.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// The place `s` names, as (scheme, bucket, key prefix), or why it is refused.
+    pub fn place(s: &str) -> Result<(String, String, String), String> {
+        crate::layout::Place::parse(s).map(|p| (p.scheme.name().to_string(), p.bucket, p.prefix))
+    }
 }
