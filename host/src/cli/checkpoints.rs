@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 use cairn_host::{
     config::Config,
     metadata::{CheckpointMetadata, HandleRecord},
-    runtime::keyed_counter,
+    runtime::{self, state},
 };
 use cairn_plugin_api::{read_handle_fully, CheckpointStorage, CompletedCheckpoint, StateHandle};
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
@@ -236,13 +236,17 @@ fn show(config: &Config, arg: &str, as_json: bool) -> anyhow::Result<ExitCode> {
         out,
         "fingerprint:  {}{}",
         m.config_fingerprint,
-        if m.config_fingerprint == keyed_counter::fingerprint(&config.job) {
-            " (matches the config)"
-        } else {
-            " (differs from the config's job settings)"
+        match runtime::fingerprint(&config.job) {
+            Ok(f) if f == m.config_fingerprint => " (matches the config)".to_string(),
+            Ok(_) => " (differs from the config's job settings)".to_string(),
+            Err(e) => format!(" (cannot compare with the config: {e})"),
         }
     )?;
-    writeln!(out, "offsets:      {:?}", m.source_offsets)?;
+    writeln!(
+        out,
+        "offsets:      {}",
+        serde_json::Value::from(m.source_offsets.clone())
+    )?;
     writeln!(out, "state:        {}", HumanBytes(m.state_size()))?;
     for t in &m.tasks {
         for h in &t.handles {
@@ -287,7 +291,7 @@ fn verify_one(storage: &dyn CheckpointStorage, pointer: &str, bar: &ProgressBar)
             match read_handle_fully(storage, &handle) {
                 Ok(bytes) => {
                     bar.inc(bytes.len() as u64);
-                    if let Err(e) = keyed_counter::decode_state(&bytes) {
+                    if let Err(e) = state::check_task_state(&t.operator, &bytes) {
                         problems.push(format!(
                             "{}[{}] {}: {e}",
                             t.operator,

@@ -1,11 +1,15 @@
 //! `[job]` and `[restart]`: which built-in job runs, how big and how fast, and how it recovers
 //! from a failure.
 //!
+//! Settings that only one kind of job uses are refused for the other (`keys` with
+//! `kind = "word-count"`, `input` with `kind = "keyed-counter"`), so nothing is accepted and
+//! then ignored.
+//!
 //! The job `id` is the job's stable identity: storage keeps checkpoints under it, so a restart
 //! and `cairn run --from latest` find a job's checkpoints by it. That is why it is restricted to
 //! characters that are safe in a path and in an object key.
 
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +34,8 @@ pub enum JobKind {
     /// A keyed counter over a deterministic source.
     #[default]
     KeyedCounter,
+    /// A word count over the files of a folder into committed part files, exactly once.
+    WordCount,
 }
 
 impl JobKind {
@@ -37,6 +43,7 @@ impl JobKind {
     pub fn as_str(self) -> &'static str {
         match self {
             JobKind::KeyedCounter => "keyed-counter",
+            JobKind::WordCount => "word-count",
         }
     }
 }
@@ -48,17 +55,26 @@ pub struct JobConfig {
     pub id: String,
     /// `kind`: the built-in job.
     pub kind: JobKind,
-    /// `keys`: distinct keys the source produces. Default 1000; at least 1.
+    /// `keys` (keyed counter): distinct keys the source produces. Default 1000; at least 1.
     pub keys: u64,
-    /// `state-bytes-per-key`: bytes of state kept per key. Default 64; at least 8.
+    /// `state-bytes-per-key` (keyed counter): bytes of state kept per key. Default 64; at
+    /// least 8.
     pub state_bytes_per_key: u64,
-    /// `rate`: records per second over the whole job; `None` is unlimited. Default 100 000.
+    /// `rate`: records per second over the whole job; `None` is unlimited. Default 100 000 for
+    /// the keyed counter, unlimited for the word count.
     pub rate: Option<u64>,
     /// `parallelism`: parallel tasks per operator. Default 2; 1 to 64.
     pub parallelism: u32,
     /// `fail-after-records`: inject one task failure after this many records were processed in
     /// the current attempt, to exercise failover. Default `None`; at least 1.
     pub fail_after_records: Option<u64>,
+    /// `fail-after-checkpoints`: inject one task failure once this many checkpoints completed
+    /// in the first attempt, to exercise failover after a checkpoint. Default `None`; at least 1.
+    pub fail_after_checkpoints: Option<u64>,
+    /// `input` (word count): the folder whose files are read, relative to the config file.
+    pub input: Option<PathBuf>,
+    /// `output` (word count): the folder the part files go to, relative to the config file.
+    pub output: Option<PathBuf>,
 }
 
 impl Default for JobConfig {
@@ -71,6 +87,9 @@ impl Default for JobConfig {
             rate: Some(100_000),
             parallelism: 2,
             fail_after_records: None,
+            fail_after_checkpoints: None,
+            input: None,
+            output: None,
         }
     }
 }
@@ -104,6 +123,9 @@ pub(super) struct RawJob {
     rate: Option<Field>,
     parallelism: Option<Field>,
     fail_after_records: Option<Field>,
+    fail_after_checkpoints: Option<Field>,
+    input: Option<Field>,
+    output: Option<Field>,
 }
 
 /// Whether `id` may name a job: 1 to 64 characters from `A-Z a-z 0-9 _ -`.
@@ -133,7 +155,13 @@ impl RawJob {
             .unwrap_or(d.id);
         let kind = doc
             .read(T, "kind", self.kind.as_ref(), |v| {
-                v.choice("a job kind", &[("keyed-counter", JobKind::KeyedCounter)])
+                v.choice(
+                    "a job kind",
+                    &[
+                        ("keyed-counter", JobKind::KeyedCounter),
+                        ("word-count", JobKind::WordCount),
+                    ],
+                )
             })?
             .unwrap_or(d.kind);
         let keys = doc
@@ -171,7 +199,10 @@ impl RawJob {
                     )),
                 },
             })?
-            .unwrap_or(d.rate);
+            .unwrap_or(match kind {
+                JobKind::KeyedCounter => d.rate,
+                JobKind::WordCount => None,
+            });
         let parallelism = doc
             .read(T, "parallelism", self.parallelism.as_ref(), |v| {
                 v.integer_u32(1..=MAX_PARALLELISM)
@@ -183,6 +214,69 @@ impl RawJob {
             self.fail_after_records.as_ref(),
             |v| v.integer(1..=u64::MAX),
         )?;
+        let fail_after_checkpoints = doc.read(
+            T,
+            "fail-after-checkpoints",
+            self.fail_after_checkpoints.as_ref(),
+            |v| v.integer(1..=u64::MAX),
+        )?;
+        let folder = |key: &str, field: Option<&Field>| {
+            doc.read(T, key, field, |v| {
+                let path = v.string("a folder")?;
+                if path.is_empty() {
+                    return Err(v.fail("is empty; name a folder"));
+                }
+                Ok(doc.resolve(PathBuf::from(path)))
+            })
+        };
+        let input = folder("input", self.input.as_ref())?;
+        let output = folder("output", self.output.as_ref())?;
+        // Each kind takes only its own settings.
+        let only = |key: &str, given: bool, kind_name: &str| -> Result<(), ConfigError> {
+            if given {
+                Err(doc.error(
+                    &format!("{T}.{key}"),
+                    &format!(
+                        "{T}.{key} does not apply to job.kind = \"{}\"; it is a setting of \"{kind_name}\"",
+                        kind.as_str()
+                    ),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        match kind {
+            JobKind::KeyedCounter => {
+                only("input", self.input.is_some(), "word-count")?;
+                only("output", self.output.is_some(), "word-count")?;
+            }
+            JobKind::WordCount => {
+                only("keys", self.keys.is_some(), "keyed-counter")?;
+                only(
+                    "state-bytes-per-key",
+                    self.state_bytes_per_key.is_some(),
+                    "keyed-counter",
+                )?;
+                for (key, given) in [("input", &input), ("output", &output)] {
+                    if given.is_none() {
+                        return Err(doc.error(
+                            T,
+                            &format!(
+                                "job.kind = \"word-count\" needs {T}.{key} (a folder of text \
+                                 files to read, and a folder for the part files)"
+                            ),
+                        ));
+                    }
+                }
+                if input == output {
+                    return Err(doc.error(
+                        &format!("{T}.output"),
+                        "job.output is the same folder as job.input; the part files would be read \
+                         as input",
+                    ));
+                }
+            }
+        }
         Ok(JobConfig {
             id,
             kind,
@@ -191,6 +285,9 @@ impl RawJob {
             rate,
             parallelism,
             fail_after_records,
+            fail_after_checkpoints,
+            input,
+            output,
         })
     }
 }
