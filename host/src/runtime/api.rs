@@ -199,6 +199,31 @@ impl TwoPhaseCommitSink for NoSink {
 /// The state of one key, as [`Job::process`] sees it.
 pub type ValueState<'a, J> = StateHandleFor<'a, <J as Job>::Key, <J as Job>::State>;
 
+/// What [`Job::process`] gets with each record: its key, that key's state, and where records
+/// for the sink go.
+pub struct Process<'a, J: Job> {
+    /// The record's key.
+    pub key: &'a J::Key,
+    /// The key's state.
+    pub state: ValueState<'a, J>,
+    out: &'a mut Vec<OutputOf<J>>,
+}
+
+impl<'a, J: Job> Process<'a, J> {
+    pub(crate) fn new(
+        key: &'a J::Key,
+        state: ValueState<'a, J>,
+        out: &'a mut Vec<OutputOf<J>>,
+    ) -> Self {
+        Process { key, state, out }
+    }
+
+    /// Send a record to the sink (in the transaction open now).
+    pub fn emit(&mut self, record: OutputOf<J>) {
+        self.out.push(record);
+    }
+}
+
 /// The record type of a job's source.
 pub type RecordOf<J> = <<J as Job>::Source as Source>::Record;
 
@@ -207,6 +232,9 @@ pub type OffsetOf<J> = <<J as Job>::Source as Source>::Offset;
 
 /// The record type of a job's sink.
 pub type OutputOf<J> = <<J as Job>::Sink as TwoPhaseCommitSink>::Input;
+
+/// Entries a keyed task inserts in the background ([`Job::prefill`]).
+pub type Prefill<K, V> = Box<dyn Iterator<Item = (K, V)> + Send>;
 
 /// The final state of a job that finished, for [`Job::summarize`].
 pub struct JobEnd<'a, J: Job> {
@@ -232,8 +260,10 @@ pub trait Job: Send + Sync + 'static {
     fn kind(&self) -> &str;
 
     /// The settings its state depends on, for people (`keys = 10, parallelism = 2`). A
-    /// checkpoint taken with other settings is refused at restore.
-    fn settings(&self) -> String;
+    /// checkpoint taken with other settings is refused at restore. None by default.
+    fn settings(&self) -> String {
+        String::new()
+    }
 
     /// Create source `ctx.subtask`, from `offset` when the job is restored.
     fn source(
@@ -245,26 +275,22 @@ pub trait Job: Send + Sync + 'static {
     /// The key of a record. Called on the source side (to route it) and on the keyed side.
     fn key(&self, record: &RecordOf<Self>) -> Self::Key;
 
-    /// Process one record of `key`, with that key's state; records for the sink go to `out`.
-    fn process(
-        &self,
-        key: &Self::Key,
-        state: &mut ValueState<'_, Self>,
-        record: RecordOf<Self>,
-        out: &mut Vec<OutputOf<Self>>,
-    ) -> Result<(), JobError>;
+    /// Process one record, with its key's state ([`Process::state`]); records for the sink go
+    /// out through [`Process::emit`].
+    fn process(&self, p: &mut Process<'_, Self>, record: RecordOf<Self>) -> Result<(), JobError>
+    where
+        Self: Sized;
 
-    /// Create the sink of keyed task `ctx.subtask`; `None` for a job without one.
-    fn sink(&self, ctx: &TaskContext) -> Result<Option<Self::Sink>, JobError>;
+    /// Create the sink of keyed task `ctx.subtask`. `None`, the default, for a job without one
+    /// (whose `Sink` is [`NoSink`]); a job with a sink must return it here.
+    fn sink(&self, _ctx: &TaskContext) -> Result<Option<Self::Sink>, JobError> {
+        Ok(None)
+    }
 
     /// State entries that exist before any record: the task inserts them in the background,
     /// a batch at a time between input buffers, skipping keys it already holds. `None` (the
     /// default) for none.
-    #[allow(clippy::type_complexity)] // reason: an iterator of entries is what it is
-    fn prefill(
-        &self,
-        _ctx: &TaskContext,
-    ) -> Option<Box<dyn Iterator<Item = (Self::Key, Self::State)> + Send>> {
+    fn prefill(&self, _ctx: &TaskContext) -> Option<Prefill<Self::Key, Self::State>> {
         None
     }
 

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::{
-    api::{Job, JobEnd, JobError, Next, NoSink, OutputOf, Source, TaskContext, ValueState},
+    api::{Job, JobEnd, JobError, Next, NoSink, Prefill, Process, Source, TaskContext},
     codec::mix,
     state::read_state,
 };
@@ -239,27 +239,14 @@ impl Job for KeyedCounter {
         *record
     }
 
-    fn process(
-        &self,
-        key: &u64,
-        state: &mut ValueState<'_, Self>,
-        _record: u64,
-        _out: &mut Vec<OutputOf<Self>>,
-    ) -> Result<(), JobError> {
-        state
-            .get_or_try_insert_with(|| initial(*key, self.state_bytes))?
-            .bump(*key);
+    fn process(&self, p: &mut Process<'_, Self>, key: u64) -> Result<(), JobError> {
+        p.state
+            .get_or_try_insert_with(|| initial(key, self.state_bytes))?
+            .bump(key);
         Ok(())
     }
 
-    fn sink(&self, _ctx: &TaskContext) -> Result<Option<NoSink>, JobError> {
-        Ok(None)
-    }
-
-    fn prefill(
-        &self,
-        ctx: &TaskContext,
-    ) -> Option<Box<dyn Iterator<Item = (u64, CounterValue)> + Send>> {
+    fn prefill(&self, ctx: &TaskContext) -> Option<Prefill<u64, CounterValue>> {
         let ctx = *ctx;
         let bytes = self.state_bytes;
         Some(Box::new((0..self.keys).filter(move |k| ctx.owns(k)).filter_map(

@@ -1046,9 +1046,6 @@ impl<J: Job> Runner<'_, J> {
             Ok(done) => {
                 let subsumed =
                     coordinator.on_committed(id, done.pointer.clone(), self.started.elapsed());
-                for g in &a.gates {
-                    g.control(Control::Complete(id));
-                }
                 let report = CheckpointReport {
                     id,
                     pointer: done.pointer.clone(),
@@ -1071,6 +1068,10 @@ impl<J: Job> Runner<'_, J> {
                 );
                 counters.last_checkpoint_bytes.store(size, Ordering::Relaxed);
                 (self.opts.on_checkpoint)(&report);
+                // The checkpoint is durable: now the sinks may commit what it covers.
+                for g in &a.gates {
+                    g.control(Control::Complete(id));
+                }
                 if let Some(request) = flight.request {
                     if let Some(reply) = request.reply {
                         let _ = reply.send(Ok(done.pointer.clone()));

@@ -29,7 +29,10 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use serde_json::Value;
 
 use super::{
-    api::{Job, JobError, OffsetOf, OutputOf, RecordOf, Source, TaskContext, TwoPhaseCommitSink},
+    api::{
+        Job, JobError, OffsetOf, OutputOf, Prefill, Process, RecordOf, Source, TaskContext,
+        TwoPhaseCommitSink,
+    },
     codec::{decode_front, key_group, task_of, Buffer},
     exchange::{Barrier, Control, Event, Gate, Input},
     report::Counters,
@@ -364,7 +367,7 @@ pub(crate) struct KeyedTask<J: Job> {
     pub(crate) last_barrier: u64,
     /// Fail (once) after this many records in this attempt.
     pub(crate) fail_after: Option<u64>,
-    pub(crate) prefill: Option<Box<dyn Iterator<Item = (J::Key, J::State)> + Send>>,
+    pub(crate) prefill: Option<Prefill<J::Key, J::State>>,
     pub(crate) finals: Sender<Final<J>>,
     pub(crate) shared: Shared,
 }
@@ -494,9 +497,9 @@ impl<J: Job> KeyedTask<J> {
             let (record, tail): (RecordOf<J>, &[u8]) = decode_front(rest)?;
             rest = tail;
             let key = self.job.key(&record);
-            let mut state = ValueState::new(&mut self.state, &key);
+            let state = ValueState::new(&mut self.state, &key);
             self.job
-                .process(&key, &mut state, record, out)
+                .process(&mut Process::new(&key, state, out), record)
                 .map_err(|e| e.0)?;
             if let Some(sink) = &mut self.sink {
                 for o in out.drain(..) {

@@ -32,9 +32,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{
-    api::{Job, JobEnd, JobError, Next, OutputOf, Source, TaskContext, TwoPhaseCommitSink, ValueState},
-};
+use super::api::{Job, JobEnd, JobError, Next, Process, Source, TaskContext, TwoPhaseCommitSink};
 use crate::config::JobConfig;
 
 /// The job kind's name in metadata.
@@ -484,16 +482,11 @@ impl Job for WordCount {
         word.clone()
     }
 
-    fn process(
-        &self,
-        key: &String,
-        state: &mut ValueState<'_, Self>,
-        _word: String,
-        out: &mut Vec<OutputOf<Self>>,
-    ) -> Result<(), JobError> {
-        let count = state.get_or_insert_with(|| 0)?;
+    fn process(&self, p: &mut Process<'_, Self>, word: String) -> Result<(), JobError> {
+        let count = p.state.get_or_insert_with(|| 0)?;
         *count += 1;
-        out.push(format!("{key}\t{count}"));
+        let line = format!("{word}\t{count}");
+        p.emit(line);
         Ok(())
     }
 
