@@ -35,3 +35,7 @@ mod job;
 // The object-store plugin against a real S3 server on 127.0.0.1 (SeaweedFS): conformance on
 // s3://, file:// and memory://, the commit race, `cairn run` into a bucket, a killed server.
 mod object_store;
+
+// The runtime in-process: snapshot isolation, two-phase commit across failover and failed
+// checkpoints, commands, and the example job of host/examples/.
+mod runtime;
