@@ -44,6 +44,12 @@ pub struct RunArgs {
 /// Run the job.
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let config = args.config.load()?;
+    // Before any plugin is loaded: a state that cannot fit in memory is refused.
+    match runtime::memory_fit(&config.job) {
+        runtime::memory::Fit::TooLarge(e) => anyhow::bail!("{e}"),
+        runtime::memory::Fit::Tight(w) => eprintln!("warning: {w}"),
+        runtime::memory::Fit::Fits => {}
+    }
     let (plugin, storage) = open_storage(&config)?;
     let cancel = Arc::new(AtomicBool::new(false));
     let stop_with_savepoint = Arc::new(AtomicBool::new(false));
@@ -104,7 +110,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         config.job.id,
         config.job.parallelism,
         plugin.manifest().name,
-        storage.info().location,
+        runtime::PluginCalls::new(storage.clone(), config.checkpointing.timeout, cancel.clone())
+            .info()?
+            .location,
         config
             .checkpointing
             .interval

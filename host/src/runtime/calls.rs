@@ -176,7 +176,7 @@ impl PluginCalls {
     }
 
     /// `info()`.
-    pub(crate) fn info(&self) -> Result<StorageInfo, StorageError> {
+    pub fn info(&self) -> Result<StorageInfo, StorageError> {
         let storage = self.storage.clone();
         self.call("info()", self.deadline, None, move || Ok(storage.info()))
     }

@@ -221,7 +221,6 @@ pub fn run_job<J: Job>(
             AttemptEnd::Finished { states, offsets } => break (Some((states, offsets)), attempt),
         }
     };
-    runner.finish_background();
     let terminal = if end.is_some() {
         Terminal::Finished
     } else {
@@ -263,8 +262,10 @@ pub fn run_job<J: Job>(
         first_record_ms: (first != u64::MAX).then(|| first as f64 / 1000.0),
         details,
     };
-    // Report first, then discard: a crash while discarding never loses the report.
+    // Report first, then wait for the discards and discard: a crash (or a plugin hanging) while
+    // discarding never loses the report.
     (opts.on_summary)(&summary);
+    runner.finish_background();
     runner.on_terminal(&coordinator, terminal);
     Ok(summary)
 }
@@ -335,24 +336,24 @@ impl<J: Job> Runner<'_, J> {
         self.should_stop()
     }
 
-    /// The state to start from `pointer`. On a failover, a checkpoint that is gone from the
-    /// storage is explained (the job's folder disappeared) rather than reported as a bare
-    /// "not found".
+    /// The state to start from `pointer`. On a failover, a checkpoint of this run that is gone
+    /// from the storage is explained (the job's folder disappeared) rather than reported as a
+    /// bare "not found".
     fn restore(&self, pointer: &str, failover: bool) -> Result<StartState<J>, RunError> {
         let p = self.config.job.parallelism;
-        let restored = load_metadata(&self.calls, self.job.as_ref(), &self.config.job.id, pointer)
-            .map_err(|e| match e {
-                LoadError::Resolve(err) => (Some(err.clone()), LoadError::Resolve(err).into_run_error(pointer)),
-                refused => (None, refused.into_run_error(pointer)),
-            })
-            .and_then(|meta| start_state::<J>(&self.calls, p, pointer, meta).map_err(|e| (None, e)));
+        let restored = match load_metadata(&self.calls, self.job.as_ref(), &self.config.job.id, pointer) {
+            Ok(meta) => start_state::<J>(&self.calls, p, pointer, meta).map_err(|e| (false, e)),
+            Err(LoadError::Resolve(err)) => {
+                let not_found = matches!(err, StorageError::NotFound(_));
+                Err((not_found, LoadError::Resolve(err).into_run_error(pointer)))
+            }
+            Err(refused) => Err((false, refused.into_run_error(pointer))),
+        };
         match restored {
             Ok(s) => Ok(s),
-            Err((storage_error, e)) => {
-                let gone = failover
-                    && (matches!(storage_error, Some(StorageError::NotFound(_)))
-                        || !self.still_listed(pointer));
-                if gone {
+            Err((not_found, e)) => {
+                let ours = self.last_completed.as_ref().is_some_and(|(_, p)| p == pointer);
+                if failover && (not_found || (ours && !self.still_listed(pointer))) {
                     Err(RunError::Restore(self.vanished(pointer, &e)))
                 } else {
                     Err(e)
@@ -392,9 +393,9 @@ impl<J: Job> Runner<'_, J> {
         let detail = e.to_string();
         let detail = detail.strip_prefix("cannot restore: ").unwrap_or(&detail);
         format!(
-            "the job cannot restart from {id}{pointer}: it is gone — the job's checkpoint \
-             folder in {} was removed, renamed or replaced while the job was running \
-             ({listing}; {detail})",
+            "the job cannot restart from {id}{pointer}: the job's checkpoint folder in {} \
+             disappeared while the job was running (removed, renamed or replaced: {listing}; \
+             {detail})",
             self.location
         )
     }
