@@ -44,6 +44,9 @@ use super::ConfigArg;
 // The object-store plugin ÷ object_store used directly (only for `--plugin object-store`).
 mod object_store_direct;
 
+// `cairn bench job`: the keyed counter's checkpoints, measured.
+mod job;
+
 /// The backend compared loaded ÷ linked, by manifest name.
 const FILESYSTEM: &str = "filesystem";
 
@@ -58,6 +61,16 @@ pub enum BenchCommand {
     Storage {
         #[command(flatten)]
         args: StorageArgs,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Run the keyed counter with real state and measure its checkpoints: the median duration
+    /// (trigger to commit) and MB/s, ÷ a raw write + fsync of the same bytes, records/s while a
+    /// checkpoint is in flight ÷ between, start to first record, and peak RSS ÷ state. Targets
+    /// are printed, never enforced.
+    Job {
+        #[command(flatten)]
+        args: job::JobArgs,
         #[command(flatten)]
         config: ConfigArg,
     },
@@ -103,6 +116,7 @@ pub struct StorageArgs {
 pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         BenchCommand::Storage { args, config } => storage(&args, &config),
+        BenchCommand::Job { args, config } => job::run(&args, &config),
     }
 }
 

@@ -14,11 +14,13 @@
 //! - `runner`: the attempts, the coordinator loop, failover and retention ([`run_job`]).
 //! - `report`: options, commands, counters, the summary ([`RunOptions`], [`Summary`]).
 //! - [`memory`]: whether a job's state fits in this machine.
+//! - [`bench`]: `cairn bench job`, the keyed counter's checkpoints measured.
 //! - [`keyed_counter`] and [`word_count`]: the built-in jobs, written on the API.
 //!
 //! [`run`] runs the built-in job the config names; [`run_job`] runs any job.
 
 pub mod api;
+pub mod bench;
 mod calls;
 mod codec;
 mod exchange;

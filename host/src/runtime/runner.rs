@@ -110,6 +110,7 @@ pub fn run_job<J: Job>(
     storage: Arc<dyn CheckpointStorage>,
     opts: &RunOptions<'_>,
 ) -> Result<Summary, RunError> {
+    let started = Instant::now();
     if let Some(bytes) = job.state_estimate() {
         memory::check_fits(bytes, &memory::Machine::current()).map_err(RunError::Job)?;
     }
@@ -152,7 +153,7 @@ pub fn run_job<J: Job>(
         job_storage,
         location,
         opts,
-        started: Instant::now(),
+        started,
         progress: Progress::default(),
         background: Vec::new(),
         injected_records: false,
