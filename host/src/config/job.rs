@@ -318,3 +318,44 @@ impl RawRestart {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::Config;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/cairn/cairn.toml"))
+    }
+
+    #[test]
+    fn word_count_takes_its_folders_relative_to_the_file() {
+        let c = parse("[job]\nkind = \"word-count\"\ninput = \"in\"\noutput = \"/tmp/out\"\n").unwrap();
+        assert_eq!(c.job.kind, JobKind::WordCount);
+        assert_eq!(c.job.input, Some(PathBuf::from("/etc/cairn/in")));
+        assert_eq!(c.job.output, Some(PathBuf::from("/tmp/out")));
+        assert_eq!(c.job.rate, None, "the word count is unthrottled by default");
+        let c = parse("[job]\nkind = \"word-count\"\ninput = \"in\"\noutput = \"out\"\nrate = 5\n")
+            .unwrap();
+        assert_eq!(c.job.rate, Some(5));
+    }
+
+    #[test]
+    fn each_kind_refuses_the_other_kinds_settings() {
+        let e = parse("[job]\ninput = \"in\"\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("job.input"));
+        assert!(e.message.contains("does not apply to job.kind = \"keyed-counter\""), "{e}");
+        let e = parse("[job]\nkind = \"word-count\"\ninput = \"a\"\noutput = \"b\"\nkeys = 3\n")
+            .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("job.keys"));
+        assert_eq!(e.line, Some(5));
+        let e = parse("[job]\nkind = \"word-count\"\ninput = \"a\"\n").unwrap_err();
+        assert!(e.message.contains("needs job.output"), "{e}");
+        let e = parse("[job]\nkind = \"word-count\"\ninput = \"a\"\noutput = \"a\"\n").unwrap_err();
+        assert!(e.message.contains("same folder"), "{e}");
+        let e = parse("[job]\nfail-after-checkpoints = 0\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("job.fail-after-checkpoints"));
+    }
+}

@@ -311,3 +311,104 @@ impl PluginCalls {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A storage that is never called: `call` runs closures, not storage methods.
+    struct Nothing;
+
+    impl CheckpointStorage for Nothing {
+        fn info(&self) -> StorageInfo {
+            StorageInfo {
+                capabilities: cairn_plugin_api::Capabilities::empty(),
+                inline_threshold: 0,
+                max_state_size: None,
+                location: "nowhere".into(),
+            }
+        }
+        fn job(&self, _: &str) -> cairn_plugin_api::StorageResult<Box<dyn JobStorage>> {
+            Err(StorageError::Unsupported("test".into()))
+        }
+        fn resolve(&self, _: &str) -> cairn_plugin_api::StorageResult<ResolvedCheckpoint> {
+            Err(StorageError::Unsupported("test".into()))
+        }
+        fn open_handle(
+            &self,
+            _: &StateHandle,
+        ) -> cairn_plugin_api::StorageResult<Box<dyn InputStream>> {
+            Err(StorageError::Unsupported("test".into()))
+        }
+        fn discard(&self, _: &StateHandle) -> cairn_plugin_api::StorageResult<()> {
+            Ok(())
+        }
+        fn dispose(&self, _: &str) -> cairn_plugin_api::StorageResult<()> {
+            Ok(())
+        }
+        fn corrupt_for_testing(&self, _: &StateHandle) -> cairn_plugin_api::StorageResult<()> {
+            Ok(())
+        }
+    }
+
+    fn calls(deadline: Duration) -> (Arc<PluginCalls>, Arc<AtomicBool>) {
+        let cancel = Arc::new(AtomicBool::new(false));
+        (
+            PluginCalls::new(Arc::new(Nothing), deadline, cancel.clone()),
+            cancel,
+        )
+    }
+
+    #[test]
+    fn a_call_returns_its_result_and_its_worker_is_reused() {
+        let (c, _) = calls(Duration::from_secs(60));
+        let first = c
+            .call("a()", c.deadline(), None, || Ok(std::thread::current().id()))
+            .unwrap();
+        let second = c
+            .call("b()", c.deadline(), None, || Ok(std::thread::current().id()))
+            .unwrap();
+        assert_eq!(first, second, "the idle worker runs the next call");
+        let err = c
+            .call::<()>("c()", c.deadline(), None, || Err(StorageError::NotFound("x".into())))
+            .unwrap_err();
+        assert!(matches!(err, StorageError::NotFound(_)));
+    }
+
+    #[test]
+    fn a_hanging_call_times_out_naming_itself_and_its_late_result_is_undone() {
+        let (c, _) = calls(Duration::from_millis(20));
+        let (release_tx, release) = crossbeam_channel::bounded::<()>(0);
+        let (undone_tx, undone) = crossbeam_channel::bounded(1);
+        let undo: Undo<u32> = Box::new(move |late| {
+            let _ = undone_tx.send(late.ok());
+        });
+        let err = c
+            .call("list_completed() of job 'j'", c.deadline(), Some(undo), move || {
+                let _ = release.recv();
+                Ok(7)
+            })
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, StorageError::Timeout(_)), "{text}");
+        assert!(text.contains("list_completed() of job 'j'") && text.contains("20ms"), "{text}");
+        release_tx.send(()).unwrap();
+        assert_eq!(undone.recv().unwrap(), Some(7), "the late result reached the undo");
+        // The abandoned worker is not reused: the next call still works.
+        assert_eq!(c.call("d()", Duration::from_secs(60), None, || Ok(1)).unwrap(), 1);
+    }
+
+    #[test]
+    fn a_cancel_gives_up_at_once_and_a_huge_deadline_never_overflows() {
+        let (c, cancel) = calls(Duration::MAX);
+        cancel.store(true, Ordering::Relaxed);
+        let (_hold, wait) = crossbeam_channel::bounded::<()>(0);
+        let err = c
+            .call("job('j')", c.deadline(), None, move || {
+                let _ = wait.recv();
+                Ok(())
+            })
+            .unwrap_err();
+        assert!(err.to_string().contains("the job is stopping"), "{err}");
+    }
+}

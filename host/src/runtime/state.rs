@@ -408,11 +408,12 @@ impl<K, V> StateSnapshot<K, V> {
     }
 }
 
-/// Encode `snapshot` and hand the bytes to `write` in pieces of about [`WRITE_BYTES`],
-/// releasing each page once it is encoded. Returns the bytes written.
+/// Encode `snapshot` into buffers of about [`WRITE_BYTES`] and hand each full buffer to `write`,
+/// which gives back a buffer to fill next (the same one, emptied, or another, so that writing
+/// and encoding can overlap); each page is released once encoded. Returns the bytes written.
 pub fn write_snapshot<K: Serialize + Clone, V: Serialize + Clone>(
     snapshot: StateSnapshot<K, V>,
-    write: &mut dyn FnMut(&[u8]) -> Result<(), String>,
+    write: &mut dyn FnMut(Vec<u8>) -> Result<Vec<u8>, String>,
 ) -> Result<u64, String> {
     let non_empty = snapshot
         .root
@@ -453,15 +454,17 @@ pub fn write_snapshot<K: Serialize + Clone, V: Serialize + Clone>(
             written_entries += page.entries.len() as u64;
             drop(page);
             if buf.len() >= WRITE_BYTES {
-                write(&buf)?;
                 total += buf.len() as u64;
+                buf = write(buf)?;
                 buf.clear();
+                buf.try_reserve(WRITE_BYTES + PAGE_BYTES)
+                    .map_err(|e| format!("cannot allocate the snapshot write buffer: {e}"))?;
             }
         }
     }
     if !buf.is_empty() {
-        write(&buf)?;
         total += buf.len() as u64;
+        write(buf)?;
     }
     if written_entries != snapshot.entries {
         return Err(format!(
@@ -632,8 +635,8 @@ mod tests {
     fn encode(snap: StateSnapshot<u64, Vec<u8>>) -> Vec<u8> {
         let mut out = Vec::new();
         write_snapshot(snap, &mut |b| {
-            out.extend_from_slice(b);
-            Ok(())
+            out.extend_from_slice(&b);
+            Ok(b)
         })
         .unwrap();
         out
@@ -670,6 +673,24 @@ mod tests {
         assert_eq!(s.get(&3).unwrap()[0], 0xff);
         assert!(s.get(&7).is_none());
         assert_eq!(s.len(), 500);
+    }
+
+    #[test]
+    fn a_snapshot_written_while_the_state_changes_holds_the_state_at_the_snapshot() {
+        let mut s = filled(2000, 512);
+        let snap = s.snapshot();
+        let writer = std::thread::spawn(move || encode(snap));
+        for round in 1..=20u8 {
+            for k in (0..2000).step_by(3) {
+                s.get_mut(&k).unwrap()[round as usize] = round;
+            }
+        }
+        let bytes = writer.join().unwrap();
+        let back: KeyedState<u64, Vec<u8>> = read_state(&mut bytes.as_slice(), |_| Ok(())).unwrap();
+        for k in 0..2000u64 {
+            assert_eq!(back.get(&k).unwrap(), &vec![k as u8; 512], "key {k}");
+        }
+        assert_eq!(s.get(&0).unwrap()[20], 20);
     }
 
     #[test]

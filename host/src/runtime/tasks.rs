@@ -563,18 +563,59 @@ impl<J: Job> KeyedTask<J> {
             let entries = view.entries();
             let pages = view.pages() as u64;
             let changed_pages = view.changed_since(previous_epoch).len() as u64;
+            let started = Instant::now();
             let mut stream = location
                 .create_stream(Scope::Exclusive)
                 .map_err(|e| format!("keyed task {subtask}: creating a state stream: {e}"))?;
-            write_snapshot(view, &mut |bytes| {
-                stream
-                    .write(bytes)
-                    .map_err(|e| format!("keyed task {subtask}: writing state: {e}"))
+            // Encoding (here) and writing (on a scoped thread) overlap, two buffers in turn.
+            let mut in_plugin = Duration::ZERO;
+            let bytes = std::thread::scope(|scope| -> Result<u64, String> {
+                let (full_tx, full_rx) = crossbeam_channel::bounded::<Vec<u8>>(1);
+                let (empty_tx, empty_rx) = crossbeam_channel::bounded::<Vec<u8>>(2);
+                let _ = empty_tx.send(Vec::new());
+                let stream = &mut stream;
+                let in_plugin = &mut in_plugin;
+                let writer = scope.spawn(move || -> Result<(), String> {
+                    for buf in full_rx {
+                        let t = Instant::now();
+                        stream
+                            .write(&buf)
+                            .map_err(|e| format!("keyed task {subtask}: writing state: {e}"))?;
+                        *in_plugin += t.elapsed();
+                        let _ = empty_tx.send(buf);
+                    }
+                    Ok(())
+                });
+                let encoded = write_snapshot(view, &mut |full| {
+                    full_tx
+                        .send(full)
+                        .map_err(|_| "the state writer stopped".to_string())?;
+                    empty_rx
+                        .recv()
+                        .map_err(|_| "the state writer stopped".to_string())
+                });
+                drop(full_tx);
+                let written = writer
+                    .join()
+                    .unwrap_or_else(|_| Err(format!("keyed task {subtask}: the state writer panicked")));
+                // The writer's error is the cause; the encoder's is only its echo.
+                written?;
+                encoded
             })?;
+            let closing = Instant::now();
             let handle = stream
                 .close_and_get_handle()
                 .map_err(|e| format!("keyed task {subtask}: closing its state stream: {e}"))?
                 .ok_or_else(|| format!("keyed task {subtask}: the backend gave no handle"))?;
+            tracing::debug!(
+                id,
+                subtask,
+                bytes,
+                total_ms = started.elapsed().as_secs_f64() * 1000.0,
+                write_ms = in_plugin.as_secs_f64() * 1000.0,
+                close_ms = closing.elapsed().as_secs_f64() * 1000.0,
+                "snapshot uploaded"
+            );
             Ok(TaskSnapshot {
                 handles: vec![handle],
                 records,
