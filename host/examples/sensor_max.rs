@@ -18,7 +18,11 @@ impl Source for Readings {
     fn next(&mut self) -> Result<Next<(u16, i32)>, JobError> {
         let n = self.n;
         self.n = (n + self.step).min(self.end);
-        Ok(if n < self.end { Next::Record(reading(n)) } else { Next::End })
+        Ok(if n < self.end {
+            Next::Record(reading(n))
+        } else {
+            Next::End
+        })
     }
     fn offset(&self) -> u64 {
         self.n
@@ -38,7 +42,11 @@ impl Job for SensorMax {
     }
     fn source(&self, ctx: &TaskContext, offset: Option<u64>) -> Result<Readings, JobError> {
         let (n, step) = (offset.unwrap_or(ctx.subtask.into()), ctx.parallelism.into());
-        Ok(Readings { n, step, end: self.0 })
+        Ok(Readings {
+            n,
+            step,
+            end: self.0,
+        })
     }
     fn key(&self, reading: &(u16, i32)) -> u16 {
         reading.0
@@ -48,12 +56,18 @@ impl Job for SensorMax {
     }
     fn summarize(&self, end: &JobEnd<'_, Self>) -> serde_json::Map<String, serde_json::Value> {
         let all = end.states.iter().flat_map(|s| s.iter());
-        all.map(|(sensor, max)| (format!("sensor_{sensor}"), (*max).into())).collect()
+        all.map(|(sensor, max)| (format!("sensor_{sensor}"), (*max).into()))
+            .collect()
     }
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let config = Config::load(std::env::args().nth(1).unwrap_or("cairn.toml".into()).as_ref())?;
+    let config = Config::load(
+        std::env::args()
+            .nth(1)
+            .unwrap_or("cairn.toml".into())
+            .as_ref(),
+    )?;
     let summary = run_with_config(SensorMax(100_000), &config, &RunOptions::default())?;
     println!("{}", serde_json::to_string_pretty(&summary)?);
     Ok(())

@@ -589,12 +589,18 @@ mod tests {
             vec![],
         );
         let late = Duration::from_secs(1 << 40);
-        assert!(c.poll(late).is_empty(), "an interval of Duration::MAX is never due");
+        assert!(
+            c.poll(late).is_empty(),
+            "an interval of Duration::MAX is never due"
+        );
         assert_eq!(c.next_wakeup(ms(0)), Some(huge));
         c.request_checkpoint();
         assert_eq!(triggered(&c.poll(ms(5))), vec![1]);
         assert_eq!(c.next_wakeup(ms(6)), Some(huge), "expiry saturates");
-        assert!(c.poll(late).is_empty(), "a timeout of Duration::MAX never expires");
+        assert!(
+            c.poll(late).is_empty(),
+            "a timeout of Duration::MAX never expires"
+        );
         c.on_committed(1, "p".into(), ms(7));
         assert_eq!(c.next_wakeup(ms(8)), Some(huge));
     }

@@ -295,7 +295,9 @@ mod tests {
                     }),
                 ],
                 records: 1234,
-                sink: Some(serde_json::json!({"pending": [[41, {"seq": 3}]], "current": {"seq": 4}})),
+                sink: Some(
+                    serde_json::json!({"pending": [[41, {"seq": 3}]], "current": {"seq": 4}}),
+                ),
                 epoch: 7,
                 entries: 3,
                 pages: 1,

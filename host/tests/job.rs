@@ -199,10 +199,7 @@ fn restore_is_exact() {
         .success());
     let latest = list(dir.path()).last().unwrap()["id"].to_string();
     let (meta, counts) = state_of(dir.path(), &latest);
-    assert_eq!(
-        counts,
-        keyed_counter::counts_at(KEYS, 1, &offsets(&meta))
-    );
+    assert_eq!(counts, keyed_counter::counts_at(KEYS, 1, &offsets(&meta)));
     let offset = offsets(&meta)[0];
     assert!(offset > 0);
     let out = cairn_ok(

@@ -64,7 +64,10 @@ fn a_hanging_resolve_or_restore_read_on_failover_fails_naming_the_call() {
         let out = cairn(&["run"], dir.path());
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{err}");
-        assert!(err.contains("attempt 1 failed: keyed task 0: injected failure"), "{err}");
+        assert!(
+            err.contains("attempt 1 failed: keyed task 0: injected failure"),
+            "{err}"
+        );
         assert!(
             err.contains(call) && err.contains("did not return within 1s"),
             "the error does not name {call}: {err}"
@@ -106,7 +109,10 @@ fn the_summary_is_out_before_the_checkpoints_are_discarded() {
     let doc = rx
         .recv_timeout(Duration::from_secs(120))
         .expect("no summary while the discard hangs");
-    assert!(child.try_wait().unwrap().is_none(), "cairn exited: it did not hang in dispose");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "cairn exited: it did not hang in dispose"
+    );
     child.kill().unwrap(); // SIGKILL, in the middle of the discard
     child.wait().unwrap();
     let summary: serde_json::Value = serde_json::from_str(&doc).unwrap();
@@ -138,7 +144,10 @@ fn a_job_folder_that_disappears_is_named_on_failover() {
     let mut line = String::new();
     while !line.starts_with("checkpoint 1 completed") {
         line.clear();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "cairn ended first");
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "cairn ended first"
+        );
     }
     // The base folder goes away and a file takes its place, so nothing can be recreated: the
     // next checkpoint fails, the job fails over, and its checkpoint is gone.
@@ -182,6 +191,10 @@ fn a_state_too_large_for_the_machine_is_refused_not_aborted() {
     assert_eq!(doc["valid"], false);
     let out = cairn(&["run", "--records", "10"], dir.path());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "run must refuse, not abort: {err}");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "run must refuse, not abort: {err}"
+    );
     assert!(err.contains("more than this machine's"), "{err}");
 }

@@ -32,11 +32,7 @@ fn config(dir: &Path, extra: &str) -> Config {
 
 fn fs_storage(dir: &Path) -> Arc<dyn CheckpointStorage> {
     let plugin = load("cairn-storage-fs");
-    Arc::from(
-        plugin
-            .open(&fs_options(&dir.join("checkpoints")))
-            .unwrap(),
-    )
+    Arc::from(plugin.open(&fs_options(&dir.join("checkpoints"))).unwrap())
 }
 
 fn metadata(storage: &dyn CheckpointStorage, pointer: &str) -> CheckpointMetadata {
@@ -52,7 +48,9 @@ fn every_checkpoint_is_the_state_at_its_barrier() {
     let (keys, bytes) = (3000u64, 1024u64);
     let config = config(
         dir.path(),
-        &format!("[job]\nid = \"iso\"\nkeys = {keys}\nstate-bytes-per-key = {bytes}\nrate = 300000\n"),
+        &format!(
+            "[job]\nid = \"iso\"\nkeys = {keys}\nstate-bytes-per-key = {bytes}\nrate = 300000\n"
+        ),
     );
     let storage = fs_storage(dir.path());
     let records = 600_000;
@@ -77,7 +75,9 @@ fn every_checkpoint_is_the_state_at_its_barrier() {
     let storage = fs_storage(dir.path());
     let config = self::config(
         dir.path(),
-        &format!("[job]\nid = \"iso\"\nkeys = {keys}\nstate-bytes-per-key = {bytes}\nrate = 300000\n"),
+        &format!(
+            "[job]\nid = \"iso\"\nkeys = {keys}\nstate-bytes-per-key = {bytes}\nrate = 300000\n"
+        ),
     );
     runtime::run(
         &config,
@@ -150,7 +150,11 @@ impl TwoPhaseCommitSink for LedgerSink {
 
     fn begin_transaction(&mut self) -> Result<u64, JobError> {
         let mut l = self.ledger.lock().unwrap();
-        let seq = *l.next.entry(self.subtask).and_modify(|n| *n += 1).or_insert(1);
+        let seq = *l
+            .next
+            .entry(self.subtask)
+            .and_modify(|n| *n += 1)
+            .or_insert(1);
         l.open.insert((self.subtask, seq), Vec::new());
         Ok(seq)
     }
@@ -164,7 +168,10 @@ impl TwoPhaseCommitSink for LedgerSink {
     }
     fn pre_commit(&mut self, txn: &mut u64) -> Result<(), JobError> {
         let mut l = self.ledger.lock().unwrap();
-        let records = l.open.remove(&(self.subtask, *txn)).ok_or("pre-commit of no open txn")?;
+        let records = l
+            .open
+            .remove(&(self.subtask, *txn))
+            .ok_or("pre-commit of no open txn")?;
         l.prepared.insert((self.subtask, *txn), records);
         l.log.push(Entry::PreCommit(self.subtask, *txn));
         Ok(())
@@ -183,7 +190,10 @@ impl TwoPhaseCommitSink for LedgerSink {
     fn abort(&mut self, txn: u64) -> Result<(), JobError> {
         let mut l = self.ledger.lock().unwrap();
         let key = (self.subtask, txn);
-        assert!(!l.committed.contains_key(&key), "abort of committed {key:?}");
+        assert!(
+            !l.committed.contains_key(&key),
+            "abort of committed {key:?}"
+        );
         l.open.remove(&key);
         l.prepared.remove(&key);
         l.log.push(Entry::Abort(self.subtask, txn));
@@ -220,7 +230,11 @@ impl Source for Numbers {
     fn next(&mut self) -> Result<Next<u64>, JobError> {
         let n = self.n;
         self.n = (n + self.step).min(self.end);
-        Ok(if n < self.end { Next::Record(n) } else { Next::End })
+        Ok(if n < self.end {
+            Next::Record(n)
+        } else {
+            Next::End
+        })
     }
     fn offset(&self) -> u64 {
         self.n
@@ -273,14 +287,23 @@ fn check_ledger(l: &Ledger) {
                 .position(|x| *x == Entry::PreCommit(*s, *t))
                 .unwrap_or_else(|| panic!("commit of ({s}, {t}) before its pre-commit"));
             assert!(
-                l.log[pre..i].iter().any(|x| matches!(x, Entry::Completed(_))),
+                l.log[pre..i]
+                    .iter()
+                    .any(|x| matches!(x, Entry::Completed(_))),
                 "({s}, {t}) committed before any checkpoint completed after its pre-commit: {:?}",
                 l.log
             );
-            assert!(!l.log.contains(&Entry::Abort(*s, *t)), "({s}, {t}) committed and aborted");
+            assert!(
+                !l.log.contains(&Entry::Abort(*s, *t)),
+                "({s}, {t}) committed and aborted"
+            );
         }
     }
-    assert!(l.prepared.is_empty(), "pre-committed, never resolved: {:?}", l.prepared.keys());
+    assert!(
+        l.prepared.is_empty(),
+        "pre-committed, never resolved: {:?}",
+        l.prepared.keys()
+    );
 }
 
 #[test]
@@ -315,12 +338,19 @@ fn two_phase_commit_is_exactly_once_across_a_failover() {
     check_ledger(&l);
     let mut all: Vec<u64> = l.committed.values().flatten().copied().collect();
     all.sort_unstable();
-    assert_eq!(all, (0..end).collect::<Vec<_>>(), "each record committed exactly once");
+    assert_eq!(
+        all,
+        (0..end).collect::<Vec<_>>(),
+        "each record committed exactly once"
+    );
     assert!(
         l.log.iter().any(|e| matches!(e, Entry::Abort(..))),
         "the failover aborted what the restored checkpoint did not hold"
     );
-    assert!(l.open.values().all(Vec::is_empty), "open transactions hold nothing");
+    assert!(
+        l.open.values().all(Vec::is_empty),
+        "open transactions hold nothing"
+    );
 }
 
 #[test]
@@ -351,7 +381,10 @@ fn a_checkpoint_that_fails_aborts_its_transaction() {
     .unwrap_err();
     assert!(matches!(err, RunError::Failed { attempts: 2, .. }), "{err}");
     let l = ledger.lock().unwrap();
-    assert!(l.committed.is_empty(), "no checkpoint completed, so nothing is committed");
+    assert!(
+        l.committed.is_empty(),
+        "no checkpoint completed, so nothing is committed"
+    );
     assert!(
         l.log.iter().any(|e| matches!(e, Entry::PreCommit(..))),
         "checkpoints got as far as the sinks' pre-commit: {:?}",
@@ -366,8 +399,13 @@ fn a_checkpoint_that_fails_aborts_its_transaction() {
         .filter(|e| matches!(e, Entry::PreCommit(..)))
         .collect();
     for e in first_pre {
-        let Entry::PreCommit(s, t) = e else { unreachable!() };
-        assert!(l.log.contains(&Entry::Abort(*s, *t)), "({s}, {t}) was not aborted");
+        let Entry::PreCommit(s, t) = e else {
+            unreachable!()
+        };
+        assert!(
+            l.log.contains(&Entry::Abort(*s, *t)),
+            "({s}, {t}) was not aborted"
+        );
     }
 }
 
@@ -437,6 +475,10 @@ fn the_example_job_runs_exactly_once_through_a_failover() {
     assert_eq!(summary.attempts, 2);
     assert_eq!(summary.records_counted, readings);
     for (sensor, max) in expected {
-        assert_eq!(summary.details[&format!("sensor_{sensor}")], max, "sensor {sensor}");
+        assert_eq!(
+            summary.details[&format!("sensor_{sensor}")],
+            max,
+            "sensor {sensor}"
+        );
     }
 }

@@ -77,7 +77,12 @@ fn committed_lines(dir: &Path) -> Vec<String> {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_str().unwrap().to_string();
         if name.starts_with("part-") {
-            lines.extend(std::fs::read_to_string(&path).unwrap().lines().map(String::from));
+            lines.extend(
+                std::fs::read_to_string(&path)
+                    .unwrap()
+                    .lines()
+                    .map(String::from),
+            );
         }
     }
     lines.sort();
@@ -113,7 +118,10 @@ fn check_visible_parts_are_covered(dir: &Path) {
         .map(|(t, s, _)| (t, s))
         .collect();
     let Some(latest) = latest else {
-        assert!(visible.is_empty(), "part files visible with no completed checkpoint: {visible:?}");
+        assert!(
+            visible.is_empty(),
+            "part files visible with no completed checkpoint: {visible:?}"
+        );
         return;
     };
     let id = latest["id"].to_string();
@@ -138,8 +146,13 @@ fn check_visible_parts_are_covered(dir: &Path) {
 fn expected_counts(input: &[(String, Vec<u8>)]) -> BTreeMap<String, u64> {
     let mut counts = BTreeMap::new();
     for (_, text) in input {
-        for word in text.split(|b| b.is_ascii_whitespace()).filter(|w| !w.is_empty()) {
-            *counts.entry(String::from_utf8_lossy(word).into_owned()).or_insert(0) += 1;
+        for word in text
+            .split(|b| b.is_ascii_whitespace())
+            .filter(|w| !w.is_empty())
+        {
+            *counts
+                .entry(String::from_utf8_lossy(word).into_owned())
+                .or_insert(0) += 1;
         }
     }
     counts
@@ -288,5 +301,8 @@ fn settings_of_the_other_job_kind_are_refused() {
     let out = cairn(&["config", "check", "cairn.toml"], dir.path());
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("job.keys does not apply to job.kind = \"word-count\""), "{err}");
+    assert!(
+        err.contains("job.keys does not apply to job.kind = \"word-count\""),
+        "{err}"
+    );
 }

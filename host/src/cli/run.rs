@@ -13,7 +13,9 @@ use std::{
 use anyhow::Context;
 use cairn_host::{
     config::JobKind,
-    runtime::{self, CheckpointReport, Progress, RestoreFrom, RunOptions, Status, StopWhen, Summary},
+    runtime::{
+        self, CheckpointReport, Progress, RestoreFrom, RunOptions, Status, StopWhen, Summary,
+    },
 };
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 
@@ -101,8 +103,18 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         JobKind::KeyedCounter => format!("{} keys", config.job.keys),
         JobKind::WordCount => format!(
             "word count of {} into {}",
-            config.job.input.as_deref().unwrap_or(std::path::Path::new("?")).display(),
-            config.job.output.as_deref().unwrap_or(std::path::Path::new("?")).display()
+            config
+                .job
+                .input
+                .as_deref()
+                .unwrap_or(std::path::Path::new("?"))
+                .display(),
+            config
+                .job
+                .output
+                .as_deref()
+                .unwrap_or(std::path::Path::new("?"))
+                .display()
         ),
     };
     log(format!(
@@ -110,9 +122,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         config.job.id,
         config.job.parallelism,
         plugin.manifest().name,
-        runtime::PluginCalls::new(storage.clone(), config.checkpointing.timeout, cancel.clone())
-            .info()?
-            .location,
+        runtime::PluginCalls::new(
+            storage.clone(),
+            config.checkpointing.timeout,
+            cancel.clone()
+        )
+        .info()?
+        .location,
         config
             .checkpointing
             .interval
@@ -148,7 +164,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         if !tty {
             log(format!(
                 "{} {} completed in {} ms, {} of state: {}",
-                if c.savepoint { "savepoint" } else { "checkpoint" },
+                if c.savepoint {
+                    "savepoint"
+                } else {
+                    "checkpoint"
+                },
                 c.id,
                 c.duration().as_millis(),
                 HumanBytes(c.state_bytes),
@@ -222,7 +242,11 @@ fn print_summary(
                 summary.details.get("invalid_utf8_bytes").unwrap_or(&0.into()),
             )?;
         }
-        if let Some(digest) = summary.details.get("counts_sha256").and_then(|d| d.as_str()) {
+        if let Some(digest) = summary
+            .details
+            .get("counts_sha256")
+            .and_then(|d| d.as_str())
+        {
             writeln!(out, "counts_sha256: {digest}")?;
         }
         match &summary.latest_checkpoint {

@@ -332,7 +332,8 @@ mod tests {
 
     #[test]
     fn word_count_takes_its_folders_relative_to_the_file() {
-        let c = parse("[job]\nkind = \"word-count\"\ninput = \"in\"\noutput = \"/tmp/out\"\n").unwrap();
+        let c =
+            parse("[job]\nkind = \"word-count\"\ninput = \"in\"\noutput = \"/tmp/out\"\n").unwrap();
         assert_eq!(c.job.kind, JobKind::WordCount);
         assert_eq!(c.job.input, Some(PathBuf::from("/etc/cairn/in")));
         assert_eq!(c.job.output, Some(PathBuf::from("/tmp/out")));
@@ -346,7 +347,11 @@ mod tests {
     fn each_kind_refuses_the_other_kinds_settings() {
         let e = parse("[job]\ninput = \"in\"\n").unwrap_err();
         assert_eq!(e.key.as_deref(), Some("job.input"));
-        assert!(e.message.contains("does not apply to job.kind = \"keyed-counter\""), "{e}");
+        assert!(
+            e.message
+                .contains("does not apply to job.kind = \"keyed-counter\""),
+            "{e}"
+        );
         let e = parse("[job]\nkind = \"word-count\"\ninput = \"a\"\noutput = \"b\"\nkeys = 3\n")
             .unwrap_err();
         assert_eq!(e.key.as_deref(), Some("job.keys"));

@@ -770,7 +770,8 @@ fn defaults_file_shows_every_key() {
                     *l = "kind = \"word-count\"";
                 }
             }
-            edited.retain(|l| !l.starts_with("keys = ") && !l.starts_with("state-bytes-per-key = "));
+            edited
+                .retain(|l| !l.starts_with("keys = ") && !l.starts_with("state-bytes-per-key = "));
         }
         let edited = edited.join("\n");
         if key == "sha256" {

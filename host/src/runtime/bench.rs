@@ -2,7 +2,8 @@
 //! what its checkpoints cost, measured in one run.
 //!
 //! The job runs in this process until every key's state exists (so the state is `keys ×
-//! state-bytes` bytes) and then for `checkpoints` more checkpoints. A sampler records the
+//! state-bytes` bytes) and then for `checkpoints` more checkpoints; `min-pause` is half the
+//! interval, so that checkpoints slower than the interval still leave time between them. A sampler records the
 //! records counter every few milliseconds, so records/s can be split into "while a checkpoint is
 //! in flight" and "between checkpoints". After the job, a raw `write` + `fsync` of as many bytes
 //! as the median checkpoint holds, into a file in the same scratch directory, gives the
@@ -20,7 +21,9 @@ use std::{
 use cairn_plugin_api::CheckpointStorage;
 use serde::Serialize;
 
-use super::{keyed_counter::KeyedCounter, run_job, CheckpointReport, Command, Counters, RunOptions};
+use super::{
+    keyed_counter::KeyedCounter, run_job, CheckpointReport, Command, Counters, RunOptions,
+};
 use crate::config::Config;
 
 /// What to run.
@@ -62,11 +65,11 @@ pub struct JobBenchReport {
     /// Median checkpoint ÷ raw median.
     pub vs_raw: f64,
     /// Records per second while a measured checkpoint was in flight.
-    pub records_per_s_during: f64,
+    pub records_per_s_during: Option<f64>,
     /// Records per second between measured checkpoints.
-    pub records_per_s_between: f64,
-    /// During ÷ between.
-    pub during_vs_between: f64,
+    pub records_per_s_between: Option<f64>,
+    /// During ÷ between (`None` if either was not seen).
+    pub during_vs_between: Option<f64>,
     /// From the start of the command (before the plugin was loaded) to the first record.
     pub start_to_first_record_ms: f64,
     /// Peak resident memory of this process (`VmHWM`).
@@ -139,6 +142,9 @@ pub fn run(
     config.job.parallelism = bench.parallelism;
     config.job.rate = bench.rate;
     config.checkpointing.interval = Some(bench.interval);
+    // Half an interval at least between a completion and the next trigger, so that even
+    // checkpoints slower than the interval leave time "between checkpoints" to measure.
+    config.checkpointing.min_pause = bench.interval / 2;
     config.checkpointing.num_retained = 1;
     let counters = Counters::new();
     let (tx, rx) = crossbeam_channel::unbounded();
@@ -149,8 +155,12 @@ pub fn run(
     // clock that starts at `base`.
     let base = Instant::now();
     let sampler = {
-        let (counters, done, full_at, samples) =
-            (counters.clone(), done.clone(), full_at.clone(), samples.clone());
+        let (counters, done, full_at, samples) = (
+            counters.clone(),
+            done.clone(),
+            full_at.clone(),
+            samples.clone(),
+        );
         let keys = bench.keys;
         std::thread::spawn(move || {
             while !done.load(Ordering::Relaxed) {
@@ -174,7 +184,7 @@ pub fn run(
     let offset = base.elapsed();
     let on_cp = |r: &CheckpointReport| {
         let full = *full_at.lock().unwrap_or_else(|p| p.into_inner());
-        let counts = full.is_some_and(|f| r.triggered + offset >= f) && !r.savepoint;
+        let counts = full.is_some_and(|f| r.triggered.saturating_add(offset) >= f) && !r.savepoint;
         on_checkpoint(r, counts);
         if counts {
             let mut m = measured.lock().unwrap_or_else(|p| p.into_inner());
@@ -219,7 +229,12 @@ pub fn run(
     // Records/s during and between measured checkpoints.
     let windows: Vec<(Duration, Duration)> = measured
         .iter()
-        .map(|r| (r.triggered + offset, r.completed + offset))
+        .map(|r| {
+            (
+                r.triggered.saturating_add(offset),
+                r.completed.saturating_add(offset),
+            )
+        })
         .collect();
     let start = windows.first().map_or(Duration::ZERO, |w| w.0);
     let end = windows.last().map_or(Duration::ZERO, |w| w.1);
@@ -241,20 +256,21 @@ pub fn run(
             t_out += dt;
         }
     }
-    let during = rec_in as f64 / t_in.max(1e-9);
-    let between = rec_out as f64 / t_out.max(1e-9);
+    let during = (t_in > 0.0).then(|| rec_in as f64 / t_in);
+    let between = (t_out > 0.0).then(|| rec_out as f64 / t_out);
 
     // The raw baseline: the same bytes, written and synced, three times.
     let data = cairn_harness::bench::pattern(4 << 20);
     let path = bench.scratch.join("raw-baseline.bin");
     let mut raw_ms = Vec::new();
     for _ in 0..3 {
-        let s = cairn_harness::bench::raw_write(&path, checkpoint_bytes, &data).map_err(|error| {
-            BenchError::Raw {
-                path: path.display().to_string(),
-                error,
-            }
-        })?;
+        let s =
+            cairn_harness::bench::raw_write(&path, checkpoint_bytes, &data).map_err(|error| {
+                BenchError::Raw {
+                    path: path.display().to_string(),
+                    error,
+                }
+            })?;
         raw_ms.push(s.seconds * 1000.0);
         remove(&path);
     }
@@ -277,7 +293,7 @@ pub fn run(
         raw_median_ms,
         records_per_s_during: during,
         records_per_s_between: between,
-        during_vs_between: during / between,
+        during_vs_between: during.zip(between).map(|(d, b)| d / b),
         start_to_first_record_ms: before_run.as_secs_f64() * 1000.0 + first as f64 / 1000.0,
         peak_rss_bytes: peak,
         rss_vs_state: peak as f64 / state_bytes.max(1) as f64,

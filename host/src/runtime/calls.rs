@@ -131,7 +131,9 @@ impl PluginCalls {
         });
         let worker = self.worker()?;
         if worker.work.send(work).is_err() {
-            return Err(StorageError::Other(format!("{what}: the call's thread died")));
+            return Err(StorageError::Other(format!(
+                "{what}: the call's thread died"
+            )));
         }
         // A deadline too far away to represent is no deadline: wait for the call or a cancel.
         let until = Instant::now().checked_add(deadline);
@@ -166,7 +168,9 @@ impl PluginCalls {
                 });
             }
             let slice = until
-                .map_or(Duration::from_millis(50), |u| u.saturating_duration_since(now))
+                .map_or(Duration::from_millis(50), |u| {
+                    u.saturating_duration_since(now)
+                })
                 .min(Duration::from_millis(50));
             s = ready
                 .wait_timeout(s, slice)
@@ -185,9 +189,12 @@ impl PluginCalls {
     pub(crate) fn job(&self, job_id: &str) -> Result<Arc<dyn JobStorage>, StorageError> {
         let storage = self.storage.clone();
         let id = job_id.to_string();
-        self.call(&format!("job('{job_id}')"), self.deadline, None, move || {
-            storage.job(&id).map(Arc::from)
-        })
+        self.call(
+            &format!("job('{job_id}')"),
+            self.deadline,
+            None,
+            move || storage.job(&id).map(Arc::from),
+        )
     }
 
     /// `list_completed()`.
@@ -209,9 +216,12 @@ impl PluginCalls {
     pub(crate) fn resolve(&self, pointer: &str) -> Result<ResolvedCheckpoint, StorageError> {
         let storage = self.storage.clone();
         let p = pointer.to_string();
-        self.call(&format!("resolve({pointer})"), self.deadline, None, move || {
-            storage.resolve(&p)
-        })
+        self.call(
+            &format!("resolve({pointer})"),
+            self.deadline,
+            None,
+            move || storage.resolve(&p),
+        )
     }
 
     /// Open `handle` and hand its input stream to `read` (which reads it to the end), as one
@@ -251,12 +261,15 @@ impl PluginCalls {
         } else {
             "begin_checkpoint"
         };
-        self.call(&format!("{what}({id})"), deadline, Some(undo), move || {
-            match savepoint_target {
+        self.call(
+            &format!("{what}({id})"),
+            deadline,
+            Some(undo),
+            move || match savepoint_target {
                 Some(target) => job.begin_savepoint(id, target.as_deref()).map(Arc::from),
                 None => job.begin_checkpoint(id).map(Arc::from),
-            }
-        })
+            },
+        )
     }
 
     /// `commit(metadata)` within `deadline`. A commit abandoned at its deadline may still
@@ -290,9 +303,12 @@ impl PluginCalls {
     pub(crate) fn dispose(&self, pointer: &str) -> Result<(), StorageError> {
         let storage = self.storage.clone();
         let p = pointer.to_string();
-        self.call(&format!("dispose({pointer})"), self.deadline, None, move || {
-            storage.dispose(&p)
-        })
+        self.call(
+            &format!("dispose({pointer})"),
+            self.deadline,
+            None,
+            move || storage.dispose(&p),
+        )
     }
 
     /// `dispose_on_failure()` of a location.
@@ -363,14 +379,26 @@ mod tests {
     fn a_call_returns_its_result_and_its_worker_is_reused() {
         let (c, _) = calls(Duration::from_secs(60));
         let first = c
-            .call("a()", c.deadline(), None, || Ok(std::thread::current().id()))
+            .call(
+                "a()",
+                c.deadline(),
+                None,
+                || Ok(std::thread::current().id()),
+            )
             .unwrap();
         let second = c
-            .call("b()", c.deadline(), None, || Ok(std::thread::current().id()))
+            .call(
+                "b()",
+                c.deadline(),
+                None,
+                || Ok(std::thread::current().id()),
+            )
             .unwrap();
         assert_eq!(first, second, "the idle worker runs the next call");
         let err = c
-            .call::<()>("c()", c.deadline(), None, || Err(StorageError::NotFound("x".into())))
+            .call::<()>("c()", c.deadline(), None, || {
+                Err(StorageError::NotFound("x".into()))
+            })
             .unwrap_err();
         assert!(matches!(err, StorageError::NotFound(_)));
     }
@@ -384,18 +412,34 @@ mod tests {
             let _ = undone_tx.send(late.ok());
         });
         let err = c
-            .call("list_completed() of job 'j'", c.deadline(), Some(undo), move || {
-                let _ = release.recv();
-                Ok(7)
-            })
+            .call(
+                "list_completed() of job 'j'",
+                c.deadline(),
+                Some(undo),
+                move || {
+                    let _ = release.recv();
+                    Ok(7)
+                },
+            )
             .unwrap_err();
         let text = err.to_string();
         assert!(matches!(err, StorageError::Timeout(_)), "{text}");
-        assert!(text.contains("list_completed() of job 'j'") && text.contains("20ms"), "{text}");
+        assert!(
+            text.contains("list_completed() of job 'j'") && text.contains("20ms"),
+            "{text}"
+        );
         release_tx.send(()).unwrap();
-        assert_eq!(undone.recv().unwrap(), Some(7), "the late result reached the undo");
+        assert_eq!(
+            undone.recv().unwrap(),
+            Some(7),
+            "the late result reached the undo"
+        );
         // The abandoned worker is not reused: the next call still works.
-        assert_eq!(c.call("d()", Duration::from_secs(60), None, || Ok(1)).unwrap(), 1);
+        assert_eq!(
+            c.call("d()", Duration::from_secs(60), None, || Ok(1))
+                .unwrap(),
+            1
+        );
     }
 
     #[test]

@@ -119,10 +119,7 @@ impl Gate {
         let mut g = lock(&self.inner);
         if let Event::Records(_) = event {
             while !g.closed && g.channels[ch].bytes >= self.capacity {
-                g = self
-                    .writable
-                    .wait(g)
-                    .unwrap_or_else(|p| p.into_inner());
+                g = self.writable.wait(g).unwrap_or_else(|p| p.into_inner());
             }
         }
         if g.closed {

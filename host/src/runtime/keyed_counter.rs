@@ -122,8 +122,11 @@ impl CounterValue {
 /// zero, which would compress away); an error if the memory cannot be had.
 fn initial(key: u64, bytes: usize) -> Result<CounterValue, JobError> {
     let mut v = Vec::new();
-    v.try_reserve_exact(bytes)
-        .map_err(|e| JobError(format!("out of memory for a key's {bytes} bytes of state: {e}")))?;
+    v.try_reserve_exact(bytes).map_err(|e| {
+        JobError(format!(
+            "out of memory for a key's {bytes} bytes of state: {e}"
+        ))
+    })?;
     let pad = mix(key).to_le_bytes();
     v.extend_from_slice(&0u64.to_le_bytes()[..8.min(bytes)]);
     v.extend((v.len()..bytes).map(|i| pad[i % 8]));
@@ -249,9 +252,11 @@ impl Job for KeyedCounter {
     fn prefill(&self, ctx: &TaskContext) -> Option<Prefill<u64, CounterValue>> {
         let ctx = *ctx;
         let bytes = self.state_bytes;
-        Some(Box::new((0..self.keys).filter(move |k| ctx.owns(k)).filter_map(
-            move |k| initial(k, bytes).ok().map(|v| (k, v)),
-        )))
+        Some(Box::new(
+            (0..self.keys)
+                .filter(move |k| ctx.owns(k))
+                .filter_map(move |k| initial(k, bytes).ok().map(|v| (k, v))),
+        ))
     }
 
     fn summarize(&self, end: &JobEnd<'_, Self>) -> serde_json::Map<String, serde_json::Value> {

@@ -11,7 +11,8 @@
 //!   transactions.
 //! - `calls`: every plugin call of the coordinator side, with a deadline.
 //! - `restore`: reading a checkpoint back into a job's start state.
-//! - `runner`: the attempts, the coordinator loop, failover and retention ([`run_job`]).
+//! - `runner`: starting a job, failover, the summary and retention ([`run_job`]).
+//! - `attempt`: one attempt and the coordinator loop that checkpoints it.
 //! - `report`: options, commands, counters, the summary ([`RunOptions`], [`Summary`]).
 //! - [`memory`]: whether a job's state fits in this machine.
 //! - [`bench`]: `cairn bench job`, the keyed counter's checkpoints measured.
@@ -20,6 +21,7 @@
 //! [`run`] runs the built-in job the config names; [`run_job`] runs any job.
 
 pub mod api;
+mod attempt;
 pub mod bench;
 mod calls;
 mod codec;
@@ -61,7 +63,12 @@ pub fn run(
                 StopWhen::Records(n) => Some(n),
                 _ => None,
             };
-            run_job(KeyedCounter::new(&config.job, records), config, storage, opts)
+            run_job(
+                KeyedCounter::new(&config.job, records),
+                config,
+                storage,
+                opts,
+            )
         }
         JobKind::WordCount => {
             if let StopWhen::Records(_) = opts.stop_when {
@@ -127,7 +134,10 @@ pub fn fingerprint(job: &JobConfig) -> Result<String, String> {
         )),
         JobKind::WordCount => {
             let wc = WordCount::new(job)?;
-            Ok(fingerprint_of(word_count::JOB_KIND, &api::Job::settings(&wc)))
+            Ok(fingerprint_of(
+                word_count::JOB_KIND,
+                &api::Job::settings(&wc),
+            ))
         }
     }
 }
@@ -136,10 +146,9 @@ pub fn fingerprint(job: &JobConfig) -> Result<String, String> {
 /// config check`; `cairn run` checks the same at start).
 pub fn memory_fit(job: &JobConfig) -> memory::Fit {
     match job.kind {
-        JobKind::KeyedCounter => memory::check(
-            KeyedCounter::state_bytes(job),
-            &memory::Machine::current(),
-        ),
+        JobKind::KeyedCounter => {
+            memory::check(KeyedCounter::state_bytes(job), &memory::Machine::current())
+        }
         JobKind::WordCount => memory::Fit::Fits,
     }
 }

@@ -86,7 +86,8 @@ pub(crate) fn load_metadata<J: Job>(
         )));
     }
     let settings = job.settings();
-    if meta.job_kind != job.kind() || meta.config_fingerprint != fingerprint_of(job.kind(), &settings)
+    if meta.job_kind != job.kind()
+        || meta.config_fingerprint != fingerprint_of(job.kind(), &settings)
     {
         let taken = if meta.job_settings.is_empty() {
             "other settings".to_string()

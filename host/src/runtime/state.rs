@@ -182,7 +182,10 @@ where
         let slot = self.index.remove(key)?;
         let page = self.page_mut(slot.page);
         let (_, value) = page.entries.swap_remove(slot.index as usize);
-        let moved = page.entries.get(slot.index as usize).map(|(k, _)| k.clone());
+        let moved = page
+            .entries
+            .get(slot.index as usize)
+            .map(|(k, _)| k.clone());
         if let Some(moved) = moved {
             if let Some(s) = self.index.get_mut(&moved) {
                 s.index = slot.index;
@@ -241,9 +244,7 @@ where
         };
         let key_copy = key.clone();
         let entries = &mut self.page_mut(page).entries;
-        entries
-            .try_reserve(1)
-            .map_err(|e| alloc_error("page", e))?;
+        entries.try_reserve(1).map_err(|e| alloc_error("page", e))?;
         entries.push((key, value));
         let slot = Slot {
             page,
@@ -743,14 +744,13 @@ mod tests {
         let mut wrong_count = bytes.clone();
         wrong_count[8] ^= 1;
         assert!(check_encoding(&wrong_count).is_err());
-        let refused: Result<KeyedState<u64, Vec<u8>>, _> =
-            read_state(&mut bytes.as_slice(), |k| {
-                if *k == 7 {
-                    Err("not mine".to_string())
-                } else {
-                    Ok(())
-                }
-            });
+        let refused: Result<KeyedState<u64, Vec<u8>>, _> = read_state(&mut bytes.as_slice(), |k| {
+            if *k == 7 {
+                Err("not mine".to_string())
+            } else {
+                Ok(())
+            }
+        });
         assert!(refused.err().expect("refused").contains("not mine"));
     }
 }

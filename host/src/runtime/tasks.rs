@@ -113,6 +113,8 @@ pub(crate) struct Shared {
     pub(crate) counters: Arc<Counters>,
     /// The start of the run.
     pub(crate) run_started: Instant,
+    /// Held by every task and upload thread: the attempt's end waits until all are dropped.
+    pub(crate) alive: Sender<()>,
 }
 
 impl Shared {
@@ -241,7 +243,10 @@ impl<J: Job> SourceTask<J> {
                             let due = Duration::from_secs_f64(emitted as f64 / rate);
                             let elapsed = started.elapsed();
                             if due > elapsed {
-                                self.pause((due - elapsed).min(Duration::from_millis(200)), &mut out)?;
+                                self.pause(
+                                    (due - elapsed).min(Duration::from_millis(200)),
+                                    &mut out,
+                                )?;
                             }
                         }
                     }
@@ -487,11 +492,7 @@ impl<J: Job> KeyedTask<J> {
         }
     }
 
-    fn records_of(
-        &mut self,
-        buffer: &Buffer,
-        out: &mut Vec<OutputOf<J>>,
-    ) -> Result<(), String> {
+    fn records_of(&mut self, buffer: &Buffer, out: &mut Vec<OutputOf<J>>) -> Result<(), String> {
         let mut rest = buffer.bytes.as_slice();
         for _ in 0..buffer.records {
             let (record, tail): (RecordOf<J>, &[u8]) = decode_front(rest)?;
@@ -512,7 +513,10 @@ impl<J: Job> KeyedTask<J> {
         if rest.is_empty() {
             Ok(())
         } else {
-            Err(format!("a record buffer has {} bytes left over", rest.len()))
+            Err(format!(
+                "a record buffer has {} bytes left over",
+                rest.len()
+            ))
         }
     }
 
@@ -558,6 +562,7 @@ impl<J: Job> KeyedTask<J> {
         let records = self.records;
         let location = b.location.clone();
         let previous_epoch = view.epoch().saturating_sub(1);
+        let (alive, stop) = (self.shared.alive.clone(), self.shared.stop.clone());
         let upload = move || -> Result<TaskSnapshot, String> {
             let epoch = view.epoch();
             let entries = view.entries();
@@ -577,6 +582,10 @@ impl<J: Job> KeyedTask<J> {
                 let in_plugin = &mut in_plugin;
                 let writer = scope.spawn(move || -> Result<(), String> {
                     for buf in full_rx {
+                        // A stopping attempt drops the stream, which deletes what it wrote.
+                        if stop.load(Ordering::Relaxed) {
+                            return Err(format!("keyed task {subtask}: the attempt is stopping"));
+                        }
                         let t = Instant::now();
                         stream
                             .write(&buf)
@@ -595,9 +604,9 @@ impl<J: Job> KeyedTask<J> {
                         .map_err(|_| "the state writer stopped".to_string())
                 });
                 drop(full_tx);
-                let written = writer
-                    .join()
-                    .unwrap_or_else(|_| Err(format!("keyed task {subtask}: the state writer panicked")));
+                let written = writer.join().unwrap_or_else(|_| {
+                    Err(format!("keyed task {subtask}: the state writer panicked"))
+                });
                 // The writer's error is the cause; the encoder's is only its echo.
                 written?;
                 encoded
@@ -637,13 +646,16 @@ impl<J: Job> KeyedTask<J> {
                         subtask,
                         result,
                     });
+                    drop(alive);
                 }
             });
         if let Err(e) = spawned {
             let _ = events.send(TaskEvent::TaskAck {
                 id,
                 subtask,
-                result: Err(format!("keyed task {subtask}: cannot start its upload: {e}")),
+                result: Err(format!(
+                    "keyed task {subtask}: cannot start its upload: {e}"
+                )),
             });
         }
     }

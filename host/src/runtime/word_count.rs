@@ -227,9 +227,13 @@ impl FileSink {
             .map_err(|e| JobError(format!("listing output folder {}: {e}", dir.display())))?;
         let mut parts = Vec::new();
         for entry in entries {
-            let entry =
-                entry.map_err(|e| JobError(format!("listing output folder {}: {e}", dir.display())))?;
-            if let Some(p) = entry.file_name().to_str().and_then(|n| part_seq(n, subtask)) {
+            let entry = entry
+                .map_err(|e| JobError(format!("listing output folder {}: {e}", dir.display())))?;
+            if let Some(p) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| part_seq(n, subtask))
+            {
                 parts.push(p);
             }
         }
@@ -237,7 +241,8 @@ impl FileSink {
     }
 
     fn hidden(&self, seq: u64) -> PathBuf {
-        self.dir.join(format!(".{}", visible_name(self.subtask, seq)))
+        self.dir
+            .join(format!(".{}", visible_name(self.subtask, seq)))
     }
 
     fn visible(&self, seq: u64) -> PathBuf {
@@ -264,9 +269,11 @@ impl FileSink {
 /// Whether `dir` holds committed part files (an earlier run's output).
 pub fn has_committed_parts(dir: &Path) -> bool {
     fs::read_dir(dir).is_ok_and(|entries| {
-        entries
-            .filter_map(Result::ok)
-            .any(|e| e.file_name().to_str().is_some_and(|n| n.starts_with("part-")))
+        entries.filter_map(Result::ok).any(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with("part-"))
+        })
     })
 }
 
@@ -297,7 +304,12 @@ impl TwoPhaseCommitSink for FileSink {
         let (_, w) = self.open.as_mut().expect("opened above");
         w.write_all(line.as_bytes())
             .and_then(|()| w.write_all(b"\n"))
-            .map_err(|e| JobError(format!("writing part file {}: {e}", self.hidden(txn.seq).display())))?;
+            .map_err(|e| {
+                JobError(format!(
+                    "writing part file {}: {e}",
+                    self.hidden(txn.seq).display()
+                ))
+            })?;
         txn.lines += 1;
         txn.bytes += line.len() as u64 + 1;
         Ok(())
@@ -332,9 +344,8 @@ impl TwoPhaseCommitSink for FileSink {
         };
         if hidden.exists() {
             size_ok(&hidden)?;
-            fs::rename(&hidden, &visible).map_err(|e| {
-                JobError(format!("committing {}: {e}", hidden.display()))
-            })?;
+            fs::rename(&hidden, &visible)
+                .map_err(|e| JobError(format!("committing {}: {e}", hidden.display())))?;
             sync_dir(&self.dir)
         } else if visible.exists() {
             // Committed before (a restore commits again): nothing to do.
@@ -371,7 +382,9 @@ impl TwoPhaseCommitSink for FileSink {
             if hidden && !keep.contains(&seq) {
                 let path = self.hidden(seq);
                 match fs::remove_file(&path) {
-                    Ok(()) => tracing::info!(file = %path.display(), "aborted a part file no checkpoint holds"),
+                    Ok(()) => {
+                        tracing::info!(file = %path.display(), "aborted a part file no checkpoint holds")
+                    }
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(e) => return Err(JobError(format!("aborting {}: {e}", path.display()))),
                 }
@@ -400,7 +413,8 @@ impl WordCount {
             .map_err(|e| format!("job.input: cannot list {}: {e}", input.display()))?;
         let mut files = Vec::new();
         for entry in entries {
-            let entry = entry.map_err(|e| format!("job.input: listing {}: {e}", input.display()))?;
+            let entry =
+                entry.map_err(|e| format!("job.input: listing {}: {e}", input.display()))?;
             let meta = entry
                 .metadata()
                 .map_err(|e| format!("job.input: {}: {e}", entry.path().display()))?;
@@ -452,7 +466,11 @@ impl Job for WordCount {
         self.settings.clone()
     }
 
-    fn source(&self, ctx: &TaskContext, offset: Option<WordOffset>) -> Result<WordSource, JobError> {
+    fn source(
+        &self,
+        ctx: &TaskContext,
+        offset: Option<WordOffset>,
+    ) -> Result<WordSource, JobError> {
         let files: Vec<PathBuf> = self
             .files
             .iter()
@@ -495,12 +513,21 @@ impl Job for WordCount {
     }
 
     fn summarize(&self, end: &JobEnd<'_, Self>) -> serde_json::Map<String, serde_json::Value> {
-        let words: u64 = end.states.iter().flat_map(|s| s.iter()).map(|(_, c)| c).sum();
+        let words: u64 = end
+            .states
+            .iter()
+            .flat_map(|s| s.iter())
+            .map(|(_, c)| c)
+            .sum();
         let distinct: usize = end.states.iter().map(|s| s.len()).sum();
         let invalid: u64 = end.offsets.iter().map(|o| o.invalid_utf8_bytes).sum();
         let parts = fs::read_dir(&self.output).map_or(0, |d| {
             d.filter_map(Result::ok)
-                .filter(|e| e.file_name().to_str().is_some_and(|n| n.starts_with("part-")))
+                .filter(|e| {
+                    e.file_name()
+                        .to_str()
+                        .is_some_and(|n| n.starts_with("part-"))
+                })
                 .count()
         });
         let mut details = serde_json::Map::new();

@@ -56,7 +56,8 @@ const FLINK_819MB: (f64, f64) = (524.0, 678.0);
 const FLINK_103MB: (f64, f64) = (88.5, 116.5);
 
 fn targets(a: &JobArgs, plugin: &str, r: &JobBenchReport) -> Vec<Target> {
-    let peer = |keys: u64, bytes: u64| a.keys == keys && a.state_bytes == bytes && a.parallelism == 2;
+    let peer =
+        |keys: u64, bytes: u64| a.keys == keys && a.state_bytes == bytes && a.parallelism == 2;
     let big = peer(200_000, 4096);
     let mid = peer(100_000, 1024);
     let na = |applies: bool, why: &str| (!applies).then(|| why.to_string());
@@ -73,7 +74,10 @@ fn targets(a: &JobArgs, plugin: &str, r: &JobBenchReport) -> Vec<Target> {
             at_least: false,
             bound: 1.3,
             value: Some(r.vs_raw),
-            not_applicable: na(big, "applies to --keys 200000 --state-bytes 4KiB --parallelism 2"),
+            not_applicable: na(
+                big,
+                "applies to --keys 200000 --state-bytes 4KiB --parallelism 2",
+            ),
         },
         Target {
             name: "819 MB: median checkpoint ≤ 0.5× Flink 2.3's fastest median (524 ms)",
@@ -81,7 +85,10 @@ fn targets(a: &JobArgs, plugin: &str, r: &JobBenchReport) -> Vec<Target> {
             at_least: false,
             bound: 0.5,
             value: Some(r.median_ms / FLINK_819MB.0),
-            not_applicable: na(big, "applies to --keys 200000 --state-bytes 4KiB --parallelism 2"),
+            not_applicable: na(
+                big,
+                "applies to --keys 200000 --state-bytes 4KiB --parallelism 2",
+            ),
         },
         Target {
             name: "103 MB: median checkpoint ≤ 0.5× Flink 2.3's fastest median (88.5 ms)",
@@ -89,15 +96,21 @@ fn targets(a: &JobArgs, plugin: &str, r: &JobBenchReport) -> Vec<Target> {
             at_least: false,
             bound: 0.5,
             value: Some(r.median_ms / FLINK_103MB.0),
-            not_applicable: na(mid, "applies to --keys 100000 --state-bytes 1KiB --parallelism 2"),
+            not_applicable: na(
+                mid,
+                "applies to --keys 100000 --state-bytes 1KiB --parallelism 2",
+            ),
         },
         Target {
             name: "819 MB, unthrottled: records/s during a checkpoint ≥ 0.8× between",
             ratio: "during_vs_between",
             at_least: true,
             bound: 0.8,
-            value: Some(r.during_vs_between),
-            not_applicable: na(big && a.rate == 0, "applies to the 819 MB configuration with --rate 0"),
+            value: r.during_vs_between,
+            not_applicable: na(
+                big && a.rate == 0,
+                "applies to the 819 MB configuration with --rate 0",
+            ),
         },
         Target {
             name: "819 MB: peak RSS ≤ 1.3× state bytes",
@@ -105,7 +118,10 @@ fn targets(a: &JobArgs, plugin: &str, r: &JobBenchReport) -> Vec<Target> {
             at_least: false,
             bound: 1.3,
             value: Some(r.rss_vs_state),
-            not_applicable: na(big, "applies to --keys 200000 --state-bytes 4KiB --parallelism 2"),
+            not_applicable: na(
+                big,
+                "applies to --keys 200000 --state-bytes 4KiB --parallelism 2",
+            ),
         },
         Target {
             name: "start of the command to first record ≤ 50 ms",
@@ -138,7 +154,12 @@ pub fn run(a: &JobArgs, config: &ConfigArg) -> anyhow::Result<ExitCode> {
     let scratch = tempfile::Builder::new()
         .prefix("cairn-bench-job-")
         .tempdir_in(&a.dir)
-        .with_context(|| format!("cannot create a scratch directory in {} (--dir)", a.dir.display()))?;
+        .with_context(|| {
+            format!(
+                "cannot create a scratch directory in {} (--dir)",
+                a.dir.display()
+            )
+        })?;
     let dir = scratch.path().canonicalize()?;
     let options = template.replace("{scratch}", &dir.join("plugin").to_string_lossy());
     let name = plugin.manifest().name.clone();
@@ -207,15 +228,50 @@ pub fn run(a: &JobArgs, config: &ConfigArg) -> anyhow::Result<ExitCode> {
             humantime::format_duration(a.interval),
             if a.rate == 0 { "unlimited".to_string() } else { format!("{}/s", a.rate) },
         )?;
-        writeln!(out, "  checkpoint (trigger to commit)  median {:.1} ms over {} ({:.0} MB/s, {} each)", report.median_ms, report.durations_ms.len(), report.mb_per_s, human(report.checkpoint_bytes))?;
-        writeln!(out, "  raw write + fsync, same bytes   median {:.1} ms   checkpoint ÷ raw {:.2}", report.raw_median_ms, report.vs_raw)?;
-        writeln!(out, "  records/s during / between      {:.0} / {:.0}   ratio {:.2}", report.records_per_s_during, report.records_per_s_between, report.during_vs_between)?;
-        writeln!(out, "  start to first record           {:.1} ms", report.start_to_first_record_ms)?;
-        writeln!(out, "  peak RSS                        {} ({:.2}× state)", human(report.peak_rss_bytes), report.rss_vs_state)?;
-        writeln!(out, "  pages changed (median checkpoint) {} of {}", report.changed_pages, report.pages)?;
+        writeln!(
+            out,
+            "  checkpoint (trigger to commit)  median {:.1} ms over {} ({:.0} MB/s, {} each)",
+            report.median_ms,
+            report.durations_ms.len(),
+            report.mb_per_s,
+            human(report.checkpoint_bytes)
+        )?;
+        writeln!(
+            out,
+            "  raw write + fsync, same bytes   median {:.1} ms   checkpoint ÷ raw {:.2}",
+            report.raw_median_ms, report.vs_raw
+        )?;
+        let f =
+            |v: Option<f64>, digits: usize| v.map_or("-".to_string(), |v| format!("{v:.digits$}"));
+        writeln!(
+            out,
+            "  records/s during / between      {} / {}   ratio {}",
+            f(report.records_per_s_during, 0),
+            f(report.records_per_s_between, 0),
+            f(report.during_vs_between, 2)
+        )?;
+        writeln!(
+            out,
+            "  start to first record           {:.1} ms",
+            report.start_to_first_record_ms
+        )?;
+        writeln!(
+            out,
+            "  peak RSS                        {} ({:.2}× state)",
+            human(report.peak_rss_bytes),
+            report.rss_vs_state
+        )?;
+        writeln!(
+            out,
+            "  pages changed (median checkpoint) {} of {}",
+            report.changed_pages, report.pages
+        )?;
         for t in &targets {
             let value = t.value.map_or("-".to_string(), |v| format!("{v:.3}"));
-            let why = t.not_applicable.as_deref().map_or(String::new(), |w| format!(" ({w})"));
+            let why = t
+                .not_applicable
+                .as_deref()
+                .map_or(String::new(), |w| format!(" ({w})"));
             writeln!(out, "  {:<72} {value:>9}  {}{why}", t.name, t.describe())?;
         }
     }
