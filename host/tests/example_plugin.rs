@@ -138,4 +138,23 @@ fn dropped_into_plugins_it_is_found_by_name() {
             "{cap}: {caps}"
         );
     }
+
+    // The guide's config really opens the plugin's storage: a job checkpoints into it, and the
+    // checkpoints are listed back through it.
+    std::fs::write(
+        dir.path().join("cairn.toml"),
+        "[plugins]\nsearch-path = [\"plugins\"]\n\n\
+         [storage]\nplugin = \"example-dir\"\n\n\
+         [storage.options]\nroot = \"checkpoints\"\n\n\
+         [checkpointing]\ninterval = \"50ms\"\nexternalized-retention = \"retain-on-cancellation\"\n\n\
+         [job]\nid = \"guide\"\nkeys = 100\nrate = 20000\n",
+    )
+    .unwrap();
+    let out = cairn(&["run", "--records", "20000", "--json"], dir.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dir.path().join("checkpoints").join("guide").is_dir());
 }

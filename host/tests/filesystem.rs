@@ -169,11 +169,20 @@ fn dot_dot_in_a_job_id_or_handle_is_refused() {
 
 const CHILD_POINTER: &str = "CAIRN_TEST_CHILD_POINTER";
 const CHILD_DIR: &str = "CAIRN_TEST_CHILD_DIR";
+const CHILD_PARENT: &str = "CAIRN_TEST_CHILD_PARENT";
 
 #[test]
 fn a_checkpoint_resolves_from_a_second_process() {
     if let (Ok(pointer), Ok(dir)) = (std::env::var(CHILD_POINTER), std::env::var(CHILD_DIR)) {
-        // Child: a fresh process with a freshly loaded plugin.
+        // Child: a fresh process with a freshly loaded plugin, started by the parent below (and
+        // nothing else: variables left in the environment must not turn the test into a child
+        // that passes without doing the parent's work).
+        let parent = std::env::var(CHILD_PARENT).unwrap_or_default();
+        assert_eq!(
+            parent,
+            std::os::unix::process::parent_id().to_string(),
+            "{CHILD_POINTER} is set, but this process was not started by the test's parent"
+        );
         let storage = open(std::path::Path::new(&dir));
         let resolved = storage
             .resolve(&pointer)
@@ -212,6 +221,7 @@ fn a_checkpoint_resolves_from_a_second_process() {
         ])
         .env(CHILD_POINTER, &completed.pointer)
         .env(CHILD_DIR, dir.path())
+        .env(CHILD_PARENT, std::process::id().to_string())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -340,19 +340,35 @@ fn ctrl_c_stops_promptly_even_while_the_plugin_hangs() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // The first line on stderr comes after the signal handlers are installed; read the rest in
-    // the background so the pipe never fills.
-    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let mut first = String::new();
-    std::io::BufRead::read_line(&mut stderr, &mut first).unwrap();
-    assert!(first.starts_with("cairn: job 'hangs'"), "{first}");
-    let rest = std::thread::spawn(move || {
-        let mut text = String::new();
-        std::io::Read::read_to_string(&mut stderr, &mut text).unwrap();
-        text
+    // Every stderr line, as it comes: the first comes after the signal handlers are installed,
+    // and the fixture logs (through the host) when it starts hanging in a commit.
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
     });
-    // Let a checkpoint start and hang in its commit.
-    std::thread::sleep(Duration::from_millis(500));
+    let mut log = Vec::new();
+    let first = rx.recv().expect("cairn printed nothing");
+    assert!(first.starts_with("cairn: job 'hangs'"), "{first}");
+    log.push(first);
+    // Wait until a commit is really hanging before Ctrl-C.
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(120))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "no commit started hanging within 120s; cairn said:\n{}",
+                    log.join("\n")
+                )
+            });
+        let hanging = line.contains("fixture-hanging: hanging in Commit");
+        log.push(line);
+        if hanging {
+            break;
+        }
+    }
     let sent = Instant::now();
     let pid = child.id().to_string();
     assert!(Command::new("kill")
@@ -361,14 +377,21 @@ fn ctrl_c_stops_promptly_even_while_the_plugin_hangs() {
         .unwrap()
         .success());
     let status = child.wait().unwrap();
-    let stderr = rest.join().unwrap();
-    // The commit hangs for ever and the checkpoint timeout is 10 minutes; the job still stops.
+    reader.join().unwrap();
+    log.extend(rx.try_iter());
+    let stderr = log.join("\n");
+    // The commit hangs for ever and the checkpoint timeout is 10 minutes; the job still stops,
+    // because Ctrl-C abandons the hanging call rather than waiting for it.
     assert!(
         sent.elapsed() < Duration::from_secs(60),
         "took {:?}",
         sent.elapsed()
     );
     assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.contains("commit was abandoned: the job is stopping"),
+        "the hanging commit was not abandoned by the stop:\n{stderr}"
+    );
 }
 
 #[test]

@@ -65,3 +65,19 @@ pub fn cairn_ok(args: &[&str], cwd: &Path) -> std::process::Output {
     );
     out
 }
+
+/// The cases that were skipped must be exactly `expected`: a case that starts skipping itself
+/// must not pass unnoticed.
+pub fn assert_skipped(doc: &serde_json::Value, expected: &[&str], what: &str) {
+    let mut skipped: Vec<&str> = doc["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["status"] == "skip")
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    skipped.sort_unstable();
+    let mut expected = expected.to_vec();
+    expected.sort_unstable();
+    assert_eq!(skipped, expected, "{what}: skipped cases");
+}

@@ -16,18 +16,27 @@ pub fn parse_options<T: DeserializeOwned>(document: &str) -> Result<T, StorageEr
         // toml's message starts with a line/column report against the serialized document, which
         // is not the user's file; keep only the explanation and let the host add the file name.
         let msg = e.message().trim().to_string();
-        let key = e
-            .span()
-            .and_then(|span| document.get(span))
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty() && s.len() < 80);
-        match key {
-            Some(k) if !msg.contains(&k) => {
-                StorageError::InvalidConfig(format!("storage.options: {msg} (at `{k}`)"))
+        match e.span().and_then(|span| key_at(document, span.start)) {
+            Some(key) if !msg.contains(&format!("`{key}`")) => {
+                StorageError::InvalidConfig(format!("storage.options.{key}: {msg}"))
             }
             _ => StorageError::InvalidConfig(format!("storage.options: {msg}")),
         }
     })
+}
+
+/// The key of the `key = value` line that byte `at` of `document` is on, if it is one.
+fn key_at(document: &str, at: usize) -> Option<String> {
+    let start = document.get(..at)?.rfind('\n').map_or(0, |i| i + 1);
+    let line = document[start..].lines().next()?;
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim().trim_matches('"');
+    let plain = !key.is_empty()
+        && key.len() < 80
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    plain.then(|| key.to_string())
 }
 
 #[cfg(test)]
@@ -56,7 +65,8 @@ mod tests {
     fn wrong_type_is_named() {
         let err = parse_options::<Opts>("dir = \"/x\"\ninline-threshold = \"big\"\n").unwrap_err();
         assert!(
-            matches!(&err, StorageError::InvalidConfig(m) if m.contains("inline-threshold") || m.contains("big")),
+            matches!(&err, StorageError::InvalidConfig(m)
+                if m.starts_with("storage.options.inline-threshold: ") && m.contains("big")),
             "{err}"
         );
     }

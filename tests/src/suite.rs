@@ -68,6 +68,25 @@ impl From<StorageError> for Fail {
     }
 }
 
+impl Fail {
+    /// Prefix the reason with what the case was doing, for example the sizes it used.
+    pub fn context(self, what: impl std::fmt::Display) -> Fail {
+        Fail(format!("{what}: {}", self.0))
+    }
+}
+
+/// Name what a step of a case was doing (its sizes, ids, scopes) in its failure message.
+pub trait Context<T> {
+    /// On error, prefix the reason with `what()`.
+    fn context(self, what: impl FnOnce() -> String) -> Result<T, Fail>;
+}
+
+impl<T, E: Into<Fail>> Context<T> for Result<T, E> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T, Fail> {
+        self.map_err(|e| e.into().context(what()))
+    }
+}
+
 /// What a case function returns: `Ok(None)` passed, `Ok(Some(reason))` did not apply (decided
 /// while running, with the reason), `Err` failed.
 pub type CaseResult = Result<Option<String>, Fail>;
@@ -300,7 +319,7 @@ fn run_one(subject: &Subject, case: &'static Case, index: usize, timeout: Durati
 }
 
 fn humanize(d: Duration) -> String {
-    if d.as_millis() % 1000 == 0 {
+    if d.as_millis().is_multiple_of(1000) {
         format!("{}s", d.as_secs())
     } else {
         format!("{}ms", d.as_millis())
@@ -321,11 +340,14 @@ mod tests {
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
             let text = std::fs::read_to_string(&path).unwrap();
-            for line in text.lines() {
-                if let Some(rest) = line.strip_prefix("pub fn ") {
-                    if rest.contains("(ctx: &Ctx)") {
-                        found.push(rest.split('(').next().unwrap().to_string());
-                    }
+            // A case is any public function returning `CaseResult`, however its signature is
+            // written or wrapped.
+            for (at, _) in text.match_indices("pub fn ") {
+                let rest = &text[at + "pub fn ".len()..];
+                let signature = &rest[..rest.find('{').unwrap_or(rest.len())];
+                if signature.contains("-> CaseResult") {
+                    let name = rest.split(['(', '<']).next().unwrap();
+                    found.push(name.trim().to_string());
                 }
             }
         }

@@ -2,10 +2,10 @@
 
 use cairn_plugin_api::{read_handle_fully, ErrorKind, Scope, StateHandle};
 
-use super::{above_threshold, bytes, check_read_back, expect_kind};
+use super::{above_threshold, bytes, check_read_back, expect_kind, fit};
 use crate::{
     ensure,
-    suite::{CaseResult, Ctx, Fail},
+    suite::{CaseResult, Context, Ctx, Fail},
 };
 
 /// Write one stored (or, for inline-only backends, inline) state object and commit metadata that
@@ -15,18 +15,28 @@ fn complete_checkpoint(
     job_id: &str,
     id: u64,
 ) -> Result<(String, Vec<u8>, Vec<u8>), Fail> {
-    let job = ctx.storage.job(job_id)?;
-    let loc = job.begin_checkpoint(id)?;
     let size = above_threshold(ctx, 4_096);
+    let what = || {
+        format!(
+            "job '{job_id}', checkpoint {id}: {size} bytes of state (inline threshold {})",
+            ctx.info.inline_threshold
+        )
+    };
+    let job = ctx.storage.job(job_id).context(what)?;
+    let loc = job.begin_checkpoint(id).context(what)?;
     let state = bytes(size, id ^ job_id.len() as u64);
-    let mut s = loc.create_stream(Scope::Exclusive)?;
-    s.write(&state)?;
+    let mut s = loc.create_stream(Scope::Exclusive).context(what)?;
+    s.write(&state).context(what)?;
     let handle = s
-        .close_and_get_handle()?
-        .ok_or_else(|| Fail("no handle".to_string()))?;
+        .close_and_get_handle()
+        .context(what)?
+        .ok_or_else(|| Fail("no handle".to_string()))
+        .context(what)?;
     let mut metadata = format!("cairn-verify metadata for {job_id} checkpoint {id}\n").into_bytes();
     metadata.extend(serde_json::to_vec(&handle).map_err(|e| Fail(e.to_string()))?);
-    let completed = loc.commit(&metadata)?;
+    let completed = loc
+        .commit(&metadata)
+        .context(|| format!("{}, {} bytes of metadata", what(), metadata.len()))?;
     ensure!(
         completed.checkpoint_id == id,
         "commit of checkpoint {id} reported id {}",
@@ -48,15 +58,19 @@ fn handle_in(metadata: &[u8]) -> Result<StateHandle, Fail> {
 pub fn commit_is_atomic_and_once(ctx: &Ctx) -> CaseResult {
     let job = ctx.storage.job(&ctx.job_id)?;
     let loc = job.begin_checkpoint(5)?;
-    let mut s = loc.create_stream(Scope::Exclusive)?;
-    s.write(&bytes(1000, 5))?;
-    let _h = s.close_and_get_handle()?;
+    let size = fit(ctx, 1000);
+    let what = || format!("checkpoint 5, a {size} byte stream");
+    let mut s = loc.create_stream(Scope::Exclusive).context(what)?;
+    s.write(&bytes(size, 5)).context(what)?;
+    let _h = s.close_and_get_handle().context(what)?;
     ensure!(
         job.list_completed()?.is_empty(),
         "a checkpoint is listed before its commit"
     );
     let metadata = bytes(3000, 55);
-    let completed = loc.commit(&metadata)?;
+    let completed = loc
+        .commit(&metadata)
+        .context(|| "checkpoint 5, 3000 bytes of metadata".to_string())?;
     let listed = job.list_completed()?;
     ensure!(
         listed
@@ -150,9 +164,27 @@ pub fn dispose_on_failure_is_idempotent(ctx: &Ctx) -> CaseResult {
     let job = ctx.storage.job(&ctx.job_id)?;
     let before = job.list_objects()?;
     let loc = job.begin_checkpoint(9)?;
-    let mut s = loc.create_stream(Scope::Exclusive)?;
-    s.write(&bytes(above_threshold(ctx, 10), 9))?;
-    let _handle = s.close_and_get_handle();
+    let size = above_threshold(ctx, 10);
+    let what = || format!("checkpoint 9, a {size} byte stream");
+    let mut s = loc.create_stream(Scope::Exclusive).context(what)?;
+    s.write(&bytes(size, 9)).context(what)?;
+    let handle = s
+        .close_and_get_handle()
+        .context(what)?
+        .ok_or_else(|| Fail("no handle".to_string()))
+        .context(what)?;
+    // Something was really stored, so the dispose has something to remove.
+    let stored = match &handle {
+        StateHandle::Stored { locator, .. } => Some(locator.clone()),
+        StateHandle::Inline(_) => None,
+    };
+    if let Some(locator) = &stored {
+        let listed = job.list_objects()?;
+        ensure!(
+            listed.iter().any(|o| &o.locator == locator),
+            "the stored state {locator} of a {size} byte stream is not listed before the dispose"
+        );
+    }
     loc.dispose_on_failure()?;
     loc.dispose_on_failure()
         .map_err(|e| Fail(format!("a second dispose_on_failure failed: {e}")))?;

@@ -20,6 +20,13 @@ pub fn above_threshold(ctx: &crate::suite::Ctx, extra: u64) -> usize {
     want.min(ctx.info.max_state_size.unwrap_or(u64::MAX)) as usize
 }
 
+/// `want` bytes, or fewer if the backend's size limit is lower, and never 0: for the fixed sizes
+/// cases write, which must work under any legal limit.
+pub fn fit(ctx: &crate::suite::Ctx, want: usize) -> usize {
+    let limit = ctx.info.max_state_size.unwrap_or(u64::MAX);
+    (want as u64).min(limit).max(1) as usize
+}
+
 /// Deterministic bytes, different for every length and seed.
 pub fn bytes(len: usize, seed: u64) -> Vec<u8> {
     let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ seed.wrapping_mul(0x1000_0000_01b3) ^ len as u64;
@@ -34,18 +41,25 @@ pub fn bytes(len: usize, seed: u64) -> Vec<u8> {
 }
 
 /// Write `data` in chunks that cycle through awkward sizes, checking `pos()` after each write.
-pub fn write_mixed(stream: &mut dyn OutputStream, data: &[u8]) -> Result<(), Fail> {
+/// The outer error is a broken `pos()`; the inner one is the error a write returned, kept as a
+/// `StorageError` so a case can check its kind (for example `CapacityExceeded`).
+pub fn write_mixed(
+    stream: &mut dyn OutputStream,
+    data: &[u8],
+) -> Result<Result<(), StorageError>, Fail> {
     const CHUNKS: [usize; 7] = [1, 7, 4096, 100_000, 3, 1 << 20, 65_537];
     let (mut at, mut i) = (0, 0);
     while at < data.len() {
         let n = CHUNKS[i % CHUNKS.len()].min(data.len() - at);
-        stream.write(&data[at..at + n])?;
+        if let Err(e) = stream.write(&data[at..at + n]) {
+            return Ok(Err(e));
+        }
         at += n;
         i += 1;
         let pos = stream.pos()?;
         crate::ensure!(pos == at as u64, "pos() is {pos} after writing {at} bytes");
     }
-    Ok(())
+    Ok(Ok(()))
 }
 
 /// Read a handle back (backend stream plus the host's own size and CRC32C check) and compare.

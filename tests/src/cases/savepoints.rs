@@ -1,11 +1,13 @@
 //! Cases about savepoints: explicit target, default target, and neither.
 
+use std::path::Path;
+
 use cairn_plugin_api::{ErrorKind, Scope};
 
 use super::{above_threshold, bytes, check_read_back, expect_kind};
 use crate::{
     ensure,
-    suite::{CaseResult, Ctx, Fail},
+    suite::{CaseResult, Context, Ctx, Fail},
 };
 
 fn write_and_commit(
@@ -13,12 +15,21 @@ fn write_and_commit(
     loc: &dyn cairn_plugin_api::CheckpointLocation,
 ) -> Result<String, Fail> {
     let data = bytes(above_threshold(ctx, 1_000), 77);
-    let mut s = loc.create_stream(Scope::Exclusive)?;
-    s.write(&data)?;
+    let what = || {
+        format!(
+            "a {} byte savepoint stream (inline threshold {})",
+            data.len(),
+            ctx.info.inline_threshold
+        )
+    };
+    let mut s = loc.create_stream(Scope::Exclusive).context(what)?;
+    s.write(&data).context(what)?;
     let h = s
-        .close_and_get_handle()?
-        .ok_or_else(|| Fail("no handle".to_string()))?;
-    check_read_back(ctx.storage.as_ref(), &h, &data)?;
+        .close_and_get_handle()
+        .context(what)?
+        .ok_or_else(|| Fail("no handle".to_string()))
+        .context(what)?;
+    check_read_back(ctx.storage.as_ref(), &h, &data).context(what)?;
     let metadata = b"savepoint metadata".to_vec();
     let completed = loc.commit(&metadata)?;
     let resolved = ctx.storage.resolve(&completed.pointer)?;
@@ -38,18 +49,21 @@ pub fn savepoint_to_custom_target(ctx: &Ctx) -> CaseResult {
         .job(&ctx.job_id)?
         .begin_savepoint(1, Some(&target_str))?;
     let pointer = write_and_commit(ctx, loc.as_ref())?;
-    if ctx
-        .info
-        .capabilities
-        .contains(cairn_plugin_api::Capabilities::PERSISTENT)
-        || target.exists()
-    {
-        let canonical = target.canonicalize().unwrap_or(target.clone());
-        ensure!(
-            pointer.starts_with(&target_str) || pointer.starts_with(&*canonical.to_string_lossy()),
-            "savepoint pointer {pointer} is not under the target {target_str}"
-        );
-    }
+    // The target is a local directory, so the savepoint must be there: its pointer names a path
+    // under it (a `file://` URL counts as the path), and the directory holds what was written.
+    let path = pointer.strip_prefix("file://").unwrap_or(&pointer);
+    let canonical = target.canonicalize().unwrap_or(target.clone());
+    ensure!(
+        Path::new(path).starts_with(&target) || Path::new(path).starts_with(&canonical),
+        "savepoint pointer {pointer} is not a path under the target {target_str}"
+    );
+    let written = std::fs::read_dir(&target)
+        .map(|entries| entries.count())
+        .unwrap_or(0);
+    ensure!(
+        written > 0,
+        "the savepoint was committed with pointer {pointer}, but the target {target_str} is empty"
+    );
     Ok(None)
 }
 

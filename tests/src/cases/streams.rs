@@ -2,10 +2,10 @@
 
 use cairn_plugin_api::{ErrorKind, Scope, StateHandle};
 
-use super::{above_threshold, bytes, check_read_back, expect_kind, write_mixed};
+use super::{above_threshold, bytes, check_read_back, expect_kind, fit, write_mixed};
 use crate::{
     ensure,
-    suite::{CaseResult, Ctx, Fail},
+    suite::{CaseResult, Context, Ctx, Fail},
 };
 
 /// Nothing written, no handle.
@@ -35,28 +35,47 @@ pub fn round_trips_at_every_size(ctx: &Ctx) -> CaseResult {
     sizes.dedup();
     let job = ctx.storage.job(&ctx.job_id)?;
     for (i, &size) in sizes.iter().enumerate() {
-        let data = bytes(size as usize, i as u64);
-        let loc = job.begin_checkpoint(i as u64 + 1)?;
-        let mut s = loc.create_stream(Scope::Exclusive)?;
-        let over_limit = ctx.info.max_state_size.is_some_and(|m| size > m);
-        let written = write_mixed(s.as_mut(), &data);
-        if over_limit {
-            // The error may come from a write or, at the latest, from close.
-            let closed = match written {
-                Err(_) => continue,
-                Ok(()) => s.close_and_get_handle(),
-            };
-            expect_kind(
-                closed,
-                ErrorKind::CapacityExceeded,
-                &format!("closing a {size} byte stream over the size limit"),
-            )?;
-            continue;
-        }
-        written?;
-        let handle = s.close_and_get_handle()?;
+        round_trip_one(ctx, job.as_ref(), i as u64, size).context(|| {
+            format!(
+                "{size} byte stream (inline threshold {t}, size limit {:?}; sizes tried: {sizes:?})",
+                ctx.info.max_state_size
+            )
+        })?;
+    }
+    Ok(None)
+}
+
+fn round_trip_one(
+    ctx: &Ctx,
+    job: &dyn cairn_plugin_api::JobStorage,
+    i: u64,
+    size: u64,
+) -> Result<(), Fail> {
+    let t = ctx.info.inline_threshold;
+    let data = bytes(size as usize, i);
+    let loc = job.begin_checkpoint(i + 1)?;
+    let mut s = loc.create_stream(Scope::Exclusive)?;
+    let over_limit = ctx.info.max_state_size.is_some_and(|m| size > m);
+    let written = write_mixed(s.as_mut(), &data)?;
+    if over_limit {
+        // The error may come from a write or, at the latest, from close; either way it says
+        // the stream is over capacity.
+        let result = match written {
+            Err(e) => Err(e),
+            Ok(()) => s.close_and_get_handle().map(|_| ()),
+        };
+        expect_kind(
+            result,
+            ErrorKind::CapacityExceeded,
+            "writing and closing a stream over the size limit",
+        )?;
+        return Ok(());
+    }
+    written?;
+    let handle = s.close_and_get_handle()?;
+    {
         match (&handle, size) {
-            (None, 0) => continue,
+            (None, 0) => return Ok(()),
             (Some(h), 0) => return Err(Fail(format!("0 bytes gave {h:?}"))),
             (None, _) => return Err(Fail(format!("{size} bytes gave no handle"))),
             (Some(h), _) => {
@@ -74,7 +93,7 @@ pub fn round_trips_at_every_size(ctx: &Ctx) -> CaseResult {
             }
         }
     }
-    Ok(None)
+    Ok(())
 }
 
 /// pos() counts exactly, including after writes of 0 bytes.
@@ -83,7 +102,8 @@ pub fn pos_counts_every_byte(ctx: &Ctx) -> CaseResult {
     let mut s = loc.create_stream(Scope::Exclusive)?;
     let mut expected = 0u64;
     for n in [0usize, 1, 0, 13, 4096, 0, 70_000, 2] {
-        s.write(&bytes(n, n as u64))?;
+        s.write(&bytes(n, n as u64))
+            .context(|| format!("writing {n} bytes after {expected}"))?;
         expected += n as u64;
         let pos = s.pos()?;
         ensure!(pos == expected, "pos() is {pos}, expected {expected}");
@@ -95,14 +115,23 @@ pub fn pos_counts_every_byte(ctx: &Ctx) -> CaseResult {
 pub fn write_after_close_is_an_error(ctx: &Ctx) -> CaseResult {
     let loc = ctx.storage.job(&ctx.job_id)?.begin_checkpoint(1)?;
     let mut s = loc.create_stream(Scope::Exclusive)?;
-    s.write(b"some state")?;
+    let size = fit(ctx, 10);
+    s.write(&bytes(size, 1))?;
     let handle = s.close_and_get_handle()?;
-    ensure!(handle.is_some(), "10 bytes gave no handle");
-    ensure!(s.write(b"more").is_err(), "writing after close succeeded");
-    ensure!(
-        s.close_and_get_handle().is_err(),
-        "a second close succeeded"
-    );
+    ensure!(handle.is_some(), "{size} bytes gave no handle");
+    // An error, and a deliberate one: a panic would also reach the host as an error.
+    for (what, result) in [
+        ("writing after close", s.write(b"more")),
+        ("a second close", s.close_and_get_handle().map(|_| ())),
+    ] {
+        match result {
+            Ok(()) => return Err(Fail(format!("{what} succeeded"))),
+            Err(e) => ensure!(
+                e.kind() != ErrorKind::Panicked,
+                "{what} panicked in the plugin instead of returning an error: {e}"
+            ),
+        }
+    }
     Ok(None)
 }
 
@@ -112,16 +141,18 @@ pub fn dropped_stream_leaves_nothing(ctx: &Ctx) -> CaseResult {
     let loc = job.begin_checkpoint(1)?;
     let before = job.list_objects()?;
     let big = bytes(above_threshold(ctx, 100_000), 3);
-    let mut s = loc.create_stream(Scope::Exclusive)?;
-    s.write(&big)?;
+    let what = || format!("{} byte streams", big.len());
+    let mut s = loc.create_stream(Scope::Exclusive).context(what)?;
+    s.write(&big).context(what)?;
     drop(s);
-    let mut t = job.create_task_owned_stream()?;
-    t.write(&big)?;
+    let mut t = job.create_task_owned_stream().context(what)?;
+    t.write(&big).context(what)?;
     drop(t);
     let after = job.list_objects()?;
     ensure!(
         after == before,
-        "objects left behind by dropped streams: before {before:?}, after {after:?}"
+        "objects left behind by dropped {} byte streams: before {before:?}, after {after:?}",
+        big.len()
     );
     Ok(None)
 }
@@ -129,18 +160,28 @@ pub fn dropped_stream_leaves_nothing(ctx: &Ctx) -> CaseResult {
 fn scoped_round_trip(ctx: &Ctx, shared: bool) -> CaseResult {
     let job = ctx.storage.job(&ctx.job_id)?;
     let loc = job.begin_checkpoint(1)?;
-    for size in [10, above_threshold(ctx, 1_000)] {
+    for size in [fit(ctx, 10), above_threshold(ctx, 1_000)] {
+        let what = || {
+            let kind = if shared { "SHARED" } else { "task-owned" };
+            format!(
+                "{kind} stream of {size} bytes (inline threshold {})",
+                ctx.info.inline_threshold
+            )
+        };
         let data = bytes(size, 11);
         let mut s = if shared {
-            loc.create_stream(Scope::Shared)?
+            loc.create_stream(Scope::Shared)
         } else {
-            job.create_task_owned_stream()?
-        };
-        s.write(&data)?;
+            job.create_task_owned_stream()
+        }
+        .context(what)?;
+        s.write(&data).context(what)?;
         let h = s
-            .close_and_get_handle()?
-            .ok_or_else(|| Fail(format!("{size} bytes gave no handle")))?;
-        check_read_back(ctx.storage.as_ref(), &h, &data)?;
+            .close_and_get_handle()
+            .context(what)?
+            .ok_or_else(|| Fail("no handle".to_string()))
+            .context(what)?;
+        check_read_back(ctx.storage.as_ref(), &h, &data).context(what)?;
     }
     Ok(None)
 }
@@ -159,11 +200,20 @@ fn stored_handle(ctx: &Ctx, seed: u64) -> Result<(StateHandle, Vec<u8>), Fail> {
     let job = ctx.storage.job(&ctx.job_id)?;
     let loc = job.begin_checkpoint(seed)?;
     let data = bytes(above_threshold(ctx, 50_000), seed);
-    let mut s = loc.create_stream(Scope::Exclusive)?;
-    s.write(&data)?;
+    let what = || {
+        format!(
+            "a {} byte stream (inline threshold {})",
+            data.len(),
+            ctx.info.inline_threshold
+        )
+    };
+    let mut s = loc.create_stream(Scope::Exclusive).context(what)?;
+    s.write(&data).context(what)?;
     let h = s
-        .close_and_get_handle()?
-        .ok_or_else(|| Fail("no handle".to_string()))?;
+        .close_and_get_handle()
+        .context(what)?
+        .ok_or_else(|| Fail("no handle".to_string()))
+        .context(what)?;
     ensure!(!h.is_inline(), "{} bytes gave an inline handle", data.len());
     Ok((h, data))
 }
