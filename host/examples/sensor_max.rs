@@ -1,31 +1,23 @@
 //! A user's own job on cairn's job API: each sensor's hottest reading. Args: `-- cairn.toml`.
 use cairn_host::{config::Config, job::*, runtime::*};
-/// Reading `n` of the stream: (sensor, millidegrees).
-pub fn reading(n: u64) -> (u16, i32) {
-    ((n % 16) as u16, (n * 7919 % 40_000) as i32)
-}
 
-/// Source `subtask` of `parallelism` emits readings `subtask`, `subtask + parallelism`, ...
-pub struct Readings {
-    n: u64,
-    step: u64,
-    end: u64,
-}
+/// Source `subtask` of `parallelism` emits readings `subtask`, `subtask + parallelism`, ...:
+/// `Readings(next, step, end)`. Reading `n` is sensor `n % 16` at `n * 7919 % 40000` m°C.
+pub struct Readings(u64, u64, u64);
 
 impl Source for Readings {
     type Record = (u16, i32);
     type Offset = u64; // the next reading: where a restored source resumes
     fn next(&mut self) -> Result<Next<(u16, i32)>, JobError> {
-        let n = self.n;
-        self.n = (n + self.step).min(self.end);
-        Ok(if n < self.end {
-            Next::Record(reading(n))
-        } else {
-            Next::End
-        })
+        let Readings(n, step, end) = *self;
+        self.0 = (n + step).min(end);
+        if n >= end {
+            return Ok(Next::End);
+        }
+        Ok(Next::Record(((n % 16) as u16, (n * 7919 % 40_000) as i32)))
     }
     fn offset(&self) -> u64 {
-        self.n
+        self.0
     }
 }
 
@@ -41,12 +33,8 @@ impl Job for SensorMax {
         "sensor-max"
     }
     fn source(&self, ctx: &TaskContext, offset: Option<u64>) -> Result<Readings, JobError> {
-        let (n, step) = (offset.unwrap_or(ctx.subtask.into()), ctx.parallelism.into());
-        Ok(Readings {
-            n,
-            step,
-            end: self.0,
-        })
+        let first = offset.unwrap_or(ctx.subtask.into());
+        Ok(Readings(first, ctx.parallelism.into(), self.0))
     }
     fn key(&self, reading: &(u16, i32)) -> u16 {
         reading.0
@@ -62,12 +50,8 @@ impl Job for SensorMax {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let config = Config::load(
-        std::env::args()
-            .nth(1)
-            .unwrap_or("cairn.toml".into())
-            .as_ref(),
-    )?;
+    let path = std::env::args().nth(1).unwrap_or("cairn.toml".into());
+    let config = Config::load(path.as_ref())?;
     let summary = run_with_config(SensorMax(100_000), &config, &RunOptions::default())?;
     println!("{}", serde_json::to_string_pretty(&summary)?);
     Ok(())

@@ -453,6 +453,11 @@ impl<J: Job> Runner<'_, J> {
             return Some(AttemptEnd::Cancelled);
         }
         tracing::warn!(id, "checkpoint failed: {reason}");
+        // A call given up because the run is stopping is no failure of the job's: it stops.
+        if self.opts.cancel.load(Ordering::Relaxed) {
+            let _ = coordinator.on_failed(id, &reason);
+            return Some(AttemptEnd::Cancelled);
+        }
         let verdict = coordinator.on_failed(id, &reason);
         self.progress.failures = coordinator.total_failures();
         self.opts
@@ -665,10 +670,7 @@ impl<J: Job> Runner<'_, J> {
         let remaining = timeout.saturating_sub(flight.started.elapsed());
         // The commit gets at least a second (or the whole timeout, if shorter) of its own.
         let deadline = remaining.max(Duration::from_secs(1).min(timeout));
-        match self
-            .calls
-            .commit(&flight.barrier.location, id, bytes, deadline)
-        {
+        match self.calls.commit(&flight.barrier.location, bytes, deadline) {
             Ok(done) => {
                 let subsumed =
                     coordinator.on_committed(id, done.pointer.clone(), self.started.elapsed());

@@ -236,28 +236,35 @@ pub fn run(
             )
         })
         .collect();
-    let start = windows.first().map_or(Duration::ZERO, |w| w.0);
-    let end = windows.last().map_or(Duration::ZERO, |w| w.1);
-    let (mut rec_in, mut t_in, mut rec_out, mut t_out) = (0u64, 0f64, 0u64, 0f64);
     let samples = samples.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    for pair in samples.windows(2) {
-        let ((a, ra), (b, rb)) = (pair[0], pair[1]);
-        if a < start || b > end {
-            continue;
+    // Records at any instant, interpolated between the sampler's readings.
+    let records_at = |t: Duration| -> f64 {
+        let i = samples.partition_point(|(at, _)| *at <= t);
+        match (i.checked_sub(1).map(|j| samples[j]), samples.get(i)) {
+            (Some((a, ra)), Some(&(b, rb))) if b > a => {
+                let f = (t - a).as_secs_f64() / (b - a).as_secs_f64();
+                ra as f64 + f * (rb as f64 - ra as f64)
+            }
+            (Some((_, r)), _) | (None, Some(&(_, r))) => r as f64,
+            (None, None) => 0.0,
         }
-        let mid = a + (b - a) / 2;
-        let dt = (b - a).as_secs_f64();
-        let dr = rb.saturating_sub(ra);
-        if windows.iter().any(|(s, e)| mid >= *s && mid <= *e) {
-            rec_in += dr;
-            t_in += dt;
-        } else {
-            rec_out += dr;
-            t_out += dt;
-        }
-    }
-    let during = (t_in > 0.0).then(|| rec_in as f64 / t_in);
-    let between = (t_out > 0.0).then(|| rec_out as f64 / t_out);
+    };
+    let span =
+        |(s, e): (Duration, Duration)| (records_at(e) - records_at(s), (e - s).as_secs_f64());
+    let sum = |spans: Vec<(f64, f64)>| {
+        spans
+            .into_iter()
+            .fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1))
+    };
+    let (rec_in, t_in) = sum(windows.iter().map(|&w| span(w)).collect());
+    let gaps: Vec<(Duration, Duration)> = windows
+        .windows(2)
+        .filter(|w| w[1].0 > w[0].1)
+        .map(|w| (w[0].1, w[1].0))
+        .collect();
+    let (rec_out, t_out) = sum(gaps.into_iter().map(span).collect());
+    let during = (t_in > 0.0).then(|| rec_in / t_in);
+    let between = (t_out > 0.0).then(|| rec_out / t_out);
 
     // The raw baseline: the same bytes, written and synced, three times.
     let data = cairn_harness::bench::pattern(4 << 20);

@@ -278,7 +278,6 @@ impl PluginCalls {
     pub(crate) fn commit(
         &self,
         location: &Location,
-        id: u64,
         metadata: Vec<u8>,
         deadline: Duration,
     ) -> Result<CompletedCheckpoint, StorageError> {
@@ -294,7 +293,7 @@ impl PluginCalls {
             }
         });
         let location = location.clone();
-        self.call(&format!("commit({id})"), deadline, Some(undo), move || {
+        self.call("commit", deadline, Some(undo), move || {
             location.commit(&metadata)
         })
     }
