@@ -124,6 +124,8 @@ pub struct Coordinator {
     consecutive_failures: u32,
     total_failures: u64,
     savepoint_requests: VecDeque<()>,
+    /// A checkpoint asked for outside the schedule (the final checkpoint of a finished input).
+    checkpoint_requested: bool,
     retained: VecDeque<Retained>,
 }
 
@@ -140,6 +142,7 @@ impl Coordinator {
             consecutive_failures: 0,
             total_failures: 0,
             savepoint_requests: VecDeque::new(),
+            checkpoint_requested: false,
             retained: retained.into(),
         }
     }
@@ -147,6 +150,18 @@ impl Coordinator {
     /// Ask for a savepoint; it is triggered at the next `poll` with a free slot.
     pub fn request_savepoint(&mut self) {
         self.savepoint_requests.push_back(());
+    }
+
+    /// Ask for a checkpoint now, whatever the interval (and even with periodic checkpoints
+    /// off): it is triggered at the next `poll` with a free slot, after any requested savepoint.
+    /// The final checkpoint of a job whose input ended is one.
+    pub fn request_checkpoint(&mut self) {
+        self.checkpoint_requested = true;
+    }
+
+    /// The id the next triggered checkpoint will have.
+    pub fn next_id(&self) -> u64 {
+        self.next_id
     }
 
     /// Checkpoints in flight.
@@ -205,7 +220,7 @@ impl Coordinator {
             actions.push(self.trigger(now, true));
             return actions;
         }
-        if self.periodic_due(now) {
+        if std::mem::take(&mut self.checkpoint_requested) || self.periodic_due(now) {
             actions.push(self.trigger(now, false));
         }
         actions
@@ -217,10 +232,10 @@ impl Coordinator {
         let expiry = self
             .pending
             .values()
-            .map(|p| p.started + self.policy.timeout)
+            .map(|p| p.started.saturating_add(self.policy.timeout))
             .min();
         let trigger = if self.pending.len() < self.policy.max_concurrent as usize {
-            if !self.savepoint_requests.is_empty() {
+            if !self.savepoint_requests.is_empty() || self.checkpoint_requested {
                 Some(now)
             } else {
                 self.periodic_due_at()
@@ -233,10 +248,14 @@ impl Coordinator {
 
     fn periodic_due_at(&self) -> Option<Duration> {
         let interval = self.policy.base_interval?;
-        let after_trigger = self.last_trigger.map_or(interval, |t| t + interval);
+        // Saturating: a duration near `Duration::MAX` (however it was configured) means "never",
+        // not an overflow.
+        let after_trigger = self
+            .last_trigger
+            .map_or(interval, |t| t.saturating_add(interval));
         let after_pause = self
             .last_completion
-            .map_or(Duration::ZERO, |c| c + self.policy.min_pause);
+            .map_or(Duration::ZERO, |c| c.saturating_add(self.policy.min_pause));
         Some(after_trigger.max(after_pause))
     }
 
@@ -554,6 +573,60 @@ mod tests {
                 savepoint: false
             }]
         );
+    }
+
+    #[test]
+    fn huge_durations_never_overflow() {
+        let huge = Duration::MAX;
+        let mut c = Coordinator::new(
+            Policy {
+                base_interval: Some(huge),
+                min_pause: huge,
+                timeout: huge,
+                ..policy()
+            },
+            1,
+            vec![],
+        );
+        let late = Duration::from_secs(1 << 40);
+        assert!(
+            c.poll(late).is_empty(),
+            "an interval of Duration::MAX is never due"
+        );
+        assert_eq!(c.next_wakeup(ms(0)), Some(huge));
+        c.request_checkpoint();
+        assert_eq!(triggered(&c.poll(ms(5))), vec![1]);
+        assert_eq!(c.next_wakeup(ms(6)), Some(huge), "expiry saturates");
+        assert!(
+            c.poll(late).is_empty(),
+            "a timeout of Duration::MAX never expires"
+        );
+        c.on_committed(1, "p".into(), ms(7));
+        assert_eq!(c.next_wakeup(ms(8)), Some(huge));
+    }
+
+    #[test]
+    fn a_requested_checkpoint_goes_at_once_even_when_periodic_ones_are_off() {
+        let mut c = Coordinator::new(
+            Policy {
+                base_interval: None,
+                ..policy()
+            },
+            3,
+            vec![],
+        );
+        assert_eq!(c.next_id(), 3);
+        c.request_checkpoint();
+        assert_eq!(c.next_wakeup(ms(10)), Some(ms(10)));
+        assert_eq!(
+            c.poll(ms(10)),
+            vec![Action::Trigger {
+                id: 3,
+                savepoint: false
+            }]
+        );
+        assert!(c.poll(ms(20)).is_empty(), "one request, one checkpoint");
+        assert_eq!(c.next_id(), 4);
     }
 
     #[test]

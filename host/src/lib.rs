@@ -9,8 +9,10 @@
 //! - [`config`]: the TOML config file, with errors that name the file, line and key.
 //! - [`metadata`]: the versioned, checksummed checkpoint metadata format.
 //! - [`coordinator`]: the checkpoint coordinator's rules, as a clock-free state machine.
-//! - [`runtime`]: the dataflow runtime (sources, keyed exchange, counters, barrier alignment)
-//!   and the loop that drives the coordinator against a storage plugin.
+//! - [`runtime`]: the dataflow runtime (sources, keyed exchange, keyed state with asynchronous
+//!   snapshots, two-phase-commit sinks) and the loop that drives the coordinator against a
+//!   storage plugin; the built-in jobs.
+//! - [`job`]: the job API, for running a job of your own (`runtime::api`).
 
 #![warn(missing_docs)]
 #![deny(clippy::undocumented_unsafe_blocks)]
@@ -20,3 +22,5 @@ pub mod coordinator;
 pub mod loader;
 pub mod metadata;
 pub mod runtime;
+
+pub use runtime::api as job;

@@ -24,8 +24,16 @@ pub const MAGIC: &[u8; 8] = b"CAIRNCKP";
 /// with their handles, source offsets.
 pub const FORMAT_1: u16 = 1;
 
+/// Format 2 (the job API): source offsets are any JSON value (the source's offset type); a
+/// keyed task's state carries its sink's transactions and its state's epoch and page counts.
+/// Format 1 documents still decode.
+pub const FORMAT_2: u16 = 2;
+
 /// The format this build writes. Always the last constant above.
-pub const FORMAT_VERSION: u16 = FORMAT_1;
+pub const FORMAT_VERSION: u16 = FORMAT_2;
+
+/// The operator name of keyed tasks in [`TaskState::operator`].
+pub const KEYED_OPERATOR: &str = "keyed";
 
 const HEADER_LEN: usize = 8 + 2 + 4 + 8;
 
@@ -150,14 +158,29 @@ impl HandleRecord {
 /// One task's snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskState {
-    /// The operator, such as `counter`.
+    /// The operator: [`KEYED_OPERATOR`] (format 1 wrote `counter`).
     pub operator: String,
     /// The parallel subtask index.
     pub subtask: u32,
     /// Its state, in order.
     pub handles: Vec<HandleRecord>,
-    /// Records it had processed when it took the snapshot.
+    /// Records its state reflects (restored ones included) when it took the snapshot.
     pub records: u64,
+    /// Its sink's pending transactions and open transaction (format 2; `None` without a sink).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sink: Option<serde_json::Value>,
+    /// The epoch of its state snapshot (format 2).
+    #[serde(default)]
+    pub epoch: u64,
+    /// Keys in its state (format 2).
+    #[serde(default)]
+    pub entries: u64,
+    /// Pages of its state (format 2).
+    #[serde(default)]
+    pub pages: u64,
+    /// Pages changed since its previous snapshot (format 2).
+    #[serde(default)]
+    pub changed_pages: u64,
 }
 
 /// Everything a checkpoint needs to restore the job.
@@ -183,8 +206,9 @@ pub struct CheckpointMetadata {
     pub completed_at_ms: u64,
     /// Every task's state.
     pub tasks: Vec<TaskState>,
-    /// Each source subtask's offset: how many records it had emitted before the barrier.
-    pub source_offsets: Vec<u64>,
+    /// Each source subtask's offset at the barrier, as the source's offset type writes it
+    /// (format 1: a count of records).
+    pub source_offsets: Vec<serde_json::Value>,
 }
 
 impl CheckpointMetadata {
@@ -271,8 +295,15 @@ mod tests {
                     }),
                 ],
                 records: 1234,
+                sink: Some(
+                    serde_json::json!({"pending": [[41, {"seq": 3}]], "current": {"seq": 4}}),
+                ),
+                epoch: 7,
+                entries: 3,
+                pages: 1,
+                changed_pages: 1,
             }],
-            source_offsets: vec![10, 20],
+            source_offsets: vec![10.into(), serde_json::json!({"file": 1, "pos": 20})],
         }
     }
 
@@ -285,6 +316,20 @@ mod tests {
             decoded.tasks[0].handles[0].to_handle().unwrap(),
             StateHandle::Inline(vec![1, 2, 3, 250])
         );
+    }
+
+    #[test]
+    fn format_1_documents_still_decode() {
+        let payload = br#"{"checkpoint_id":3,"kind":"checkpoint","job_id":"j","job_kind":"keyed-counter","config_fingerprint":"ab","triggered_at_ms":1,"completed_at_ms":2,"tasks":[{"operator":"counter","subtask":0,"handles":[],"records":5}],"source_offsets":[5]}"#;
+        let mut doc = MAGIC.to_vec();
+        doc.extend_from_slice(&FORMAT_1.to_le_bytes());
+        doc.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
+        doc.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        doc.extend_from_slice(payload);
+        let m = CheckpointMetadata::decode(&doc).unwrap();
+        assert_eq!(m.source_offsets, vec![serde_json::json!(5)]);
+        assert_eq!(m.tasks[0].sink, None);
+        assert_eq!(m.tasks[0].operator, "counter");
     }
 
     #[test]

@@ -159,3 +159,73 @@ fn bench_storage_without_the_linked_runner_says_so_and_reports_the_rest() {
     ratio(&doc, "/plugin_vs_raw/write_ratio");
     ratio(&doc, "/loaded_vs_linked/loaded/small_writes/ns_per_call");
 }
+
+/// `cairn bench job --json` prints every figure, each consistent with the others, and the
+/// targets with their verdicts; no speed is asserted.
+#[test]
+fn bench_job_reports_every_figure() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = lib("cairn-storage-fs-cdylib");
+    let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["bench", "job", "--keys", "2000", "--state-bytes", "1KiB"])
+        .args([
+            "--parallelism",
+            "2",
+            "--interval",
+            "100ms",
+            "--rate",
+            "20000",
+        ])
+        .args(["--checkpoints", "3", "--dir", ".", "--json", "--plugin"])
+        .arg(&fs)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let f = &doc["figures"];
+    for key in [
+        "median_ms",
+        "mb_per_s",
+        "raw_median_ms",
+        "vs_raw",
+        "start_to_first_record_ms",
+        "rss_vs_state",
+    ] {
+        let v = f[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key} missing: {doc:#}"));
+        assert!(v.is_finite() && v > 0.0, "{key} = {v}");
+    }
+    assert_eq!(f["durations_ms"].as_array().unwrap().len(), 3);
+    assert_eq!(f["raw_ms"].as_array().unwrap().len(), 3);
+    assert_eq!(f["state_bytes"], 2000 * 1024);
+    assert!(f["checkpoint_bytes"].as_u64().unwrap() >= 2000 * 1024);
+    assert!(f["peak_rss_bytes"].as_u64().unwrap() > 2000 * 1024);
+    // Records/s are figures when both were seen (a 20,000/s source is seen in both).
+    let during = f["records_per_s_during"].as_f64().unwrap();
+    let between = f["records_per_s_between"].as_f64().unwrap();
+    let ratio = f["during_vs_between"].as_f64().unwrap();
+    assert!((ratio - during / between).abs() < 1e-9);
+    let vs_raw = f["vs_raw"].as_f64().unwrap();
+    let (median, raw) = (
+        f["median_ms"].as_f64().unwrap(),
+        f["raw_median_ms"].as_f64().unwrap(),
+    );
+    assert!((vs_raw - median / raw).abs() < 1e-9);
+    let targets = doc["targets"].as_array().unwrap();
+    assert_eq!(targets.len(), 7, "{doc:#}");
+    let first_record = targets
+        .iter()
+        .find(|t| t["ratio"] == "start_to_first_record_ms")
+        .unwrap();
+    assert!(first_record["met"].is_boolean(), "{first_record}");
+    assert!(targets
+        .iter()
+        .filter(|t| t["ratio"] == "vs_raw")
+        .all(|t| t["not_applicable"].is_string()));
+}

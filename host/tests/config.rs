@@ -131,6 +131,9 @@ delay = "2s"
             "rate": null,
             "parallelism": 2,
             "fail_after_records": 500,
+            "fail_after_checkpoints": null,
+            "input": null,
+            "output": null,
         },
         "storage": {
             "plugin": null,

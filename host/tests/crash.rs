@@ -7,7 +7,7 @@ use crate::util::{cairn, json_of, lib};
 #[test]
 fn a_short_crash_campaign_loses_nothing_and_gets_every_digest_right() {
     let dir = tempfile::tempdir().unwrap();
-    let plugin = lib("cairn-storage-fs");
+    let plugin = lib("cairn-storage-fs-cdylib");
     let out = cairn(
         &[
             "bench",
@@ -55,7 +55,7 @@ fn a_short_crash_campaign_loses_nothing_and_gets_every_digest_right() {
 #[test]
 fn the_crash_driver_refuses_a_plugin_whose_checkpoints_die_with_the_process() {
     let dir = tempfile::tempdir().unwrap();
-    let plugin = lib("cairn-storage-memory");
+    let plugin = lib("cairn-storage-memory-cdylib");
     let out = cairn(
         &[
             "bench",

@@ -272,7 +272,7 @@ fn patched(
 #[test]
 fn discovery_reads_sections_without_loading_and_probes_plugins_without_one() {
     let dir = tempfile::tempdir().unwrap();
-    let fs = copy_lib("cairn-storage-fs", dir.path(), "libfs_section.so");
+    let fs = copy_lib("cairn-storage-fs-cdylib", dir.path(), "libfs_section.so");
     let old = copy_lib("cairn-fixture-panicking", dir.path(), "libold_probe.so");
     let search = SearchPath::new(vec![dir.path().to_path_buf()]);
     let found = loader::discover(&search);
@@ -288,7 +288,7 @@ fn discovery_reads_sections_without_loading_and_probes_plugins_without_one() {
     assert_eq!(fs_found.manifest_source(), loader::ManifestSource::Section);
     assert_eq!(
         fs_found.manifest(),
-        util::load("cairn-storage-fs").manifest()
+        util::load("cairn-storage-fs-cdylib").manifest()
     );
     assert!(
         !is_mapped(&fs),
@@ -311,8 +311,8 @@ fn discovery_reads_sections_without_loading_and_probes_plugins_without_one() {
 #[test]
 fn loading_by_name_loads_only_the_plugin_it_uses() {
     let dir = tempfile::tempdir().unwrap();
-    let fs = copy_lib("cairn-storage-fs", dir.path(), "libfs_unused.so");
-    let memory = copy_lib("cairn-storage-memory", dir.path(), "libmemory_used.so");
+    let fs = copy_lib("cairn-storage-fs-cdylib", dir.path(), "libfs_unused.so");
+    let memory = copy_lib("cairn-storage-memory-cdylib", dir.path(), "libmemory_used.so");
     let search = SearchPath::new(vec![dir.path().to_path_buf()]);
     let plugin = loader::load_by_name(&search, "memory", None).unwrap();
     assert_eq!(plugin.manifest().name, "memory");
@@ -331,7 +331,7 @@ fn loading_by_name_loads_only_the_plugin_it_uses() {
 #[test]
 fn a_section_that_disagrees_with_the_code_is_refused_when_loaded() {
     let dir = tempfile::tempdir().unwrap();
-    let path = patched("cairn-storage-fs", dir.path(), |s| {
+    let path = patched("cairn-storage-fs-cdylib", dir.path(), |s| {
         let at = s.windows(10).position(|w| w == b"filesystem").unwrap();
         s[at + 9] = b'x';
     });
@@ -353,7 +353,7 @@ fn a_section_that_disagrees_with_the_code_is_refused_when_loaded() {
 #[test]
 fn a_damaged_section_is_refused_before_any_code_runs() {
     let dir = tempfile::tempdir().unwrap();
-    let path = patched("cairn-storage-fs", dir.path(), |s| s[0] ^= 0x20);
+    let path = patched("cairn-storage-fs-cdylib", dir.path(), |s| s[0] ^= 0x20);
     let e = refused(&path);
     assert_eq!(e.kind(), "bad-manifest-section", "{e}");
     assert!(e.to_string().contains("magic number"), "{e}");
@@ -361,11 +361,11 @@ fn a_damaged_section_is_refused_before_any_code_runs() {
     assert!(!is_mapped(&path));
     // A truncated length field, and a newer format, each say so.
     let dir = tempfile::tempdir().unwrap();
-    let path = patched("cairn-storage-fs", dir.path(), |s| s[12] ^= 0x01);
+    let path = patched("cairn-storage-fs-cdylib", dir.path(), |s| s[12] ^= 0x01);
     let e = refused(&path);
     assert_eq!(e.kind(), "bad-manifest-section", "{e}");
     let dir = tempfile::tempdir().unwrap();
-    let path = patched("cairn-storage-fs", dir.path(), |s| s[8] = 9);
+    let path = patched("cairn-storage-fs-cdylib", dir.path(), |s| s[8] = 9);
     let e = refused(&path);
     assert!(e.to_string().contains("format 9 is newer"), "{e}");
     assert!(!is_mapped(&path));
@@ -375,7 +375,7 @@ fn a_damaged_section_is_refused_before_any_code_runs() {
 fn an_incompatible_api_in_the_section_is_refused_before_any_code_runs() {
     let dir = tempfile::tempdir().unwrap();
     // The API word is at offset 16, little-endian: minor in bytes 16..20, major in 20..24.
-    let path = patched("cairn-storage-fs", dir.path(), |s| s[20] += 1);
+    let path = patched("cairn-storage-fs-cdylib", dir.path(), |s| s[20] += 1);
     let e = refused(&path);
     assert_eq!(e.kind(), "incompatible-api", "{e}");
     assert!(e.to_string().contains("major versions must match"), "{e}");
@@ -386,7 +386,7 @@ fn an_incompatible_api_in_the_section_is_refused_before_any_code_runs() {
 fn the_checks_before_code_still_refuse_files_that_have_a_section() {
     // World-writable and pin refusals come before the section is even read.
     let dir = tempfile::tempdir().unwrap();
-    let path = copy_lib("cairn-storage-fs", dir.path(), "libfs_ww.so");
+    let path = copy_lib("cairn-storage-fs-cdylib", dir.path(), "libfs_ww.so");
     set_mode(&path, 0o777);
     assert_eq!(refused(&path).kind(), "world-writable");
     let search = SearchPath::new(vec![dir.path().to_path_buf()]);

@@ -48,3 +48,15 @@ mod paths;
 
 // A plugin built against plugin API 1.0 loads, works, and answers Unsupported for 1.1 calls.
 mod compat;
+
+// The runtime in-process: snapshot isolation, two-phase commit across failover and failed
+// checkpoints, commands, and the example job of host/examples/.
+mod runtime;
+
+// `cairn run` when storage misbehaves or the job cannot run: deadlines on the coordinator's
+// plugin calls, the report before the discard, a vanished job folder, a state too large.
+mod recovery;
+
+// The word count through `cairn run`: exactly once after kill -9 at random points, part files
+// visible only once their checkpoint completed, non-UTF-8 input.
+mod word_count;

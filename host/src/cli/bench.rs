@@ -46,6 +46,8 @@ mod object_store_direct;
 
 // `cairn bench crash`: kill -9 trials.
 mod crash;
+// `cairn bench job`: the keyed counter's checkpoints, measured.
+mod job;
 
 /// The backend compared loaded ÷ linked, by manifest name.
 const FILESYSTEM: &str = "filesystem";
@@ -71,6 +73,16 @@ pub enum BenchCommand {
     Crash {
         #[command(flatten)]
         args: crash::CrashArgs,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Run the keyed counter with real state and measure its checkpoints: the median duration
+    /// (trigger to commit) and MB/s, ÷ a raw write + fsync of the same bytes, records/s while a
+    /// checkpoint is in flight ÷ between, start to first record, and peak RSS ÷ state. Targets
+    /// are printed, never enforced.
+    Job {
+        #[command(flatten)]
+        args: job::JobArgs,
         #[command(flatten)]
         config: ConfigArg,
     },
@@ -117,6 +129,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         BenchCommand::Storage { args, config } => storage(&args, &config),
         BenchCommand::Crash { args, config } => crash::crash(&args, &config),
+        BenchCommand::Job { args, config } => job::run(&args, &config),
     }
 }
 

@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 use cairn_host::{
     config::Config,
     metadata::{CheckpointMetadata, HandleRecord},
-    runtime::keyed_counter,
+    runtime::{self, state},
 };
 use cairn_plugin_api::{
     read_handle_fully, CheckpointStorage, CompletedCheckpoint, ErrorKind, StateHandle, StorageError,
@@ -242,13 +242,17 @@ fn show(config: &Config, arg: &str, as_json: bool) -> anyhow::Result<ExitCode> {
         out,
         "fingerprint:  {}{}",
         m.config_fingerprint,
-        if m.config_fingerprint == keyed_counter::fingerprint(&config.job) {
-            " (matches the config)"
-        } else {
-            " (differs from the config's job settings)"
+        match runtime::fingerprint(&config.job) {
+            Ok(f) if f == m.config_fingerprint => " (matches the config)".to_string(),
+            Ok(_) => " (differs from the config's job settings)".to_string(),
+            Err(e) => format!(" (cannot compare with the config: {e})"),
         }
     )?;
-    writeln!(out, "offsets:      {:?}", m.source_offsets)?;
+    writeln!(
+        out,
+        "offsets:      {}",
+        serde_json::Value::from(m.source_offsets.clone())
+    )?;
     writeln!(out, "state:        {}", HumanBytes(m.state_size()))?;
     for t in &m.tasks {
         for h in &t.handles {
@@ -317,7 +321,7 @@ fn check_checkpoint(
     storage: &dyn CheckpointStorage,
     pointer: &str,
     bar: &ProgressBar,
-    check_state: &dyn Fn(&[u8]) -> Result<(), String>,
+    check_state: &dyn Fn(&str, &[u8]) -> Result<(), String>,
 ) -> Vec<Problem> {
     let resolved = match storage.resolve(pointer) {
         Ok(r) => r,
@@ -345,7 +349,7 @@ fn check_checkpoint(
             match read_handle_fully(storage, &handle) {
                 Ok(bytes) => {
                     bar.inc(bytes.len() as u64);
-                    if let Err(e) = check_state(&bytes) {
+                    if let Err(e) = check_state(&t.operator, &bytes) {
                         problems.push(Problem::other(format!("{what}{e}")));
                     }
                 }
@@ -368,7 +372,7 @@ fn verify_pointers(
     listed_at_start: &BTreeSet<String>,
     list_now: &dyn Fn() -> anyhow::Result<Vec<CompletedCheckpoint>>,
     bar: &ProgressBar,
-    check_state: &dyn Fn(&[u8]) -> Result<(), String>,
+    check_state: &dyn Fn(&str, &[u8]) -> Result<(), String>,
 ) -> anyhow::Result<Vec<(String, Verdict)>> {
     let mut results = Vec::new();
     for p in pointers {
@@ -415,11 +419,7 @@ fn verify(config: &Config, args: &[String], as_json: bool) -> anyhow::Result<Exi
         ProgressStyle::with_template("{spinner} {bytes} read {wide_msg}")
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
-    let check_state = |bytes: &[u8]| {
-        keyed_counter::decode_state(bytes)
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    };
+    let check_state = |operator: &str, bytes: &[u8]| state::check_task_state(operator, bytes);
     let results = verify_pointers(
         storage.as_ref(),
         &pointers,

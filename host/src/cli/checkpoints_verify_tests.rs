@@ -56,8 +56,13 @@ impl Job {
                 subtask: 0,
                 handles,
                 records: 0,
+                sink: None,
+                epoch: 0,
+                entries: 0,
+                pages: 0,
+                changed_pages: 0,
             }],
-            source_offsets: vec![0],
+            source_offsets: vec![serde_json::json!(0)],
         };
         self.metadata
             .lock()
@@ -95,7 +100,7 @@ impl Job {
             &at_start,
             &|| Ok(self.listed()),
             &ProgressBar::hidden(),
-            &|_| Ok(()),
+            &|_, _| Ok(()),
         )
         .unwrap()
     }

@@ -41,6 +41,21 @@ pub fn run(cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
 fn check(file: &std::path::Path, as_json: bool) -> ExitCode {
     match Config::load(file) {
         Ok(c) => {
+            // The job's state must fit in this machine's memory (the rule is the runtime's).
+            match cairn_host::runtime::memory_fit(&c.job) {
+                cairn_host::runtime::memory::Fit::TooLarge(e) => {
+                    eprintln!("error: {}: {e}", file.display());
+                    if as_json {
+                        println!(
+                            "{:#}",
+                            json!({"file": file, "valid": false, "error": e, "key": "job.keys", "line": null})
+                        );
+                    }
+                    return ExitCode::FAILURE;
+                }
+                cairn_host::runtime::memory::Fit::Tight(w) => eprintln!("warning: {w}"),
+                cairn_host::runtime::memory::Fit::Fits => {}
+            }
             if as_json {
                 println!("{:#}", report(&c, file));
             } else {
@@ -95,6 +110,9 @@ fn report(c: &Config, file: &std::path::Path) -> serde_json::Value {
             "rate": c.job.rate,
             "parallelism": c.job.parallelism,
             "fail_after_records": c.job.fail_after_records,
+            "fail_after_checkpoints": c.job.fail_after_checkpoints,
+            "input": c.job.input,
+            "output": c.job.output,
         },
         "storage": {
             "plugin": plugin,

@@ -72,21 +72,7 @@ pub fn open_storage(
     cairn_host::loader::Plugin,
     std::sync::Arc<dyn cairn_plugin_api::CheckpointStorage>,
 )> {
-    use cairn_host::{config::PluginRef, loader};
-    let pin = config.storage.sha256.as_deref();
-    let plugin = match &config.storage.plugin {
-        PluginRef::Name(name) => loader::load_by_name(&config.plugins.search_path(), name, pin)?,
-        PluginRef::Path(path) => loader::load_path(path, pin)?,
-    };
-    let storage = plugin
-        .open(&config.storage.options_document())
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "storage plugin '{}' could not be opened: {e}",
-                plugin.manifest().name
-            )
-        })?;
-    Ok((plugin, std::sync::Arc::from(storage)))
+    Ok(cairn_host::runtime::open_storage(config)?)
 }
 
 /// Set up the `tracing` subscriber: RUST_LOG if set, else warnings (or more with `-v`).

@@ -1,5 +1,7 @@
-//! `cairn run`: run the built-in keyed-counter job with checkpoints through the configured
-//! storage plugin, showing live progress on a terminal and plain lines otherwise.
+//! `cairn run`: run the built-in job (`[job] kind`) with checkpoints through the configured
+//! storage plugin, showing live progress on a terminal and plain lines otherwise. The summary
+//! is printed (and flushed) as soon as the job ends, before checkpoints it does not keep are
+//! discarded.
 
 use std::{
     io::{IsTerminal, Write},
@@ -9,7 +11,12 @@ use std::{
 };
 
 use anyhow::Context;
-use cairn_host::runtime::{self, Progress, RestoreFrom, RunOptions, Status, StopWhen};
+use cairn_host::{
+    config::JobKind,
+    runtime::{
+        self, CheckpointReport, Progress, RestoreFrom, RunOptions, Status, StopWhen, Summary,
+    },
+};
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 
 use super::{open_storage, ConfigArg};
@@ -27,7 +34,8 @@ pub struct RunArgs {
     /// discarded as checkpointing.externalized-retention says.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, conflicts_with = "records")]
     duration: Option<Duration>,
-    /// Finish when the sources have emitted this many records in total and all are counted.
+    /// Keyed counter: finish when the sources have emitted this many records in total and all
+    /// are counted. (The word count finishes when its input ends.)
     #[arg(long, value_name = "N")]
     records: Option<u64>,
     /// Print a JSON summary at the end instead of text.
@@ -38,6 +46,12 @@ pub struct RunArgs {
 /// Run the job.
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let config = args.config.load()?;
+    // Before any plugin is loaded: a state that cannot fit in memory is refused.
+    match runtime::memory_fit(&config.job) {
+        runtime::memory::Fit::TooLarge(e) => anyhow::bail!("{e}"),
+        runtime::memory::Fit::Tight(w) => eprintln!("warning: {w}"),
+        runtime::memory::Fit::Fits => {}
+    }
     let (plugin, storage) = open_storage(&config)?;
     let cancel = Arc::new(AtomicBool::new(false));
     let stop_with_savepoint = Arc::new(AtomicBool::new(false));
@@ -85,13 +99,36 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             eprintln!("{line}");
         }
     };
+    let what = match config.job.kind {
+        JobKind::KeyedCounter => format!("{} keys", config.job.keys),
+        JobKind::WordCount => format!(
+            "word count of {} into {}",
+            config
+                .job
+                .input
+                .as_deref()
+                .unwrap_or(std::path::Path::new("?"))
+                .display(),
+            config
+                .job
+                .output
+                .as_deref()
+                .unwrap_or(std::path::Path::new("?"))
+                .display()
+        ),
+    };
     log(format!(
-        "cairn: job '{}' ({} keys, parallelism {}), storage '{}' at {}, checkpoint interval {}",
+        "cairn: job '{}' ({what}, parallelism {}), storage '{}' at {}, checkpoint interval {}",
         config.job.id,
-        config.job.keys,
         config.job.parallelism,
         plugin.manifest().name,
-        storage.info().location,
+        runtime::PluginCalls::new(
+            storage.clone(),
+            config.checkpointing.timeout,
+            cancel.clone()
+        )
+        .info()?
+        .location,
         config
             .checkpointing
             .interval
@@ -123,11 +160,19 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         )
     };
     let on_progress = |p: &Progress| bar.set_message(progress_line(p));
-    let on_checkpoint = |id: u64, pointer: &str, ms: u64, size: u64| {
+    let on_checkpoint = |c: &CheckpointReport| {
         if !tty {
             log(format!(
-                "checkpoint {id} completed in {ms} ms, {} of state: {pointer}",
-                HumanBytes(size)
+                "{} {} completed in {} ms, {} of state: {}",
+                if c.savepoint {
+                    "savepoint"
+                } else {
+                    "checkpoint"
+                },
+                c.id,
+                c.duration().as_millis(),
+                HumanBytes(c.state_bytes),
+                c.pointer
             ));
         }
     };
@@ -137,6 +182,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             None => "restarting from the beginning (no checkpoint completed yet)".to_string(),
         };
         log(format!("attempt {attempt} failed: {reason}; {restart}"));
+    };
+    // The report goes out (and is flushed) before checkpoints that are not kept are discarded.
+    let printed = std::cell::Cell::new(Ok(()));
+    let on_summary = |summary: &Summary| {
+        bar.finish_and_clear();
+        printed.set(print_summary(summary, args.json, &config));
     };
     let result = runtime::run(
         &config,
@@ -149,13 +200,24 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             on_progress: &on_progress,
             on_checkpoint: &on_checkpoint,
             on_failover: &on_failover,
+            on_summary: &on_summary,
+            ..RunOptions::default()
         },
     );
     bar.finish_and_clear();
-    let summary = result?;
+    result?;
+    printed.into_inner()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_summary(
+    summary: &Summary,
+    json: bool,
+    config: &cairn_host::config::Config,
+) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
-    if args.json {
-        writeln!(out, "{}", serde_json::to_string_pretty(&summary)?)?;
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(summary)?)?;
     } else {
         let status = match summary.status {
             Status::Finished => "finished",
@@ -170,6 +232,23 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             summary.checkpoints_completed,
             summary.checkpoints_failed
         )?;
+        if let Some(words) = summary.details.get("words") {
+            writeln!(
+                out,
+                "{words} words ({} distinct) committed as lines in {} part files under {}; {} bytes were not UTF-8 and were replaced",
+                summary.details.get("distinct_words").unwrap_or(&0.into()),
+                summary.details.get("part_files").unwrap_or(&0.into()),
+                summary.details.get("output").and_then(|o| o.as_str()).unwrap_or("?"),
+                summary.details.get("invalid_utf8_bytes").unwrap_or(&0.into()),
+            )?;
+        }
+        if let Some(digest) = summary
+            .details
+            .get("counts_sha256")
+            .and_then(|d| d.as_str())
+        {
+            writeln!(out, "counts_sha256: {digest}")?;
+        }
         match &summary.latest_checkpoint {
             Some(c) => writeln!(
                 out,
@@ -178,10 +257,16 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             )?,
             None => writeln!(
                 out,
-                "no checkpoint kept (checkpointing.externalized-retention = {})",
-                config.checkpointing.externalized_retention
+                "no checkpoint kept (checkpointing.externalized-retention = {}{})",
+                config.checkpointing.externalized_retention,
+                if summary.status == Status::Finished {
+                    "; a finished job keeps none"
+                } else {
+                    ""
+                }
             )?,
         }
     }
-    Ok(ExitCode::SUCCESS)
+    out.flush()?;
+    Ok(())
 }

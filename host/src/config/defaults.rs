@@ -93,18 +93,25 @@ on-sigterm = {on_sigterm}
 # The job's stable identity: restarts and `--from latest` find its checkpoints by it.
 # 1 to 64 characters from A-Z, a-z, 0-9, '_' and '-'.
 id = "{id}"
-# The built-in job: "keyed-counter".
+# The built-in job: "keyed-counter", or "word-count" (which takes input and output instead
+# of keys and state-bytes-per-key).
 kind = "{kind}"
-# Distinct keys; at least 1.
+# Keyed counter: distinct keys; at least 1.
 keys = {keys}
-# Bytes of state per key; at least {min_state}, at most {max_state}.
+# Keyed counter: bytes of state per key; at least {min_state}, at most {max_state}.
 state-bytes-per-key = "{state}"
-# Records per second over the whole job; "unlimited" (or 0) for no limit.
+# Word count: the folder of text files to read, and the folder its part files go to.
+# input = "input"
+# output = "output"
+# Records per second over the whole job; "unlimited" (or 0) for no limit (the word count's
+# default).
 rate = {rate}
 # Parallel tasks per operator; 1 to {max_par}.
 parallelism = {parallelism}
 # Inject one task failure after this many records of an attempt, to exercise failover.
 # fail-after-records = 1000000
+# Inject one task failure once this many checkpoints completed, to exercise failover.
+# fail-after-checkpoints = 3
 
 [restart]
 # Restarts after a failure before the job fails for good.

@@ -1,11 +1,15 @@
 //! `[job]` and `[restart]`: which built-in job runs, how big and how fast, and how it recovers
 //! from a failure.
 //!
+//! Settings that only one kind of job uses are refused for the other (`keys` with
+//! `kind = "word-count"`, `input` with `kind = "keyed-counter"`), so nothing is accepted and
+//! then ignored.
+//!
 //! The job `id` is the job's stable identity: storage keeps checkpoints under it, so a restart
 //! and `cairn run --from latest` find a job's checkpoints by it. That is why it is restricted to
 //! characters that are safe in a path and in an object key.
 
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +34,8 @@ pub enum JobKind {
     /// A keyed counter over a deterministic source.
     #[default]
     KeyedCounter,
+    /// A word count over the files of a folder into committed part files, exactly once.
+    WordCount,
 }
 
 impl JobKind {
@@ -37,6 +43,7 @@ impl JobKind {
     pub fn as_str(self) -> &'static str {
         match self {
             JobKind::KeyedCounter => "keyed-counter",
+            JobKind::WordCount => "word-count",
         }
     }
 }
@@ -48,17 +55,26 @@ pub struct JobConfig {
     pub id: String,
     /// `kind`: the built-in job.
     pub kind: JobKind,
-    /// `keys`: distinct keys the source produces. Default 1000; at least 1.
+    /// `keys` (keyed counter): distinct keys the source produces. Default 1000; at least 1.
     pub keys: u64,
-    /// `state-bytes-per-key`: bytes of state kept per key. Default 64; at least 8.
+    /// `state-bytes-per-key` (keyed counter): bytes of state kept per key. Default 64; at
+    /// least 8.
     pub state_bytes_per_key: u64,
-    /// `rate`: records per second over the whole job; `None` is unlimited. Default 100 000.
+    /// `rate`: records per second over the whole job; `None` is unlimited. Default 100 000 for
+    /// the keyed counter, unlimited for the word count.
     pub rate: Option<u64>,
     /// `parallelism`: parallel tasks per operator. Default 2; 1 to 64.
     pub parallelism: u32,
     /// `fail-after-records`: inject one task failure after this many records were processed in
     /// the current attempt, to exercise failover. Default `None`; at least 1.
     pub fail_after_records: Option<u64>,
+    /// `fail-after-checkpoints`: inject one task failure once this many checkpoints completed
+    /// in the first attempt, to exercise failover after a checkpoint. Default `None`; at least 1.
+    pub fail_after_checkpoints: Option<u64>,
+    /// `input` (word count): the folder whose files are read, relative to the config file.
+    pub input: Option<PathBuf>,
+    /// `output` (word count): the folder the part files go to, relative to the config file.
+    pub output: Option<PathBuf>,
 }
 
 impl Default for JobConfig {
@@ -71,6 +87,9 @@ impl Default for JobConfig {
             rate: Some(100_000),
             parallelism: 2,
             fail_after_records: None,
+            fail_after_checkpoints: None,
+            input: None,
+            output: None,
         }
     }
 }
@@ -104,6 +123,9 @@ pub(super) struct RawJob {
     rate: Option<Field>,
     parallelism: Option<Field>,
     fail_after_records: Option<Field>,
+    fail_after_checkpoints: Option<Field>,
+    input: Option<Field>,
+    output: Option<Field>,
 }
 
 /// Whether `id` may name a job: `cairn_plugin_api::JobId`'s rule, which every bundled backend
@@ -131,7 +153,13 @@ impl RawJob {
             .unwrap_or(d.id);
         let kind = doc
             .read(T, "kind", self.kind.as_ref(), |v| {
-                v.choice("a job kind", &[("keyed-counter", JobKind::KeyedCounter)])
+                v.choice(
+                    "a job kind",
+                    &[
+                        ("keyed-counter", JobKind::KeyedCounter),
+                        ("word-count", JobKind::WordCount),
+                    ],
+                )
             })?
             .unwrap_or(d.kind);
         let keys = doc
@@ -169,7 +197,10 @@ impl RawJob {
                     )),
                 },
             })?
-            .unwrap_or(d.rate);
+            .unwrap_or(match kind {
+                JobKind::KeyedCounter => d.rate,
+                JobKind::WordCount => None,
+            });
         let parallelism = doc
             .read(T, "parallelism", self.parallelism.as_ref(), |v| {
                 v.integer_u32(1..=MAX_PARALLELISM)
@@ -181,6 +212,75 @@ impl RawJob {
             self.fail_after_records.as_ref(),
             |v| v.integer(1..=u64::MAX),
         )?;
+        let fail_after_checkpoints = doc.read(
+            T,
+            "fail-after-checkpoints",
+            self.fail_after_checkpoints.as_ref(),
+            |v| v.integer(1..=u64::MAX),
+        )?;
+        let folder = |key: &str, field: Option<&Field>| {
+            doc.read(T, key, field, |v| {
+                let path = v.string("a folder")?;
+                if path.is_empty() {
+                    return Err(v.fail("is empty; name a folder"));
+                }
+                Ok(doc.resolve(PathBuf::from(path)))
+            })
+        };
+        let input = folder("input", self.input.as_ref())?;
+        let output = folder("output", self.output.as_ref())?;
+        // Each kind takes only its own settings.
+        let only = |key: &str, given: Option<&Field>, kind_name: &str| -> Result<(), ConfigError> {
+            match given {
+                Some(field) => Err(doc.error_at(
+                    &format!("{T}.{key}"),
+                    field.span().start,
+                    format!(
+                        "{T}.{key} does not apply to job.kind = \"{}\"; it is a setting of \"{kind_name}\"",
+                        kind.as_str()
+                    ),
+                )),
+                None => Ok(()),
+            }
+        };
+        match kind {
+            JobKind::KeyedCounter => {
+                only("input", self.input.as_ref(), "word-count")?;
+                only("output", self.output.as_ref(), "word-count")?;
+            }
+            JobKind::WordCount => {
+                only("keys", self.keys.as_ref(), "keyed-counter")?;
+                only(
+                    "state-bytes-per-key",
+                    self.state_bytes_per_key.as_ref(),
+                    "keyed-counter",
+                )?;
+                // `kind` was written (word count is not the default), so its line is known.
+                let kind_at = self.kind.as_ref().map_or(0, |f| f.span().start);
+                for (key, given) in [("input", &input), ("output", &output)] {
+                    if given.is_none() {
+                        return Err(doc.error_at(
+                            &format!("{T}.kind"),
+                            kind_at,
+                            format!(
+                                "job.kind = \"word-count\" needs {T}.{key} (a folder of text \
+                                 files to read, and a folder for the part files)"
+                            ),
+                        ));
+                    }
+                }
+                if input == output {
+                    let at = self.output.as_ref().map_or(kind_at, |f| f.span().start);
+                    return Err(doc.error_at(
+                        &format!("{T}.output"),
+                        at,
+                        "job.output is the same folder as job.input; the part files would be read \
+                         as input"
+                            .to_string(),
+                    ));
+                }
+            }
+        }
         Ok(JobConfig {
             id,
             kind,
@@ -189,6 +289,9 @@ impl RawJob {
             rate,
             parallelism,
             fail_after_records,
+            fail_after_checkpoints,
+            input,
+            output,
         })
     }
 }
@@ -217,5 +320,51 @@ impl RawRestart {
                 })?
                 .unwrap_or(d.delay),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::Config;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/cairn/cairn.toml"))
+    }
+
+    #[test]
+    fn word_count_takes_its_folders_relative_to_the_file() {
+        let c =
+            parse("[job]\nkind = \"word-count\"\ninput = \"in\"\noutput = \"/tmp/out\"\n").unwrap();
+        assert_eq!(c.job.kind, JobKind::WordCount);
+        assert_eq!(c.job.input, Some(PathBuf::from("/etc/cairn/in")));
+        assert_eq!(c.job.output, Some(PathBuf::from("/tmp/out")));
+        assert_eq!(c.job.rate, None, "the word count is unthrottled by default");
+        let c = parse("[job]\nkind = \"word-count\"\ninput = \"in\"\noutput = \"out\"\nrate = 5\n")
+            .unwrap();
+        assert_eq!(c.job.rate, Some(5));
+    }
+
+    #[test]
+    fn each_kind_refuses_the_other_kinds_settings() {
+        let e = parse("[job]\ninput = \"in\"\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("job.input"));
+        assert!(
+            e.message
+                .contains("does not apply to job.kind = \"keyed-counter\""),
+            "{e}"
+        );
+        let e = parse("[job]\nkind = \"word-count\"\ninput = \"a\"\noutput = \"b\"\nkeys = 3\n")
+            .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("job.keys"));
+        assert_eq!(e.line, Some(5));
+        let e = parse("[job]\nkind = \"word-count\"\ninput = \"a\"\n").unwrap_err();
+        assert!(e.message.contains("needs job.output"), "{e}");
+        let e = parse("[job]\nkind = \"word-count\"\ninput = \"a\"\noutput = \"a\"\n").unwrap_err();
+        assert!(e.message.contains("same folder"), "{e}");
+        let e = parse("[job]\nfail-after-checkpoints = 0\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("job.fail-after-checkpoints"));
     }
 }

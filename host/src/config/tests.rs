@@ -465,6 +465,7 @@ fn job_and_restart_defaults() {
             rate: Some(100_000),
             parallelism: 2,
             fail_after_records: None,
+            ..JobConfig::default()
         }
     );
     assert_eq!(c.restart.attempts, 3);
@@ -504,6 +505,7 @@ on-sigterm = true
             rate: Some(250),
             parallelism: 64,
             fail_after_records: Some(1),
+            ..JobConfig::default()
         }
     );
     assert_eq!((c.restart.attempts, c.restart.delay), (0, MS(250)));
@@ -557,10 +559,10 @@ fn job_id_rules() {
 #[test]
 fn job_kind_keys_and_parallelism() {
     refused(
-        "[job]\nkind = \"word-count\"\n",
+        "[job]\nkind = \"wordcount\"\n",
         2,
         "job.kind",
-        "job.kind = \"word-count\" is not a job kind; expected \"keyed-counter\"",
+        "job.kind = \"wordcount\" is not a job kind; expected \"keyed-counter\" or \"word-count\"",
     );
     refused(
         "[job]\nkeys = 0\n",
@@ -757,6 +759,19 @@ fn defaults_file_shows_every_key() {
         };
         if let Some(r) = replaced {
             edited.retain(|l| !l.starts_with(r));
+        }
+        // The word count's folders go together, with its kind, instead of the keyed counter's
+        // keys and state size.
+        if key == "input" || key == "output" {
+            for l in edited.iter_mut() {
+                if l.starts_with("# input = ") || l.starts_with("# output = ") {
+                    *l = &l[2..];
+                } else if l.starts_with("kind = ") {
+                    *l = "kind = \"word-count\"";
+                }
+            }
+            edited
+                .retain(|l| !l.starts_with("keys = ") && !l.starts_with("state-bytes-per-key = "));
         }
         let edited = edited.join("\n");
         if key == "sha256" {

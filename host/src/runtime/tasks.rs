@@ -1,66 +1,107 @@
-//! The job's tasks: parallel sources and keyed counters on threads, joined by bounded channels,
-//! with checkpoint barriers aligned across inputs (exactly-once).
+//! The tasks of one attempt: parallel sources and keyed tasks on threads, joined by the
+//! exchange, with barriers aligned across inputs (exactly-once) and snapshots written off the
+//! task thread.
 //!
-//! Every counter has one bounded channel that all sources send into, each message tagged with
-//! the sending source, which is how the hash exchange is built without a select over many
-//! channels. Aligning a barrier means: once input `i` delivered barrier `n`, later events from
-//! `i` are held back (in order) until every input has delivered `n` or ended; then the counter
-//! snapshots its state into the checkpoint's storage location, acknowledges, and replays what it
-//! held back. Holding back a channel's events is what Flink's aligned barrier handler does by
-//! blocking the channel; the held-back events are exactly what an unaligned checkpoint would
-//! persist as channel state, so that mode slots in here.
+//! A **source** task calls its [`Source`] in a loop, routes each record by its key's group to
+//! the keyed task that owns it, and batches records per destination into buffers of about
+//! [`BUFFER_BYTES`] (flushed when full, every [`FLUSH_EVERY`], and before a barrier, a pause or
+//! the end). At a barrier it reports its offset to the coordinator and sends the barrier down
+//! every channel, after the records before it.
+//!
+//! A **keyed** task processes records with its state and its sink. When barrier `n` arrived on
+//! every input that has not ended, it takes its snapshot: an O(1) copy-on-write view of its
+//! state and the sink's pre-commit. A separate thread writes the view through the storage
+//! plugin and acknowledges the checkpoint when the stream is closed; the task goes on at once.
+//! When the coordinator reports a checkpoint complete, the sink commits what it covers.
+//! A task whose inputs have all ended stays alive: it takes barriers from the coordinator
+//! directly (the final checkpoint that commits the last output) until told to finish.
 
 use std::{
-    collections::{BTreeMap, VecDeque},
     sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, Ordering},
         Arc,
     },
     time::{Duration, Instant},
 };
 
-use cairn_plugin_api::{CheckpointLocation, Scope, StateHandle};
-use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender};
+use cairn_plugin_api::{Scope, StateHandle};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+use serde_json::Value;
 
-use super::keyed_counter::{encode_state, key_of, owner_of};
+use super::{
+    api::{
+        Job, JobError, OffsetOf, OutputOf, Prefill, Process, RecordOf, Source, TaskContext,
+        TwoPhaseCommitSink,
+    },
+    codec::{decode_front, key_group, task_of, Buffer},
+    exchange::{Barrier, Control, Event, Gate, Input},
+    report::Counters,
+    state::{write_snapshot, KeyedState, ValueState},
+};
 
-/// A checkpoint barrier: the id, and where its state goes.
-pub(crate) struct Barrier {
-    pub(crate) id: u64,
-    pub(crate) location: Arc<dyn CheckpointLocation>,
+/// Records are sent in buffers of about this many bytes.
+pub(crate) const BUFFER_BYTES: usize = 32 * 1024;
+
+/// Bytes a channel holds before it pushes back.
+pub(crate) const CHANNEL_BYTES: usize = 4 * BUFFER_BYTES;
+
+/// A partly filled buffer is sent at least this often.
+pub(crate) const FLUSH_EVERY: Duration = Duration::from_millis(10);
+
+/// How long an idle task waits before it looks at the stop flag again.
+const POLL: Duration = Duration::from_millis(50);
+
+/// Prefilled entries inserted per input buffer, and per idle turn.
+const PREFILL_BUSY: usize = 256;
+const PREFILL_IDLE: usize = 4096;
+
+/// What a keyed task's snapshot holds, when its upload finished.
+#[derive(Debug)]
+pub(crate) struct TaskSnapshot {
+    pub(crate) handles: Vec<StateHandle>,
+    pub(crate) records: u64,
+    pub(crate) sink: Option<Value>,
+    pub(crate) epoch: u64,
+    pub(crate) entries: u64,
+    pub(crate) pages: u64,
+    pub(crate) changed_pages: u64,
 }
 
-/// What flows from sources to counters.
-pub(crate) enum Event {
-    Record(u64),
-    Barrier(Arc<Barrier>),
-    End,
-}
-
-/// A task's acknowledgement of a barrier.
-pub(crate) enum Ack {
-    Source {
+/// What tasks tell the coordinator.
+pub(crate) enum TaskEvent {
+    SourceAck {
         id: u64,
         subtask: u32,
-        offset: u64,
+        offset: Value,
     },
-    Counter {
+    SourceEnded {
+        subtask: u32,
+        offset: Value,
+    },
+    TaskAck {
         id: u64,
         subtask: u32,
-        result: Result<(StateHandle, u64), String>,
+        result: Result<TaskSnapshot, String>,
+    },
+    /// The sink of `subtask` committed everything up to checkpoint `id`.
+    Committed {
+        id: u64,
+        subtask: u32,
+    },
+    /// Every input of keyed task `subtask` has ended and was processed.
+    InputEnded {
+        subtask: u32,
+    },
+    Failed {
+        task: String,
+        error: String,
     },
 }
 
-/// How a task ended.
-pub(crate) enum Exit {
-    Source {
-        subtask: u32,
-        result: Result<(), String>,
-    },
-    Counter {
-        subtask: u32,
-        result: Result<BTreeMap<u64, u64>, String>,
-    },
+/// A keyed task's final state, handed back when the job finishes.
+pub(crate) struct Final<J: Job> {
+    pub(crate) subtask: u32,
+    pub(crate) state: KeyedState<J::Key, J::State>,
 }
 
 /// What all tasks of one attempt share.
@@ -68,109 +109,168 @@ pub(crate) enum Exit {
 pub(crate) struct Shared {
     /// Set to stop every task of this attempt.
     pub(crate) stop: Arc<AtomicBool>,
-    /// Records processed by the counters in this attempt.
-    pub(crate) processed: Arc<AtomicU64>,
-    pub(crate) acks: Sender<Ack>,
-    pub(crate) exits: Sender<Exit>,
+    pub(crate) events: Sender<TaskEvent>,
+    pub(crate) counters: Arc<Counters>,
+    /// The start of the run.
+    pub(crate) run_started: Instant,
+    /// Held by every task and upload thread: the attempt's end waits until all are dropped.
+    pub(crate) alive: Sender<()>,
 }
 
-const POLL: Duration = Duration::from_millis(50);
+impl Shared {
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    fn fail(&self, task: String, error: String) {
+        let _ = self.events.send(TaskEvent::Failed { task, error });
+    }
+}
+
+fn offset_json<T: serde::Serialize>(offset: &T) -> Value {
+    serde_json::to_value(offset).unwrap_or(Value::Null)
+}
 
 /// One source subtask.
-pub(crate) struct Source {
-    pub(crate) subtask: u32,
-    pub(crate) parallelism: u32,
-    pub(crate) keys: u64,
-    pub(crate) offset: u64,
-    pub(crate) quota: u64,
+pub(crate) struct SourceTask<J: Job> {
+    pub(crate) job: Arc<J>,
+    pub(crate) ctx: TaskContext,
+    pub(crate) source: J::Source,
     /// Records per second for this subtask; `None` is unlimited.
     pub(crate) rate: Option<f64>,
     pub(crate) barriers: Receiver<Arc<Barrier>>,
-    pub(crate) outputs: Vec<Sender<(u32, Event)>>,
+    pub(crate) outputs: Vec<Arc<Gate>>,
     pub(crate) shared: Shared,
 }
 
-impl Source {
-    pub(crate) fn run(self) {
-        let subtask = self.subtask;
-        let exits = self.shared.exits.clone();
-        let result = self.emit();
-        let _ = exits.send(Exit::Source { subtask, result });
-    }
+/// The source's per-destination buffers.
+struct Outbox {
+    buffers: Vec<Buffer>,
+    last_flush: Instant,
+}
 
-    /// Send, waiting out backpressure, unless the attempt is stopping.
-    fn send(&self, to: usize, event: Event) -> Result<(), String> {
-        let mut msg = (self.subtask, event);
-        loop {
-            match self.outputs[to].send_timeout(msg, POLL) {
-                Ok(()) => return Ok(()),
-                Err(SendTimeoutError::Timeout(m)) => {
-                    if self.shared.stop.load(Ordering::Relaxed) {
-                        return Err("stopped".to_string());
-                    }
-                    msg = m;
-                }
-                Err(SendTimeoutError::Disconnected(_)) => {
-                    return Err(format!("counter {to} is gone"));
-                }
+impl<J: Job> SourceTask<J> {
+    pub(crate) fn run(mut self) {
+        let name = format!("source {}", self.ctx.subtask);
+        if let Err(e) = self.emit() {
+            if !self.shared.stopping() {
+                self.shared.fail(name, e);
             }
         }
     }
 
-    fn forward_barriers(&self, offset: u64, forward: bool) -> Result<(), String> {
-        while let Ok(b) = self.barriers.try_recv() {
-            let ack = Ack::Source {
-                id: b.id,
-                subtask: self.subtask,
-                offset,
-            };
-            let _ = self.shared.acks.send(ack);
-            if forward {
-                for to in 0..self.outputs.len() {
-                    self.send(to, Event::Barrier(b.clone()))?;
-                }
+    fn flush(&self, out: &mut Outbox, to: usize) -> Result<(), String> {
+        if out.buffers[to].is_empty() {
+            return Ok(());
+        }
+        let full = std::mem::replace(&mut out.buffers[to], Buffer::with_capacity(BUFFER_BYTES));
+        self.outputs[to]
+            .send(to_channel(self.ctx.subtask), Event::Records(full))
+            .map_err(|_| "stopped".to_string())
+    }
+
+    fn flush_all(&self, out: &mut Outbox) -> Result<(), String> {
+        for to in 0..self.outputs.len() {
+            self.flush(out, to)?;
+        }
+        out.last_flush = Instant::now();
+        Ok(())
+    }
+
+    /// Report the offset and send the barrier after everything emitted before it.
+    fn on_barrier(&self, b: Arc<Barrier>, out: &mut Outbox, forward: bool) -> Result<(), String> {
+        let _ = self.shared.events.send(TaskEvent::SourceAck {
+            id: b.id,
+            subtask: self.ctx.subtask,
+            offset: offset_json(&self.source.offset()),
+        });
+        if forward {
+            self.flush_all(out)?;
+            for gate in &self.outputs {
+                gate.send(to_channel(self.ctx.subtask), Event::Barrier(b.clone()))
+                    .map_err(|_| "stopped".to_string())?;
             }
         }
         Ok(())
     }
 
-    fn emit(&self) -> Result<(), String> {
+    fn barriers_now(&self, out: &mut Outbox) -> Result<(), String> {
+        loop {
+            match self.barriers.try_recv() {
+                Ok(b) => self.on_barrier(b, out, true)?,
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => return Ok(()),
+            }
+        }
+    }
+
+    /// Wait up to `d`, handling barriers that arrive meanwhile.
+    fn pause(&self, d: Duration, out: &mut Outbox) -> Result<(), String> {
+        self.flush_all(out)?;
+        match self.barriers.recv_timeout(d) {
+            Ok(b) => self.on_barrier(b, out, true),
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => Ok(()),
+        }
+    }
+
+    fn emit(&mut self) -> Result<(), String> {
+        let p = self.outputs.len() as u32;
+        let mut out = Outbox {
+            buffers: (0..self.outputs.len())
+                .map(|_| Buffer::with_capacity(BUFFER_BYTES))
+                .collect(),
+            last_flush: Instant::now(),
+        };
         let started = Instant::now();
-        let mut i = self.offset;
-        while i < self.quota {
-            if self.shared.stop.load(Ordering::Relaxed) {
+        let mut emitted = 0u64;
+        loop {
+            if self.shared.stopping() {
                 return Ok(());
             }
-            self.forward_barriers(i, true)?;
-            let key = key_of(self.keys, self.parallelism, self.subtask, i);
-            self.send(owner_of(key, self.parallelism), Event::Record(key))?;
-            i += 1;
-            if let Some(rate) = self.rate {
-                if i % 64 == 0 {
-                    let due = Duration::from_secs_f64((i - self.offset) as f64 / rate);
-                    let elapsed = started.elapsed();
-                    if due > elapsed {
-                        std::thread::sleep((due - elapsed).min(Duration::from_millis(200)));
+            self.barriers_now(&mut out)?;
+            match self.source.next().map_err(|e| e.0)? {
+                super::api::Next::Record(r) => {
+                    let to = task_of(key_group(&self.job.key(&r)), p) as usize;
+                    out.buffers[to].push(&r)?;
+                    if out.buffers[to].bytes.len() >= BUFFER_BYTES {
+                        self.flush(&mut out, to)?;
+                    }
+                    emitted += 1;
+                    if emitted % 256 == 0 && out.last_flush.elapsed() >= FLUSH_EVERY {
+                        self.flush_all(&mut out)?;
+                    }
+                    if let Some(rate) = self.rate {
+                        if emitted % 64 == 0 {
+                            let due = Duration::from_secs_f64(emitted as f64 / rate);
+                            let elapsed = started.elapsed();
+                            if due > elapsed {
+                                self.pause(
+                                    (due - elapsed).min(Duration::from_millis(200)),
+                                    &mut out,
+                                )?;
+                            }
+                        }
                     }
                 }
+                super::api::Next::Pending => self.pause(Duration::from_millis(1), &mut out)?,
+                super::api::Next::End => break,
             }
         }
-        // Barriers that arrived with the last record go before the end marker.
-        self.forward_barriers(i, true)?;
-        for to in 0..self.outputs.len() {
-            self.send(to, Event::End)?;
+        // Barriers that came with the last record go before the end marker.
+        self.barriers_now(&mut out)?;
+        self.flush_all(&mut out)?;
+        for gate in &self.outputs {
+            gate.send(to_channel(self.ctx.subtask), Event::End)
+                .map_err(|_| "stopped".to_string())?;
         }
-        // A finished source still acknowledges barriers (with its final offset), so checkpoints
-        // of the rest of the job complete; counters treat its ended channel as aligned.
-        while !self.shared.stop.load(Ordering::Relaxed) {
+        let _ = self.shared.events.send(TaskEvent::SourceEnded {
+            subtask: self.ctx.subtask,
+            offset: offset_json(&self.source.offset()),
+        });
+        // An ended source still acknowledges barriers with its final offset; the keyed tasks
+        // count its ended channel as aligned.
+        while !self.shared.stopping() {
             match self.barriers.recv_timeout(POLL) {
-                Ok(b) => {
-                    let _ = self.shared.acks.send(Ack::Source {
-                        id: b.id,
-                        subtask: self.subtask,
-                        offset: i,
-                    });
-                }
+                Ok(b) => self.on_barrier(b, &mut out, false)?,
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
@@ -179,119 +279,408 @@ impl Source {
     }
 }
 
-/// One counter subtask.
-pub(crate) struct Counter {
-    pub(crate) subtask: u32,
+/// The channel of a keyed task's gate that source `subtask` sends into.
+fn to_channel(subtask: u32) -> usize {
+    subtask as usize
+}
+
+/// A sink with its open and pending transactions.
+pub(crate) struct SinkRunner<S: TwoPhaseCommitSink> {
+    sink: S,
+    current: S::Transaction,
+    /// Pre-committed transactions and the checkpoint each belongs to, oldest first.
+    pending: Vec<(u64, S::Transaction)>,
+}
+
+/// A sink's part of a checkpoint.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(bound = "T: crate::runtime::api::Checkpointed")]
+pub(crate) struct SinkState<T> {
+    /// Pre-committed transactions, by checkpoint id: committed once that checkpoint completes.
+    pub(crate) pending: Vec<(u64, T)>,
+    /// The transaction opened after the barrier: aborted on restore.
+    pub(crate) current: T,
+}
+
+impl<S: TwoPhaseCommitSink> SinkRunner<S> {
+    /// Start the sink: recommit what the restored checkpoint holds, abort the rest, and open a
+    /// transaction.
+    pub(crate) fn start(
+        mut sink: S,
+        restored: Option<SinkState<S::Transaction>>,
+    ) -> Result<Self, JobError> {
+        let mut keep = Vec::new();
+        if let Some(state) = restored {
+            for (_, txn) in state.pending {
+                sink.commit(txn.clone())?;
+                keep.push(txn);
+            }
+            sink.abort(state.current)?;
+        }
+        sink.abort_unknown(&keep)?;
+        let current = sink.begin_transaction()?;
+        Ok(SinkRunner {
+            sink,
+            current,
+            pending: Vec::new(),
+        })
+    }
+
+    fn write(&mut self, record: S::Input) -> Result<(), JobError> {
+        self.sink.write(&mut self.current, record)
+    }
+
+    /// Pre-commit at barrier `id` and open the next transaction; the sink's checkpoint state.
+    fn on_barrier(&mut self, id: u64) -> Result<Value, JobError> {
+        self.sink.pre_commit(&mut self.current)?;
+        let next = self.sink.begin_transaction()?;
+        let done = std::mem::replace(&mut self.current, next);
+        self.pending.push((id, done));
+        let state = SinkState {
+            pending: self.pending.clone(),
+            current: self.current.clone(),
+        };
+        serde_json::to_value(&state).map_err(|e| JobError(format!("encoding sink state: {e}")))
+    }
+
+    /// Commit every transaction of checkpoints up to `id`.
+    fn on_complete(&mut self, id: u64) -> Result<(), JobError> {
+        while self.pending.first().is_some_and(|(c, _)| *c <= id) {
+            let (_, txn) = self.pending.remove(0);
+            self.sink.commit(txn)?;
+        }
+        Ok(())
+    }
+
+    /// Abort the open transaction (the job finished after its final checkpoint).
+    fn close(mut self) -> Result<(), JobError> {
+        self.sink.abort(self.current)
+    }
+}
+
+/// One keyed subtask.
+pub(crate) struct KeyedTask<J: Job> {
+    pub(crate) job: Arc<J>,
+    pub(crate) ctx: TaskContext,
+    pub(crate) gate: Arc<Gate>,
     pub(crate) inputs: usize,
-    pub(crate) counts: BTreeMap<u64, u64>,
-    pub(crate) state_bytes_per_key: u64,
-    pub(crate) input: Receiver<(u32, Event)>,
-    /// Fail (once) after this many records in this attempt: the failure-injection switch.
+    pub(crate) state: KeyedState<J::Key, J::State>,
+    pub(crate) sink: Option<SinkRunner<J::Sink>>,
+    /// Records the state reflects (restored ones included).
+    pub(crate) records: u64,
+    /// The id of the checkpoint restored from: older barriers are ignored.
+    pub(crate) last_barrier: u64,
+    /// Fail (once) after this many records in this attempt.
     pub(crate) fail_after: Option<u64>,
+    pub(crate) prefill: Option<Prefill<J::Key, J::State>>,
+    pub(crate) finals: Sender<Final<J>>,
     pub(crate) shared: Shared,
 }
 
-impl Counter {
+impl<J: Job> KeyedTask<J> {
     pub(crate) fn run(mut self) {
-        let subtask = self.subtask;
-        let exits = self.shared.exits.clone();
-        let result = self.process().map(|()| std::mem::take(&mut self.counts));
-        let _ = exits.send(Exit::Counter { subtask, result });
+        let name = format!("keyed task {}", self.ctx.subtask);
+        if let Err(e) = self.process() {
+            if !self.shared.stopping() {
+                self.shared.fail(name, e);
+            }
+        }
     }
 
     fn process(&mut self) -> Result<(), String> {
-        let mut ended = vec![false; self.inputs];
         let mut blocked = vec![false; self.inputs];
-        let mut held: Vec<VecDeque<Event>> = (0..self.inputs).map(|_| VecDeque::new()).collect();
-        let mut replay: VecDeque<(u32, Event)> = VecDeque::new();
+        let mut ended = vec![false; self.inputs];
         let mut aligning: Option<Arc<Barrier>> = None;
+        let mut reported_end = false;
         let mut processed = 0u64;
-        // Every record adds one to one count, so the restored counts say how many came before.
-        let restored: u64 = self.counts.values().sum();
+        let mut out: Vec<OutputOf<J>> = Vec::new();
+        let mut counted_len = self.state.len() as u64;
+        self.shared
+            .counters
+            .state_entries
+            .fetch_add(counted_len, Ordering::Relaxed);
+        let mut first = true;
         loop {
-            let (from, event) = match replay.pop_front() {
-                Some(m) => m,
-                None => match self.input.recv_timeout(POLL) {
-                    Ok(m) => m,
-                    Err(RecvTimeoutError::Timeout) => {
-                        if self.shared.stop.load(Ordering::Relaxed) {
-                            return Ok(());
-                        }
-                        continue;
-                    }
-                    Err(RecvTimeoutError::Disconnected) => {
-                        if self.shared.stop.load(Ordering::Relaxed) {
-                            return Ok(());
-                        }
-                        return Err("every source disconnected before ending".to_string());
-                    }
-                },
+            let timeout = if self.prefill.is_some() {
+                Duration::ZERO
+            } else {
+                POLL
             };
-            let from = from as usize;
-            if blocked[from] {
-                held[from].push_back(event);
-                continue;
-            }
-            match event {
-                Event::Record(key) => {
-                    *self.counts.entry(key).or_insert(0) += 1;
-                    processed += 1;
-                    self.shared.processed.fetch_add(1, Ordering::Relaxed);
+            match self.gate.recv(&blocked, timeout) {
+                Input::Closed => return Ok(()),
+                Input::Idle => {
+                    if self.shared.stopping() {
+                        return Ok(());
+                    }
+                    self.prefill_some(PREFILL_IDLE)?;
+                }
+                Input::Control(Control::Barrier(b)) => {
+                    if b.id > self.last_barrier && aligning.is_none() {
+                        self.snapshot(&b);
+                    }
+                }
+                Input::Control(Control::Complete(id)) => {
+                    if let Some(sink) = &mut self.sink {
+                        sink.on_complete(id)
+                            .map_err(|e| format!("committing checkpoint {id}'s output: {e}"))?;
+                    }
+                    let _ = self.shared.events.send(TaskEvent::Committed {
+                        id,
+                        subtask: self.ctx.subtask,
+                    });
+                }
+                Input::Control(Control::Fail(why)) => return Err(why),
+                Input::Control(Control::Finish) => return self.finish(),
+                Input::Event(ch, Event::Records(buffer)) => {
+                    if first {
+                        first = false;
+                        let us = self.shared.run_started.elapsed().as_micros() as u64;
+                        self.shared
+                            .counters
+                            .first_record_us
+                            .fetch_min(us, Ordering::Relaxed);
+                    }
+                    let _ = ch;
+                    self.records_of(&buffer, &mut out)?;
+                    processed += u64::from(buffer.records);
+                    self.records += u64::from(buffer.records);
+                    self.shared
+                        .counters
+                        .records
+                        .fetch_add(u64::from(buffer.records), Ordering::Relaxed);
                     if self.fail_after.is_some_and(|n| processed >= n) {
                         return Err(format!(
-                            "injected failure in counter {} after {processed} records (job.fail-after-records)",
-                            self.subtask
+                            "injected failure in keyed task {} after {processed} records \
+                             (job.fail-after-records)",
+                            self.ctx.subtask
                         ));
                     }
+                    self.prefill_some(PREFILL_BUSY)?;
                 }
-                Event::Barrier(b) => {
-                    blocked[from] = true;
-                    aligning.get_or_insert(b);
+                Input::Event(ch, Event::Barrier(b)) => {
+                    if b.id > self.last_barrier {
+                        blocked[ch] = true;
+                        aligning.get_or_insert(b);
+                    }
                 }
-                Event::End => ended[from] = true,
+                Input::Event(ch, Event::End) => ended[ch] = true,
             }
-            let aligned = (0..self.inputs).all(|i| blocked[i] || ended[i]);
-            if let (true, Some(barrier)) = (aligned, aligning.as_ref()) {
-                let result = self.snapshot(barrier, restored + processed);
-                let _ = self.shared.acks.send(Ack::Counter {
-                    id: barrier.id,
-                    subtask: self.subtask,
-                    result,
+            if let Some(b) = &aligning {
+                if (0..self.inputs).all(|i| blocked[i] || ended[i]) {
+                    let b = b.clone();
+                    self.snapshot(&b);
+                    aligning = None;
+                    blocked.iter_mut().for_each(|x| *x = false);
+                }
+            }
+            let len = self.state.len() as u64;
+            if len != counted_len {
+                let c = &self.shared.counters.state_entries;
+                if len > counted_len {
+                    c.fetch_add(len - counted_len, Ordering::Relaxed);
+                } else {
+                    c.fetch_sub(counted_len - len, Ordering::Relaxed);
+                }
+                counted_len = len;
+            }
+            if !reported_end && aligning.is_none() && ended.iter().all(|&e| e) {
+                reported_end = true;
+                let _ = self.shared.events.send(TaskEvent::InputEnded {
+                    subtask: self.ctx.subtask,
                 });
-                aligning = None;
-                for (i, queue) in held.iter_mut().enumerate() {
-                    blocked[i] = false;
-                    replay.extend(queue.drain(..).map(|e| (i as u32, e)));
-                }
-            }
-            if aligning.is_none() && replay.is_empty() && ended.iter().all(|&e| e) {
-                return Ok(());
             }
         }
     }
 
-    /// Write the state to an EXCLUSIVE stream of the checkpoint's location.
-    fn snapshot(&self, barrier: &Barrier, processed: u64) -> Result<(StateHandle, u64), String> {
-        let bytes = encode_state(&self.counts, self.state_bytes_per_key);
-        let mut stream = barrier
-            .location
-            .create_stream(Scope::Exclusive)
-            .map_err(|e| format!("counter {}: creating a state stream: {e}", self.subtask))?;
-        for chunk in bytes.chunks(1 << 20) {
-            stream
-                .write(chunk)
-                .map_err(|e| format!("counter {}: writing state: {e}", self.subtask))?;
+    fn records_of(&mut self, buffer: &Buffer, out: &mut Vec<OutputOf<J>>) -> Result<(), String> {
+        let mut rest = buffer.bytes.as_slice();
+        for _ in 0..buffer.records {
+            let (record, tail): (RecordOf<J>, &[u8]) = decode_front(rest)?;
+            rest = tail;
+            let key = self.job.key(&record);
+            let state = ValueState::new(&mut self.state, &key);
+            self.job
+                .process(&mut Process::new(&key, state, out), record)
+                .map_err(|e| e.0)?;
+            if let Some(sink) = &mut self.sink {
+                for o in out.drain(..) {
+                    sink.write(o).map_err(|e| format!("sink: {e}"))?;
+                }
+            } else {
+                out.clear();
+            }
         }
-        let handle = stream
-            .close_and_get_handle()
-            .map_err(|e| format!("counter {}: closing its state stream: {e}", self.subtask))?
-            .ok_or_else(|| {
-                format!(
-                    "counter {}: the backend gave no handle for {} bytes",
-                    self.subtask,
-                    bytes.len()
-                )
-            })?;
-        Ok((handle, processed))
+        if rest.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "a record buffer has {} bytes left over",
+                rest.len()
+            ))
+        }
     }
+
+    fn prefill_some(&mut self, n: usize) -> Result<(), String> {
+        let Some(entries) = &mut self.prefill else {
+            return Ok(());
+        };
+        for _ in 0..n {
+            match entries.next() {
+                Some((k, v)) => {
+                    if !self.state.contains(&k) {
+                        self.state.insert(k, v).map_err(|e| e.0)?;
+                    }
+                }
+                None => {
+                    self.prefill = None;
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The synchronous part of a checkpoint: an O(1) view of the state and the sink's
+    /// pre-commit; the upload runs on its own thread.
+    fn snapshot(&mut self, b: &Arc<Barrier>) {
+        self.last_barrier = b.id;
+        let id = b.id;
+        let subtask = self.ctx.subtask;
+        let events = self.shared.events.clone();
+        let sink = match self.sink.as_mut().map(|s| s.on_barrier(id)).transpose() {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = events.send(TaskEvent::TaskAck {
+                    id,
+                    subtask,
+                    result: Err(format!("keyed task {subtask}: sink pre-commit: {e}")),
+                });
+                return;
+            }
+        };
+        let view = self.state.snapshot();
+        let records = self.records;
+        let location = b.location.clone();
+        let previous_epoch = view.epoch().saturating_sub(1);
+        let (alive, stop) = (self.shared.alive.clone(), self.shared.stop.clone());
+        let upload = move || -> Result<TaskSnapshot, String> {
+            let epoch = view.epoch();
+            let entries = view.entries();
+            let pages = view.pages() as u64;
+            let changed_pages = view.changed_since(previous_epoch).len() as u64;
+            let started = Instant::now();
+            let mut stream = location
+                .create_stream(Scope::Exclusive)
+                .map_err(|e| format!("keyed task {subtask}: creating a state stream: {e}"))?;
+            // Encoding (here) and writing (on a scoped thread) overlap, two buffers in turn.
+            let mut in_plugin = Duration::ZERO;
+            let bytes = std::thread::scope(|scope| -> Result<u64, String> {
+                let (full_tx, full_rx) = crossbeam_channel::bounded::<Vec<u8>>(1);
+                let (empty_tx, empty_rx) = crossbeam_channel::bounded::<Vec<u8>>(2);
+                let _ = empty_tx.send(Vec::new());
+                let stream = &mut stream;
+                let in_plugin = &mut in_plugin;
+                let writer = scope.spawn(move || -> Result<(), String> {
+                    for buf in full_rx {
+                        // A stopping attempt drops the stream, which deletes what it wrote.
+                        if stop.load(Ordering::Relaxed) {
+                            return Err(format!("keyed task {subtask}: the attempt is stopping"));
+                        }
+                        let t = Instant::now();
+                        stream
+                            .write(&buf)
+                            .map_err(|e| format!("keyed task {subtask}: writing state: {e}"))?;
+                        *in_plugin += t.elapsed();
+                        let _ = empty_tx.send(buf);
+                    }
+                    Ok(())
+                });
+                let encoded = write_snapshot(view, &mut |full| {
+                    full_tx
+                        .send(full)
+                        .map_err(|_| "the state writer stopped".to_string())?;
+                    empty_rx
+                        .recv()
+                        .map_err(|_| "the state writer stopped".to_string())
+                });
+                drop(full_tx);
+                let written = writer.join().unwrap_or_else(|_| {
+                    Err(format!("keyed task {subtask}: the state writer panicked"))
+                });
+                // The writer's error is the cause; the encoder's is only its echo.
+                written?;
+                encoded
+            })?;
+            let closing = Instant::now();
+            let handle = stream
+                .close_and_get_handle()
+                .map_err(|e| format!("keyed task {subtask}: closing its state stream: {e}"))?
+                .ok_or_else(|| format!("keyed task {subtask}: the backend gave no handle"))?;
+            tracing::debug!(
+                id,
+                subtask,
+                bytes,
+                total_ms = started.elapsed().as_secs_f64() * 1000.0,
+                write_ms = in_plugin.as_secs_f64() * 1000.0,
+                close_ms = closing.elapsed().as_secs_f64() * 1000.0,
+                "snapshot uploaded"
+            );
+            Ok(TaskSnapshot {
+                handles: vec![handle],
+                records,
+                sink,
+                epoch,
+                entries,
+                pages,
+                changed_pages,
+            })
+        };
+        let spawned = std::thread::Builder::new()
+            .name(format!("snapshot-{subtask}-{id}"))
+            .spawn({
+                let events = events.clone();
+                move || {
+                    let result = upload();
+                    let _ = events.send(TaskEvent::TaskAck {
+                        id,
+                        subtask,
+                        result,
+                    });
+                    drop(alive);
+                }
+            });
+        if let Err(e) = spawned {
+            let _ = events.send(TaskEvent::TaskAck {
+                id,
+                subtask,
+                result: Err(format!(
+                    "keyed task {subtask}: cannot start its upload: {e}"
+                )),
+            });
+        }
+    }
+
+    fn finish(&mut self) -> Result<(), String> {
+        if let Some(sink) = self.sink.take() {
+            sink.close().map_err(|e| format!("closing the sink: {e}"))?;
+        }
+        let state = std::mem::take(&mut self.state);
+        let _ = self.finals.send(Final {
+            subtask: self.ctx.subtask,
+            state,
+        });
+        Ok(())
+    }
+}
+
+/// The offset type's JSON back into the type.
+pub(crate) fn offset_from<J: Job>(value: &Value) -> Result<OffsetOf<J>, String> {
+    serde_json::from_value(value.clone()).map_err(|e| format!("source offset {value}: {e}"))
+}
+
+/// The sink state's JSON back into the type.
+pub(crate) fn sink_state_from<J: Job>(
+    value: &Value,
+) -> Result<SinkState<<J::Sink as TwoPhaseCommitSink>::Transaction>, String> {
+    serde_json::from_value(value.clone()).map_err(|e| format!("sink state {value}: {e}"))
 }

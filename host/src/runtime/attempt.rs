@@ -1,0 +1,750 @@
+//! One attempt of a job and the coordinator loop that drives it: the tasks are started from a
+//! start state, then checkpoints are triggered (a location begun, barriers handed to the
+//! sources and to keyed tasks whose inputs ended), acknowledged, committed and announced to the
+//! sinks; expired; failed (counted, and the job failed over past what is tolerated); the
+//! final checkpoint of a finished input is taken before the job finishes; commands are served.
+//! The attempt ends by stopping every task and upload, bounded.
+
+use std::{
+    collections::BTreeMap,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use cairn_plugin_api::StorageError;
+use crossbeam_channel::{bounded, never, unbounded, Receiver, Sender};
+use serde_json::Value;
+
+use super::{
+    api::Job,
+    calls::Location,
+    exchange::{Barrier, Control, Gate},
+    report::{CheckpointReport, Command},
+    restore::{context, StartState},
+    runner::{epoch_ms, AttemptEnd, Runner},
+    state::KeyedState,
+    tasks::{
+        offset_from, Final, KeyedTask, Shared, SinkRunner, SourceTask, TaskEvent, TaskSnapshot,
+        CHANNEL_BYTES,
+    },
+};
+use crate::{
+    coordinator::{Action, Coordinator, FailureReason, Verdict},
+    metadata::{CheckpointMetadata, HandleRecord, SnapshotKind, TaskState, KEYED_OPERATOR},
+};
+
+/// A savepoint asked for, waiting for its trigger.
+pub(super) struct SavepointRequest {
+    pub(super) target: Option<String>,
+    pub(super) reply: Option<Sender<Result<String, String>>>,
+    pub(super) then_stop: bool,
+}
+
+/// A checkpoint in flight.
+struct InFlight {
+    barrier: Arc<Barrier>,
+    started: Instant,
+    triggered: Duration,
+    triggered_at_ms: u64,
+    offsets: Vec<Option<Value>>,
+    tasks: Vec<Option<TaskSnapshot>>,
+    request: Option<SavepointRequest>,
+}
+
+/// The channels and handles of a running attempt.
+struct Attempt<J: Job> {
+    gates: Vec<Arc<Gate>>,
+    barriers: Vec<Sender<Arc<Barrier>>>,
+    events: Receiver<TaskEvent>,
+    finals: Receiver<Final<J>>,
+    has_sink: bool,
+    /// Which keyed tasks' inputs have all ended, and each ended source's final offset.
+    input_ended: Vec<bool>,
+    source_ended: Vec<Option<Value>>,
+    /// Checkpoints from this id on cover the whole input (set once it ended).
+    final_from: Option<u64>,
+    /// The final checkpoint whose commits are awaited, and which sinks committed it.
+    final_commit: Option<(u64, Vec<bool>)>,
+    completed: u64,
+}
+
+impl<J: Job> Runner<'_, J> {
+    pub(super) fn attempt(
+        &mut self,
+        coordinator: &mut Coordinator,
+        state: StartState<J>,
+    ) -> AttemptEnd<J> {
+        let config = self.config;
+        let p = config.job.parallelism as usize;
+        let counters = self.opts.counters.clone();
+        counters.state_entries.store(0, Ordering::Relaxed);
+        let (event_tx, event_rx) = unbounded();
+        let (final_tx, final_rx) = unbounded();
+        // Every task and upload thread holds a clone of `alive`; `done` disconnects when all
+        // of them ended.
+        let (alive, done_rx) = bounded::<()>(0);
+        let stop = Arc::new(AtomicBool::new(false));
+        let shared = Shared {
+            stop: stop.clone(),
+            events: event_tx,
+            counters: counters.clone(),
+            run_started: self.started,
+            alive,
+        };
+        let records_at_start: u64 = state.records.iter().sum();
+        let processed_before = counters.records.load(Ordering::Relaxed);
+        let gates: Vec<Arc<Gate>> = (0..p).map(|_| Gate::new(p, CHANNEL_BYTES)).collect();
+        let StartState {
+            checkpoint_id,
+            offsets,
+            states,
+            sinks,
+            records,
+        } = state;
+        let mut barrier_senders = Vec::new();
+        let mut spawned: Result<(), String> = Ok(());
+        let mut has_sink = false;
+        for (s, offset) in offsets.into_iter().enumerate() {
+            let ctx = context(s, p as u32);
+            let source = match self.job.source(&ctx, offset) {
+                Ok(source) => source,
+                Err(e) => {
+                    spawned = Err(format!("creating source {s}: {e}"));
+                    break;
+                }
+            };
+            let (btx, brx) = unbounded();
+            barrier_senders.push(btx);
+            let task = SourceTask {
+                job: self.job.clone(),
+                ctx,
+                source,
+                rate: config.job.rate.map(|r| r as f64 / p as f64),
+                barriers: brx,
+                outputs: gates.clone(),
+                shared: shared.clone(),
+            };
+            if let Err(e) = std::thread::Builder::new()
+                .name(format!("source-{s}"))
+                .spawn(move || task.run())
+            {
+                spawned = Err(format!("cannot start a source thread: {e}"));
+                break;
+            }
+        }
+        if spawned.is_ok() {
+            for (c, ((keyed, sink_state), records)) in
+                states.into_iter().zip(sinks).zip(records).enumerate()
+            {
+                let ctx = context(c, p as u32);
+                let sink = match self.job.sink(&ctx) {
+                    Ok(None) => None,
+                    Ok(Some(sink)) => match SinkRunner::start(sink, sink_state) {
+                        Ok(s) => Some(s),
+                        Err(e) => {
+                            spawned = Err(format!("starting the sink of keyed task {c}: {e}"));
+                            break;
+                        }
+                    },
+                    Err(e) => {
+                        spawned = Err(format!("creating the sink of keyed task {c}: {e}"));
+                        break;
+                    }
+                };
+                has_sink |= sink.is_some();
+                let fail_after = if c == 0 && !self.injected_records {
+                    config.job.fail_after_records
+                } else {
+                    None
+                };
+                let task = KeyedTask {
+                    job: self.job.clone(),
+                    ctx,
+                    gate: gates[c].clone(),
+                    inputs: p,
+                    state: keyed,
+                    sink,
+                    records,
+                    last_barrier: checkpoint_id,
+                    fail_after,
+                    prefill: self.job.prefill(&ctx),
+                    finals: final_tx.clone(),
+                    shared: shared.clone(),
+                };
+                if let Err(e) = std::thread::Builder::new()
+                    .name(format!("keyed-{c}"))
+                    .spawn(move || task.run())
+                {
+                    spawned = Err(format!("cannot start a keyed task thread: {e}"));
+                    break;
+                }
+            }
+        }
+        drop(shared);
+        let end = match spawned {
+            Err(e) => AttemptEnd::Failover(e),
+            Ok(()) => {
+                let mut a = Attempt {
+                    gates: gates.clone(),
+                    barriers: barrier_senders,
+                    events: event_rx,
+                    finals: final_rx,
+                    has_sink,
+                    input_ended: vec![false; p],
+                    source_ended: vec![None; p],
+                    final_from: None,
+                    final_commit: None,
+                    completed: 0,
+                };
+                let end = self.drive(coordinator, &mut a);
+                drop(a);
+                end
+            }
+        };
+        if let AttemptEnd::Failover(_) = &end {
+            self.injected_records = true;
+        }
+        // Stop and wait (bounded) for the tasks and uploads; one stuck in a plugin call is
+        // abandoned.
+        stop.store(true, Ordering::Relaxed);
+        for g in &gates {
+            g.close();
+        }
+        if let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+            done_rx.recv_timeout(Duration::from_secs(5))
+        {
+            tracing::warn!(
+                "a task or snapshot upload did not stop within 5s (stuck in a plugin call?); \
+                 abandoning it"
+            );
+        }
+        self.records_counted = records_at_start
+            + counters
+                .records
+                .load(Ordering::Relaxed)
+                .saturating_sub(processed_before);
+        let deferred = std::mem::take(&mut self.deferred);
+        self.discard_in_background(Vec::new(), deferred);
+        end
+    }
+
+    fn drive(&mut self, coordinator: &mut Coordinator, a: &mut Attempt<J>) -> AttemptEnd<J> {
+        let p = self.config.job.parallelism as usize;
+        let timeout = self.config.checkpointing.timeout;
+        let mut in_flight: BTreeMap<u64, InFlight> = BTreeMap::new();
+        let mut last_progress = Instant::now();
+        let mut last_records = self.opts.counters.records.load(Ordering::Relaxed);
+        let never_commands = never();
+        let commands = self.opts.commands.as_ref().unwrap_or(&never_commands);
+        let end = loop {
+            if self.should_stop() {
+                break AttemptEnd::Cancelled;
+            }
+            if !self.stopping_with_savepoint
+                && self.opts.stop_with_savepoint.load(Ordering::Relaxed)
+            {
+                self.stop_with_savepoint(coordinator);
+            }
+            let now = self.started.elapsed();
+            let mut outcome = None;
+            for action in coordinator.poll(now) {
+                outcome = match action {
+                    Action::Trigger { id, savepoint } => {
+                        self.trigger(coordinator, a, &mut in_flight, id, savepoint, timeout)
+                    }
+                    Action::Expire { id } => {
+                        // Tasks may still write into an expired location: clean it after they
+                        // stop, at the end of the attempt.
+                        let request = in_flight.remove(&id).and_then(|f| {
+                            self.deferred.push(f.barrier.location.clone());
+                            f.request
+                        });
+                        tracing::warn!(
+                            id,
+                            "checkpoint expired after {}",
+                            humantime::format_duration(timeout)
+                        );
+                        self.fail(coordinator, id, FailureReason::Expired, None, request)
+                    }
+                };
+                if outcome.is_some() {
+                    break;
+                }
+            }
+            if let Some(end) = outcome {
+                break end;
+            }
+            // A final checkpoint that failed is asked for again (periodic ones may be off).
+            if a.final_from.is_some() && a.final_commit.is_none() && coordinator.pending() == 0 {
+                coordinator.request_checkpoint();
+            }
+            self.opts
+                .counters
+                .checkpoints_in_flight
+                .store(in_flight.len() as u64, Ordering::Relaxed);
+            let wait = coordinator
+                .next_wakeup(now)
+                .map_or(Duration::from_millis(250), |at| at.saturating_sub(now))
+                .min(Duration::from_millis(250));
+            let step = crossbeam_channel::select! {
+                recv(a.events) -> event => match event {
+                    Ok(event) => self.on_event(coordinator, a, &mut in_flight, event),
+                    Err(_) => None,
+                },
+                recv(commands) -> command => match command {
+                    Ok(command) => self.on_command(coordinator, command),
+                    Err(_) => None,
+                },
+                default(wait) => None,
+            };
+            if let Some(end) = step {
+                break end;
+            }
+            if last_progress.elapsed() >= Duration::from_millis(250) {
+                let records = self.opts.counters.records.load(Ordering::Relaxed);
+                let secs = last_progress.elapsed().as_secs_f64();
+                self.progress.records = records;
+                self.progress.records_per_sec = records.saturating_sub(last_records) as f64 / secs;
+                self.progress.failures = coordinator.total_failures();
+                last_records = records;
+                last_progress = Instant::now();
+                (self.opts.on_progress)(&self.progress);
+            }
+        };
+        // Whatever was in flight will never complete in this attempt; its locations are cleaned
+        // once the tasks have stopped writing into them, and savepoint requests are answered.
+        for f in in_flight.into_values() {
+            self.deferred.push(f.barrier.location.clone());
+            if let Some(reply) = f.request.and_then(|r| r.reply) {
+                let _ = reply.send(Err("the job stopped or failed over first".to_string()));
+            }
+        }
+        let _ = p;
+        coordinator.abort_all();
+        end
+    }
+
+    fn stop_with_savepoint(&mut self, coordinator: &mut Coordinator) {
+        tracing::info!("stop requested: taking a savepoint first");
+        self.stopping_with_savepoint = true;
+        self.savepoint_queue.push_back(SavepointRequest {
+            target: None,
+            reply: None,
+            then_stop: true,
+        });
+        coordinator.request_savepoint();
+    }
+
+    fn on_command(
+        &mut self,
+        coordinator: &mut Coordinator,
+        command: Command,
+    ) -> Option<AttemptEnd<J>> {
+        match command {
+            Command::Cancel => {
+                self.opts.cancel.store(true, Ordering::Relaxed);
+                Some(AttemptEnd::Cancelled)
+            }
+            Command::Savepoint { target, reply } => {
+                self.savepoint_queue.push_back(SavepointRequest {
+                    target,
+                    reply: Some(reply),
+                    then_stop: false,
+                });
+                coordinator.request_savepoint();
+                None
+            }
+            Command::StopWithSavepoint => {
+                if !self.stopping_with_savepoint {
+                    self.stop_with_savepoint(coordinator);
+                }
+                None
+            }
+        }
+    }
+
+    fn trigger(
+        &mut self,
+        coordinator: &mut Coordinator,
+        a: &mut Attempt<J>,
+        in_flight: &mut BTreeMap<u64, InFlight>,
+        id: u64,
+        savepoint: bool,
+        timeout: Duration,
+    ) -> Option<AttemptEnd<J>> {
+        let request = if savepoint {
+            self.savepoint_queue.pop_front()
+        } else {
+            None
+        };
+        let target = savepoint.then(|| {
+            request.as_ref().and_then(|r| r.target.clone()).or_else(|| {
+                self.config
+                    .savepoints
+                    .dir
+                    .as_ref()
+                    .map(|d| d.to_string_lossy().into_owned())
+            })
+        });
+        let triggered = self.started.elapsed();
+        match self.calls.begin(&self.job_storage, id, target, timeout) {
+            Ok(location) => {
+                let barrier = Arc::new(Barrier {
+                    id,
+                    location,
+                    savepoint,
+                });
+                for tx in &a.barriers {
+                    let _ = tx.send(barrier.clone());
+                }
+                for (c, ended) in a.input_ended.iter().enumerate() {
+                    if *ended {
+                        a.gates[c].control(Control::Barrier(barrier.clone()));
+                    }
+                }
+                let p = self.config.job.parallelism as usize;
+                in_flight.insert(
+                    id,
+                    InFlight {
+                        barrier,
+                        started: Instant::now(),
+                        triggered,
+                        triggered_at_ms: epoch_ms(),
+                        offsets: vec![None; p],
+                        tasks: (0..p).map(|_| None).collect(),
+                        request,
+                    },
+                );
+                None
+            }
+            Err(e) => self.fail(
+                coordinator,
+                id,
+                FailureReason::Declined(e.to_string()),
+                None,
+                request,
+            ),
+        }
+    }
+
+    /// Count a failure and clean its location. `Some` if the job must fail over or stop.
+    fn fail(
+        &mut self,
+        coordinator: &mut Coordinator,
+        id: u64,
+        reason: FailureReason,
+        location: Option<Location>,
+        request: Option<SavepointRequest>,
+    ) -> Option<AttemptEnd<J>> {
+        let then_stop = request.as_ref().is_some_and(|r| r.then_stop);
+        if let Some(reply) = request.and_then(|r| r.reply) {
+            let _ = reply.send(Err(format!("savepoint {id} failed: {reason}")));
+        }
+        self.discard_in_background(Vec::new(), location.into_iter().collect());
+        if then_stop {
+            tracing::error!(
+                id,
+                "the savepoint before stopping failed ({reason}); stopping without it"
+            );
+            let _ = coordinator.on_failed(id, &reason);
+            return Some(AttemptEnd::Cancelled);
+        }
+        tracing::warn!(id, "checkpoint failed: {reason}");
+        // A call given up because the run is stopping is no failure of the job's: it stops.
+        if self.opts.cancel.load(Ordering::Relaxed) {
+            let _ = coordinator.on_failed(id, &reason);
+            return Some(AttemptEnd::Cancelled);
+        }
+        let verdict = coordinator.on_failed(id, &reason);
+        self.progress.failures = coordinator.total_failures();
+        self.opts
+            .counters
+            .checkpoints_failed
+            .store(coordinator.total_failures(), Ordering::Relaxed);
+        (verdict == Verdict::FailJob).then(|| {
+            AttemptEnd::Failover(format!(
+                "checkpoint {id} {reason}, and checkpoint failures in a row exceed \
+                 checkpointing.tolerable-failures"
+            ))
+        })
+    }
+
+    fn on_event(
+        &mut self,
+        coordinator: &mut Coordinator,
+        a: &mut Attempt<J>,
+        in_flight: &mut BTreeMap<u64, InFlight>,
+        event: TaskEvent,
+    ) -> Option<AttemptEnd<J>> {
+        match event {
+            TaskEvent::Failed { task, error } => {
+                Some(AttemptEnd::Failover(format!("{task}: {error}")))
+            }
+            TaskEvent::SourceEnded { subtask, offset } => {
+                a.source_ended[subtask as usize] = Some(offset);
+                self.on_input_progress(coordinator, a)
+            }
+            TaskEvent::InputEnded { subtask } => {
+                let c = subtask as usize;
+                a.input_ended[c] = true;
+                // Barriers in flight that this task has not taken can no longer reach it
+                // through its inputs.
+                for f in in_flight.values() {
+                    if f.tasks[c].is_none() {
+                        a.gates[c].control(Control::Barrier(f.barrier.clone()));
+                    }
+                }
+                self.on_input_progress(coordinator, a)
+            }
+            TaskEvent::Committed { id, subtask } => {
+                if let Some((final_id, committed)) = &mut a.final_commit {
+                    if id >= *final_id {
+                        committed[subtask as usize] = true;
+                        if committed.iter().all(|&c| c) {
+                            return Some(self.finish(a));
+                        }
+                    }
+                }
+                None
+            }
+            TaskEvent::SourceAck {
+                id,
+                subtask,
+                offset,
+            } => {
+                let flight = in_flight.get_mut(&id)?;
+                flight.offsets[subtask as usize] = Some(offset);
+                self.maybe_complete(coordinator, a, in_flight, id)
+            }
+            TaskEvent::TaskAck {
+                id,
+                subtask,
+                result,
+            } => {
+                let Some(flight) = in_flight.get_mut(&id) else {
+                    // A late acknowledgement of an expired or aborted checkpoint: drop its state.
+                    if let Ok(snapshot) = result {
+                        let calls = self.calls.clone();
+                        std::thread::spawn(move || {
+                            for h in snapshot.handles {
+                                let _ = calls.discard(h);
+                            }
+                        });
+                    }
+                    return None;
+                };
+                match result {
+                    Ok(snapshot) => {
+                        flight.tasks[subtask as usize] = Some(snapshot);
+                        self.maybe_complete(coordinator, a, in_flight, id)
+                    }
+                    Err(why) => {
+                        let f = in_flight.remove(&id).expect("present");
+                        // The task may still be writing its stream: clean after the attempt.
+                        self.deferred.push(f.barrier.location.clone());
+                        self.fail(
+                            coordinator,
+                            id,
+                            FailureReason::Declined(why),
+                            None,
+                            f.request,
+                        )
+                    }
+                }
+            }
+        }
+    }
+
+    /// Once the whole input is processed: a job with a sink asks for its final checkpoint; one
+    /// without finishes at once.
+    fn on_input_progress(
+        &mut self,
+        coordinator: &mut Coordinator,
+        a: &mut Attempt<J>,
+    ) -> Option<AttemptEnd<J>> {
+        let done = a.input_ended.iter().all(|&e| e) && a.source_ended.iter().all(Option::is_some);
+        if !done || a.final_from.is_some() {
+            return None;
+        }
+        if !a.has_sink {
+            return Some(self.finish(a));
+        }
+        tracing::info!("the input ended: taking the final checkpoint");
+        a.final_from = Some(coordinator.next_id());
+        coordinator.request_checkpoint();
+        None
+    }
+
+    /// Ask every keyed task for its final state and wait for it.
+    fn finish(&mut self, a: &mut Attempt<J>) -> AttemptEnd<J> {
+        let p = self.config.job.parallelism as usize;
+        for g in &a.gates {
+            g.control(Control::Finish);
+        }
+        let mut states: Vec<Option<KeyedState<J::Key, J::State>>> = (0..p).map(|_| None).collect();
+        let deadline = Duration::from_secs(60);
+        while states.iter().any(Option::is_none) {
+            crossbeam_channel::select! {
+                recv(a.finals) -> f => match f {
+                    Ok(f) => states[f.subtask as usize] = Some(f.state),
+                    Err(_) => return AttemptEnd::Failover("a keyed task ended without its final state".into()),
+                },
+                recv(a.events) -> event => {
+                    if let Ok(TaskEvent::Failed { task, error }) = event {
+                        return AttemptEnd::Failover(format!("{task}: {error}"));
+                    }
+                },
+                default(deadline) => return AttemptEnd::Failover(
+                    "the keyed tasks did not hand back their final state within 60s".into()),
+            }
+        }
+        let offsets = a
+            .source_ended
+            .iter()
+            .map(|o| offset_from::<J>(o.as_ref().expect("every source ended")))
+            .collect::<Result<Vec<_>, _>>();
+        match offsets {
+            Ok(offsets) => AttemptEnd::Finished {
+                states: states.into_iter().map(|s| s.expect("all")).collect(),
+                offsets,
+            },
+            Err(e) => AttemptEnd::Failover(e),
+        }
+    }
+
+    /// Commit checkpoint `id` if every task has acknowledged it.
+    fn maybe_complete(
+        &mut self,
+        coordinator: &mut Coordinator,
+        a: &mut Attempt<J>,
+        in_flight: &mut BTreeMap<u64, InFlight>,
+        id: u64,
+    ) -> Option<AttemptEnd<J>> {
+        let flight = in_flight.get(&id)?;
+        if flight.offsets.iter().any(Option::is_none) || flight.tasks.iter().any(Option::is_none) {
+            return None;
+        }
+        let flight = in_flight.remove(&id).expect("present");
+        let savepoint = flight.barrier.savepoint;
+        let tasks: Vec<TaskSnapshot> = flight.tasks.into_iter().map(|t| t.expect("all")).collect();
+        let metadata = CheckpointMetadata {
+            checkpoint_id: id,
+            kind: if savepoint {
+                SnapshotKind::Savepoint
+            } else {
+                SnapshotKind::Checkpoint
+            },
+            job_id: self.config.job.id.clone(),
+            job_kind: self.job.kind().to_string(),
+            config_fingerprint: self.fingerprint.clone(),
+            job_settings: self.settings.clone(),
+            triggered_at_ms: flight.triggered_at_ms,
+            completed_at_ms: epoch_ms(),
+            tasks: tasks
+                .iter()
+                .enumerate()
+                .map(|(i, t)| TaskState {
+                    operator: KEYED_OPERATOR.to_string(),
+                    subtask: i as u32,
+                    handles: t.handles.iter().map(HandleRecord::from).collect(),
+                    records: t.records,
+                    sink: t.sink.clone(),
+                    epoch: t.epoch,
+                    entries: t.entries,
+                    pages: t.pages,
+                    changed_pages: t.changed_pages,
+                })
+                .collect(),
+            source_offsets: flight
+                .offsets
+                .into_iter()
+                .map(|o| o.expect("all acknowledged"))
+                .collect(),
+        };
+        let size = metadata.state_size();
+        let bytes = metadata.encode();
+        let timeout = self.config.checkpointing.timeout;
+        let remaining = timeout.saturating_sub(flight.started.elapsed());
+        // The commit gets at least a second (or the whole timeout, if shorter) of its own.
+        let deadline = remaining.max(Duration::from_secs(1).min(timeout));
+        match self.calls.commit(&flight.barrier.location, bytes, deadline) {
+            Ok(done) => {
+                let subsumed =
+                    coordinator.on_committed(id, done.pointer.clone(), self.started.elapsed());
+                let report = CheckpointReport {
+                    id,
+                    pointer: done.pointer.clone(),
+                    savepoint,
+                    triggered: flight.triggered,
+                    completed: self.started.elapsed(),
+                    state_bytes: size,
+                    pages: tasks.iter().map(|t| t.pages).sum(),
+                    changed_pages: tasks.iter().map(|t| t.changed_pages).sum(),
+                };
+                let took = u64::try_from(report.duration().as_millis()).unwrap_or(u64::MAX);
+                self.progress.completed += 1;
+                let counters = &self.opts.counters;
+                counters
+                    .checkpoints_completed
+                    .fetch_add(1, Ordering::Relaxed);
+                counters.last_checkpoint_us.store(
+                    u64::try_from(report.duration().as_micros()).unwrap_or(u64::MAX),
+                    Ordering::Relaxed,
+                );
+                counters
+                    .last_checkpoint_bytes
+                    .store(size, Ordering::Relaxed);
+                (self.opts.on_checkpoint)(&report);
+                // The checkpoint is durable: now the sinks may commit what it covers.
+                for g in &a.gates {
+                    g.control(Control::Complete(id));
+                }
+                if let Some(request) = flight.request {
+                    if let Some(reply) = request.reply {
+                        let _ = reply.send(Ok(done.pointer.clone()));
+                    }
+                    if request.then_stop {
+                        tracing::info!(pointer = %done.pointer, "savepoint taken; stopping");
+                        self.final_savepoint = Some(done.pointer.clone());
+                        return Some(AttemptEnd::Cancelled);
+                    }
+                }
+                if !savepoint {
+                    self.last_completed = Some((id, done.pointer.clone()));
+                    self.progress.last_checkpoint = Some((id, took, size));
+                    a.completed += 1;
+                    if a.final_from.is_some_and(|f| id >= f) && a.final_commit.is_none() {
+                        a.final_commit = Some((id, vec![false; a.gates.len()]));
+                    }
+                    if let Some(n) = self.config.job.fail_after_checkpoints {
+                        if !self.injected_checkpoints && a.completed >= n {
+                            self.injected_checkpoints = true;
+                            a.gates[0].control(Control::Fail(format!(
+                                "injected failure in keyed task 0 after {n} completed \
+                                 checkpoint(s) (job.fail-after-checkpoints)"
+                            )));
+                        }
+                    }
+                }
+                let pointers = subsumed.into_iter().map(|r| r.pointer).collect();
+                self.discard_in_background(pointers, Vec::new());
+                None
+            }
+            // An abandoned commit cleans up after itself; a failed one is cleaned now.
+            Err(e) => {
+                let location = (!matches!(e, StorageError::Timeout(_)))
+                    .then(|| flight.barrier.location.clone());
+                self.fail(
+                    coordinator,
+                    id,
+                    FailureReason::Finalize(e.to_string()),
+                    location,
+                    flight.request,
+                )
+            }
+        }
+    }
+}

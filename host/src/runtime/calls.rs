@@ -1,0 +1,457 @@
+//! Every storage-plugin call the coordinator side makes, each with a deadline.
+//!
+//! [`PluginCalls`] is the only handle to the storage the coordinator, the restore code and the
+//! background discards have: it does not give out the raw `CheckpointStorage`, so no call can
+//! skip the deadline. A call runs on a worker thread; the caller waits at most the deadline
+//! (the `checkpointing.timeout`, or what remains of a checkpoint's), and gives up early when
+//! the run is cancelled. A call that does not return in time is abandoned: its worker is left
+//! to finish (or hang) on its own and is never reused, and its late result goes to an *undo*
+//! function, if the call has one, so that a location begun or a checkpoint committed after its
+//! deadline is cleaned up rather than leaked. Workers that return in time are reused, so a call
+//! costs two channel messages, not a thread.
+//!
+//! Calls made on task threads (creating and writing state streams) are not here: they belong
+//! to a checkpoint, and a checkpoint that hangs expires.
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Condvar, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use cairn_plugin_api::{
+    CheckpointLocation, CheckpointStorage, CompletedCheckpoint, InputStream, JobStorage,
+    ResolvedCheckpoint, StateHandle, StorageError, StorageInfo,
+};
+use crossbeam_channel::{unbounded, Sender};
+
+/// What to do with the result of a call that was abandoned at its deadline.
+pub(crate) type Undo<T> = Box<dyn FnOnce(Result<T, StorageError>) + Send>;
+
+type Work = Box<dyn FnOnce() + Send>;
+
+/// Where a call's result meets its caller. The undo travels with the slot: the caller leaves
+/// it there when it gives up, and the worker runs it on the late result.
+enum Slot<T> {
+    Waiting(Option<Undo<T>>),
+    Done(Result<T, StorageError>),
+    Abandoned(Option<Undo<T>>),
+    Taken,
+}
+
+struct Worker {
+    work: Sender<Work>,
+}
+
+/// The coordinator side's access to the storage plugin (see the module docs).
+pub struct PluginCalls {
+    storage: Arc<dyn CheckpointStorage>,
+    deadline: Duration,
+    cancel: Arc<AtomicBool>,
+    idle: Mutex<Vec<Worker>>,
+}
+
+/// A location of a checkpoint in flight, usable only through [`PluginCalls`] and the tasks.
+pub(crate) type Location = Arc<dyn CheckpointLocation>;
+
+fn what_timed_out(what: &str, deadline: Duration) -> StorageError {
+    StorageError::Timeout(format!(
+        "the storage plugin's {what} did not return within {} (checkpointing.timeout bounds every plugin call)",
+        humantime::format_duration(deadline)
+    ))
+}
+
+impl PluginCalls {
+    /// Calls into `storage`, each bounded by `deadline` and given up when `cancel` is set.
+    pub fn new(
+        storage: Arc<dyn CheckpointStorage>,
+        deadline: Duration,
+        cancel: Arc<AtomicBool>,
+    ) -> Arc<Self> {
+        Arc::new(PluginCalls {
+            storage,
+            deadline,
+            cancel,
+            idle: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The deadline of calls that are not part of a checkpoint.
+    pub fn deadline(&self) -> Duration {
+        self.deadline
+    }
+
+    fn worker(&self) -> Result<Worker, StorageError> {
+        if let Some(w) = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop() {
+            return Ok(w);
+        }
+        let (tx, rx) = unbounded::<Work>();
+        std::thread::Builder::new()
+            .name("plugin-call".to_string())
+            .spawn(move || {
+                for work in rx {
+                    work();
+                }
+            })
+            .map_err(|e| StorageError::Other(format!("cannot start a plugin-call thread: {e}")))?;
+        Ok(Worker { work: tx })
+    }
+
+    /// Run `f` with `deadline`; see the module docs. `what` names the call in errors, such as
+    /// `list_completed() of job 'j'`.
+    pub(crate) fn call<T: Send + 'static>(
+        &self,
+        what: &str,
+        deadline: Duration,
+        undo: Option<Undo<T>>,
+        f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
+    ) -> Result<T, StorageError> {
+        let slot = Arc::new((Mutex::new(Slot::Waiting(undo)), Condvar::new()));
+        let theirs = slot.clone();
+        let work: Work = Box::new(move || {
+            let result = f();
+            let (lock, ready) = &*theirs;
+            let mut s = lock.lock().unwrap_or_else(|p| p.into_inner());
+            match std::mem::replace(&mut *s, Slot::Taken) {
+                Slot::Waiting(_) => {
+                    *s = Slot::Done(result);
+                    ready.notify_one();
+                }
+                // The caller gave up: the late result goes to the undo, if any, or is dropped.
+                Slot::Abandoned(undo) => {
+                    drop(s);
+                    if let Some(undo) = undo {
+                        undo(result);
+                    }
+                }
+                Slot::Done(_) | Slot::Taken => {}
+            }
+        });
+        let worker = self.worker()?;
+        if worker.work.send(work).is_err() {
+            return Err(StorageError::Other(format!(
+                "{what}: the call's thread died"
+            )));
+        }
+        // A deadline too far away to represent is no deadline: wait for the call or a cancel.
+        let until = Instant::now().checked_add(deadline);
+        let (lock, ready) = &*slot;
+        let mut s = lock.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Slot::Done(_) = &*s {
+                let Slot::Done(result) = std::mem::replace(&mut *s, Slot::Taken) else {
+                    unreachable!("checked just above")
+                };
+                drop(s);
+                self.idle
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(worker);
+                return result;
+            }
+            let cancelled = self.cancel.load(Ordering::Relaxed);
+            let now = Instant::now();
+            if cancelled || until.is_some_and(|u| now >= u) {
+                // Leave the undo for the worker, which finds the slot abandoned.
+                if let Slot::Waiting(undo) = std::mem::replace(&mut *s, Slot::Taken) {
+                    *s = Slot::Abandoned(undo);
+                }
+                drop(s);
+                return Err(if cancelled {
+                    StorageError::Timeout(format!(
+                        "the storage plugin's {what} was abandoned: the job is stopping"
+                    ))
+                } else {
+                    what_timed_out(what, deadline)
+                });
+            }
+            let slice = until
+                .map_or(Duration::from_millis(50), |u| {
+                    u.saturating_duration_since(now)
+                })
+                .min(Duration::from_millis(50));
+            s = ready
+                .wait_timeout(s, slice)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// `info()`.
+    pub fn info(&self) -> Result<StorageInfo, StorageError> {
+        let storage = self.storage.clone();
+        self.call("info()", self.deadline, None, move || Ok(storage.info()))
+    }
+
+    /// `job(id)`.
+    pub(crate) fn job(&self, job_id: &str) -> Result<Arc<dyn JobStorage>, StorageError> {
+        let storage = self.storage.clone();
+        let id = job_id.to_string();
+        self.call(
+            &format!("job('{job_id}')"),
+            self.deadline,
+            None,
+            move || storage.job(&id).map(Arc::from),
+        )
+    }
+
+    /// `list_completed()`.
+    pub(crate) fn list_completed(
+        &self,
+        job: &Arc<dyn JobStorage>,
+        job_id: &str,
+    ) -> Result<Vec<CompletedCheckpoint>, StorageError> {
+        let job = job.clone();
+        self.call(
+            &format!("list_completed() of job '{job_id}'"),
+            self.deadline,
+            None,
+            move || job.list_completed(),
+        )
+    }
+
+    /// `resolve(pointer)`.
+    pub(crate) fn resolve(&self, pointer: &str) -> Result<ResolvedCheckpoint, StorageError> {
+        let storage = self.storage.clone();
+        let p = pointer.to_string();
+        self.call(
+            &format!("resolve({pointer})"),
+            self.deadline,
+            None,
+            move || storage.resolve(&p),
+        )
+    }
+
+    /// Open `handle` and hand its input stream to `read` (which reads it to the end), as one
+    /// bounded call.
+    pub(crate) fn read_handle<T: Send + 'static>(
+        &self,
+        what: &str,
+        handle: StateHandle,
+        read: impl FnOnce(&StateHandle, Box<dyn InputStream>) -> Result<T, StorageError>
+            + Send
+            + 'static,
+    ) -> Result<T, StorageError> {
+        let storage = self.storage.clone();
+        self.call(what, self.deadline, None, move || {
+            let input = storage.open_handle(&handle)?;
+            read(&handle, input)
+        })
+    }
+
+    /// `begin_checkpoint` or `begin_savepoint`, within `deadline`; a location begun after it is
+    /// cleaned when the call returns.
+    pub(crate) fn begin(
+        &self,
+        job: &Arc<dyn JobStorage>,
+        id: u64,
+        savepoint_target: Option<Option<String>>,
+        deadline: Duration,
+    ) -> Result<Location, StorageError> {
+        let job = job.clone();
+        let undo: Undo<Location> = Box::new(|begun| {
+            if let Ok(location) = begun {
+                let _ = location.dispose_on_failure();
+            }
+        });
+        let what = if savepoint_target.is_some() {
+            "begin_savepoint"
+        } else {
+            "begin_checkpoint"
+        };
+        self.call(
+            &format!("{what}({id})"),
+            deadline,
+            Some(undo),
+            move || match savepoint_target {
+                Some(target) => job.begin_savepoint(id, target.as_deref()).map(Arc::from),
+                None => job.begin_checkpoint(id).map(Arc::from),
+            },
+        )
+    }
+
+    /// `commit(metadata)` within `deadline`. A commit abandoned at its deadline may still
+    /// complete: the checkpoint, already counted as failed, is then disposed; if it fails, the
+    /// location is cleaned.
+    pub(crate) fn commit(
+        &self,
+        location: &Location,
+        metadata: Vec<u8>,
+        deadline: Duration,
+    ) -> Result<CompletedCheckpoint, StorageError> {
+        let storage = self.storage.clone();
+        let undo_location = location.clone();
+        let undo: Undo<CompletedCheckpoint> = Box::new(move |late| match late {
+            Ok(done) => {
+                tracing::warn!(pointer = %done.pointer, "a commit abandoned at its deadline completed late; disposing it");
+                let _ = storage.dispose(&done.pointer);
+            }
+            Err(_) => {
+                let _ = undo_location.dispose_on_failure();
+            }
+        });
+        let location = location.clone();
+        self.call("commit", deadline, Some(undo), move || {
+            location.commit(&metadata)
+        })
+    }
+
+    /// `dispose(pointer)`.
+    pub(crate) fn dispose(&self, pointer: &str) -> Result<(), StorageError> {
+        let storage = self.storage.clone();
+        let p = pointer.to_string();
+        self.call(
+            &format!("dispose({pointer})"),
+            self.deadline,
+            None,
+            move || storage.dispose(&p),
+        )
+    }
+
+    /// `dispose_on_failure()` of a location.
+    pub(crate) fn dispose_on_failure(&self, location: &Location) -> Result<(), StorageError> {
+        let location = location.clone();
+        self.call("dispose_on_failure()", self.deadline, None, move || {
+            location.dispose_on_failure()
+        })
+    }
+
+    /// `discard(handle)`.
+    pub(crate) fn discard(&self, handle: StateHandle) -> Result<(), StorageError> {
+        let storage = self.storage.clone();
+        self.call("discard()", self.deadline, None, move || {
+            storage.discard(&handle)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A storage that is never called: `call` runs closures, not storage methods.
+    struct Nothing;
+
+    impl CheckpointStorage for Nothing {
+        fn info(&self) -> StorageInfo {
+            StorageInfo {
+                capabilities: cairn_plugin_api::Capabilities::empty(),
+                inline_threshold: 0,
+                max_state_size: None,
+                location: "nowhere".into(),
+            }
+        }
+        fn job(&self, _: &str) -> cairn_plugin_api::StorageResult<Box<dyn JobStorage>> {
+            Err(StorageError::Unsupported("test".into()))
+        }
+        fn resolve(&self, _: &str) -> cairn_plugin_api::StorageResult<ResolvedCheckpoint> {
+            Err(StorageError::Unsupported("test".into()))
+        }
+        fn open_handle(
+            &self,
+            _: &StateHandle,
+        ) -> cairn_plugin_api::StorageResult<Box<dyn InputStream>> {
+            Err(StorageError::Unsupported("test".into()))
+        }
+        fn discard(&self, _: &StateHandle) -> cairn_plugin_api::StorageResult<()> {
+            Ok(())
+        }
+        fn dispose(&self, _: &str) -> cairn_plugin_api::StorageResult<()> {
+            Ok(())
+        }
+        fn corrupt_for_testing(&self, _: &StateHandle) -> cairn_plugin_api::StorageResult<()> {
+            Ok(())
+        }
+    }
+
+    fn calls(deadline: Duration) -> (Arc<PluginCalls>, Arc<AtomicBool>) {
+        let cancel = Arc::new(AtomicBool::new(false));
+        (
+            PluginCalls::new(Arc::new(Nothing), deadline, cancel.clone()),
+            cancel,
+        )
+    }
+
+    #[test]
+    fn a_call_returns_its_result_and_its_worker_is_reused() {
+        let (c, _) = calls(Duration::from_secs(60));
+        let first = c
+            .call(
+                "a()",
+                c.deadline(),
+                None,
+                || Ok(std::thread::current().id()),
+            )
+            .unwrap();
+        let second = c
+            .call(
+                "b()",
+                c.deadline(),
+                None,
+                || Ok(std::thread::current().id()),
+            )
+            .unwrap();
+        assert_eq!(first, second, "the idle worker runs the next call");
+        let err = c
+            .call::<()>("c()", c.deadline(), None, || {
+                Err(StorageError::NotFound("x".into()))
+            })
+            .unwrap_err();
+        assert!(matches!(err, StorageError::NotFound(_)));
+    }
+
+    #[test]
+    fn a_hanging_call_times_out_naming_itself_and_its_late_result_is_undone() {
+        let (c, _) = calls(Duration::from_millis(20));
+        let (release_tx, release) = crossbeam_channel::bounded::<()>(0);
+        let (undone_tx, undone) = crossbeam_channel::bounded(1);
+        let undo: Undo<u32> = Box::new(move |late| {
+            let _ = undone_tx.send(late.ok());
+        });
+        let err = c
+            .call(
+                "list_completed() of job 'j'",
+                c.deadline(),
+                Some(undo),
+                move || {
+                    let _ = release.recv();
+                    Ok(7)
+                },
+            )
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, StorageError::Timeout(_)), "{text}");
+        assert!(
+            text.contains("list_completed() of job 'j'") && text.contains("20ms"),
+            "{text}"
+        );
+        release_tx.send(()).unwrap();
+        assert_eq!(
+            undone.recv().unwrap(),
+            Some(7),
+            "the late result reached the undo"
+        );
+        // The abandoned worker is not reused: the next call still works.
+        assert_eq!(
+            c.call("d()", Duration::from_secs(60), None, || Ok(1))
+                .unwrap(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_cancel_gives_up_at_once_and_a_huge_deadline_never_overflows() {
+        let (c, cancel) = calls(Duration::MAX);
+        cancel.store(true, Ordering::Relaxed);
+        let (_hold, wait) = crossbeam_channel::bounded::<()>(0);
+        let err = c
+            .call("job('j')", c.deadline(), None, move || {
+                let _ = wait.recv();
+                Ok(())
+            })
+            .unwrap_err();
+        assert!(err.to_string().contains("the job is stopping"), "{err}");
+    }
+}

@@ -1,0 +1,251 @@
+//! What a run takes from its caller and gives back: options, commands, live counters, progress,
+//! checkpoint reports, the summary and the errors.
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, AtomicU64},
+        Arc,
+    },
+    time::Duration,
+};
+
+use cairn_plugin_api::StorageError;
+use crossbeam_channel::{Receiver, Sender};
+use serde::Serialize;
+
+/// Where to restore from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RestoreFrom {
+    /// The newest completed checkpoint of the job.
+    Latest,
+    /// The checkpoint or savepoint at this pointer.
+    Pointer(String),
+}
+
+/// When the run ends on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopWhen {
+    /// Only when its input ends or it is stopped from outside.
+    Never,
+    /// After this long (a stop, as if cancelled).
+    After(Duration),
+    /// When the sources have emitted this many records in total (jobs whose source is bounded
+    /// by a record count, such as the keyed counter).
+    Records(u64),
+}
+
+/// What can be asked of a running job (a control socket will send these).
+#[derive(Debug)]
+pub enum Command {
+    /// Stop now; completed checkpoints stay or go as `externalized-retention` says.
+    Cancel,
+    /// Take a savepoint (to `target`, or the default savepoint directory) and answer with its
+    /// pointer.
+    Savepoint {
+        /// The target directory, if not the default.
+        target: Option<String>,
+        /// Where the pointer, or the reason it failed, goes.
+        reply: Sender<Result<String, String>>,
+    },
+    /// Take a savepoint, then stop.
+    StopWithSavepoint,
+}
+
+/// Live figures of a run, readable from any thread (for metrics).
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Records processed by the keyed tasks (all attempts, replays included).
+    pub records: AtomicU64,
+    /// Keys held by the keyed tasks of the current attempt.
+    pub state_entries: AtomicU64,
+    /// Checkpoints completed.
+    pub checkpoints_completed: AtomicU64,
+    /// Checkpoint failures.
+    pub checkpoints_failed: AtomicU64,
+    /// Failovers.
+    pub failovers: AtomicU64,
+    /// Checkpoints in flight.
+    pub checkpoints_in_flight: AtomicU64,
+    /// The last completed checkpoint's duration, trigger to commit, in microseconds.
+    pub last_checkpoint_us: AtomicU64,
+    /// The last completed checkpoint's state bytes.
+    pub last_checkpoint_bytes: AtomicU64,
+    /// Microseconds from the start of the run to the first record a keyed task processed
+    /// (`u64::MAX` until then).
+    pub first_record_us: AtomicU64,
+}
+
+impl Counters {
+    /// Fresh counters.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Counters {
+            first_record_us: AtomicU64::new(u64::MAX),
+            ..Counters::default()
+        })
+    }
+}
+
+/// A snapshot of the run, for progress displays.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Progress {
+    /// Records processed since the run started (all attempts).
+    pub records: u64,
+    /// Records per second over the last interval.
+    pub records_per_sec: f64,
+    /// The attempt, from 1.
+    pub attempt: u32,
+    /// The last completed checkpoint: id, milliseconds it took, bytes of state.
+    pub last_checkpoint: Option<(u64, u64, u64)>,
+    /// Checkpoints completed in this run.
+    pub completed: u64,
+    /// Checkpoint failures in this run.
+    pub failures: u64,
+}
+
+/// A completed checkpoint or savepoint.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckpointReport {
+    /// Its id.
+    pub id: u64,
+    /// Its pointer.
+    pub pointer: String,
+    /// Whether it is a savepoint.
+    pub savepoint: bool,
+    /// When it was triggered, since the start of the run.
+    pub triggered: Duration,
+    /// When its commit returned, since the start of the run.
+    pub completed: Duration,
+    /// Bytes of state its handles stand for.
+    pub state_bytes: u64,
+    /// State pages it holds, and how many changed since each task's previous snapshot.
+    pub pages: u64,
+    /// See `pages`.
+    pub changed_pages: u64,
+}
+
+impl CheckpointReport {
+    /// Trigger to commit.
+    pub fn duration(&self) -> Duration {
+        self.completed.saturating_sub(self.triggered)
+    }
+}
+
+/// How the run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    /// The input ended, every record was processed and (with a sink) committed.
+    Finished,
+    /// Stopped by a duration, Ctrl-C, SIGTERM or a command.
+    Cancelled,
+}
+
+/// A retained checkpoint, for the summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct RetainedView {
+    /// Its id.
+    pub id: u64,
+    /// Its pointer.
+    pub pointer: String,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// The job id.
+    pub job_id: String,
+    /// The job kind.
+    pub job_kind: String,
+    /// How it ended.
+    pub status: Status,
+    /// Attempts (1 + failovers).
+    pub attempts: u32,
+    /// Checkpoints completed in this run.
+    pub checkpoints_completed: u64,
+    /// Checkpoint failures in this run.
+    pub checkpoints_failed: u64,
+    /// The newest completed checkpoint, if the job's checkpoints are kept.
+    pub latest_checkpoint: Option<RetainedView>,
+    /// Whether the job's completed checkpoints are kept (`externalized-retention`); when not,
+    /// they are discarded after this summary is reported.
+    pub checkpoints_kept: bool,
+    /// The savepoint taken before stopping (`savepoints.on-sigterm`), if one was.
+    pub final_savepoint: Option<String>,
+    /// The pointer the run restored from at start, if any.
+    pub restored_from: Option<String>,
+    /// Records the final state reflects: those restored at start plus those processed since.
+    pub records_counted: u64,
+    /// Records processed by the keyed tasks in this run, replays after a failover included.
+    pub records_processed: u64,
+    /// Milliseconds from the start of the run to the first record processed.
+    pub first_record_ms: Option<f64>,
+    /// Job-specific figures of a finished run (the keyed counter's `counts_sha256`, the word
+    /// count's `invalid_utf8_bytes`, ...).
+    #[serde(flatten)]
+    pub details: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Why a run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The restore point is unusable.
+    #[error("cannot restore: {0}")]
+    Restore(String),
+    /// A storage call needed to start (or restart) failed.
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    /// The job cannot be built from its settings.
+    #[error("{0}")]
+    Job(String),
+    /// Failed over more often than `[restart] attempts` allows.
+    #[error("the job failed after {attempts} attempts; last failure: {last}")]
+    Failed {
+        /// Attempts made.
+        attempts: u32,
+        /// The last failure.
+        last: String,
+    },
+}
+
+/// Options of one run.
+pub struct RunOptions<'a> {
+    /// Restore at start.
+    pub from: Option<RestoreFrom>,
+    /// When to end.
+    pub stop_when: StopWhen,
+    /// Set from outside (a signal handler) to stop the job.
+    pub cancel: Arc<AtomicBool>,
+    /// Set from outside (SIGTERM with `savepoints.on-sigterm`) to take a savepoint, then stop.
+    pub stop_with_savepoint: Arc<AtomicBool>,
+    /// Commands to the running job.
+    pub commands: Option<Receiver<Command>>,
+    /// Live figures.
+    pub counters: Arc<Counters>,
+    /// Called about four times a second.
+    pub on_progress: &'a dyn Fn(&Progress),
+    /// Called when a checkpoint or savepoint completes.
+    pub on_checkpoint: &'a dyn Fn(&CheckpointReport),
+    /// Called when the job fails over and will restart: the failed attempt's number, the
+    /// reason, and the checkpoint it restarts from (`None`: from the beginning).
+    pub on_failover: &'a dyn Fn(u32, &str, Option<&str>),
+    /// Called with the summary once the job has ended, *before* checkpoints that are not kept
+    /// are discarded, so a crash during the discard never loses the report.
+    pub on_summary: &'a dyn Fn(&Summary),
+}
+
+impl Default for RunOptions<'_> {
+    fn default() -> Self {
+        RunOptions {
+            from: None,
+            stop_when: StopWhen::Never,
+            cancel: Arc::default(),
+            stop_with_savepoint: Arc::default(),
+            commands: None,
+            counters: Counters::new(),
+            on_progress: &|_| {},
+            on_checkpoint: &|_| {},
+            on_failover: &|_, _, _| {},
+            on_summary: &|_| {},
+        }
+    }
+}
