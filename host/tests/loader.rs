@@ -312,7 +312,11 @@ fn discovery_reads_sections_without_loading_and_probes_plugins_without_one() {
 fn loading_by_name_loads_only_the_plugin_it_uses() {
     let dir = tempfile::tempdir().unwrap();
     let fs = copy_lib("cairn-storage-fs-cdylib", dir.path(), "libfs_unused.so");
-    let memory = copy_lib("cairn-storage-memory-cdylib", dir.path(), "libmemory_used.so");
+    let memory = copy_lib(
+        "cairn-storage-memory-cdylib",
+        dir.path(),
+        "libmemory_used.so",
+    );
     let search = SearchPath::new(vec![dir.path().to_path_buf()]);
     let plugin = loader::load_by_name(&search, "memory", None).unwrap();
     assert_eq!(plugin.manifest().name, "memory");

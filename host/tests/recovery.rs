@@ -126,7 +126,11 @@ fn a_job_folder_that_disappears_is_named_on_failover() {
     let dir = tempfile::tempdir().unwrap();
     let plugins = dir.path().join("plugins");
     std::fs::create_dir(&plugins).unwrap();
-    copy_lib("cairn-storage-fs-cdylib", &plugins, "libcairn_storage_fs.so");
+    copy_lib(
+        "cairn-storage-fs-cdylib",
+        &plugins,
+        "libcairn_storage_fs.so",
+    );
     std::fs::write(
         dir.path().join("cairn.toml"),
         "[plugins]\nsearch-path = [\"plugins\"]\n\n[checkpointing]\ninterval = \"100ms\"\n\n\
@@ -174,7 +178,11 @@ fn a_state_too_large_for_the_machine_is_refused_not_aborted() {
     let dir = tempfile::tempdir().unwrap();
     let plugins = dir.path().join("plugins");
     std::fs::create_dir(&plugins).unwrap();
-    copy_lib("cairn-storage-fs-cdylib", &plugins, "libcairn_storage_fs.so");
+    copy_lib(
+        "cairn-storage-fs-cdylib",
+        &plugins,
+        "libcairn_storage_fs.so",
+    );
     // About an exbibyte of state: more than any machine this runs on.
     std::fs::write(
         dir.path().join("cairn.toml"),

@@ -16,7 +16,11 @@ fn setup(input: &[(String, Vec<u8>)]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let plugins = dir.path().join("plugins");
     std::fs::create_dir(&plugins).unwrap();
-    copy_lib("cairn-storage-fs-cdylib", &plugins, "libcairn_storage_fs.so");
+    copy_lib(
+        "cairn-storage-fs-cdylib",
+        &plugins,
+        "libcairn_storage_fs.so",
+    );
     std::fs::create_dir(dir.path().join("input")).unwrap();
     for (name, bytes) in input {
         std::fs::write(dir.path().join("input").join(name), bytes).unwrap();

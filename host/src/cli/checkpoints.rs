@@ -315,13 +315,16 @@ enum Verdict {
     Removed(Vec<Problem>),
 }
 
+/// Checks the decoded state of one task: its operator and the bytes of one handle.
+type StateCheck = dyn Fn(&str, &[u8]) -> Result<(), String>;
+
 /// Check one checkpoint: metadata, then every handle (size and CRC32C), then `check_state` on
 /// the bytes. Returns the problems found, each marked when the storage said "not found".
 fn check_checkpoint(
     storage: &dyn CheckpointStorage,
     pointer: &str,
     bar: &ProgressBar,
-    check_state: &dyn Fn(&str, &[u8]) -> Result<(), String>,
+    check_state: &StateCheck,
 ) -> Vec<Problem> {
     let resolved = match storage.resolve(pointer) {
         Ok(r) => r,
@@ -372,7 +375,7 @@ fn verify_pointers(
     listed_at_start: &BTreeSet<String>,
     list_now: &dyn Fn() -> anyhow::Result<Vec<CompletedCheckpoint>>,
     bar: &ProgressBar,
-    check_state: &dyn Fn(&str, &[u8]) -> Result<(), String>,
+    check_state: &StateCheck,
 ) -> anyhow::Result<Vec<(String, Verdict)>> {
     let mut results = Vec::new();
     for p in pointers {

@@ -271,13 +271,12 @@ pub fn run(
     let path = bench.scratch.join("raw-baseline.bin");
     let mut raw_ms = Vec::new();
     for _ in 0..3 {
-        let s =
-            cairn_conformance::bench::raw_write(&path, checkpoint_bytes, &data).map_err(|error| {
-                BenchError::Raw {
-                    path: path.display().to_string(),
-                    error,
-                }
-            })?;
+        let s = cairn_conformance::bench::raw_write(&path, checkpoint_bytes, &data).map_err(
+            |error| BenchError::Raw {
+                path: path.display().to_string(),
+                error,
+            },
+        )?;
         raw_ms.push(s.seconds * 1000.0);
         remove(&path);
     }

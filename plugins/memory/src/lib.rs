@@ -32,7 +32,9 @@
 
 use std::sync::Arc;
 
-use cairn_plugin_api::{Capabilities, CheckpointStorage, Manifest, StaticManifest, StoragePlugin, StorageResult};
+use cairn_plugin_api::{
+    Capabilities, CheckpointStorage, Manifest, StaticManifest, StoragePlugin, StorageResult,
+};
 use cairn_plugin_kit::{
     options::{self, CommonSpec},
     Checkpoints, MemStore, Places, Settings,

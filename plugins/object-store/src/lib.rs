@@ -71,7 +71,9 @@ mod store;
 
 use std::sync::Arc;
 
-use cairn_plugin_api::{Capabilities, CheckpointStorage, Manifest, StaticManifest, StoragePlugin, StorageResult};
+use cairn_plugin_api::{
+    Capabilities, CheckpointStorage, Manifest, StaticManifest, StoragePlugin, StorageResult,
+};
 use cairn_plugin_kit::{Checkpoints, Places, Settings};
 use object_store::ObjectStore;
 

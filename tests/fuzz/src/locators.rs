@@ -40,7 +40,10 @@ pub fn locators(data: &[u8]) {
         1 => {
             if let Ok(pointer) = layout::parse_pointer(s) {
                 safe_parts(&pointer.key, s);
-                assert!(pointer.root.ends_with('/'), "pointer {s:?} gave {pointer:?}");
+                assert!(
+                    pointer.root.ends_with('/'),
+                    "pointer {s:?} gave {pointer:?}"
+                );
                 match &pointer.checkpoint {
                     Some((job, id)) => assert_eq!(
                         pointer.key,
