@@ -224,7 +224,8 @@ fn a_panic_in_every_vtable_entry_is_an_error_naming_it() {
 #[test]
 fn a_panic_while_any_object_is_dropped_is_logged_and_contained() {
     let plugin = load("cairn-fixture-panicking");
-    let cases: &[(&str, &str, fn(Box<dyn CheckpointStorage>))] = &[
+    type Drops = fn(Box<dyn CheckpointStorage>);
+    let cases: &[(&str, &str, Drops)] = &[
         ("drop", "Drop", |s| {
             let job = s.job("j").unwrap();
             drop(job.create_task_owned_stream().unwrap());
