@@ -9,6 +9,8 @@
 //! - [`config`]: the TOML config file, with errors that name the file, line and key.
 //! - [`metadata`]: the versioned, checksummed checkpoint metadata format.
 //! - [`coordinator`]: the checkpoint coordinator's rules, as a clock-free state machine.
+//! - [`registry`]: the shared-state registry: when a SHARED object of incremental checkpoints
+//!   may be discarded, as a state machine without I/O.
 //! - [`runtime`]: the dataflow runtime (sources, keyed exchange, keyed state with asynchronous
 //!   snapshots, two-phase-commit sinks) and the loop that drives the coordinator against a
 //!   storage plugin; the built-in jobs.
@@ -21,6 +23,7 @@ pub mod config;
 pub mod coordinator;
 pub mod loader;
 pub mod metadata;
+pub mod registry;
 pub mod runtime;
 
 pub use runtime::api as job;

@@ -29,8 +29,15 @@ pub const FORMAT_1: u16 = 1;
 /// Format 1 documents still decode.
 pub const FORMAT_2: u16 = 2;
 
+/// Format 3 (incremental checkpoints): a keyed task's state may be a chain of
+/// [`SegmentRecord`]s, byte ranges of SHARED objects written by this or earlier checkpoints,
+/// instead of (or besides) its handles. A cairn that reads only format 2 must refuse such a
+/// document rather than restore an empty state from its empty `handles`, hence the new number.
+/// Format 1 and 2 documents still decode.
+pub const FORMAT_3: u16 = 3;
+
 /// The format this build writes. Always the last constant above.
-pub const FORMAT_VERSION: u16 = FORMAT_2;
+pub const FORMAT_VERSION: u16 = FORMAT_3;
 
 /// The operator name of keyed tasks in [`TaskState::operator`].
 pub const KEYED_OPERATOR: &str = "keyed";
@@ -155,6 +162,43 @@ impl HandleRecord {
     }
 }
 
+/// A byte range of a stored object that holds part of a task's state (format 3): the pages an
+/// incremental checkpoint uploaded, in the object one task wrote for one checkpoint.
+///
+/// The plugin API's [`StateHandle`] names a whole object (locator, size, CRC32C of all its
+/// bytes); a segment adds the range inside it and the CRC32C of that range, so a reader checks
+/// the range it uses against the metadata even though it streams the whole object (the API has
+/// no ranged read), and the backend's whole-object check still runs when the stream ends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentRecord {
+    /// The object that holds the range.
+    pub object: HandleRecord,
+    /// The checkpoint that wrote the object; older than the checkpoint holding this record when
+    /// the range is referenced rather than uploaded.
+    pub checkpoint_id: u64,
+    /// Where the range starts in the object.
+    pub offset: u64,
+    /// Its length in bytes.
+    pub length: u64,
+    /// CRC32C of the range's bytes.
+    pub crc32c: u32,
+    /// Page records in the range.
+    pub pages: u64,
+    /// How many of them are the newest version of their page in the checkpoint holding this
+    /// record (the others were changed again later in the chain).
+    pub live_pages: u64,
+}
+
+impl SegmentRecord {
+    /// The stored object's locator (`None` for an object inline in the metadata).
+    pub fn stored_locator(&self) -> Option<&str> {
+        match &self.object {
+            HandleRecord::Stored { locator, .. } => Some(locator),
+            HandleRecord::Inline { .. } => None,
+        }
+    }
+}
+
 /// One task's snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskState {
@@ -181,6 +225,64 @@ pub struct TaskState {
     /// Pages changed since its previous snapshot (format 2).
     #[serde(default)]
     pub changed_pages: u64,
+    /// Its state as a chain of segments of SHARED objects, oldest first (format 3, incremental
+    /// checkpoints): each page's newest version in the chain is its state. Empty for state
+    /// written whole into `handles`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub segments: Vec<SegmentRecord>,
+}
+
+impl TaskState {
+    /// Whether its state is a chain of segments (an incremental checkpoint's task).
+    pub fn is_segmented(&self) -> bool {
+        !self.segments.is_empty()
+    }
+}
+
+/// How an incremental checkpoint relates to the ones before it (format 3): present on every
+/// checkpoint taken with `checkpointing.incremental = true`, full ones included.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IncrementalInfo {
+    /// The completed checkpoint whose chains this one extends; `None` for a full checkpoint,
+    /// which uploads every page.
+    pub base: Option<u64>,
+    /// Checkpoints since the last full one (0 for a full checkpoint).
+    pub depth: u32,
+}
+
+/// What `checkpoints show` reports about a checkpoint's state: its full and incremental
+/// bytes, and the SHARED objects it references with the checkpoint each came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StateSummary {
+    /// `full` (it wrote every byte it references) or `incremental`.
+    pub kind: &'static str,
+    /// Bytes it references: what a restore reads.
+    pub full_bytes: u64,
+    /// Bytes it wrote itself.
+    pub incremental_bytes: u64,
+    /// The completed checkpoint it extends (incremental checkpoints).
+    pub base_id: Option<u64>,
+    /// Checkpoints since the last full one in its chain.
+    pub depth: Option<u32>,
+    /// The SHARED objects it references, oldest first.
+    pub shared_objects: Vec<SharedObjectView>,
+}
+
+/// One SHARED object a checkpoint references.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SharedObjectView {
+    /// Its locator (`inline` for bytes inside the metadata).
+    pub locator: String,
+    /// Its size.
+    pub size_bytes: u64,
+    /// The checkpoint that wrote it.
+    pub written_by: u64,
+    /// The task whose pages it holds.
+    pub subtask: u32,
+    /// Pages of the checkpoint's state read from it, and pages it holds.
+    pub live_pages: u64,
+    /// See `live_pages`.
+    pub pages: u64,
 }
 
 /// Everything a checkpoint needs to restore the job.
@@ -209,16 +311,109 @@ pub struct CheckpointMetadata {
     /// Each source subtask's offset at the barrier, as the source's offset type writes it
     /// (format 1: a count of records).
     pub source_offsets: Vec<serde_json::Value>,
+    /// Where it stands in a chain of incremental checkpoints (format 3; `None` when it was
+    /// taken with `incremental = false`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incremental: Option<IncrementalInfo>,
 }
 
 impl CheckpointMetadata {
-    /// Total bytes of state its handles stand for.
+    /// Total bytes of state its handles and segments stand for: what a restore reads (Flink's
+    /// "full checkpoint data size"). A segment counts with its whole object, which a reader
+    /// streams whole.
     pub fn state_size(&self) -> u64 {
         self.tasks
             .iter()
-            .flat_map(|t| &t.handles)
-            .map(HandleRecord::size)
+            .map(|t| {
+                t.handles.iter().map(HandleRecord::size).sum::<u64>()
+                    + t.segments.iter().map(|s| s.object.size()).sum::<u64>()
+            })
             .sum()
+    }
+
+    /// Bytes this checkpoint wrote itself: its handles, and the segments of objects it wrote
+    /// (Flink's "checkpointed data size"). Equal to [`Self::state_size`] for a full checkpoint.
+    pub fn incremental_size(&self) -> u64 {
+        self.tasks
+            .iter()
+            .map(|t| {
+                t.handles.iter().map(HandleRecord::size).sum::<u64>()
+                    + t.segments
+                        .iter()
+                        .filter(|s| s.checkpoint_id == self.checkpoint_id)
+                        .map(|s| s.object.size())
+                        .sum::<u64>()
+            })
+            .sum()
+    }
+
+    /// Full and incremental bytes and the SHARED objects it references.
+    pub fn state_summary(&self) -> StateSummary {
+        let mut shared: Vec<SharedObjectView> = self
+            .tasks
+            .iter()
+            .flat_map(|t| {
+                t.segments.iter().map(move |s| SharedObjectView {
+                    locator: s.stored_locator().unwrap_or("inline").to_string(),
+                    size_bytes: s.object.size(),
+                    written_by: s.checkpoint_id,
+                    subtask: t.subtask,
+                    live_pages: s.live_pages,
+                    pages: s.pages,
+                })
+            })
+            .collect();
+        shared.sort_by_key(|o| (o.written_by, o.subtask));
+        StateSummary {
+            kind: if self.is_incremental() {
+                "incremental"
+            } else {
+                "full"
+            },
+            full_bytes: self.state_size(),
+            incremental_bytes: self.incremental_size(),
+            base_id: self.incremental.as_ref().and_then(|i| i.base),
+            depth: self.incremental.as_ref().map(|i| i.depth),
+            shared_objects: shared,
+        }
+    }
+
+    /// Whether it references state written by earlier checkpoints.
+    pub fn is_incremental(&self) -> bool {
+        self.tasks
+            .iter()
+            .flat_map(|t| &t.segments)
+            .any(|s| s.checkpoint_id != self.checkpoint_id)
+    }
+
+    /// Every stored object it needs: the locators of its stored handles and of the objects its
+    /// segments lie in (each once, sorted).
+    pub fn referenced_objects(&self) -> std::collections::BTreeSet<&str> {
+        let mut all = std::collections::BTreeSet::new();
+        for t in &self.tasks {
+            for h in &t.handles {
+                if let HandleRecord::Stored { locator, .. } = h {
+                    all.insert(locator.as_str());
+                }
+            }
+            all.extend(t.segments.iter().filter_map(SegmentRecord::stored_locator));
+        }
+        all
+    }
+
+    /// The stored SHARED objects its segments lie in, each once, with their handles, and the
+    /// checkpoint that wrote each: what the shared-state registry counts.
+    pub fn shared_objects(&self) -> Vec<(StateHandle, u64)> {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut out = Vec::new();
+        for s in self.tasks.iter().flat_map(|t| &t.segments) {
+            if let (Some(locator), Ok(handle)) = (s.stored_locator(), s.object.to_handle()) {
+                if seen.insert(locator.to_string()) {
+                    out.push((handle, s.checkpoint_id));
+                }
+            }
+        }
+        out
     }
 
     /// Encode in the current format.
@@ -302,9 +497,57 @@ mod tests {
                 entries: 3,
                 pages: 1,
                 changed_pages: 1,
+                segments: vec![SegmentRecord {
+                    object: HandleRecord::from(&StateHandle::Stored {
+                        locator: "j/shared/cd".into(),
+                        size: 120,
+                        crc32c: 9,
+                    }),
+                    checkpoint_id: 40,
+                    offset: 32,
+                    length: 88,
+                    crc32c: 11,
+                    pages: 2,
+                    live_pages: 1,
+                }],
             }],
             source_offsets: vec![10.into(), serde_json::json!({"file": 1, "pos": 20})],
+            incremental: Some(IncrementalInfo {
+                base: Some(40),
+                depth: 2,
+            }),
         }
+    }
+
+    #[test]
+    fn sizes_count_what_was_written_and_what_is_referenced() {
+        let mut m = sample();
+        // 3 inline bytes (counted as 3 from 4 base64 characters) + 99 stored + a 120 byte
+        // object written by checkpoint 40.
+        assert_eq!(m.state_size(), 3 + 99 + 120);
+        assert_eq!(m.incremental_size(), 3 + 99);
+        assert!(m.is_incremental());
+        assert_eq!(
+            m.referenced_objects().into_iter().collect::<Vec<_>>(),
+            vec!["j/chk-42/ab", "j/shared/cd"]
+        );
+        assert_eq!(m.shared_objects().len(), 1);
+        m.tasks[0].segments[0].checkpoint_id = 42;
+        assert_eq!(m.incremental_size(), m.state_size());
+        assert!(!m.is_incremental());
+    }
+
+    #[test]
+    fn format_2_documents_still_decode() {
+        let payload = br#"{"checkpoint_id":3,"kind":"checkpoint","job_id":"j","job_kind":"keyed-counter","config_fingerprint":"ab","triggered_at_ms":1,"completed_at_ms":2,"tasks":[{"operator":"keyed","subtask":0,"handles":[],"records":5,"epoch":2,"entries":0,"pages":0,"changed_pages":0}],"source_offsets":[5]}"#;
+        let mut doc = MAGIC.to_vec();
+        doc.extend_from_slice(&FORMAT_2.to_le_bytes());
+        doc.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
+        doc.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        doc.extend_from_slice(payload);
+        let m = CheckpointMetadata::decode(&doc).unwrap();
+        assert!(m.tasks[0].segments.is_empty());
+        assert!(!m.tasks[0].is_segmented());
     }
 
     #[test]

@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 use cairn_host::{
     config::Config,
     metadata::{CheckpointMetadata, HandleRecord},
-    runtime::{self, state},
+    runtime::{self, incremental, state},
 };
 use cairn_plugin_api::{
     read_handle_fully, CheckpointStorage, CompletedCheckpoint, ErrorKind, StateHandle, StorageError,
@@ -161,6 +161,7 @@ fn list(config: &Config, as_json: bool) -> anyhow::Result<ExitCode> {
             Ok(m) => json!({
                 "id": c.checkpoint_id, "pointer": c.pointer, "kind": m.kind,
                 "completed_at_ms": m.completed_at_ms, "state_bytes": m.state_size(),
+                "incremental_bytes": m.incremental_size(), "incremental": m.is_incremental(),
                 "records": m.tasks.iter().map(|t| t.records).sum::<u64>(), "readable": true,
             }),
             Err(e) => {
@@ -220,7 +221,9 @@ fn show(config: &Config, arg: &str, as_json: bool) -> anyhow::Result<ExitCode> {
         writeln!(
             out,
             "{}",
-            serde_json::to_string_pretty(&json!({ "pointer": pointer, "metadata": m }))?
+            serde_json::to_string_pretty(
+                &json!({ "pointer": pointer, "state": m.state_summary(), "metadata": m })
+            )?
         )?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -253,7 +256,49 @@ fn show(config: &Config, arg: &str, as_json: bool) -> anyhow::Result<ExitCode> {
         "offsets:      {}",
         serde_json::Value::from(m.source_offsets.clone())
     )?;
-    writeln!(out, "state:        {}", HumanBytes(m.state_size()))?;
+    let summary = m.state_summary();
+    writeln!(
+        out,
+        "state:        {} ({}), {} written by this checkpoint",
+        HumanBytes(summary.full_bytes),
+        summary.kind,
+        HumanBytes(summary.incremental_bytes)
+    )?;
+    if let Some(depth) = summary.depth {
+        writeln!(
+            out,
+            "incremental:  {}, {depth} checkpoint(s) since the last full one",
+            summary
+                .base_id
+                .map_or("a full checkpoint".to_string(), |b| format!(
+                    "extends checkpoint {b}"
+                ))
+        )?;
+    }
+    if !summary.shared_objects.is_empty() {
+        writeln!(
+            out,
+            "shared:       {} objects referenced",
+            summary.shared_objects.len()
+        )?;
+        for o in &summary.shared_objects {
+            writeln!(
+                out,
+                "  keyed[{}]: '{}', {}, from checkpoint {}{}, {} of {} pages live",
+                o.subtask,
+                o.locator,
+                HumanBytes(o.size_bytes),
+                o.written_by,
+                if o.written_by == m.checkpoint_id {
+                    " (this one)"
+                } else {
+                    ""
+                },
+                o.live_pages,
+                o.pages
+            )?;
+        }
+    }
     for t in &m.tasks {
         for h in &t.handles {
             let desc = match h {
@@ -325,6 +370,7 @@ fn check_checkpoint(
     pointer: &str,
     bar: &ProgressBar,
     check_state: &StateCheck,
+    segments: &mut incremental::SegmentCache,
 ) -> Vec<Problem> {
     let resolved = match storage.resolve(pointer) {
         Ok(r) => r,
@@ -336,6 +382,16 @@ fn check_checkpoint(
     };
     let mut problems = Vec::new();
     for t in &m.tasks {
+        // An incremental checkpoint's task: every segment of its chain, SHARED objects of
+        // earlier checkpoints included (each object read once per verification).
+        if t.is_segmented() {
+            bar.set_message(format!("{pointer}: {}[{}] segments", t.operator, t.subtask));
+            let found = incremental::verify_segments(storage, t, segments, &|_, n| bar.inc(n));
+            problems.extend(found.into_iter().map(|p| Problem {
+                text: p.text,
+                not_found: p.not_found,
+            }));
+        }
         for record in &t.handles {
             let handle: StateHandle = match record.to_handle() {
                 Ok(h) => h,
@@ -378,8 +434,9 @@ fn verify_pointers(
     check_state: &StateCheck,
 ) -> anyhow::Result<Vec<(String, Verdict)>> {
     let mut results = Vec::new();
+    let mut segments = incremental::SegmentCache::default();
     for p in pointers {
-        let problems = check_checkpoint(storage, p, bar, check_state);
+        let problems = check_checkpoint(storage, p, bar, check_state, &mut segments);
         let verdict = if problems.is_empty() {
             Verdict::Ok
         } else if problems.iter().all(|p| p.not_found) && listed_at_start.contains(p) {
@@ -530,13 +587,8 @@ fn gc(config: &Config, dry_run: bool, as_json: bool) -> anyhow::Result<ExitCode>
                 c.checkpoint_id
             )
         })?;
-        for t in &m.tasks {
-            for h in &t.handles {
-                if let HandleRecord::Stored { locator, .. } = h {
-                    referenced.insert(locator.clone());
-                }
-            }
-        }
+        // Stored handles and the SHARED objects incremental checkpoints' segments lie in.
+        referenced.extend(m.referenced_objects().into_iter().map(str::to_string));
     }
     let orphans: Vec<_> = objects
         .into_iter()

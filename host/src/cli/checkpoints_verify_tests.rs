@@ -61,8 +61,10 @@ impl Job {
                 entries: 0,
                 pages: 0,
                 changed_pages: 0,
+                segments: Vec::new(),
             }],
             source_offsets: vec![serde_json::json!(0)],
+            incremental: None,
         };
         self.metadata
             .lock()

@@ -102,6 +102,9 @@ fn report(c: &Config, file: &std::path::Path) -> serde_json::Value {
         "max_concurrent": k.max_concurrent,
         "tolerable_failures": k.tolerable_failures(),
         "num_retained": k.num_retained,
+        "incremental": k.is_incremental(),
+        "full_every": k.is_incremental().then(|| k.full_every()),
+        "claim_mode": k.claim_mode,
         "job": {
             "id": c.job.id,
             "kind": c.job.kind,

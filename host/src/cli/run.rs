@@ -12,7 +12,7 @@ use std::{
 
 use anyhow::Context;
 use cairn_host::{
-    config::JobKind,
+    config::{ClaimMode, JobKind},
     runtime::{
         self, CheckpointReport, Progress, RestoreFrom, RunOptions, Status, StopWhen, Summary,
     },
@@ -30,6 +30,12 @@ pub struct RunArgs {
     /// savepoint pointer.
     #[arg(long, value_name = "latest|POINTER")]
     from: Option<String>,
+    /// Who owns the checkpoint --from restores: "no-claim" (it is never deleted by this run,
+    /// and the first checkpoint after the restore is full) or "claim" (this run deletes it once
+    /// a newer checkpoint subsumes it, and incremental checkpoints go on from it). Default:
+    /// checkpointing.claim-mode (no-claim unless set).
+    #[arg(long, value_name = "claim|no-claim", requires = "from", value_parser = parse_claim_mode)]
+    claim_mode: Option<ClaimMode>,
     /// Stop after this long (for example "30s"); completed checkpoints are then kept or
     /// discarded as checkpointing.externalized-retention says.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, conflicts_with = "records")]
@@ -41,6 +47,14 @@ pub struct RunArgs {
     /// Print a JSON summary at the end instead of text.
     #[arg(long)]
     json: bool,
+}
+
+fn parse_claim_mode(text: &str) -> Result<ClaimMode, String> {
+    ClaimMode::CHOICES
+        .iter()
+        .find(|(name, _)| *name == text)
+        .map(|(_, mode)| *mode)
+        .ok_or_else(|| "expected \"claim\" or \"no-claim\"".to_string())
 }
 
 /// Run the job.
@@ -162,8 +176,19 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let on_progress = |p: &Progress| bar.set_message(progress_line(p));
     let on_checkpoint = |c: &CheckpointReport| {
         if !tty {
+            let incremental = match &c.incremental {
+                Some(info) => match info.base {
+                    Some(base) => format!(
+                        " (incremental on checkpoint {base}: {} written, {} since the full one)",
+                        HumanBytes(c.incremental_bytes),
+                        info.depth
+                    ),
+                    None => " (full: a new chain of incremental checkpoints)".to_string(),
+                },
+                None => String::new(),
+            };
             log(format!(
-                "{} {} completed in {} ms, {} of state: {}",
+                "{} {} completed in {} ms, {} of state{incremental}: {}",
                 if c.savepoint {
                     "savepoint"
                 } else {
@@ -194,6 +219,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         storage,
         &RunOptions {
             from,
+            claim_mode: args.claim_mode,
             stop_when,
             cancel,
             stop_with_savepoint,

@@ -80,6 +80,40 @@ impl fmt::Display for ExternalizedRetention {
     }
 }
 
+/// `claim-mode` (Flink's `execution.state-recovery.claim-mode`): who owns the checkpoint a run
+/// restores from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClaimMode {
+    /// The restored checkpoint stays the user's: it is never subsumed or deleted by the run,
+    /// and the run's first checkpoint is full, so nothing the run keeps depends on its files.
+    #[default]
+    NoClaim,
+    /// The run takes the restored checkpoint over: it is subsumed (and deleted) like the run's
+    /// own checkpoints, and incremental checkpoints go on from its state.
+    Claim,
+}
+
+impl ClaimMode {
+    /// The name the config file and `--claim-mode` use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClaimMode::NoClaim => "no-claim",
+            ClaimMode::Claim => "claim",
+        }
+    }
+
+    /// The choices, for parsing.
+    pub const CHOICES: [(&'static str, ClaimMode); 2] =
+        [("no-claim", ClaimMode::NoClaim), ("claim", ClaimMode::Claim)];
+}
+
+impl fmt::Display for ClaimMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// `[checkpointing]`, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckpointingConfig {
@@ -113,6 +147,16 @@ pub struct CheckpointingConfig {
     /// `num-retained`: completed checkpoints kept; older ones are subsumed. Default 1; at
     /// least 1.
     pub num_retained: u32,
+    /// `incremental` (Flink's `execution.checkpointing.incremental`): upload only the state
+    /// pages changed since the previous checkpoint, as SHARED state. Default false.
+    pub incremental: bool,
+    /// `full-every`: with `incremental`, a full checkpoint at least every this many checkpoints,
+    /// so a restore reads at most this many objects per task. `None` (not set): the default,
+    /// [`DEFAULT_FULL_EVERY`](crate::runtime::incremental::DEFAULT_FULL_EVERY). At least 1;
+    /// only with `incremental = true`.
+    pub full_every: Option<u32>,
+    /// `claim-mode`: who owns the checkpoint a run restores from. Default no-claim.
+    pub claim_mode: ClaimMode,
 }
 
 impl Default for CheckpointingConfig {
@@ -129,6 +173,9 @@ impl Default for CheckpointingConfig {
             aligned_checkpoint_timeout: Duration::ZERO,
             force_unaligned: false,
             num_retained: 1,
+            incremental: false,
+            full_every: None,
+            claim_mode: ClaimMode::NoClaim,
         }
     }
 }
@@ -169,6 +216,17 @@ impl CheckpointingConfig {
     pub fn tolerable_failures(&self) -> Option<u32> {
         self.tolerable_failures
     }
+
+    /// Whether checkpoints are incremental.
+    pub fn is_incremental(&self) -> bool {
+        self.incremental
+    }
+
+    /// With incremental checkpoints, a full one at least every this many.
+    pub fn full_every(&self) -> u32 {
+        self.full_every
+            .unwrap_or(crate::runtime::incremental::DEFAULT_FULL_EVERY)
+    }
 }
 
 /// `[checkpointing]` as written.
@@ -188,6 +246,9 @@ pub(super) struct RawCheckpointing {
     alignment_timeout: Option<Field>,
     force_unaligned: Option<Field>,
     num_retained: Option<Field>,
+    incremental: Option<Field>,
+    full_every: Option<Field>,
+    claim_mode: Option<Field>,
 }
 
 const T: &str = "checkpointing";
@@ -320,6 +381,30 @@ impl RawCheckpointing {
             })?
             .unwrap_or(d.num_retained);
 
+        let incremental = doc
+            .read(T, "incremental", self.incremental.as_ref(), |v| v.boolean())?
+            .unwrap_or(d.incremental);
+        let full_every = doc.read(T, "full-every", self.full_every.as_ref(), |v| {
+            v.integer_u32(1..=u32::MAX)
+        })?;
+        if let (Some(n), false) = (full_every, incremental) {
+            let at = self.full_every.as_ref().expect("it is set");
+            return Err(doc.error_at(
+                "checkpointing.full-every",
+                at.span().start,
+                format!(
+                    "checkpointing.full-every = {n} applies only to incremental checkpoints, but \
+                     checkpointing.incremental is false; set incremental = true or remove \
+                     full-every"
+                ),
+            ));
+        }
+        let claim_mode = doc
+            .read(T, "claim-mode", self.claim_mode.as_ref(), |v| {
+                v.choice("a claim mode", &ClaimMode::CHOICES)
+            })?
+            .unwrap_or(d.claim_mode);
+
         if unaligned {
             let at = self
                 .unaligned
@@ -357,6 +442,9 @@ impl RawCheckpointing {
             aligned_checkpoint_timeout,
             force_unaligned,
             num_retained,
+            incremental,
+            full_every,
+            claim_mode,
         })
     }
 }
@@ -387,6 +475,13 @@ impl fmt::Display for CheckpointingConfig {
             f,
             "keep {}, {}",
             self.num_retained, self.externalized_retention
-        )
+        )?;
+        if self.incremental {
+            write!(f, ", incremental (full every {})", self.full_every())?;
+        }
+        if self.claim_mode != ClaimMode::NoClaim {
+            write!(f, ", restore claim-mode {}", self.claim_mode)?;
+        }
+        Ok(())
     }
 }

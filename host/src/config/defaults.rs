@@ -81,6 +81,16 @@ aligned-checkpoint-timeout = {aligned_timeout}
 force-unaligned = {force_unaligned}
 # Completed checkpoints kept; older ones are discarded. At least 1.
 num-retained = {num_retained}
+# Upload only the state pages changed since the previous checkpoint (as SHARED state that
+# later checkpoints reference), instead of the whole state every time.
+incremental = {incremental}
+# With incremental = true: a full checkpoint at least every this many checkpoints, so that a
+# restore reads at most this many objects per task. At least 1; default {full_every}.
+# full-every = {full_every}
+# Who owns the checkpoint `cairn run --from` restores: "no-claim" (it is never deleted by the
+# run, and the run's first checkpoint is full) or "claim" (the run deletes it once subsumed, and
+# incremental checkpoints go on from it). `cairn run --claim-mode` overrides this.
+claim-mode = "{claim_mode}"
 
 [savepoints]
 # Default savepoint target directory. Absent: a savepoint needs an explicit target (or the
@@ -129,6 +139,9 @@ delay = {delay}
         aligned_timeout = d(c.aligned_checkpoint_timeout),
         force_unaligned = c.force_unaligned,
         num_retained = c.num_retained,
+        incremental = c.incremental,
+        full_every = c.full_every(),
+        claim_mode = c.claim_mode,
         on_sigterm = s.on_sigterm,
         id = j.id,
         kind = j.kind.as_str(),

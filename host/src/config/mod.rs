@@ -33,7 +33,7 @@ mod storage;
 mod tests;
 
 pub use checkpointing::{
-    CheckpointingConfig, CheckpointingMode, ExternalizedRetention, MIN_CHECKPOINT_TIME,
+    CheckpointingConfig, CheckpointingMode, ClaimMode, ExternalizedRetention, MIN_CHECKPOINT_TIME,
 };
 pub use defaults::defaults_toml;
 pub use doc::{format_duration, format_size, terminal_safe, MAX_DURATION};

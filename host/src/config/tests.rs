@@ -176,6 +176,9 @@ unaligned = false
 aligned-checkpoint-timeout = "30s"
 force-unaligned = true
 num-retained = 5
+incremental = true
+full-every = 7
+claim-mode = "claim"
 "#)
     .checkpointing;
     assert_eq!(
@@ -192,9 +195,14 @@ num-retained = 5
             aligned_checkpoint_timeout: Duration::from_secs(30),
             force_unaligned: true,
             num_retained: 5,
+            incremental: true,
+            full_every: Some(7),
+            claim_mode: ClaimMode::Claim,
         }
     );
     assert!(c.is_enabled() && c.is_externalized() && c.is_force_unaligned());
+    assert!(c.is_incremental());
+    assert_eq!(c.full_every(), 7);
     assert!(!c.is_exactly_once());
     let c = ok("[checkpointing]\nexternalized-retention = \"retain-on-cancellation\"\n");
     assert_eq!(
@@ -202,6 +210,39 @@ num-retained = 5
         ExternalizedRetention::RetainOnCancellation
     );
     assert!(c.checkpointing.is_externalized());
+}
+
+#[test]
+fn incremental_keys_have_their_defaults_and_rules() {
+    let c = ok("").checkpointing;
+    assert!(!c.is_incremental());
+    assert_eq!(c.full_every(), crate::runtime::incremental::DEFAULT_FULL_EVERY);
+    assert_eq!(c.claim_mode, ClaimMode::NoClaim);
+    assert_eq!(
+        ok("[checkpointing]\nincremental = true\n")
+            .checkpointing
+            .full_every(),
+        crate::runtime::incremental::DEFAULT_FULL_EVERY
+    );
+    refused(
+        "[checkpointing]\nincremental = false\nfull-every = 5\n",
+        3,
+        "checkpointing.full-every",
+        "checkpointing.full-every = 5 applies only to incremental checkpoints, but \
+         checkpointing.incremental is false; set incremental = true or remove full-every",
+    );
+    refused(
+        "[checkpointing]\nincremental = true\nfull-every = 0\n",
+        3,
+        "checkpointing.full-every",
+        "checkpointing.full-every = 0 is below the minimum of 1",
+    );
+    refused(
+        "[checkpointing]\nclaim-mode = \"CLAIM!\"\n",
+        2,
+        "checkpointing.claim-mode",
+        "checkpointing.claim-mode = \"CLAIM!\" is not a claim mode; expected \"no-claim\" or \"claim\"",
+    );
 }
 
 #[test]

@@ -22,6 +22,7 @@ use super::{
     api::Job,
     calls::Location,
     exchange::{Barrier, Control, Gate},
+    incremental::StateWrite,
     report::{CheckpointReport, Command},
     restore::{context, StartState},
     runner::{epoch_ms, AttemptEnd, Runner},
@@ -33,7 +34,10 @@ use super::{
 };
 use crate::{
     coordinator::{Action, Coordinator, FailureReason, Verdict},
-    metadata::{CheckpointMetadata, HandleRecord, SnapshotKind, TaskState, KEYED_OPERATOR},
+    metadata::{
+        CheckpointMetadata, HandleRecord, IncrementalInfo, SnapshotKind, TaskState,
+        KEYED_OPERATOR,
+    },
 };
 
 /// A savepoint asked for, waiting for its trigger.
@@ -52,6 +56,19 @@ struct InFlight {
     offsets: Vec<Option<Value>>,
     tasks: Vec<Option<TaskSnapshot>>,
     request: Option<SavepointRequest>,
+    /// Where it stands in the chain of incremental checkpoints, if it is one.
+    incremental: Option<IncrementalInfo>,
+}
+
+impl InFlight {
+    /// The stored SHARED objects its acknowledged tasks wrote: to discard when it fails.
+    fn written(&self) -> Vec<cairn_plugin_api::StateHandle> {
+        self.tasks
+            .iter()
+            .flatten()
+            .flat_map(|t| t.written.iter().cloned())
+            .collect()
+    }
 }
 
 /// The channels and handles of a running attempt.
@@ -82,6 +99,7 @@ impl<J: Job> Runner<'_, J> {
         let counters = self.opts.counters.clone();
         counters.state_entries.store(0, Ordering::Relaxed);
         let (event_tx, event_rx) = unbounded();
+        let leftover = event_rx.clone();
         let (final_tx, final_rx) = unbounded();
         // Every task and upload thread holds a clone of `alive`; `done` disconnects when all
         // of them ended.
@@ -103,6 +121,7 @@ impl<J: Job> Runner<'_, J> {
             states,
             sinks,
             records,
+            chains,
         } = state;
         let mut barrier_senders = Vec::new();
         let mut spawned: Result<(), String> = Ok(());
@@ -136,8 +155,12 @@ impl<J: Job> Runner<'_, J> {
             }
         }
         if spawned.is_ok() {
-            for (c, ((keyed, sink_state), records)) in
-                states.into_iter().zip(sinks).zip(records).enumerate()
+            for (c, (((keyed, sink_state), records), chain)) in states
+                .into_iter()
+                .zip(sinks)
+                .zip(records)
+                .zip(chains)
+                .enumerate()
             {
                 let ctx = context(c, p as u32);
                 let sink = match self.job.sink(&ctx) {
@@ -173,6 +196,12 @@ impl<J: Job> Runner<'_, J> {
                     prefill: self.job.prefill(&ctx),
                     finals: final_tx.clone(),
                     shared: shared.clone(),
+                    chains: Arc::new(std::sync::Mutex::new(
+                        chain
+                            .map(|c| (c.checkpoint_id, Arc::new(c)))
+                            .into_iter()
+                            .collect(),
+                    )),
                 };
                 if let Err(e) = std::thread::Builder::new()
                     .name(format!("keyed-{c}"))
@@ -226,6 +255,20 @@ impl<J: Job> Runner<'_, J> {
                 .records
                 .load(Ordering::Relaxed)
                 .saturating_sub(processed_before);
+        // Acknowledgements that arrived after the loop ended belong to checkpoints that will
+        // never complete: the SHARED objects they wrote go.
+        let late: Vec<_> = leftover
+            .try_iter()
+            .filter_map(|e| match e {
+                TaskEvent::TaskAck {
+                    result: Ok(snapshot),
+                    ..
+                } => Some(snapshot.written),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        self.discard_shared(late);
         let deferred = std::mem::take(&mut self.deferred);
         self.discard_in_background(Vec::new(), deferred);
         end
@@ -260,6 +303,7 @@ impl<J: Job> Runner<'_, J> {
                         // stop, at the end of the attempt.
                         let request = in_flight.remove(&id).and_then(|f| {
                             self.deferred.push(f.barrier.location.clone());
+                            self.discard_shared(f.written());
                             f.request
                         });
                         tracing::warn!(
@@ -318,12 +362,15 @@ impl<J: Job> Runner<'_, J> {
         // once the tasks have stopped writing into them, and savepoint requests are answered.
         for f in in_flight.into_values() {
             self.deferred.push(f.barrier.location.clone());
+            self.discard_shared(f.written());
             if let Some(reply) = f.request.and_then(|r| r.reply) {
                 let _ = reply.send(Err("the job stopped or failed over first".to_string()));
             }
         }
         let _ = p;
         coordinator.abort_all();
+        self.registry().end_all();
+        self.discard_ready();
         end
     }
 
@@ -390,12 +437,36 @@ impl<J: Job> Runner<'_, J> {
             })
         });
         let triggered = self.started.elapsed();
+        // Savepoints are self-contained; with incremental checkpoints, a checkpoint extends the
+        // newest completed one's chain unless that would make it longer than full-every.
+        let (write, incremental) = if savepoint || !self.config.checkpointing.incremental {
+            (StateWrite::Whole, None)
+        } else {
+            match self.chain_base {
+                Some((base, depth)) if depth + 1 < self.config.checkpointing.full_every() => (
+                    StateWrite::Delta { base },
+                    Some(IncrementalInfo {
+                        base: Some(base),
+                        depth: depth + 1,
+                    }),
+                ),
+                _ => (
+                    StateWrite::Full,
+                    Some(IncrementalInfo {
+                        base: None,
+                        depth: 0,
+                    }),
+                ),
+            }
+        };
+        self.registry().begin(id);
         match self.calls.begin(&self.job_storage, id, target, timeout) {
             Ok(location) => {
                 let barrier = Arc::new(Barrier {
                     id,
                     location,
                     savepoint,
+                    write,
                 });
                 for tx in &a.barriers {
                     let _ = tx.send(barrier.clone());
@@ -416,6 +487,7 @@ impl<J: Job> Runner<'_, J> {
                         offsets: vec![None; p],
                         tasks: (0..p).map(|_| None).collect(),
                         request,
+                        incremental,
                     },
                 );
                 None
@@ -444,6 +516,8 @@ impl<J: Job> Runner<'_, J> {
             let _ = reply.send(Err(format!("savepoint {id} failed: {reason}")));
         }
         self.discard_in_background(Vec::new(), location.into_iter().collect());
+        self.registry().end(id);
+        self.discard_ready();
         if then_stop {
             tracing::error!(
                 id,
@@ -527,12 +601,9 @@ impl<J: Job> Runner<'_, J> {
                 let Some(flight) = in_flight.get_mut(&id) else {
                     // A late acknowledgement of an expired or aborted checkpoint: drop its state.
                     if let Ok(snapshot) = result {
-                        let calls = self.calls.clone();
-                        std::thread::spawn(move || {
-                            for h in snapshot.handles {
-                                let _ = calls.discard(h);
-                            }
-                        });
+                        let mut handles = snapshot.handles;
+                        handles.extend(snapshot.written);
+                        self.discard_shared(handles);
                     }
                     return None;
                 };
@@ -545,6 +616,7 @@ impl<J: Job> Runner<'_, J> {
                         let f = in_flight.remove(&id).expect("present");
                         // The task may still be writing its stream: clean after the attempt.
                         self.deferred.push(f.barrier.location.clone());
+                        self.discard_shared(f.written());
                         self.fail(
                             coordinator,
                             id,
@@ -656,6 +728,7 @@ impl<J: Job> Runner<'_, J> {
                     entries: t.entries,
                     pages: t.pages,
                     changed_pages: t.changed_pages,
+                    segments: t.segments.clone(),
                 })
                 .collect(),
             source_offsets: flight
@@ -663,8 +736,12 @@ impl<J: Job> Runner<'_, J> {
                 .into_iter()
                 .map(|o| o.expect("all acknowledged"))
                 .collect(),
+            incremental: flight.incremental.clone(),
         };
+        let written: Vec<_> = tasks.iter().flat_map(|t| t.written.clone()).collect();
         let size = metadata.state_size();
+        let incremental_bytes = metadata.incremental_size();
+        let shared = metadata.shared_objects();
         let bytes = metadata.encode();
         let timeout = self.config.checkpointing.timeout;
         let remaining = timeout.saturating_sub(flight.started.elapsed());
@@ -674,6 +751,23 @@ impl<J: Job> Runner<'_, J> {
             Ok(done) => {
                 let subsumed =
                     coordinator.on_committed(id, done.pointer.clone(), self.started.elapsed());
+                let objects_written = written.len() as u64
+                    + tasks
+                        .iter()
+                        .flat_map(|t| &t.handles)
+                        .filter(|h| !h.is_inline())
+                        .count() as u64;
+                {
+                    let mut registry = self.registry();
+                    registry.register(id, shared.iter().map(|(h, _)| h.clone()));
+                    registry.end(id);
+                }
+                if !savepoint {
+                    self.chain_base = flight
+                        .incremental
+                        .as_ref()
+                        .map(|info| (id, info.depth));
+                }
                 let report = CheckpointReport {
                     id,
                     pointer: done.pointer.clone(),
@@ -681,6 +775,10 @@ impl<J: Job> Runner<'_, J> {
                     triggered: flight.triggered,
                     completed: self.started.elapsed(),
                     state_bytes: size,
+                    incremental_bytes,
+                    objects_written,
+                    shared_objects: shared.len() as u64,
+                    incremental: flight.incremental.clone(),
                     pages: tasks.iter().map(|t| t.pages).sum(),
                     changed_pages: tasks.iter().map(|t| t.changed_pages).sum(),
                 };
@@ -729,14 +827,19 @@ impl<J: Job> Runner<'_, J> {
                         }
                     }
                 }
-                let pointers = subsumed.into_iter().map(|r| r.pointer).collect();
-                self.discard_in_background(pointers, Vec::new());
+                self.discard_in_background(subsumed, Vec::new());
+                self.discard_ready();
                 None
             }
             // An abandoned commit cleans up after itself; a failed one is cleaned now.
             Err(e) => {
-                let location = (!matches!(e, StorageError::Timeout(_)))
-                    .then(|| flight.barrier.location.clone());
+                let abandoned = matches!(e, StorageError::Timeout(_));
+                let location = (!abandoned).then(|| flight.barrier.location.clone());
+                // An abandoned commit may still complete (and is then disposed): until then its
+                // SHARED objects stay, and are orphans for `checkpoints gc` if it completes.
+                if !abandoned {
+                    self.discard_shared(written);
+                }
                 self.fail(
                     coordinator,
                     id,

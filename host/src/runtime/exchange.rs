@@ -33,6 +33,8 @@ pub(crate) struct Barrier {
     pub(crate) location: Arc<dyn CheckpointLocation>,
     /// Whether it is a savepoint.
     pub(crate) savepoint: bool,
+    /// How keyed tasks write their state for it (whole, or incremental on a base).
+    pub(crate) write: super::incremental::StateWrite,
 }
 
 /// What flows through a channel.

@@ -11,6 +11,8 @@
 //!   transactions.
 //! - `calls`: every plugin call of the coordinator side, with a deadline.
 //! - `restore`: reading a checkpoint back into a job's start state.
+//! - [`incremental`]: incremental checkpoints: the object a task writes per checkpoint, the
+//!   chain of segments a task's state is spread over, reading and verifying chains.
 //! - `runner`: starting a job, failover, the summary and retention ([`run_job`]).
 //! - `attempt`: one attempt and the coordinator loop that checkpoints it.
 //! - `report`: options, commands, counters, the summary ([`RunOptions`], [`Summary`]).
@@ -26,6 +28,7 @@ pub mod bench;
 mod calls;
 mod codec;
 mod exchange;
+pub mod incremental;
 pub mod keyed_counter;
 pub mod memory;
 mod report;

@@ -115,8 +115,18 @@ pub struct CheckpointReport {
     pub triggered: Duration,
     /// When its commit returned, since the start of the run.
     pub completed: Duration,
-    /// Bytes of state its handles stand for.
+    /// Bytes of state it stands for: what a restore from it reads (its handles, and the whole
+    /// objects its segments lie in).
     pub state_bytes: u64,
+    /// Bytes it wrote itself (all of `state_bytes` for a full checkpoint).
+    pub incremental_bytes: u64,
+    /// Stored state objects it wrote (its metadata not counted).
+    pub objects_written: u64,
+    /// The SHARED objects it references, its own included.
+    pub shared_objects: u64,
+    /// Where it stands in a chain of incremental checkpoints (`None` when taken with
+    /// `incremental = false`, and for savepoints).
+    pub incremental: Option<crate::metadata::IncrementalInfo>,
     /// State pages it holds, and how many changed since each task's previous snapshot.
     pub pages: u64,
     /// See `pages`.
@@ -173,6 +183,8 @@ pub struct Summary {
     pub final_savepoint: Option<String>,
     /// The pointer the run restored from at start, if any.
     pub restored_from: Option<String>,
+    /// Who owned the checkpoint restored at start (`None` without a restore).
+    pub claim_mode: Option<crate::config::ClaimMode>,
     /// Records the final state reflects: those restored at start plus those processed since.
     pub records_counted: u64,
     /// Records processed by the keyed tasks in this run, replays after a failover included.
@@ -211,6 +223,8 @@ pub enum RunError {
 pub struct RunOptions<'a> {
     /// Restore at start.
     pub from: Option<RestoreFrom>,
+    /// Who owns the checkpoint restored at start; `None`: `checkpointing.claim-mode`.
+    pub claim_mode: Option<crate::config::ClaimMode>,
     /// When to end.
     pub stop_when: StopWhen,
     /// Set from outside (a signal handler) to stop the job.
@@ -237,6 +251,7 @@ impl Default for RunOptions<'_> {
     fn default() -> Self {
         RunOptions {
             from: None,
+            claim_mode: None,
             stop_when: StopWhen::Never,
             cancel: Arc::default(),
             stop_with_savepoint: Arc::default(),

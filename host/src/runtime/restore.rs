@@ -5,7 +5,9 @@
 //! State is decoded while it streams in (no whole copy of a task's state in memory besides the
 //! state itself), and checked twice: the backend checks its checksum, and the host checks the
 //! size and the CRC32C in the handle as the bytes pass ([`CheckedReader`]). A key that does not
-//! belong to the task holding it, an entry twice, or bytes left over are refused.
+//! belong to the task holding it, an entry twice, or bytes left over are refused. A task whose
+//! state is a chain of segments (an incremental checkpoint) is read object by object, newest
+//! first, each object in its own bounded call (`incremental.rs`).
 
 use std::io::Read;
 
@@ -16,11 +18,12 @@ use super::{
     api::{Job, OffsetOf, TaskContext, TwoPhaseCommitSink},
     calls::PluginCalls,
     codec::{key_group, task_of},
+    incremental::{Chain, ChainReader},
     state::{read_state, KeyedState},
     tasks::{offset_from, sink_state_from, SinkState},
     RunError,
 };
-use crate::metadata::{CheckpointMetadata, KEYED_OPERATOR};
+use crate::metadata::{CheckpointMetadata, TaskState, KEYED_OPERATOR};
 
 /// What one attempt starts from.
 pub(crate) struct StartState<J: Job> {
@@ -30,6 +33,9 @@ pub(crate) struct StartState<J: Job> {
     pub(crate) states: Vec<KeyedState<J::Key, J::State>>,
     pub(crate) records: Vec<u64>,
     pub(crate) sinks: Vec<Option<SinkState<<J::Sink as TwoPhaseCommitSink>::Transaction>>>,
+    /// Each keyed task's chain, when the run owns the restored incremental checkpoint and so
+    /// may extend it.
+    pub(crate) chains: Vec<Option<Chain>>,
 }
 
 impl<J: Job> StartState<J> {
@@ -41,6 +47,7 @@ impl<J: Job> StartState<J> {
             states: (0..parallelism).map(|_| KeyedState::new()).collect(),
             records: vec![0; parallelism],
             sinks: (0..parallelism).map(|_| None).collect(),
+            chains: (0..parallelism).map(|_| None).collect(),
         }
     }
 }
@@ -219,12 +226,50 @@ fn read_task_state<J: Job>(
     Ok(all.unwrap_or_default())
 }
 
+/// Read one keyed task's state from its chain of segments, newest first, each object through
+/// its own bounded call.
+fn read_task_chain<J: Job>(
+    calls: &PluginCalls,
+    pointer: &str,
+    parallelism: u32,
+    checkpoint_id: u64,
+    task: &TaskState,
+) -> Result<(KeyedState<J::Key, J::State>, Chain), RunError> {
+    let subtask = task.subtask;
+    let refuse = |why: String| {
+        RunError::Restore(format!("{pointer}: keyed task {subtask}'s state: {why}"))
+    };
+    let mut reader = ChainReader::<J::Key, J::State>::new(task, parallelism).map_err(refuse)?;
+    for (i, seg) in task.segments.iter().enumerate().rev() {
+        let handle = seg.object.to_handle().map_err(|e| refuse(e.to_string()))?;
+        let what = format!(
+            "reading keyed task {subtask}'s segment of checkpoint {} ({}) of {pointer}",
+            seg.checkpoint_id,
+            handle.describe()
+        );
+        let seg = seg.clone();
+        reader = calls
+            .read_handle(&what, handle, move |h, input| {
+                let mut r =
+                    std::io::BufReader::with_capacity(1 << 20, CheckedReader::new(h, input));
+                reader
+                    .read_segment(i, &seg, &mut r)
+                    .map_err(|e| StorageError::Corrupt(format!("{}: {e}", h.describe())))
+            })
+            .map_err(|e| RunError::Restore(format!("{pointer}: {e}")))?;
+    }
+    reader.finish(task, checkpoint_id).map_err(refuse)
+}
+
 /// Everything an attempt needs from the checkpoint at `pointer`.
+///
+/// With `chains`, each segmented task's chain comes back too, for the run to extend.
 pub(crate) fn start_state<J: Job>(
     calls: &PluginCalls,
     parallelism: u32,
     pointer: &str,
     meta: CheckpointMetadata,
+    chains: bool,
 ) -> Result<StartState<J>, RunError> {
     let p = parallelism as usize;
     let refuse = |why: String| RunError::Restore(format!("{pointer}: {why}"));
@@ -241,6 +286,7 @@ pub(crate) fn start_state<J: Job>(
         .collect::<Result<Vec<_>, _>>()
         .map_err(refuse)?;
     let mut handles: Vec<Option<Vec<StateHandle>>> = vec![None; p];
+    let mut segmented: Vec<Option<&TaskState>> = vec![None; p];
     let mut records = vec![0; p];
     let mut sinks = Vec::with_capacity(p);
     sinks.resize_with(p, || None);
@@ -252,6 +298,14 @@ pub(crate) fn start_state<J: Job>(
                  (parallelism {p})",
                 task.operator, task.subtask
             )));
+        }
+        if task.is_segmented() {
+            if !task.handles.is_empty() {
+                return Err(refuse(format!(
+                    "keyed task {i} has both whole state handles and segments"
+                )));
+            }
+            segmented[i] = Some(task);
         }
         handles[i] = Some(
             task.handles
@@ -269,14 +323,21 @@ pub(crate) fn start_state<J: Job>(
     if let Some(missing) = handles.iter().position(Option::is_none) {
         return Err(refuse(format!("it has no state for keyed task {missing}")));
     }
-    // Every task's state is read in parallel, each through its own bounded call.
-    let states = std::thread::scope(|s| {
+    // Every task's state is read in parallel, each through its own bounded calls.
+    let id = meta.checkpoint_id;
+    let read = std::thread::scope(|s| {
         let readers: Vec<_> = handles
             .into_iter()
+            .zip(&segmented)
             .enumerate()
-            .map(|(i, h)| {
+            .map(|(i, (h, seg))| {
                 let h = h.expect("checked above");
-                s.spawn(move || read_task_state::<J>(calls, pointer, i as u32, parallelism, h))
+                s.spawn(move || match seg {
+                    Some(task) => read_task_chain::<J>(calls, pointer, parallelism, id, task)
+                        .map(|(state, chain)| (state, Some(chain))),
+                    None => read_task_state::<J>(calls, pointer, i as u32, parallelism, h)
+                        .map(|state| (state, None)),
+                })
             })
             .collect();
         readers
@@ -287,12 +348,18 @@ pub(crate) fn start_state<J: Job>(
             })
             .collect::<Result<Vec<_>, _>>()
     })?;
+    let (states, restored_chains): (Vec<_>, Vec<_>) = read.into_iter().unzip();
     Ok(StartState {
-        checkpoint_id: meta.checkpoint_id,
+        checkpoint_id: id,
         offsets,
         states,
         records,
         sinks,
+        chains: if chains {
+            restored_chains
+        } else {
+            (0..p).map(|_| None).collect()
+        },
     })
 }
 

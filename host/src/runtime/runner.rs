@@ -4,15 +4,23 @@
 //!
 //! Every plugin call made here goes through [`PluginCalls`], with a deadline; a failover whose
 //! checkpoint is gone says that the job's folder disappeared.
+//!
+//! At start the shared-state registry is rebuilt from the metadata of every completed
+//! checkpoint the storage lists, and the restore mode decides who owns the restored checkpoint:
+//! with `claim` it is retained (and subsumed like the run's own), and the run's incremental
+//! checkpoints extend its chains; with `no-claim` it is never subsumed, so its files outlive
+//! the run, and the first checkpoint after the restore is full. Subsumed checkpoints are
+//! disposed in the background, and only once a dispose succeeded are the SHARED objects it was
+//! the last to reference discarded (in parallel, each call with its deadline).
 
 use std::{
     collections::VecDeque,
-    sync::{atomic::Ordering, Arc},
+    sync::{atomic::Ordering, Arc, Mutex, MutexGuard},
     thread::JoinHandle,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use cairn_plugin_api::{CheckpointStorage, JobStorage, StorageError};
+use cairn_plugin_api::{CheckpointStorage, CompletedCheckpoint, JobStorage, StateHandle, StorageError};
 
 use super::{
     api::{Job, JobEnd, OffsetOf},
@@ -25,9 +33,14 @@ use super::{
     state::KeyedState,
 };
 use crate::{
-    config::{Config, ExternalizedRetention},
+    config::{ClaimMode, Config, ExternalizedRetention},
     coordinator::{Coordinator, Policy, Retained},
+    metadata::{CheckpointMetadata, SnapshotKind},
+    registry::SharedRegistry,
 };
+
+/// Discards of SHARED objects run at most this many at once.
+const PARALLEL_DISCARDS: usize = 8;
 
 pub(super) fn epoch_ms() -> u64 {
     SystemTime::now()
@@ -87,13 +100,17 @@ pub fn run_job<J: Job>(
         .map(|c| c.checkpoint_id)
         .max()
         .map_or(1, |m| m.saturating_add(1));
-    let retained: Vec<Retained> = existing
+    let mut retained: Vec<Retained> = existing
         .iter()
         .map(|c| Retained {
             id: c.checkpoint_id,
             pointer: c.pointer.clone(),
         })
         .collect();
+    let claim = opts
+        .claim_mode
+        .unwrap_or(config.checkpointing.claim_mode);
+    let registry = registry_of(&calls, &existing);
     let initial: Option<(u64, String)> = match &opts.from {
         None => None,
         Some(RestoreFrom::Latest) => match existing.last() {
@@ -127,15 +144,48 @@ pub fn run_job<J: Job>(
         final_savepoint: None,
         savepoint_queue: VecDeque::new(),
         records_counted: 0,
+        registry: Arc::new(Mutex::new(registry)),
+        chain_base: None,
+        claim,
+        initial_pointer: initial.as_ref().map(|(_, p)| p.clone()),
     };
     let p = config.job.parallelism as usize;
     let mut state = match &initial {
-        Some((_, pointer)) => runner.restore(pointer, false)?,
+        Some((_, pointer)) => {
+            let (state, meta) = runner.restore(pointer, false)?;
+            let listed = meta.kind == SnapshotKind::Checkpoint
+                && existing.iter().any(|c| c.checkpoint_id == meta.checkpoint_id);
+            match claim {
+                // Never subsumed: its files stay whatever this run does.
+                ClaimMode::NoClaim => {
+                    if listed {
+                        retained.retain(|r| r.id != meta.checkpoint_id);
+                    }
+                }
+                // Owned: subsumed like the run's own checkpoints (a savepoint too).
+                ClaimMode::Claim => {
+                    if !listed {
+                        retained.insert(
+                            0,
+                            Retained {
+                                id: meta.checkpoint_id,
+                                pointer: pointer.clone(),
+                            },
+                        );
+                        runner.registry().register(
+                            meta.checkpoint_id,
+                            meta.shared_objects().into_iter().map(|(h, _)| h),
+                        );
+                    }
+                }
+            }
+            state
+        }
         None => StartState::fresh(p),
     };
     let restored_from = initial.as_ref().map(|(_, p)| p.clone());
     if let Some(pointer) = &restored_from {
-        tracing::info!(pointer = %pointer, "restored from checkpoint");
+        tracing::info!(pointer = %pointer, claim_mode = %claim, "restored from checkpoint");
     }
     let mut coordinator = Coordinator::new(
         Policy::from_config(&config.checkpointing),
@@ -171,7 +221,7 @@ pub fn run_job<J: Job>(
                 }
                 state = match &from {
                     Some((_, pointer)) => match runner.restore(pointer, true) {
-                        Ok(s) => s,
+                        Ok((s, _)) => s,
                         Err(e) => {
                             runner.finish_background();
                             runner.on_terminal(&coordinator, Terminal::Failed);
@@ -217,6 +267,7 @@ pub fn run_job<J: Job>(
             }),
         checkpoints_kept: keeps,
         final_savepoint: runner.final_savepoint.clone(),
+        claim_mode: restored_from.is_some().then_some(claim),
         restored_from,
         records_counted: runner.records_counted,
         records_processed: counters.records.load(Ordering::Relaxed),
@@ -226,6 +277,7 @@ pub fn run_job<J: Job>(
     // Report first, then wait for the discards and discard: a crash (or a plugin hanging) while
     // discarding never loses the report.
     (opts.on_summary)(&summary);
+    runner.discard_ready();
     runner.finish_background();
     runner.on_terminal(&coordinator, terminal);
     Ok(summary)
@@ -257,6 +309,42 @@ pub(super) struct Runner<'a, J: Job> {
     pub(super) savepoint_queue: VecDeque<super::attempt::SavepointRequest>,
     /// Records the last attempt's state reflects.
     pub(super) records_counted: u64,
+    /// Which SHARED objects the job's checkpoints reference.
+    pub(super) registry: Arc<Mutex<SharedRegistry>>,
+    /// The completed checkpoint the next incremental checkpoint extends, and its depth
+    /// (checkpoints since the last full one); `None`: the next one is full.
+    pub(super) chain_base: Option<(u64, u32)>,
+    /// Who owns the checkpoint restored at start.
+    pub(super) claim: ClaimMode,
+    /// The pointer restored at start.
+    pub(super) initial_pointer: Option<String>,
+}
+
+/// The registry of the SHARED objects the completed checkpoints `existing` reference, read from
+/// their metadata; one that cannot be read holds back every discard while it exists.
+fn registry_of(calls: &PluginCalls, existing: &[CompletedCheckpoint]) -> SharedRegistry {
+    let mut registry = SharedRegistry::new();
+    for c in existing {
+        let meta = calls
+            .resolve(&c.pointer)
+            .map_err(|e| e.to_string())
+            .and_then(|r| CheckpointMetadata::decode(&r.metadata).map_err(|e| e.to_string()));
+        match meta {
+            Ok(m) => registry.register(
+                c.checkpoint_id,
+                m.shared_objects().into_iter().map(|(h, _)| h),
+            ),
+            Err(e) => {
+                tracing::warn!(
+                    id = c.checkpoint_id,
+                    "checkpoint {} cannot be read ({e}): no SHARED object is discarded while it                      exists, since it may reference any",
+                    c.pointer
+                );
+                registry.register_unknown(c.checkpoint_id);
+            }
+        }
+    }
+    registry
 }
 
 impl<J: Job> Runner<'_, J> {
@@ -283,11 +371,30 @@ impl<J: Job> Runner<'_, J> {
     /// The state to start from `pointer`. On a failover, a checkpoint of this run that is gone
     /// from the storage is explained (the job's folder disappeared) rather than reported as a
     /// bare "not found".
-    fn restore(&self, pointer: &str, failover: bool) -> Result<StartState<J>, RunError> {
+    ///
+    /// The run extends the restored chains (its first incremental checkpoint is not full) when
+    /// it owns the checkpoint: its own, or the one restored at start in claim mode.
+    fn restore(
+        &mut self,
+        pointer: &str,
+        failover: bool,
+    ) -> Result<(StartState<J>, CheckpointMetadata), RunError> {
         let p = self.config.job.parallelism;
+        let owned = self.claim == ClaimMode::Claim
+            || self.initial_pointer.as_deref() != Some(pointer);
         let restored =
             match load_metadata(&self.calls, self.job.as_ref(), &self.config.job.id, pointer) {
-                Ok(meta) => start_state::<J>(&self.calls, p, pointer, meta).map_err(|e| (false, e)),
+                Ok(meta) => {
+                    let chains = owned && meta.kind == SnapshotKind::Checkpoint;
+                    let base = meta
+                        .incremental
+                        .as_ref()
+                        .filter(|_| chains && meta.tasks.iter().all(|t| t.is_segmented()))
+                        .map(|info| (meta.checkpoint_id, info.depth));
+                    start_state::<J>(&self.calls, p, pointer, meta.clone(), chains)
+                        .map(|s| (s, meta, base))
+                        .map_err(|e| (false, e))
+                }
                 Err(LoadError::Resolve(err)) => {
                     let not_found = matches!(err, StorageError::NotFound(_));
                     Err((not_found, LoadError::Resolve(err).into_run_error(pointer)))
@@ -295,7 +402,10 @@ impl<J: Job> Runner<'_, J> {
                 Err(refused) => Err((false, refused.into_run_error(pointer))),
             };
         match restored {
-            Ok(s) => Ok(s),
+            Ok((s, meta, base)) => {
+                self.chain_base = base;
+                Ok((s, meta))
+            }
             Err((not_found, e)) => {
                 let ours = self
                     .last_completed
@@ -348,20 +458,34 @@ impl<J: Job> Runner<'_, J> {
         )
     }
 
-    /// Discard in the background, in parallel.
-    pub(super) fn discard_in_background(&mut self, pointers: Vec<String>, failed: Vec<Location>) {
-        if pointers.is_empty() && failed.is_empty() {
+    /// The shared-state registry.
+    pub(super) fn registry(&self) -> MutexGuard<'_, SharedRegistry> {
+        self.registry.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Dispose `subsumed` checkpoints and clean `failed` locations in the background, in
+    /// parallel; then discard the SHARED objects that no checkpoint references any more. A
+    /// checkpoint whose dispose failed still exists, so it keeps its objects.
+    pub(super) fn discard_in_background(&mut self, subsumed: Vec<Retained>, failed: Vec<Location>) {
+        if subsumed.is_empty() && failed.is_empty() {
             return;
         }
         let calls = self.calls.clone();
+        let registry = self.registry.clone();
         let handle = std::thread::spawn(move || {
             std::thread::scope(|s| {
-                for pointer in &pointers {
-                    let calls = &calls;
-                    s.spawn(move || {
-                        if let Err(e) = calls.dispose(pointer) {
-                            tracing::warn!(pointer = %pointer, "discarding a checkpoint failed: {e}");
-                        }
+                for r in &subsumed {
+                    let (calls, registry) = (&calls, &registry);
+                    s.spawn(move || match calls.dispose(&r.pointer) {
+                        Ok(()) => registry
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .disposed(r.id),
+                        Err(e) => tracing::warn!(
+                            pointer = %r.pointer,
+                            "discarding a checkpoint failed: {e}; it keeps its SHARED objects \
+                             (`cairn checkpoints delete`, then `gc`, removes them)"
+                        ),
                     });
                 }
                 for location in &failed {
@@ -373,9 +497,28 @@ impl<J: Job> Runner<'_, J> {
                     });
                 }
             });
+            let ready = registry.lock().unwrap_or_else(|p| p.into_inner()).ready();
+            discard_all(&calls, ready);
         });
         self.background.push(handle);
         self.background.retain(|h| !h.is_finished());
+    }
+
+    /// Discard `handles` (SHARED objects no checkpoint references) in the background.
+    pub(super) fn discard_shared(&mut self, handles: Vec<StateHandle>) {
+        if handles.is_empty() {
+            return;
+        }
+        let calls = self.calls.clone();
+        self.background
+            .push(std::thread::spawn(move || discard_all(&calls, handles)));
+        self.background.retain(|h| !h.is_finished());
+    }
+
+    /// Discard, in the background, what the registry says may go now.
+    pub(super) fn discard_ready(&mut self) {
+        let ready = self.registry().ready();
+        self.discard_shared(ready);
     }
 
     /// Wait for background discards, so they are not cut off by the exit. Each of their plugin
@@ -393,7 +536,7 @@ impl<J: Job> Runner<'_, J> {
         if keeps_checkpoints(self.config.checkpointing.externalized_retention, terminal) {
             return;
         }
-        let mut pointers: Vec<String> = coordinator.retained().map(|r| r.pointer.clone()).collect();
+        let mut pointers: Vec<Retained> = coordinator.retained().cloned().collect();
         let Some(newest) = pointers.pop() else {
             return;
         };
@@ -411,5 +554,25 @@ impl<J: Job> Runner<'_, J> {
         self.finish_background();
         self.discard_in_background(vec![newest], Vec::new());
         self.finish_background();
+    }
+}
+
+/// Discard `handles`, at most [`PARALLEL_DISCARDS`] at once, each through its bounded call; a
+/// failure leaves an orphan for `checkpoints gc` and is logged.
+fn discard_all(calls: &PluginCalls, handles: Vec<StateHandle>) {
+    for batch in handles.chunks(PARALLEL_DISCARDS) {
+        std::thread::scope(|s| {
+            for h in batch {
+                s.spawn(move || {
+                    if let Err(e) = calls.discard(h.clone()) {
+                        tracing::warn!(
+                            "discarding SHARED object {} failed: {e}; `cairn checkpoints gc` \
+                             removes it",
+                            h.describe()
+                        );
+                    }
+                });
+            }
+        });
     }
 }

@@ -23,7 +23,9 @@
 //!
 //! Every page carries the epoch of its last change, and every snapshot the epoch it was taken
 //! at, so the pages changed since any earlier snapshot are known ([`StateSnapshot::changed_since`]);
-//! incremental checkpoints will upload only those.
+//! incremental checkpoints upload only those, as *page records* that carry the page's id and
+//! capacity ([`write_page_records`]), and a restore from page records rebuilds the very same
+//! pages ([`KeyedState::from_pages`]), so the next incremental checkpoint goes on from them.
 //!
 //! # Encoding
 //!
@@ -34,6 +36,13 @@
 //!
 //! Pages are framed so a reader can check the structure without knowing the types
 //! ([`check_encoding`]) and decode in bounded memory while streaming.
+//!
+//! A page record (the unit of incremental checkpoints, see `incremental.rs` for the object
+//! around them) is a page with its place:
+//!
+//! ```text
+//! record: page id u32 LE | capacity u32 LE | entries u32 LE | body length u32 LE | body
+//! ```
 
 use std::{collections::HashMap, hash::BuildHasherDefault, io::Read, sync::Arc};
 
@@ -298,6 +307,57 @@ where
     }
 }
 
+impl<K, V> KeyedState<K, V>
+where
+    K: Clone + Eq + std::hash::Hash + Serialize,
+    V: Clone + Serialize,
+{
+    /// The state whose page `i` is `pages[i]`, as the snapshot taken at `epoch` had it: the
+    /// same pages with the same ids, so changed-page tracking goes on from that snapshot (every
+    /// page counts as unchanged since `epoch`). A key in two pages is refused.
+    pub fn from_pages(pages: Vec<RestoredPage<K, V>>, epoch: u64) -> Result<Self, String> {
+        let mut state = KeyedState::new();
+        let n = pages.len();
+        u32::try_from(n).map_err(|_| format!("{n} pages are more than keyed state addresses"))?;
+        let entries: usize = pages.iter().map(|p| p.entries.len()).sum();
+        state
+            .index
+            .try_reserve(entries)
+            .map_err(|e| alloc_error("index", e).0)?;
+        state.listed = vec![false; n];
+        let mut root: Root<K, V> = Vec::with_capacity(n.div_ceil(CHUNK_PAGES));
+        for (i, page) in pages.into_iter().enumerate() {
+            if i % CHUNK_PAGES == 0 {
+                root.push(Arc::new(Vec::with_capacity(CHUNK_PAGES.min(n - i))));
+            }
+            for (index, (k, _)) in page.entries.iter().enumerate() {
+                let slot = Slot {
+                    page: i as u32,
+                    index: index as u32,
+                };
+                if state.index.insert(k.clone(), slot).is_some() {
+                    return Err(format!("a key appears twice (again in page {i})"));
+                }
+            }
+            if page.entries.len() < page.capacity as usize {
+                state.listed[i] = true;
+                state.with_room.push(i as u32);
+            }
+            let chunk = Arc::get_mut(root.last_mut().expect("a chunk was just pushed"))
+                .expect("the chunk is not shared yet");
+            chunk.push(Arc::new(Page {
+                entries: page.entries,
+                capacity: page.capacity,
+                modified: epoch,
+            }));
+        }
+        state.root = Arc::new(root);
+        state.pages = n;
+        state.epoch = epoch + 1;
+        Ok(state)
+    }
+}
+
 /// The state of the key being processed, handed to [`Job::process`](super::api::Job::process).
 pub struct ValueState<'a, K, V> {
     state: &'a mut KeyedState<K, V>,
@@ -445,12 +505,7 @@ pub fn write_snapshot<K: Serialize + Clone, V: Serialize + Clone>(
             let start = buf.len();
             buf.extend_from_slice(&(page.entries.len() as u32).to_le_bytes());
             buf.extend_from_slice(&0u32.to_le_bytes());
-            for (k, v) in &page.entries {
-                encode_into(k, &mut buf)?;
-                encode_into(v, &mut buf)?;
-            }
-            let body = u32::try_from(buf.len() - start - 8)
-                .map_err(|_| "a state page encodes to more than 4 GiB".to_string())?;
+            let body = encode_body(&page.entries, &mut buf)?;
             buf[start + 4..start + 8].copy_from_slice(&body.to_le_bytes());
             written_entries += page.entries.len() as u64;
             drop(page);
@@ -474,6 +529,179 @@ pub fn write_snapshot<K: Serialize + Clone, V: Serialize + Clone>(
         ));
     }
     Ok(total)
+}
+
+/// The length of a page record's header.
+pub const RECORD_HEADER_LEN: usize = 16;
+
+/// What [`write_page_records`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordsWritten {
+    /// Bytes of page records (the prefix not counted).
+    pub bytes: u64,
+    /// CRC32C of those bytes.
+    pub crc32c: u32,
+    /// The id of every page written, in order.
+    pub ids: Vec<u32>,
+    /// Entries in them.
+    pub entries: u64,
+}
+
+fn encode_body<K: Serialize, V: Serialize>(
+    entries: &[(K, V)],
+    buf: &mut Vec<u8>,
+) -> Result<u32, String> {
+    let start = buf.len();
+    for (k, v) in entries {
+        encode_into(k, buf)?;
+        encode_into(v, buf)?;
+    }
+    u32::try_from(buf.len() - start).map_err(|_| "a state page encodes to more than 4 GiB".into())
+}
+
+/// Encode, as page records, the pages of `snapshot` changed after the snapshot taken at epoch
+/// `after`, or every page (empty ones too) for `None`; `prefix` goes first. Buffers of about
+/// [`WRITE_BYTES`] go to `write` as in [`write_snapshot`]. The view is released at once except
+/// for the pages written, and each of those once encoded, so the task's changes meanwhile copy
+/// as little as possible.
+pub fn write_page_records<K: Serialize + Clone, V: Serialize + Clone>(
+    snapshot: StateSnapshot<K, V>,
+    after: Option<u64>,
+    prefix: &[u8],
+    write: &mut dyn FnMut(Vec<u8>) -> Result<Vec<u8>, String>,
+) -> Result<RecordsWritten, String> {
+    // The pages to write, each with its id; everything else of the view is dropped here.
+    let mut pages: Vec<(u32, Arc<Page<K, V>>)> = Vec::new();
+    let root = Arc::try_unwrap(snapshot.root).unwrap_or_else(|shared| (*shared).clone());
+    for (c, chunk) in root.into_iter().enumerate() {
+        let chunk = Arc::try_unwrap(chunk).unwrap_or_else(|shared| (*shared).clone());
+        for (i, page) in chunk.into_iter().enumerate() {
+            if after.is_none_or(|e| page.modified > e) {
+                let id = u32::try_from(c * CHUNK_PAGES + i)
+                    .map_err(|_| "keyed state has more pages than it can address".to_string())?;
+                pages
+                    .try_reserve(1)
+                    .map_err(|e| format!("cannot list the pages to write: {e}"))?;
+                pages.push((id, page));
+            }
+        }
+    }
+    let mut buf: Vec<u8> = Vec::new();
+    buf.try_reserve_exact(WRITE_BYTES + PAGE_BYTES + prefix.len())
+        .map_err(|e| format!("cannot allocate the snapshot write buffer: {e}"))?;
+    buf.extend_from_slice(prefix);
+    let mut written = RecordsWritten {
+        bytes: 0,
+        crc32c: 0,
+        ids: Vec::with_capacity(pages.len()),
+        entries: 0,
+    };
+    let mut total = 0u64;
+    for (id, page) in pages {
+        let start = buf.len();
+        buf.extend_from_slice(&id.to_le_bytes());
+        buf.extend_from_slice(&page.capacity.to_le_bytes());
+        buf.extend_from_slice(&(page.entries.len() as u32).to_le_bytes());
+        buf.extend_from_slice(&0u32.to_le_bytes());
+        let body = encode_body(&page.entries, &mut buf)?;
+        buf[start + 12..start + 16].copy_from_slice(&body.to_le_bytes());
+        written.crc32c = crc32c::crc32c_append(written.crc32c, &buf[start..]);
+        written.bytes += (buf.len() - start) as u64;
+        written.entries += page.entries.len() as u64;
+        written.ids.push(id);
+        drop(page);
+        if buf.len() >= WRITE_BYTES {
+            total += buf.len() as u64;
+            buf = write(buf)?;
+            buf.clear();
+            buf.try_reserve(WRITE_BYTES + PAGE_BYTES)
+                .map_err(|e| format!("cannot allocate the snapshot write buffer: {e}"))?;
+        }
+    }
+    if !buf.is_empty() {
+        total += buf.len() as u64;
+        write(buf)?;
+    }
+    debug_assert_eq!(total, written.bytes + prefix.len() as u64);
+    Ok(written)
+}
+
+/// The header of a page record, as read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordHeader {
+    /// The page's id.
+    pub id: u32,
+    /// Entries the page has room for.
+    pub capacity: u32,
+    /// Entries in it.
+    pub entries: u32,
+    /// Bytes of its body.
+    pub body: u32,
+}
+
+impl RecordHeader {
+    /// Parse and check a record header.
+    pub fn parse(h: &[u8; RECORD_HEADER_LEN]) -> Result<Self, String> {
+        let at = |i: usize| u32::from_le_bytes(h[i..i + 4].try_into().expect("4 bytes"));
+        let r = RecordHeader {
+            id: at(0),
+            capacity: at(4),
+            entries: at(8),
+            body: at(12),
+        };
+        if r.capacity == 0 || r.capacity as usize > MAX_PAGE_ENTRIES || r.entries > r.capacity {
+            return Err(format!(
+                "page {} holds {} entries with room for {} (at most {MAX_PAGE_ENTRIES})",
+                r.id, r.entries, r.capacity
+            ));
+        }
+        if (r.entries == 0) != (r.body == 0) {
+            return Err(format!(
+                "page {} holds {} entries in {} bytes",
+                r.id, r.entries, r.body
+            ));
+        }
+        Ok(r)
+    }
+}
+
+/// A page read back from page records, for [`KeyedState::from_pages`].
+pub struct RestoredPage<K, V> {
+    /// Entries it has room for.
+    pub capacity: u32,
+    /// Its entries.
+    pub entries: Vec<(K, V)>,
+}
+
+/// Decode the body of a page record holding `n` entries; `accept` is asked about every key.
+pub fn decode_page<K: DeserializeOwned, V: DeserializeOwned>(
+    header: &RecordHeader,
+    body: &[u8],
+    accept: &mut dyn FnMut(&K) -> Result<(), String>,
+) -> Result<RestoredPage<K, V>, String> {
+    let mut entries = Vec::new();
+    entries
+        .try_reserve_exact(header.capacity as usize)
+        .map_err(|e| format!("page {}: {e}", header.id))?;
+    let mut rest = body;
+    for _ in 0..header.entries {
+        let (k, tail): (K, &[u8]) = decode_front(rest)?;
+        let (v, tail): (V, &[u8]) = decode_front(tail)?;
+        rest = tail;
+        accept(&k)?;
+        entries.push((k, v));
+    }
+    if !rest.is_empty() {
+        return Err(format!(
+            "page {}: {} bytes left after its entries",
+            header.id,
+            rest.len()
+        ));
+    }
+    Ok(RestoredPage {
+        capacity: header.capacity,
+        entries,
+    })
 }
 
 /// What a structurally valid encoding holds.

@@ -17,14 +17,15 @@
 //! directly (the final checkpoint that commits the last output) until told to finish.
 
 use std::{
+    collections::BTreeMap,
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc,
+        Arc, Mutex,
     },
     time::{Duration, Instant},
 };
 
-use cairn_plugin_api::{Scope, StateHandle};
+use cairn_plugin_api::{OutputStream, Scope, StateHandle};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use serde_json::Value;
 
@@ -35,9 +36,11 @@ use super::{
     },
     codec::{decode_front, key_group, task_of, Buffer},
     exchange::{Barrier, Control, Event, Gate, Input},
+    incremental::{new_segment, object_header, Chain, StateWrite},
     report::Counters,
-    state::{write_snapshot, KeyedState, ValueState},
+    state::{write_page_records, write_snapshot, KeyedState, ValueState},
 };
+use crate::metadata::SegmentRecord;
 
 /// Records are sent in buffers of about this many bytes.
 pub(crate) const BUFFER_BYTES: usize = 32 * 1024;
@@ -58,7 +61,12 @@ const PREFILL_IDLE: usize = 4096;
 /// What a keyed task's snapshot holds, when its upload finished.
 #[derive(Debug)]
 pub(crate) struct TaskSnapshot {
+    /// Whole state in EXCLUSIVE streams of the checkpoint's location.
     pub(crate) handles: Vec<StateHandle>,
+    /// Or the chain of segments of SHARED objects (incremental checkpoints).
+    pub(crate) segments: Vec<SegmentRecord>,
+    /// The stored SHARED objects this snapshot wrote: discarded if its checkpoint fails.
+    pub(crate) written: Vec<StateHandle>,
     pub(crate) records: u64,
     pub(crate) sink: Option<Value>,
     pub(crate) epoch: u64,
@@ -97,6 +105,10 @@ pub(crate) enum TaskEvent {
         error: String,
     },
 }
+
+/// The chains of a keyed task's recent checkpoints whose upload finished, by checkpoint id:
+/// shared by the task and its upload threads (see `incremental.rs`).
+pub(crate) type Chains = Arc<Mutex<BTreeMap<u64, Arc<Chain>>>>;
 
 /// A keyed task's final state, handed back when the job finishes.
 pub(crate) struct Final<J: Job> {
@@ -375,6 +387,8 @@ pub(crate) struct KeyedTask<J: Job> {
     pub(crate) prefill: Option<Prefill<J::Key, J::State>>,
     pub(crate) finals: Sender<Final<J>>,
     pub(crate) shared: Shared,
+    /// The chains incremental snapshots extend.
+    pub(crate) chains: Chains,
 }
 
 impl<J: Job> KeyedTask<J> {
@@ -562,6 +576,29 @@ impl<J: Job> KeyedTask<J> {
         let records = self.records;
         let location = b.location.clone();
         let previous_epoch = view.epoch().saturating_sub(1);
+        let write = b.write;
+        // The chain a delta extends; chains older than it are never a base again.
+        let base = match write {
+            StateWrite::Delta { base } => {
+                let mut chains = self.chains.lock().unwrap_or_else(|p| p.into_inner());
+                chains.retain(|&id, _| id >= base);
+                match chains.get(&base) {
+                    Some(c) => Some(c.clone()),
+                    None => {
+                        let _ = events.send(TaskEvent::TaskAck {
+                            id,
+                            subtask,
+                            result: Err(format!(
+                                "keyed task {subtask}: no chain of checkpoint {base} to extend"
+                            )),
+                        });
+                        return;
+                    }
+                }
+            }
+            StateWrite::Whole | StateWrite::Full => None,
+        };
+        let chains = self.chains.clone();
         let (alive, stop) = (self.shared.alive.clone(), self.shared.stop.clone());
         let upload = move || -> Result<TaskSnapshot, String> {
             let epoch = view.epoch();
@@ -569,71 +606,61 @@ impl<J: Job> KeyedTask<J> {
             let pages = view.pages() as u64;
             let changed_pages = view.changed_since(previous_epoch).len() as u64;
             let started = Instant::now();
-            let mut stream = location
-                .create_stream(Scope::Exclusive)
-                .map_err(|e| format!("keyed task {subtask}: creating a state stream: {e}"))?;
-            // Encoding (here) and writing (on a scoped thread) overlap, two buffers in turn.
-            let mut in_plugin = Duration::ZERO;
-            let bytes = std::thread::scope(|scope| -> Result<u64, String> {
-                let (full_tx, full_rx) = crossbeam_channel::bounded::<Vec<u8>>(1);
-                let (empty_tx, empty_rx) = crossbeam_channel::bounded::<Vec<u8>>(2);
-                let _ = empty_tx.send(Vec::new());
-                let stream = &mut stream;
-                let in_plugin = &mut in_plugin;
-                let writer = scope.spawn(move || -> Result<(), String> {
-                    for buf in full_rx {
-                        // A stopping attempt drops the stream, which deletes what it wrote.
-                        if stop.load(Ordering::Relaxed) {
-                            return Err(format!("keyed task {subtask}: the attempt is stopping"));
-                        }
-                        let t = Instant::now();
-                        stream
-                            .write(&buf)
-                            .map_err(|e| format!("keyed task {subtask}: writing state: {e}"))?;
-                        *in_plugin += t.elapsed();
-                        let _ = empty_tx.send(buf);
-                    }
-                    Ok(())
-                });
-                let encoded = write_snapshot(view, &mut |full| {
-                    full_tx
-                        .send(full)
-                        .map_err(|_| "the state writer stopped".to_string())?;
-                    empty_rx
-                        .recv()
-                        .map_err(|_| "the state writer stopped".to_string())
-                });
-                drop(full_tx);
-                let written = writer.join().unwrap_or_else(|_| {
-                    Err(format!("keyed task {subtask}: the state writer panicked"))
-                });
-                // The writer's error is the cause; the encoder's is only its echo.
-                written?;
-                encoded
-            })?;
-            let closing = Instant::now();
-            let handle = stream
-                .close_and_get_handle()
-                .map_err(|e| format!("keyed task {subtask}: closing its state stream: {e}"))?
-                .ok_or_else(|| format!("keyed task {subtask}: the backend gave no handle"))?;
-            tracing::debug!(
-                id,
-                subtask,
-                bytes,
-                total_ms = started.elapsed().as_secs_f64() * 1000.0,
-                write_ms = in_plugin.as_secs_f64() * 1000.0,
-                close_ms = closing.elapsed().as_secs_f64() * 1000.0,
-                "snapshot uploaded"
-            );
-            Ok(TaskSnapshot {
-                handles: vec![handle],
+            let mut snapshot = TaskSnapshot {
+                handles: Vec::new(),
+                segments: Vec::new(),
+                written: Vec::new(),
                 records,
                 sink,
                 epoch,
                 entries,
                 pages,
                 changed_pages,
-            })
+            };
+            if write == StateWrite::Whole {
+                let (handle, bytes) = upload_stream(&*location, Scope::Exclusive, subtask, &stop, |w| {
+                    write_snapshot(view, w)
+                })?;
+                tracing::debug!(id, subtask, bytes, total_ms = started.elapsed().as_secs_f64() * 1000.0, "snapshot uploaded");
+                snapshot.handles.push(handle);
+                return Ok(snapshot);
+            }
+            let after = base.as_ref().map(|c| c.epoch);
+            let unchanged = after.is_some_and(|e| view.changed_since(e).is_empty());
+            let (segment, ids) = if unchanged {
+                drop(view);
+                (None, Vec::new())
+            } else {
+                let header = object_header(id, subtask, epoch);
+                let (handle, written) = upload_stream(&*location, Scope::Shared, subtask, &stop, |w| {
+                    write_page_records(view, after, &header, w)
+                })?;
+                if !handle.is_inline() {
+                    snapshot.written.push(handle.clone());
+                }
+                tracing::debug!(
+                    id,
+                    subtask,
+                    bytes = written.bytes,
+                    pages = written.ids.len(),
+                    total_ms = started.elapsed().as_secs_f64() * 1000.0,
+                    "incremental snapshot uploaded"
+                );
+                (Some(new_segment(&handle, id, &written)), written.ids)
+            };
+            let chain = match (&base, segment) {
+                (Some(base), segment) => base
+                    .extend(id, epoch, segment, &ids, pages as usize)
+                    .map_err(|e| format!("keyed task {subtask}: {e}"))?,
+                (None, Some(segment)) => Chain::full(id, epoch, segment),
+                (None, None) => unreachable!("a full snapshot always writes its pages"),
+            };
+            snapshot.segments = chain.segments.clone();
+            chains
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id, Arc::new(chain));
+            Ok(snapshot)
         };
         let spawned = std::thread::Builder::new()
             .name(format!("snapshot-{subtask}-{id}"))
@@ -671,6 +698,60 @@ impl<J: Job> KeyedTask<J> {
         });
         Ok(())
     }
+}
+
+/// Write a snapshot through a new stream of `location` in `scope` and close it: `encode`
+/// fills buffers of about 4 MiB (see [`write_snapshot`]) while a scoped thread writes them into
+/// the plugin, two buffers in turn. A stopping attempt drops the stream, which deletes what it
+/// wrote. Returns the handle and what `encode` returned.
+fn upload_stream<T>(
+    location: &dyn cairn_plugin_api::CheckpointLocation,
+    scope: Scope,
+    subtask: u32,
+    stop: &AtomicBool,
+    encode: impl FnOnce(&mut dyn FnMut(Vec<u8>) -> Result<Vec<u8>, String>) -> Result<T, String>,
+) -> Result<(StateHandle, T), String> {
+    let mut stream: Box<dyn OutputStream> = location
+        .create_stream(scope)
+        .map_err(|e| format!("keyed task {subtask}: creating a state stream: {e}"))?;
+    let encoded = std::thread::scope(|scope| -> Result<T, String> {
+        let (full_tx, full_rx) = crossbeam_channel::bounded::<Vec<u8>>(1);
+        let (empty_tx, empty_rx) = crossbeam_channel::bounded::<Vec<u8>>(2);
+        let _ = empty_tx.send(Vec::new());
+        let stream = &mut stream;
+        let writer = scope.spawn(move || -> Result<(), String> {
+            for buf in full_rx {
+                if stop.load(Ordering::Relaxed) {
+                    return Err(format!("keyed task {subtask}: the attempt is stopping"));
+                }
+                stream
+                    .write(&buf)
+                    .map_err(|e| format!("keyed task {subtask}: writing state: {e}"))?;
+                let _ = empty_tx.send(buf);
+            }
+            Ok(())
+        });
+        let encoded = encode(&mut |full| {
+            full_tx
+                .send(full)
+                .map_err(|_| "the state writer stopped".to_string())?;
+            empty_rx
+                .recv()
+                .map_err(|_| "the state writer stopped".to_string())
+        });
+        drop(full_tx);
+        let written = writer
+            .join()
+            .unwrap_or_else(|_| Err(format!("keyed task {subtask}: the state writer panicked")));
+        // The writer's error is the cause; the encoder's is only its echo.
+        written?;
+        encoded
+    })?;
+    let handle = stream
+        .close_and_get_handle()
+        .map_err(|e| format!("keyed task {subtask}: closing its state stream: {e}"))?
+        .ok_or_else(|| format!("keyed task {subtask}: the backend gave no handle"))?;
+    Ok((handle, encoded))
 }
 
 /// The offset type's JSON back into the type.
