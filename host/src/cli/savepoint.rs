@@ -6,7 +6,10 @@ use std::process::ExitCode;
 use cairn_host::control::{Reply, Request, SavepointView};
 use indicatif::HumanBytes;
 
-use super::{status::ask, status::unexpected, ConfigArg};
+use super::{
+    status::{ask, target_for_job, unexpected},
+    ConfigArg,
+};
 
 /// Arguments of `cairn savepoint`.
 #[derive(Debug, clap::Args)]
@@ -42,7 +45,7 @@ pub(super) fn print_savepoint(s: &SavepointView, json: bool) -> anyhow::Result<(
 /// Take the savepoint.
 pub fn run(args: SavepointArgs) -> anyhow::Result<ExitCode> {
     let request = Request::Savepoint {
-        target: args.target.clone(),
+        target: target_for_job(args.target.as_deref())?,
     };
     match ask(
         &args.config,

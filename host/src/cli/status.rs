@@ -63,6 +63,21 @@ pub(super) fn ask(
     }
 }
 
+/// A `--target` as the job should read it: the job runs in its own directory, so a relative
+/// path is made absolute here, against the directory the command runs in; a URL (`s3://...`)
+/// is passed on as it is.
+pub(super) fn target_for_job(target: Option<&str>) -> anyhow::Result<Option<String>> {
+    let Some(target) = target else {
+        return Ok(None);
+    };
+    if target.contains("://") {
+        return Ok(Some(target.to_string()));
+    }
+    let absolute = std::path::absolute(target)
+        .map_err(|e| anyhow::anyhow!("--target {target}: cannot make it absolute: {e}"))?;
+    Ok(Some(absolute.display().to_string()))
+}
+
 /// A reply that does not fit the request: a job of another build.
 pub(super) fn unexpected(reply: &Reply) -> anyhow::Error {
     anyhow::anyhow!("the job answered with an unexpected reply: {reply:?}")

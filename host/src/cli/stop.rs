@@ -7,7 +7,11 @@ use std::process::ExitCode;
 
 use cairn_host::control::{Reply, Request};
 
-use super::{savepoint::print_savepoint, status::ask, status::unexpected, ConfigArg};
+use super::{
+    savepoint::print_savepoint,
+    status::{ask, target_for_job, unexpected},
+    ConfigArg,
+};
 
 /// Arguments of `cairn stop`.
 #[derive(Debug, clap::Args)]
@@ -28,7 +32,7 @@ pub struct StopArgs {
 /// Stop the job with a savepoint.
 pub fn run(args: StopArgs) -> anyhow::Result<ExitCode> {
     let request = Request::Stop {
-        target: args.target.clone(),
+        target: target_for_job(args.target.as_deref())?,
     };
     let waiting = Some("taking a savepoint, then stopping the job".to_string());
     let (savepoint, summary) = match ask(&args.config, request, args.json, waiting)? {

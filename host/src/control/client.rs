@@ -115,13 +115,29 @@ impl Client {
         })
         .map_err(|e| ControlError::Protocol(format!("cannot encode the request: {e}")))?;
         line.push('\n');
-        stream
-            .write_all(line.as_bytes())
-            .map_err(|e| ControlError::io(&self.socket, "cannot send the request to", e))?;
+        // A job that refuses the connection may answer before it has read the request: its
+        // answer is read even when sending failed.
+        let sent = stream.write_all(line.as_bytes());
         let mut answer = String::new();
-        BufReader::new(&stream)
-            .read_line(&mut answer)
-            .map_err(|e| ControlError::io(&self.socket, "cannot read the reply from", e))?;
+        let read = BufReader::new(&stream).read_line(&mut answer);
+        match (sent, read) {
+            (_, Ok(n)) if n > 0 => {}
+            (Err(e), _) => {
+                return Err(ControlError::io(
+                    &self.socket,
+                    "cannot send the request to",
+                    e,
+                ))
+            }
+            (Ok(()), Err(e)) => {
+                return Err(ControlError::io(
+                    &self.socket,
+                    "cannot read the reply from",
+                    e,
+                ))
+            }
+            (Ok(()), Ok(_)) => {}
+        }
         if answer.is_empty() {
             return Err(ControlError::Protocol(format!(
                 "the job's process closed its control socket {} without answering (it ended, \

@@ -270,6 +270,9 @@ fn serve(shared: &Shared, stream: UnixStream) {
             read_request(&stream).map_or_else(|error| Reply::Error { error }, |r| answer(shared, r))
         }
         Ok(peer) => {
+            // Take the request line first (bounded, as for anyone), so the refusal reaches a
+            // client that is still writing instead of a closed socket.
+            let _ = read_request(&stream);
             tracing::warn!(
                 uid = peer.uid.as_raw(),
                 "refused a control connection from another user"
