@@ -92,7 +92,12 @@ struct Job {
 impl Job {
     /// Start `cairn run --json ARGS` in `dir` and wait until it serves its control socket.
     fn start(dir: &Path, args: &[&str]) -> Job {
-        let mut child = cairn_cmd(dir, &[&["run", "--json"], args].concat())
+        Job::spawn(cairn_cmd(dir, &[&["run", "--json"], args].concat()), dir)
+    }
+
+    /// Start `cmd` (a `cairn run --json` in `dir`) and wait until it serves its control socket.
+    fn spawn(mut cmd: Command, dir: &Path) -> Job {
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -475,6 +480,31 @@ fn metrics_are_scraped_during_a_run_and_match_its_summary() {
         state_bytes += json_of(&out)["state_bytes"].as_u64().unwrap();
     }
     let (text, m) = scrape(&url);
+    // OpenMetrics for a scraper that asks for it, as Prometheus does.
+    let mut om = ureq::get(&url)
+        .header(
+            "Accept",
+            "application/openmetrics-text;version=1.0.0,text/plain;q=0.5",
+        )
+        .call()
+        .unwrap();
+    let om_type = om
+        .headers()
+        .get("content-type")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        om_type.starts_with("application/openmetrics-text"),
+        "{om_type}"
+    );
+    let om_text = om.body_mut().read_to_string().unwrap();
+    assert!(om_text.ends_with("# EOF\n"), "{om_text}");
+    assert!(
+        om_text.contains("cairn_checkpoints_completed_total 2"),
+        "{om_text}"
+    );
     let at = |name: &str| sample(&m, name, &[]);
     assert!(
         text.contains("# TYPE cairn_checkpoints_completed_total counter"),
@@ -644,4 +674,141 @@ fn the_control_socket_refuses_another_user() {
     let (summary, _) = job.finish();
     assert_eq!(summary["status"], "cancelled");
     assert_eq!(summary["final_savepoint"], Value::Null, "{summary}");
+}
+
+#[test]
+fn a_metrics_port_in_use_is_a_one_line_error_at_start() {
+    // Held by this test for as long as the job tries to listen on it.
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = holder.local_addr().unwrap().port();
+    let dir = setup(&format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"));
+    let out = ctl(dir.path(), &["run", "--records", "1000"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with(&format!(
+            "error: metrics.listen = \"127.0.0.1:{port}\": cannot listen there: "
+        )) && last.contains("another process holds the port"),
+        "{err}"
+    );
+    assert!(
+        !dir.path()
+            .join("checkpoints")
+            .join("it")
+            .join("chk-1")
+            .exists(),
+        "the job ran"
+    );
+    drop(holder);
+}
+
+#[test]
+fn a_second_run_of_a_config_is_refused_and_a_killed_jobs_socket_is_replaced() {
+    let dir = setup("\n[checkpointing]\ninterval = \"200ms\"\n");
+    let mut job = Job::start(dir.path(), &[]);
+    let out = ctl(dir.path(), &["run", "--records", "1000"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    // Refused in one line that names the process running the job (whichever guard refuses
+    // first: the control socket's lock here, or the job's lease in its storage).
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: ") && last.contains(&job.pid().to_string()),
+        "{err}"
+    );
+    // The first job is untouched.
+    job.wait_for("a completed checkpoint", |l| completed_id(l).is_some());
+    let out = ctl_ok(dir.path(), &["status", "--json"]);
+    assert_eq!(json_of(&out)["phase"], "running");
+
+    // kill -9 leaves the socket behind; the commands say so, and the next run replaces it.
+    let socket = job.socket.clone();
+    let mut child = job.child.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(socket.exists(), "a killed job cannot remove its socket");
+    let out = ctl(dir.path(), &["status"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("was left by a job that ended without removing it (killed?)")
+            && err.lines().count() == 1,
+        "{err}"
+    );
+    let again = Job::start(dir.path(), &["--from", "latest"]);
+    assert_eq!(again.socket, socket);
+    let out = ctl_ok(dir.path(), &["status", "--json"]);
+    assert_eq!(json_of(&out)["pid"], again.pid());
+    ctl_ok(dir.path(), &["cancel"]);
+    again.finish();
+}
+
+#[test]
+fn a_job_refuses_a_peer_that_is_not_its_user_even_root() {
+    // The job runs as the second user; this test (root) is the other user. Root gets past
+    // every file mode, so what refuses it is the job's check of its peer.
+    assert_eq!(
+        cairn_host::control::euid(),
+        0,
+        "this test runs a job as a second user (useradd, setpriv) and so must run as root"
+    );
+    let (uid, gid) = second_user();
+    let dir = setup("");
+    crate::util::set_mode(dir.path(), 0o755);
+    for p in [dir.path().to_path_buf(), dir.path().join("run")] {
+        std::os::unix::fs::chown(&p, Some(uid), Some(gid)).unwrap();
+    }
+    let mut cmd = Command::new("setpriv");
+    cmd.args([
+        &format!("--reuid={uid}"),
+        &format!("--regid={gid}"),
+        "--clear-groups",
+        "--",
+        env!("CARGO_BIN_EXE_cairn"),
+        "run",
+        "--json",
+    ])
+    .current_dir(dir.path())
+    .env("XDG_RUNTIME_DIR", dir.path().join("run"))
+    .env_remove("RUST_LOG");
+    let job = Job::spawn(cmd, dir.path());
+    let meta = std::fs::symlink_metadata(&job.socket).unwrap();
+    assert_eq!((meta.uid(), meta.mode() & 0o777), (uid, 0o600));
+    // `cairn` as root will not use a directory of another user...
+    let out = ctl(dir.path(), &["status"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "it belongs to uid {uid}, not to this user (uid 0)"
+        )),
+        "{err}"
+    );
+    // ...and a connection made by hand is refused by the job.
+    for request in [
+        r#"{"version":1,"request":"status"}"#,
+        r#"{"version":1,"request":"cancel"}"#,
+    ] {
+        let mut stream = std::os::unix::net::UnixStream::connect(&job.socket).unwrap();
+        std::io::Write::write_all(&mut stream, format!("{request}\n").as_bytes()).unwrap();
+        let mut reply = String::new();
+        BufReader::new(&stream).read_line(&mut reply).unwrap();
+        let reply: Value = serde_json::from_str(&reply).unwrap();
+        assert_eq!(reply["reply"], "error", "{reply}");
+        assert_eq!(
+            reply["error"],
+            format!("permission denied: this job's control socket serves only uid {uid}"),
+            "{reply}"
+        );
+    }
+    // The job's own user controls it.
+    let out = ctl_as(uid, gid, dir.path(), &["cancel", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (summary, _) = job.finish();
+    assert_eq!(summary["status"], "cancelled");
 }
