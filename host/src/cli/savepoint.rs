@@ -16,8 +16,9 @@ use super::{
 pub struct SavepointArgs {
     #[command(flatten)]
     config: ConfigArg,
-    /// Where the savepoint goes (a directory, or a URL the storage plugin takes); default:
-    /// `[savepoints] dir`, or the plugin's own savepoint location.
+    /// Where the savepoint goes: a directory (a relative one is taken from the current
+    /// directory, not the job's) or a URL the storage plugin takes; default: `[savepoints] dir`,
+    /// or the plugin's own savepoint location.
     #[arg(long, value_name = "DIR")]
     target: Option<String>,
     /// Print the savepoint as JSON.

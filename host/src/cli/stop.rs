@@ -21,7 +21,9 @@ pub struct StopArgs {
     /// Take a savepoint before stopping (required: a stop without one is `cairn cancel`).
     #[arg(long, required = true)]
     savepoint: bool,
-    /// Where the savepoint goes; default: `[savepoints] dir`, or the plugin's own location.
+    /// Where the savepoint goes, as for `cairn savepoint --target` (a relative directory is
+    /// taken from the current directory); default: `[savepoints] dir`, or the plugin's own
+    /// location.
     #[arg(long, value_name = "DIR", requires = "savepoint")]
     target: Option<String>,
     /// Print the savepoint and the job's summary as JSON.
