@@ -163,8 +163,10 @@ mod tests {
     use super::*;
 
     fn config(file: Option<&Path>, id: &str) -> Config {
-        let mut c = Config::default();
-        c.file = file.map(Path::to_path_buf);
+        let mut c = Config {
+            file: file.map(Path::to_path_buf),
+            ..Config::default()
+        };
         c.job.id = id.to_string();
         c
     }
