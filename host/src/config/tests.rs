@@ -703,13 +703,14 @@ fn keys_of(table: &str) -> Vec<String> {
         .collect()
 }
 
-const TABLES: [&str; 6] = [
+const TABLES: [&str; 7] = [
     "plugins",
     "storage",
     "checkpointing",
     "savepoints",
     "job",
     "restart",
+    "metrics",
 ];
 
 #[test]
@@ -772,6 +773,14 @@ fn defaults_file_shows_every_key() {
             }
             edited
                 .retain(|l| !l.starts_with("keys = ") && !l.starts_with("state-bytes-per-key = "));
+        }
+        // allow-remote goes only with an address to listen on.
+        if key == "allow-remote" {
+            for l in edited.iter_mut() {
+                if l.starts_with("# listen = ") {
+                    *l = &l[2..];
+                }
+            }
         }
         let edited = edited.join("\n");
         if key == "sha256" {
