@@ -812,3 +812,70 @@ fn a_job_refuses_a_peer_that_is_not_its_user_even_root() {
     let (summary, _) = job.finish();
     assert_eq!(summary["status"], "cancelled");
 }
+
+#[test]
+fn expired_checkpoints_are_counted_by_metrics_and_status() {
+    // Every snapshot stream hangs in close(), so no task acknowledges and every checkpoint
+    // expires after the timeout; failures are tolerated, so the job runs on.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("run")).unwrap();
+    let config = format!(
+        "[storage]\npath = {:?}\n[storage.options]\nhang-in = \"close\"\n\n\
+         [checkpointing]\ninterval = \"100ms\"\ntimeout = \"300ms\"\ntolerable-failures = 1000\n\n\
+         [job]\nid = \"hangs\"\nkeys = 10\nrate = 5000\n\n\
+         [metrics]\nlisten = \"127.0.0.1:0\"\n",
+        crate::util::lib("cairn-fixture-hanging")
+            .display()
+            .to_string()
+    );
+    std::fs::write(dir.path().join("cairn.toml"), config).unwrap();
+    let mut job = Job::start(dir.path(), &[]);
+    let line = job.wait_for("the metrics address", |l| {
+        l.starts_with("cairn: metrics at ")
+    });
+    let url = line.trim_start_matches("cairn: metrics at ").to_string();
+    for n in 0..2 {
+        job.wait_for(&format!("expiry {}", n + 1), |l| {
+            l.contains("checkpoint failed: expired before every task acknowledged it")
+        });
+    }
+    let (text, m) = scrape(&url);
+    let at = |name: &str| sample(&m, name, &[]);
+    let expired = at("cairn_checkpoints_expired_total");
+    assert!(expired >= 2.0, "{text}");
+    assert!(at("cairn_checkpoints_failed_total") >= expired, "{text}");
+    assert_eq!(at("cairn_checkpoints_completed_total"), 0.0, "{text}");
+    assert_eq!(at("cairn_checkpoint_duration_seconds_count"), 0.0, "{text}");
+    assert!(
+        sample(
+            &m,
+            "cairn_plugin_call_duration_seconds_count",
+            &[("call", "begin_checkpoint"), ("outcome", "ok")]
+        ) >= 2.0,
+        "{text}"
+    );
+    let out = ctl_ok(dir.path(), &["status", "--json"]);
+    let s = json_of(&out);
+    assert!(s["checkpoints_expired"].as_f64().unwrap() >= expired, "{s}");
+    assert_eq!(s["checkpoints_completed"], 0, "{s}");
+    assert_eq!(s["last_checkpoint"], Value::Null, "{s}");
+    assert!(
+        s["last_failure"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("expired"),
+        "{s}"
+    );
+    assert_eq!(
+        s["metrics_url"],
+        url.as_str(),
+        "status names the metrics endpoint"
+    );
+    ctl_ok(dir.path(), &["cancel"]);
+    let (summary, _) = job.finish();
+    assert_eq!(summary["checkpoints_completed"], 0, "{summary}");
+    assert!(
+        summary["checkpoints_failed"].as_f64().unwrap() >= expired,
+        "{summary}"
+    );
+}
