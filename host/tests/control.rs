@@ -879,3 +879,48 @@ fn expired_checkpoints_are_counted_by_metrics_and_status() {
         "{summary}"
     );
 }
+
+#[test]
+fn a_stop_whose_savepoint_fails_leaves_the_job_running() {
+    let dir = setup("");
+    // No savepoint target anywhere: the savepoint is declined.
+    let config = dir.path().join("cairn.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("[savepoints]\ndir = \"savepoints\"\n", ""),
+    )
+    .unwrap();
+    let job = Job::start(dir.path(), &[]);
+    for args in [&["savepoint"][..], &["stop", "--savepoint"]] {
+        let out = ctl(dir.path(), args);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.starts_with("error: savepoint ")
+                && err.contains("has no target")
+                && err.lines().count() == 1,
+            "{args:?}: {err}"
+        );
+        if args[0] == "stop" {
+            assert!(err.contains("the job keeps running"), "{err}");
+        }
+        let out = ctl_ok(dir.path(), &["status", "--json"]);
+        assert_eq!(json_of(&out)["phase"], "running", "{args:?}");
+    }
+    // With a target it works, and the job stops.
+    let out = ctl_ok(
+        dir.path(),
+        &["stop", "--savepoint", "--target", "sp", "--json"],
+    );
+    let pointer = json_of(&out)["savepoint"]["pointer"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        Path::new(&pointer).starts_with(dir.path().join("sp")),
+        "{pointer}"
+    );
+    let (summary, _) = job.finish();
+    assert_eq!(summary["final_savepoint"], pointer.as_str());
+}
