@@ -391,6 +391,8 @@ impl<J: Job> KeyedTask<J> {
         let mut blocked = vec![false; self.inputs];
         let mut ended = vec![false; self.inputs];
         let mut aligning: Option<Arc<Barrier>> = None;
+        // When the barrier being aligned first arrived (metrics: cairn_checkpoint_alignment).
+        let mut align_started: Option<Instant> = None;
         let mut reported_end = false;
         let mut processed = 0u64;
         let mut out: Vec<OutputOf<J>> = Vec::new();
@@ -460,6 +462,7 @@ impl<J: Job> KeyedTask<J> {
                 Input::Event(ch, Event::Barrier(b)) => {
                     if b.id > self.last_barrier {
                         blocked[ch] = true;
+                        align_started.get_or_insert_with(Instant::now);
                         aligning.get_or_insert(b);
                     }
                 }
@@ -468,6 +471,12 @@ impl<J: Job> KeyedTask<J> {
             if let Some(b) = &aligning {
                 if (0..self.inputs).all(|i| blocked[i] || ended[i]) {
                     let b = b.clone();
+                    if let Some(t) = align_started.take() {
+                        self.shared
+                            .counters
+                            .histograms
+                            .observe_alignment(t.elapsed());
+                    }
                     self.snapshot(&b);
                     aligning = None;
                     blocked.iter_mut().for_each(|x| *x = false);
@@ -494,6 +503,7 @@ impl<J: Job> KeyedTask<J> {
 
     fn records_of(&mut self, buffer: &Buffer, out: &mut Vec<OutputOf<J>>) -> Result<(), String> {
         let mut rest = buffer.bytes.as_slice();
+        let mut emitted = 0u64;
         for _ in 0..buffer.records {
             let (record, tail): (RecordOf<J>, &[u8]) = decode_front(rest)?;
             rest = tail;
@@ -505,11 +515,16 @@ impl<J: Job> KeyedTask<J> {
             if let Some(sink) = &mut self.sink {
                 for o in out.drain(..) {
                     sink.write(o).map_err(|e| format!("sink: {e}"))?;
+                    emitted += 1;
                 }
             } else {
                 out.clear();
             }
         }
+        self.shared
+            .counters
+            .records_out
+            .fetch_add(emitted, Ordering::Relaxed);
         if rest.is_empty() {
             Ok(())
         } else {
