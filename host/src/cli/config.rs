@@ -128,6 +128,10 @@ fn report(c: &Config, file: &std::path::Path) -> serde_json::Value {
             "attempts": c.restart.attempts,
             "delay_ms": ms(c.restart.delay),
         },
+        "lease": {
+            "ttl_ms": ms(c.lease.ttl),
+            "local_dir": c.lease.local_dir(),
+        },
     })
 }
 
@@ -189,7 +193,8 @@ fn summary(c: &Config, file: &std::path::Path) -> String {
          \x20 checkpointing: {checkpointing}\n\
          \x20 savepoints:    {savepoints}; {sigterm}\n\
          \x20 job:           {id} ({kind}), {keys} keys x {state} of state, {rate}, parallelism {par}{fail}\n\
-         \x20 restart:       up to {attempts} attempts, {delay} apart\n",
+         \x20 restart:       up to {attempts} attempts, {delay} apart\n\
+         \x20 lease:         a holder that stops renewing keeps the job for {ttl}\n",
         file = file.display(),
         checkpointing = c.checkpointing,
         id = j.id,
@@ -199,5 +204,6 @@ fn summary(c: &Config, file: &std::path::Path) -> String {
         par = j.parallelism,
         attempts = c.restart.attempts,
         delay = config::format_duration(c.restart.delay),
+        ttl = config::format_duration(c.lease.ttl),
     )
 }

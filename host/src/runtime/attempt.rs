@@ -243,6 +243,10 @@ impl<J: Job> Runner<'_, J> {
             if self.should_stop() {
                 break AttemptEnd::Cancelled;
             }
+            // A holder whose lease expired or was lost stops writing: it fails over.
+            if let Err(why) = self.fence.check() {
+                break AttemptEnd::Failover(why);
+            }
             if !self.stopping_with_savepoint
                 && self.opts.stop_with_savepoint.load(Ordering::Relaxed)
             {

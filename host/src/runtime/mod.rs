@@ -42,8 +42,8 @@ use cairn_plugin_api::CheckpointStorage;
 pub use self::{
     calls::PluginCalls,
     report::{
-        CheckpointReport, Command, Counters, Progress, RestoreFrom, RetainedView, RunError,
-        RunOptions, Status, StopWhen, Summary,
+        CheckpointReport, Command, Counters, FreshPlan, Progress, RestoreFrom, RetainedView,
+        RunError, RunOptions, Status, StopWhen, Summary,
     },
     restore::fingerprint_of,
     runner::run_job,
