@@ -100,12 +100,12 @@ impl Holder {
         }
         match process_start(self.pid) {
             ProcessState::Gone => Some(format!("its process (pid {}) has exited", self.pid)),
-            ProcessState::Running(start) if self.pid_start.is_some_and(|s| s != start) => Some(
-                format!(
+            ProcessState::Running(start) if self.pid_start.is_some_and(|s| s != start) => {
+                Some(format!(
                     "its process (pid {}) has exited (the pid now belongs to another process)",
                     self.pid
-                ),
-            ),
+                ))
+            }
             ProcessState::Running(_) | ProcessState::Unknown => None,
         }
     }
@@ -266,7 +266,9 @@ pub enum LeaseError {
     },
     /// A standby watched a holder that then released the job (it finished or was stopped), so
     /// there was nothing to take over.
-    #[error("job '{job_id}' was released by {holder} ({why}), so the standby has nothing to take over")]
+    #[error(
+        "job '{job_id}' was released by {holder} ({why}), so the standby has nothing to take over"
+    )]
     Ended {
         /// The job.
         job_id: String,
@@ -630,7 +632,9 @@ impl Drop for Lease {
 
 /// The deadline of one lease call: a quarter of the ttl, within the calls' own deadline.
 fn call_deadline(calls: &PluginCalls, ttl: Duration) -> Duration {
-    (ttl / 4).min(calls.deadline()).max(Duration::from_millis(100))
+    (ttl / 4)
+        .min(calls.deadline())
+        .max(Duration::from_millis(100))
 }
 
 /// Acquire the lease of `opts.job_id` in the storage behind `calls`: at once if it is free;
@@ -689,14 +693,7 @@ pub fn acquire(calls: &Arc<PluginCalls>, opts: &LeaseOptions<'_>) -> Result<Leas
             None => (None, None),
             Some(LeaseRecord { bytes, version }) => {
                 let theirs = Record::parse(bytes);
-                match decide(
-                    &theirs,
-                    version,
-                    &mut watched,
-                    opts,
-                    saw_holder,
-                    announced,
-                ) {
+                match decide(&theirs, version, &mut watched, opts, saw_holder, announced) {
                     Decision::Take(why) => (Some(version.clone()), why),
                     Decision::Refuse(held) => {
                         return Err(LeaseError::Held {
@@ -1123,7 +1120,10 @@ impl LocalLock {
         }
         // Locked. A holder that released it (rather than died) says so in the file.
         if opts.wait == Wait::Standby && saw_holder {
-            if let Some(theirs) = read_all(&mut file).ok().and_then(|b| Record::parse(&b).ok()) {
+            if let Some(theirs) = read_all(&mut file)
+                .ok()
+                .and_then(|b| Record::parse(&b).ok())
+            {
                 if let Some(released) = theirs.released {
                     return Err(LeaseError::Ended {
                         job_id: opts.job_id.to_string(),

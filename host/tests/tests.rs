@@ -60,3 +60,8 @@ mod recovery;
 // The word count through `cairn run`: exactly once after kill -9 at random points, part files
 // visible only once their checkpoint completed, non-UTF-8 input.
 mod word_count;
+
+// The job lease: a second run, gc and delete refused while a job runs (filesystem and
+// SeaweedFS), takeover after the ttl, `run --standby` after `kill -9`, and lineage (`--fresh`,
+// ids that never repeat).
+mod lease;

@@ -21,9 +21,9 @@ use abi_stable::{
 use crate::{
     abi::{
         scope_from_raw, Api11, Api11Export, PluginModule, PluginModuleRef, RCompleted, RError,
-        RHandle, RHostLog, RInput, RLeaseRecord, RInputBox, RInput_TO, RJob, RJobBox, RJob_TO, RLocation,
-        RLocationBox, RLocation_TO, RManifest, ROutput, ROutputBox, ROutput_TO, RResolved,
-        RStorage, RStorageBox, RStorageInfo, RStorage_TO, RStoredObject,
+        RHandle, RHostLog, RInput, RInputBox, RInput_TO, RJob, RJobBox, RJob_TO, RLeaseRecord,
+        RLocation, RLocationBox, RLocation_TO, RManifest, ROutput, ROutputBox, ROutput_TO,
+        RResolved, RStorage, RStorageBox, RStorageInfo, RStorage_TO, RStoredObject,
     },
     error::StorageError,
     handle::StateHandle,

@@ -1,11 +1,17 @@
 //! `cairn checkpoints list|show|verify|delete|gc`: inspect and manage a job's checkpoints
 //! through the configured storage plugin. Every subcommand has `--json`.
 
-use std::{collections::BTreeSet, io::Write, process::ExitCode, sync::Arc};
+use std::{
+    collections::BTreeSet,
+    io::Write,
+    process::ExitCode,
+    sync::{atomic::AtomicBool, Arc},
+};
 
 use anyhow::{bail, Context};
 use cairn_host::{
     config::Config,
+    lease::{self, Lease, LeaseEvent, LeaseOptions, Wait},
     metadata::{CheckpointMetadata, HandleRecord},
     runtime::{self, state},
 };
@@ -51,7 +57,8 @@ pub enum CheckpointsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Delete a completed checkpoint (its metadata first, then its exclusive state).
+    /// Delete a completed checkpoint (its metadata first, then its exclusive state). Refused
+    /// while the job runs (its lease is live).
     Delete {
         /// A checkpoint id or a pointer.
         checkpoint: String,
@@ -64,8 +71,8 @@ pub enum CheckpointsCommand {
     /// Remove what no completed checkpoint needs: stored objects no completed checkpoint
     /// references, checkpoint locations that were never committed, and this job's savepoint
     /// locations that were never committed (under [savepoints] dir and the plugin's default
-    /// savepoint location). Never touches a completed checkpoint or savepoint. Run it while the
-    /// job is not running: an in-flight checkpoint or savepoint looks abandoned.
+    /// savepoint location). Never touches a completed checkpoint or savepoint. Refused while
+    /// the job runs (its lease is live): an in-flight checkpoint or savepoint looks abandoned.
     Gc {
         #[command(flatten)]
         config: ConfigArg,
@@ -491,12 +498,56 @@ fn verify(config: &Config, args: &[String], as_json: bool) -> anyhow::Result<Exi
     })
 }
 
+/// Hold the job's lease while `command` changes its storage: refused while a run (or another
+/// gc or delete) holds it. Released (as `done`) when dropped.
+fn hold_lease(
+    config: &Config,
+    storage: &Arc<dyn CheckpointStorage>,
+    command: &str,
+) -> anyhow::Result<Lease> {
+    let calls = runtime::PluginCalls::new(
+        storage.clone(),
+        config.checkpointing.timeout,
+        Arc::new(AtomicBool::new(false)),
+    );
+    let on_event = |e: &LeaseEvent| match e {
+        LeaseEvent::LocalFallback { note } => eprintln!("warning: {note}"),
+        LeaseEvent::Waiting { held, at_most } => eprintln!(
+            "cairn: the lease of job '{}' is held by {held} but looks abandoned; watching it{}",
+            config.job.id,
+            at_most.map_or(String::new(), |t| format!(
+                " for {} before taking it",
+                humantime::format_duration(t)
+            ))
+        ),
+        LeaseEvent::TakenOver { from, why } => eprintln!(
+            "cairn: took the lease of job '{}' over from {from}: {why}",
+            config.job.id
+        ),
+    };
+    Ok(lease::acquire(
+        &calls,
+        &LeaseOptions {
+            job_id: &config.job.id,
+            command,
+            ttl: config.lease.ttl,
+            wait: Wait::Refuse,
+            local_dir: config.lease.local_dir(),
+            hint: "a checkpoint of a job that runs is changed only by that run; stop it first",
+            cancel: Arc::new(AtomicBool::new(false)),
+            on_event: &on_event,
+        },
+    )?)
+}
+
 fn delete(config: &Config, arg: &str, as_json: bool) -> anyhow::Result<ExitCode> {
     let (_, storage) = open_storage(config)?;
+    let lease = hold_lease(config, &storage, "cairn checkpoints delete")?;
     let pointer = pointer_of(config, storage.as_ref(), arg)?;
     // Refuse a pointer that is not a readable cairn checkpoint, so a typo never deletes data.
     decode(storage.as_ref(), &pointer).context("refusing to delete")?;
     storage.dispose(&pointer)?;
+    lease.release("done");
     let mut out = std::io::stdout().lock();
     if as_json {
         writeln!(out, "{}", json!({ "deleted": pointer }))?;
@@ -508,6 +559,8 @@ fn delete(config: &Config, arg: &str, as_json: bool) -> anyhow::Result<ExitCode>
 
 fn gc(config: &Config, dry_run: bool, as_json: bool) -> anyhow::Result<ExitCode> {
     let (_, storage) = open_storage(config)?;
+    // Even a dry run: beside a running job, its in-flight checkpoints would look abandoned.
+    let lease = hold_lease(config, &storage, "cairn checkpoints gc")?;
     let job = storage.job(&config.job.id)?;
     // Objects and uncommitted locations are listed before the completed checkpoints, so a
     // checkpoint that commits in between is seen as completed and its state is kept.
@@ -571,6 +624,7 @@ fn gc(config: &Config, dry_run: bool, as_json: bool) -> anyhow::Result<ExitCode>
             }
         }
     }
+    lease.release("done");
     let mut out = std::io::stdout().lock();
     if as_json {
         let doc = json!({

@@ -370,7 +370,8 @@ fn discard_for_fresh(
     };
     if !(opts.confirm_fresh)(&plan) {
         return Err(RunError::Lineage(format!(
-            "--fresh was not confirmed: the {} completed checkpoint(s) of job '{job_id}' are kept",
+            "--fresh was not confirmed (it asks on a terminal; --yes confirms without asking): \
+             the {} completed checkpoint(s) of job '{job_id}' are kept",
             existing.len()
         )));
     }

@@ -203,7 +203,10 @@ mod tests {
             v = r.write(format!("r{n}").as_bytes(), Some(&v)).unwrap();
         }
         let got = r.read().unwrap().unwrap();
-        assert_eq!((got.bytes.as_slice(), got.version.as_str()), (&b"r9"[..], v.as_str()));
+        assert_eq!(
+            (got.bytes.as_slice(), got.version.as_str()),
+            (&b"r9"[..], v.as_str())
+        );
         // Old records are pruned: two are kept.
         assert_eq!(r.seqs().unwrap().len(), 2);
     }
@@ -246,15 +249,27 @@ mod tests {
     fn a_stale_writer_that_recreates_a_pruned_record_is_told_it_lost() {
         let mem = MemStore::new();
         let plain = mem.clone().root("memory://");
-        let v1 = Register { root: &plain, job: "j" }.write(b"1", None).unwrap();
+        let v1 = Register {
+            root: &plain,
+            job: "j",
+        }
+        .write(b"1", None)
+        .unwrap();
         // This writer read version 1; before its create of version 2 lands, others write
         // versions 2 to 5, which prunes 2, so its create succeeds on a free name.
         let others = plain.clone();
         let store = Interleave {
             inner: mem,
-            at: Register { root: &plain, job: "j" }.key(2),
+            at: Register {
+                root: &plain,
+                job: "j",
+            }
+            .key(2),
             meanwhile: std::sync::Mutex::new(Some(Box::new(move || {
-                let r = Register { root: &others, job: "j" };
+                let r = Register {
+                    root: &others,
+                    job: "j",
+                };
                 let mut v = "1".to_string();
                 for n in 2..6 {
                     v = r.write(n.to_string().as_bytes(), Some(&v)).unwrap();
@@ -266,7 +281,10 @@ mod tests {
             store: std::sync::Arc::new(store),
             shown: "memory://".into(),
         };
-        let r = Register { root: &slow, job: "j" };
+        let r = Register {
+            root: &slow,
+            job: "j",
+        };
         assert!(matches!(
             r.write(b"stale", Some(&v1)),
             Err(StorageError::AlreadyExists(_))

@@ -17,7 +17,7 @@
 //! already gone is success.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeMap,
     sync::{Arc, Mutex, MutexGuard},
 };
 
@@ -29,8 +29,9 @@ use cairn_plugin_api::{
 
 use crate::{
     blob::{PutMode, Root},
-    frame, lease,
+    frame,
     layout::{self, Locator, METADATA, SHARED, TASK_OWNED},
+    lease,
     stream::{Input, Output, Target},
     Places,
 };

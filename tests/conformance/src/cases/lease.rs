@@ -52,7 +52,11 @@ pub fn lease_is_compare_and_swap(ctx: &Ctx) -> CaseResult {
         read.version
     );
     // Another handle on the job, and for a persistent backend another instance, sees it.
-    let other: Box<dyn JobStorage> = if ctx.info.capabilities.contains(cairn_plugin_api::Capabilities::PERSISTENT) {
+    let other: Box<dyn JobStorage> = if ctx
+        .info
+        .capabilities
+        .contains(cairn_plugin_api::Capabilities::PERSISTENT)
+    {
         ctx.reopen()?.job(&ctx.job_id)?
     } else {
         ctx.storage.job(&ctx.job_id)?
@@ -76,7 +80,10 @@ pub fn lease_race_has_one_winner(ctx: &Ctx) -> CaseResult {
             .read_lease()?
             .ok_or_else(|| Fail("the lease record vanished".to_string()))?
             .version;
-        ensure!(round > 0 || current == start, "the first read is not the first write");
+        ensure!(
+            round > 0 || current == start,
+            "the first read is not the first write"
+        );
         let barrier = Arc::new(Barrier::new(8));
         let results: Vec<Result<String, StorageError>> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..8)
@@ -90,7 +97,10 @@ pub fn lease_race_has_one_winner(ctx: &Ctx) -> CaseResult {
                 .collect();
             handles
                 .into_iter()
-                .map(|h| h.join().unwrap_or_else(|_| Err(StorageError::Other("panicked".into()))))
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(StorageError::Other("panicked".into())))
+                })
                 .collect()
         });
         let winners: Vec<usize> = (0..8).filter(|&w| results[w].is_ok()).collect();
@@ -107,7 +117,9 @@ pub fn lease_race_has_one_winner(ctx: &Ctx) -> CaseResult {
                 );
             }
         }
-        let read = job.read_lease()?.ok_or_else(|| Fail("vanished".to_string()))?;
+        let read = job
+            .read_lease()?
+            .ok_or_else(|| Fail("vanished".to_string()))?;
         ensure!(
             read.bytes == format!("writer {}", winners[0]).as_bytes(),
             "round {round}: the record is not the winner's"

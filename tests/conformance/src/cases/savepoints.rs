@@ -139,6 +139,9 @@ pub fn completed_savepoints_are_listed(ctx: &Ctx) -> CaseResult {
     );
     let other = ctx.storage.job(&format!("{}-other", ctx.job_id))?;
     let theirs = other.list_savepoints(Some(&target_str))?;
-    ensure!(theirs.is_empty(), "another job lists this job's savepoints: {theirs:?}");
+    ensure!(
+        theirs.is_empty(),
+        "another job lists this job's savepoints: {theirs:?}"
+    );
     Ok(None)
 }

@@ -1,0 +1,314 @@
+//! The job lease (issue 13.1): one live writer per job. A second `run`, `checkpoints gc` and
+//! `checkpoints delete` are refused while a job runs, on the filesystem and on SeaweedFS; a
+//! record whose holder stopped renewing is taken over after its ttl; `run --standby` takes a
+//! job over from its latest checkpoint after `kill -9` of its holder, with an exact digest.
+
+use std::{
+    path::Path,
+    process::{Child, Command, Stdio},
+    sync::mpsc::{channel, Receiver},
+    time::{Duration, Instant},
+};
+
+use cairn_harness::s3::{unique_prefix, S3Server};
+use cairn_host::runtime::keyed_counter;
+use serde_json::Value;
+
+use crate::util::{cairn, cairn_ok, copy_lib, json_of, lib};
+
+const KEYS: u64 = 300;
+const PARALLELISM: u32 = 2;
+
+/// The longest any event of these tests may take to arrive: a bound on a hang, not a pace.
+const PATIENCE: Duration = Duration::from_secs(120);
+
+fn expected_digest(records: u64) -> String {
+    keyed_counter::counts_digest(&keyed_counter::expected_counts(KEYS, PARALLELISM, records))
+}
+
+/// A job directory on the filesystem plugin, its checkpoints under `checkpoints/`.
+pub fn fs_job(extra: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir(&plugins).unwrap();
+    copy_lib(
+        "cairn-storage-fs-cdylib",
+        &plugins,
+        "libcairn_storage_fs.so",
+    );
+    let storage = format!(
+        "[plugins]\nsearch-path = [\"plugins\"]\n\n[storage.options]\ndir = {:?}\n",
+        dir.path().join("checkpoints").display().to_string()
+    );
+    write_config(dir.path(), &storage, extra);
+    dir
+}
+
+/// A job directory on the object-store plugin, on the shared SeaweedFS server.
+fn s3_job(extra: &str) -> tempfile::TempDir {
+    let server = S3Server::get();
+    let dir = tempfile::tempdir().unwrap();
+    let storage = format!(
+        "[storage]\npath = {:?}\n[storage.options]\n{}\n",
+        lib("cairn-storage-object-cdylib").display().to_string(),
+        server
+            .endpoint()
+            .plugin_options(&unique_prefix("lease"), "")
+    );
+    write_config(dir.path(), &storage, extra);
+    dir
+}
+
+fn write_config(dir: &Path, storage: &str, extra: &str) {
+    let config = format!(
+        "{storage}\n[checkpointing]\ninterval = \"100ms\"\nnum-retained = 3\n\
+         externalized-retention = \"retain-on-cancellation\"\n\n\
+         [job]\nid = \"it\"\nkeys = {KEYS}\nparallelism = {PARALLELISM}\nrate = 20000\n\n\
+         [lease]\nlocal-dir = {:?}\n{extra}",
+        dir.join("locks").display().to_string()
+    );
+    std::fs::write(dir.join("cairn.toml"), config).unwrap();
+}
+
+/// A `cairn` process whose stderr lines arrive on a channel as they are written.
+pub struct Running {
+    pub child: Child,
+    lines: Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Running {
+    pub fn start(args: &[&str], cwd: &Path) -> Running {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .args(args)
+            .current_dir(cwd)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, lines) = channel();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in
+                std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Running {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Wait for a stderr line that `pred` accepts; panics (with what was seen) after
+    /// [`PATIENCE`] or when the process closes stderr first.
+    pub fn wait_for(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let until = Instant::now() + PATIENCE;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if pred(&line) {
+                        return line;
+                    }
+                }
+                Err(e) => panic!(
+                    "no {what} ({e:?}); stderr so far:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Wait until `n` checkpoints completed.
+    pub fn wait_for_checkpoints(&mut self, n: usize) {
+        for _ in 0..n {
+            self.wait_for("completed checkpoint", |l| {
+                l.starts_with("checkpoint ") && l.contains(" completed in ")
+            });
+        }
+    }
+
+    /// Wait for the end; stdout, and every stderr line.
+    pub fn finish(mut self) -> (std::process::ExitStatus, Value, String) {
+        let status = self.child.wait().unwrap();
+        let mut stdout = String::new();
+        std::io::Read::read_to_string(self.child.stdout.as_mut().unwrap(), &mut stdout).unwrap();
+        while let Ok(line) = self.lines.recv_timeout(PATIENCE) {
+            self.seen.push(line);
+        }
+        let json = serde_json::from_str(&stdout).unwrap_or(Value::Null);
+        (status, json, self.seen.join("\n"))
+    }
+
+    /// SIGTERM (a cancel: with retain-on-cancellation the checkpoints stay), then the end.
+    pub fn stop(self) -> (std::process::ExitStatus, Value, String) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+        self.finish()
+    }
+}
+
+/// The one `error:` line of a refused command, which must name the holder.
+fn refusal(out: &std::process::Output, holder_pid: u32) -> String {
+    assert!(!out.status.success(), "not refused");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    let line = errors[0].to_string();
+    for needle in [
+        "job 'it' is in use".to_string(),
+        "host ".to_string(),
+        format!("(pid {holder_pid},"),
+        " since 20".to_string(),
+    ] {
+        assert!(line.contains(&needle), "{needle:?} missing from: {line}");
+    }
+    line
+}
+
+fn refuses_a_second_writer_while_it_runs(dir: &Path) {
+    let mut first = Running::start(&["run", "--json"], dir);
+    first.wait_for_checkpoints(2);
+    let pid = first.child.id();
+    let second = cairn(&["run", "--from", "latest", "--records", "100"], dir);
+    let line = refusal(&second, pid);
+    assert!(line.contains("--standby"), "{line}");
+    refusal(&cairn(&["checkpoints", "gc", "--dry-run"], dir), pid);
+    refusal(&cairn(&["checkpoints", "delete", "latest"], dir), pid);
+    // Reading is never refused.
+    let listed = json_of(&cairn_ok(&["checkpoints", "list", "--json"], dir));
+    let before = listed["checkpoints"].as_array().unwrap().len();
+    assert!(before >= 1, "{listed}");
+    let (status, summary, log) = first.stop();
+    assert!(status.success(), "{log}");
+    // Nothing the refused commands did reached the job: it never failed over.
+    assert_eq!(summary["attempts"], 1, "{summary}\n{log}");
+    assert_eq!(summary["checkpoints_failed"], 0, "{summary}\n{log}");
+    // Released: gc and delete work now.
+    cairn_ok(&["checkpoints", "gc"], dir);
+    cairn_ok(&["checkpoints", "delete", "latest"], dir);
+}
+
+#[test]
+fn a_second_run_gc_and_delete_are_refused_while_a_job_runs_on_the_filesystem() {
+    let dir = fs_job("");
+    refuses_a_second_writer_while_it_runs(dir.path());
+}
+
+#[test]
+fn a_second_run_gc_and_delete_are_refused_while_a_job_runs_on_s3() {
+    let dir = s3_job("");
+    refuses_a_second_writer_while_it_runs(dir.path());
+}
+
+/// Write the job's lease record by hand, as a holder on another host would (the record format
+/// is the host's: JSON, `format` 1).
+fn write_foreign_record(dir: &Path, renewed_ago: Duration, ttl: Duration) {
+    let plugin = crate::util::load("cairn-storage-fs-cdylib");
+    let storage = plugin
+        .open(&crate::util::fs_options(&dir.join("checkpoints")))
+        .unwrap();
+    let job = storage.job("it").unwrap();
+    let now = cairn_host::lease::now_ms();
+    let record = serde_json::json!({
+        "format": 1,
+        "owner": format!("elsewhere-{now}"),
+        "holder": { "host": "elsewhere.example", "pid": 4242, "command": "cairn run" },
+        "job_id": "it",
+        "since_ms": now - 3_600_000,
+        "renewed_ms": now - renewed_ago.as_millis() as u64,
+        "ttl_ms": ttl.as_millis() as u64,
+    });
+    let version = job.read_lease().unwrap().map(|r| r.version);
+    job.write_lease(record.to_string().as_bytes(), version.as_deref())
+        .unwrap();
+}
+
+#[test]
+fn a_lease_renewed_elsewhere_refuses_and_one_not_renewed_for_its_ttl_is_taken_over() {
+    let dir = fs_job("");
+    // A holder on another host that renewed a moment ago: refused at once, naming it.
+    write_foreign_record(dir.path(), Duration::ZERO, Duration::from_secs(600));
+    let out = cairn(&["run", "--records", "100"], dir.path());
+    let line = refusal(&out, 4242);
+    assert!(line.contains("host elsewhere.example (pid 4242"), "{line}");
+    refusal(&cairn(&["checkpoints", "gc"], dir.path()), 4242);
+
+    // One that has not renewed for longer than its ttl (1s) by this host's clock: watched for
+    // a whole ttl on this host's own clock, unchanged, then taken over.
+    write_foreign_record(dir.path(), Duration::from_secs(600), Duration::from_secs(1));
+    let started = Instant::now();
+    let out = cairn(&["run", "--records", "2000", "--json"], dir.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "taken over before the record was watched for its ttl"
+    );
+    assert!(
+        stderr.contains("took job 'it' over from host elsewhere.example (pid 4242")
+            && stderr.contains("its lease was not renewed for 1s"),
+        "{stderr}"
+    );
+    let summary = json_of(&out);
+    assert_eq!(summary["counts_sha256"], expected_digest(2000), "{summary}");
+}
+
+#[test]
+fn a_standby_takes_over_from_the_latest_checkpoint_after_kill_dash_nine_on_s3() {
+    let dir = s3_job("ttl = \"3s\"\n");
+    let records = 100_000u64;
+    let n = records.to_string();
+    let mut holder = Running::start(&["run", "--records", &n], dir.path());
+    holder.wait_for_checkpoints(1);
+    let mut standby = Running::start(&["run", "--standby", "--records", &n, "--json"], dir.path());
+    let waiting = standby.wait_for("the standby waiting", |l| l.contains("waiting for it"));
+    assert!(
+        waiting.contains(&format!("(pid {},", holder.child.id())),
+        "{waiting}"
+    );
+    holder.wait_for_checkpoints(2);
+    holder.child.kill().unwrap(); // SIGKILL
+    holder.child.wait().unwrap();
+    let taken = standby.wait_for("the takeover", |l| l.contains("took job 'it' over"));
+    assert!(taken.contains("has exited"), "{taken}");
+    let (status, summary, log) = standby.finish();
+    assert!(status.success(), "{log}");
+    assert_eq!(summary["status"], "finished", "{summary}");
+    let from = summary["restored_from"].as_str().unwrap_or_default();
+    assert!(from.contains("/it/chk-"), "{summary}\n{log}");
+    assert_eq!(summary["records_counted"], records);
+    assert_eq!(
+        summary["counts_sha256"],
+        expected_digest(records),
+        "{summary}"
+    );
+}
+
+#[test]
+fn a_standby_whose_holder_finishes_ends_without_running() {
+    let dir = fs_job("");
+    let mut holder = Running::start(&["run", "--records", "40000"], dir.path());
+    holder.wait_for_checkpoints(1);
+    let mut standby = Running::start(&["run", "--standby", "--records", "40000"], dir.path());
+    standby.wait_for("the standby waiting", |l| l.contains("waiting for it"));
+    let (status, _, log) = holder.finish();
+    assert!(status.success(), "{log}");
+    let (status, _, log) = standby.finish();
+    assert!(!status.success(), "{log}");
+    assert!(
+        log.contains("was released by") && log.contains("(finished)"),
+        "{log}"
+    );
+}
