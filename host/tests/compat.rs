@@ -126,7 +126,10 @@ fn an_api_1_0_plugin_falls_back_to_a_local_lock_that_refuses_a_second_run() {
         let out = cairn(args, dir.path());
         assert!(!out.status.success(), "{args:?} was not refused");
         let stderr = String::from_utf8_lossy(&out.stderr);
-        let error = stderr.lines().find(|l| l.starts_with("error:")).unwrap_or("");
+        let error = stderr
+            .lines()
+            .find(|l| l.starts_with("error:"))
+            .unwrap_or("");
         assert!(
             error.contains("job 'it' is in use")
                 && error.contains(&format!("(pid {pid},"))

@@ -312,3 +312,101 @@ fn a_standby_whose_holder_finishes_ends_without_running() {
         "{log}"
     );
 }
+
+/// The ids of the job's completed checkpoints, oldest first.
+fn ids(dir: &Path) -> Vec<u64> {
+    json_of(&cairn_ok(&["checkpoints", "list", "--json"], dir))["checkpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["kind"] != "savepoint")
+        .map(|c| c["id"].as_u64().unwrap())
+        .collect()
+}
+
+fn error_line(out: &std::process::Output) -> String {
+    assert!(!out.status.success(), "not refused");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    errors[0].to_string()
+}
+
+#[test]
+fn a_run_without_from_on_a_job_with_checkpoints_is_refused_and_fresh_starts_over() {
+    let dir = fs_job("");
+    cairn_ok(&["run", "--duration", "1s"], dir.path());
+    let old = ids(dir.path());
+    assert!(!old.is_empty());
+    let highest = *old.iter().max().unwrap();
+
+    let line = error_line(&cairn(&["run", "--records", "100"], dir.path()));
+    assert!(
+        line.contains("--from latest") && line.contains("--fresh") && line.contains("job 'it'"),
+        "{line}"
+    );
+    // Not on a terminal and without --yes: not confirmed, nothing discarded.
+    let line = error_line(&cairn(&["run", "--fresh", "--records", "100"], dir.path()));
+    assert!(
+        line.contains("not confirmed") && line.contains("--yes"),
+        "{line}"
+    );
+    assert_eq!(ids(dir.path()), old);
+    // --fresh cannot restore too.
+    assert!(!cairn(&["run", "--fresh", "--from", "latest"], dir.path())
+        .status
+        .success());
+
+    let out = cairn_ok(
+        &["run", "--fresh", "--yes", "--duration", "1s", "--json"],
+        dir.path(),
+    );
+    let summary = json_of(&out);
+    assert_eq!(summary["restored_from"], Value::Null, "{summary}");
+    let new = ids(dir.path());
+    assert!(!new.is_empty(), "{summary}");
+    // The old lineage is gone, and the new one never repeats one of its ids.
+    assert!(
+        new.iter().all(|id| *id > highest),
+        "old {old:?}, new {new:?}"
+    );
+}
+
+#[test]
+fn ids_continue_after_a_restored_savepoint_and_never_repeat_one() {
+    let dir = fs_job("\n[savepoints]\ndir = \"savepoints\"\non-sigterm = true\n");
+    let mut run = Running::start(&["run", "--json"], dir.path());
+    run.wait_for_checkpoints(2);
+    let (status, summary, log) = run.stop();
+    assert!(status.success(), "{log}");
+    let savepoint = summary["final_savepoint"].as_str().unwrap().to_string();
+    let shown = json_of(&cairn_ok(
+        &["checkpoints", "show", &savepoint, "--json"],
+        dir.path(),
+    ));
+    let savepoint_id = shown["metadata"]["checkpoint_id"].as_u64().unwrap();
+    // Without the checkpoints, only the savepoint remembers the ids used.
+    for id in ids(dir.path()) {
+        cairn_ok(&["checkpoints", "delete", &id.to_string()], dir.path());
+    }
+    cairn_ok(
+        &["run", "--from", &savepoint, "--duration", "700ms"],
+        dir.path(),
+    );
+    let after_restore = ids(dir.path());
+    assert!(
+        !after_restore.is_empty() && after_restore.iter().all(|id| *id > savepoint_id),
+        "savepoint {savepoint_id}, then {after_restore:?}"
+    );
+    for id in after_restore {
+        cairn_ok(&["checkpoints", "delete", &id.to_string()], dir.path());
+    }
+    // A run without --from (no completed checkpoint is left) still never repeats the
+    // savepoint's id.
+    cairn_ok(&["run", "--duration", "700ms"], dir.path());
+    let fresh = ids(dir.path());
+    assert!(
+        !fresh.is_empty() && fresh.iter().all(|id| *id > savepoint_id),
+        "savepoint {savepoint_id}, then {fresh:?}"
+    );
+}
