@@ -65,3 +65,7 @@ mod word_count;
 // SeaweedFS), takeover after the ttl, `run --standby` after `kill -9`, and lineage (`--fresh`,
 // ids that never repeat).
 mod lease;
+
+// Ways out of damage: a truncated `_metadata` through `run --from latest`, `gc` and
+// `delete --force`.
+mod damage;

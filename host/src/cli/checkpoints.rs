@@ -60,8 +60,13 @@ pub enum CheckpointsCommand {
     /// Delete a completed checkpoint (its metadata first, then its exclusive state). Refused
     /// while the job runs (its lease is live).
     Delete {
-        /// A checkpoint id or a pointer.
+        /// A checkpoint id, `latest`, or a pointer.
         checkpoint: String,
+        /// Delete it even though its metadata cannot be read (truncated, garbled, of an unknown
+        /// format): its metadata and every object in its location go. What goes is shown first.
+        /// Only a completed checkpoint of the job, or a pointer whose metadata exists, is taken.
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         config: ConfigArg,
         /// Print JSON.
@@ -101,9 +106,10 @@ pub fn run(cmd: CheckpointsCommand) -> anyhow::Result<ExitCode> {
         } => verify(&config.load()?, &checkpoints, json),
         CheckpointsCommand::Delete {
             checkpoint,
+            force,
             config,
             json,
-        } => delete(&config.load()?, &checkpoint, json),
+        } => delete(&config.load()?, &checkpoint, force, json),
         CheckpointsCommand::Gc {
             config,
             dry_run,
@@ -540,17 +546,69 @@ fn hold_lease(
     )?)
 }
 
-fn delete(config: &Config, arg: &str, as_json: bool) -> anyhow::Result<ExitCode> {
+fn delete(config: &Config, arg: &str, force: bool, as_json: bool) -> anyhow::Result<ExitCode> {
     let (_, storage) = open_storage(config)?;
     let lease = hold_lease(config, &storage, "cairn checkpoints delete")?;
     let pointer = pointer_of(config, storage.as_ref(), arg)?;
-    // Refuse a pointer that is not a readable cairn checkpoint, so a typo never deletes data.
-    decode(storage.as_ref(), &pointer).context("refusing to delete")?;
+    let listed = completed(config, storage.as_ref())?
+        .into_iter()
+        .find(|c| c.pointer == pointer);
+    // Refuse a pointer that is not a readable cairn checkpoint, so a typo never deletes data;
+    // --force takes one whose metadata is there but cannot be read.
+    let unreadable = match storage.resolve(&pointer) {
+        Ok(r) => match CheckpointMetadata::decode(&r.metadata) {
+            Ok(_) => None,
+            Err(e) => Some(format!("checkpoint {pointer}: {e}")),
+        },
+        Err(e) if listed.is_some() && e.kind() != ErrorKind::NotFound => Some(e.to_string()),
+        Err(e) => return Err(e).context(format!("refusing to delete {pointer}")),
+    };
+    let mut objects = Vec::new();
+    if let Some(problem) = &unreadable {
+        if !force {
+            bail!(
+                "refusing to delete: {problem}; `cairn checkpoints delete --force {arg}` removes                  it anyway"
+            );
+        }
+        // What goes: the objects in its location (a locator whose folder ends the pointer);
+        // shared state stays, since other checkpoints may use it.
+        if listed.is_some() {
+            let job = storage.job(&config.job.id)?;
+            objects = job
+                .list_objects()?
+                .into_iter()
+                .filter(|o| {
+                    o.locator
+                        .rsplit_once('/')
+                        .is_some_and(|(folder, _)| pointer.ends_with(&format!("/{folder}")))
+                })
+                .collect();
+        }
+        if !as_json {
+            let mut err = std::io::stderr().lock();
+            writeln!(
+                err,
+                "removing {pointer}, whose metadata cannot be read ({problem}): its metadata and                  the {} object(s) of its location{}",
+                objects.len(),
+                if objects.is_empty() { "" } else { ":" }
+            )?;
+            for o in &objects {
+                writeln!(err, "  {} ({})", o.locator, HumanBytes(o.size))?;
+            }
+        }
+    }
     storage.dispose(&pointer)?;
     lease.release("done");
     let mut out = std::io::stdout().lock();
     if as_json {
-        writeln!(out, "{}", json!({ "deleted": pointer }))?;
+        let doc = json!({
+            "deleted": pointer,
+            "id": listed.map(|c| c.checkpoint_id),
+            "forced": unreadable.is_some(),
+            "unreadable": unreadable,
+            "objects": objects,
+        });
+        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
     } else {
         writeln!(out, "deleted {pointer}")?;
     }
@@ -574,15 +632,26 @@ fn gc(config: &Config, dry_run: bool, as_json: bool) -> anyhow::Result<ExitCode>
         .filter(|id| !completed_ids.contains(id))
         .collect();
     // Everything any completed checkpoint references stays. A checkpoint whose metadata cannot
-    // be read stops the collection: its references are unknown.
+    // be read is skipped and named; since its references are unknown, no stored object is
+    // removed while there is one (uncommitted locations still are: nothing committed
+    // references them).
     let mut referenced = BTreeSet::new();
+    let mut unreadable = Vec::new();
+    let mut notes = notes;
     for c in &all {
-        let m = decode(storage.as_ref(), &c.pointer).with_context(|| {
-            format!(
-                "gc stopped before removing anything: checkpoint {} is unreadable",
-                c.checkpoint_id
-            )
-        })?;
+        let m = match decode(storage.as_ref(), &c.pointer) {
+            Ok(m) => m,
+            Err(e) => {
+                notes.push(format!(
+                    "checkpoint {} ({}) is unreadable ({e:#}); skipped, and every stored object \
+                     is kept, since it might reference any; remove it with `cairn checkpoints \
+                     delete --force {}`",
+                    c.checkpoint_id, c.pointer, c.checkpoint_id
+                ));
+                unreadable.push(json!({ "id": c.checkpoint_id, "pointer": c.pointer, "error": format!("{e:#}") }));
+                continue;
+            }
+        };
         for t in &m.tasks {
             for h in &t.handles {
                 if let HandleRecord::Stored { locator, .. } = h {
@@ -591,10 +660,10 @@ fn gc(config: &Config, dry_run: bool, as_json: bool) -> anyhow::Result<ExitCode>
             }
         }
     }
-    let orphans: Vec<_> = objects
+    let (orphans, kept): (Vec<_>, Vec<_>) = objects
         .into_iter()
         .filter(|o| !referenced.contains(&o.locator))
-        .collect();
+        .partition(|_| unreadable.is_empty());
     let mut removed_bytes = 0;
     let mut errors = Vec::new();
     if !dry_run {
@@ -633,6 +702,8 @@ fn gc(config: &Config, dry_run: bool, as_json: bool) -> anyhow::Result<ExitCode>
             "orphaned_objects": orphans,
             "uncommitted_checkpoints": uncommitted,
             "uncommitted_savepoints": savepoints,
+            "unreadable_checkpoints": unreadable,
+            "kept_unreferenced_objects": kept,
             "removed_bytes": removed_bytes,
             "notes": notes,
             "errors": errors,
