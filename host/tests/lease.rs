@@ -324,6 +324,19 @@ fn ids(dir: &Path) -> Vec<u64> {
         .collect()
 }
 
+/// The ids of every checkpoint a run completed, from its stderr (all of them, not only those
+/// retained).
+fn completed_ids(out: &std::process::Output) -> Vec<u64> {
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("checkpoint ")?;
+            let (id, rest) = rest.split_once(' ')?;
+            rest.starts_with("completed in ").then(|| id.parse().ok())?
+        })
+        .collect()
+}
+
 fn error_line(out: &std::process::Output) -> String {
     assert!(!out.status.success(), "not refused");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -363,7 +376,7 @@ fn a_run_without_from_on_a_job_with_checkpoints_is_refused_and_fresh_starts_over
     );
     let summary = json_of(&out);
     assert_eq!(summary["restored_from"], Value::Null, "{summary}");
-    let new = ids(dir.path());
+    let new = completed_ids(&out);
     assert!(!new.is_empty(), "{summary}");
     // The old lineage is gone, and the new one never repeats one of its ids.
     assert!(
@@ -372,39 +385,108 @@ fn a_run_without_from_on_a_job_with_checkpoints_is_refused_and_fresh_starts_over
     );
 }
 
-#[test]
-fn ids_continue_after_a_restored_savepoint_and_never_repeat_one() {
-    let dir = fs_job("\n[savepoints]\ndir = \"savepoints\"\non-sigterm = true\n");
-    let mut run = Running::start(&["run", "--json"], dir.path());
+const SAVEPOINT_ON_SIGTERM: &str = "\n[savepoints]\ndir = \"savepoints\"\non-sigterm = true\n";
+
+/// Run the job until two checkpoints completed, then SIGTERM: its savepoint's pointer and id.
+fn take_savepoint(dir: &Path) -> (String, u64) {
+    let mut run = Running::start(&["run", "--json"], dir);
     run.wait_for_checkpoints(2);
     let (status, summary, log) = run.stop();
     assert!(status.success(), "{log}");
+    assert!(log.contains("savepoint "), "{log}");
     let savepoint = summary["final_savepoint"].as_str().unwrap().to_string();
     let shown = json_of(&cairn_ok(
         &["checkpoints", "show", &savepoint, "--json"],
+        dir,
+    ));
+    (
+        savepoint,
+        shown["metadata"]["checkpoint_id"].as_u64().unwrap(),
+    )
+}
+
+#[test]
+fn savepoints_are_listed_with_their_kind_and_taken_by_id_by_show_verify_and_delete() {
+    let dir = fs_job(SAVEPOINT_ON_SIGTERM);
+    let (savepoint, id) = take_savepoint(dir.path());
+    let all = json_of(&cairn_ok(&["checkpoints", "list", "--json"], dir.path()));
+    let kinds: Vec<(u64, String)> = all["checkpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["id"].as_u64().unwrap(),
+                c["kind"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(kinds.contains(&(id, "savepoint".to_string())), "{all}");
+    assert!(kinds.iter().any(|(_, k)| k == "checkpoint"), "{all}");
+    let only = json_of(&cairn_ok(
+        &["checkpoints", "list", "--kind", "savepoint", "--json"],
         dir.path(),
     ));
-    let savepoint_id = shown["metadata"]["checkpoint_id"].as_u64().unwrap();
-    // Without the checkpoints, only the savepoint remembers the ids used.
-    for id in ids(dir.path()) {
-        cairn_ok(&["checkpoints", "delete", &id.to_string()], dir.path());
-    }
-    cairn_ok(
+    let only = only["checkpoints"].as_array().unwrap();
+    assert_eq!(only.len(), 1, "{only:?}");
+    assert_eq!(only[0]["pointer"], savepoint.as_str());
+    let text = String::from_utf8_lossy(&cairn_ok(&["checkpoints", "list"], dir.path()).stdout)
+        .into_owned();
+    let line = text.lines().find(|l| l.contains(&savepoint)).unwrap();
+    assert!(line.contains(" savepoint "), "{text}");
+
+    let n = id.to_string();
+    let shown = String::from_utf8_lossy(&cairn_ok(&["checkpoints", "show", &n], dir.path()).stdout)
+        .into_owned();
+    assert!(
+        shown.starts_with(&format!("savepoint {id} of job 'it'")),
+        "{shown}"
+    );
+    assert!(shown.contains(&savepoint), "{shown}");
+    let verified =
+        String::from_utf8_lossy(&cairn_ok(&["checkpoints", "verify", &n], dir.path()).stdout)
+            .into_owned();
+    assert!(
+        verified.contains(&format!("OK       {savepoint}")),
+        "{verified}"
+    );
+    let deleted =
+        String::from_utf8_lossy(&cairn_ok(&["checkpoints", "delete", &n], dir.path()).stdout)
+            .into_owned();
+    assert_eq!(deleted.trim(), format!("deleted savepoint {savepoint}"));
+    let left = json_of(&cairn_ok(
+        &["checkpoints", "list", "--kind", "savepoint", "--json"],
+        dir.path(),
+    ));
+    assert_eq!(left["checkpoints"], serde_json::json!([]), "{left}");
+    assert!(!Path::new(&savepoint).exists());
+}
+
+#[test]
+fn ids_continue_after_a_restored_savepoint_and_never_repeat_one() {
+    let dir = fs_job(SAVEPOINT_ON_SIGTERM);
+    let (savepoint, savepoint_id) = take_savepoint(dir.path());
+    // Without the checkpoints (and the locations a stop left uncommitted), only the savepoint
+    // remembers the ids used.
+    let forget = |dir: &Path| {
+        for id in ids(dir) {
+            cairn_ok(&["checkpoints", "delete", &id.to_string()], dir);
+        }
+        cairn_ok(&["checkpoints", "gc"], dir);
+    };
+    forget(dir.path());
+    let after_restore = completed_ids(&cairn_ok(
         &["run", "--from", &savepoint, "--duration", "700ms"],
         dir.path(),
-    );
-    let after_restore = ids(dir.path());
+    ));
     assert!(
         !after_restore.is_empty() && after_restore.iter().all(|id| *id > savepoint_id),
         "savepoint {savepoint_id}, then {after_restore:?}"
     );
-    for id in after_restore {
-        cairn_ok(&["checkpoints", "delete", &id.to_string()], dir.path());
-    }
+    forget(dir.path());
     // A run without --from (no completed checkpoint is left) still never repeats the
     // savepoint's id.
-    cairn_ok(&["run", "--duration", "700ms"], dir.path());
-    let fresh = ids(dir.path());
+    let fresh = completed_ids(&cairn_ok(&["run", "--duration", "700ms"], dir.path()));
     assert!(
         !fresh.is_empty() && fresh.iter().all(|id| *id > savepoint_id),
         "savepoint {savepoint_id}, then {fresh:?}"

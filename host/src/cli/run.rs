@@ -306,6 +306,9 @@ fn print_summary(
                 summary.details.get("invalid_utf8_bytes").unwrap_or(&0.into()),
             )?;
         }
+        if let Some(savepoint) = &summary.final_savepoint {
+            writeln!(out, "savepoint taken on stop: {savepoint}")?;
+        }
         if let Some(digest) = summary
             .details
             .get("counts_sha256")

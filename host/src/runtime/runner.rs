@@ -133,7 +133,7 @@ pub fn run_job<J: Job>(
     if let Ok(open) = calls.list_uncommitted(&job_storage, &job_id) {
         highest = highest.max(open.into_iter().max().unwrap_or(0));
     }
-    highest = highest.max(highest_savepoint_id(&calls, &job_storage, config));
+    highest = highest.max(highest_savepoint_id(&calls, &job_storage, config)?);
     if from.is_none() && !existing.is_empty() {
         discard_for_fresh(&calls, config, &location, opts, &existing)?;
         existing.clear();
@@ -315,24 +315,35 @@ fn program_name() -> String {
 }
 
 /// The highest id among the job's completed savepoints under `[savepoints] dir` and the
-/// plugin's default savepoint location (0 if none, or if the plugin cannot list them).
-fn highest_savepoint_id(calls: &PluginCalls, job: &Arc<dyn JobStorage>, config: &Config) -> u64 {
-    let configured = config
-        .savepoints
-        .dir
-        .as_ref()
-        .map(|d| d.to_string_lossy().into_owned());
+/// plugin's default savepoint location (0 if none). A plugin that cannot list them (API 1.0)
+/// gets a warning: its savepoints' ids may then be repeated.
+fn highest_savepoint_id(
+    calls: &PluginCalls,
+    job: &Arc<dyn JobStorage>,
+    config: &Config,
+) -> Result<u64, RunError> {
     let mut pointers = std::collections::BTreeSet::new();
-    for target in [configured, None] {
+    for target in [config.savepoints.target(), None] {
         match calls.list_savepoints(job, &config.job.id, target) {
             Ok(found) => pointers.extend(found),
+            Err(e) if e.kind() == cairn_plugin_api::ErrorKind::Unsupported => {
+                tracing::warn!(
+                    "the ids of savepoints are not taken into account, so a new checkpoint may \
+                     repeat a savepoint's id: {}",
+                    e.message()
+                );
+                return Ok(0);
+            }
             Err(e) => {
-                tracing::debug!("savepoint ids are not taken into account: {e}");
-                return 0;
+                return Err(RunError::Lineage(format!(
+                    "cannot list the savepoints of job '{}', whose ids checkpoint ids must not \
+                     repeat: {e}",
+                    config.job.id
+                )))
             }
         }
     }
-    pointers
+    Ok(pointers
         .iter()
         .filter_map(|p| {
             let meta = calls.resolve(p).ok()?;
@@ -340,7 +351,7 @@ fn highest_savepoint_id(calls: &PluginCalls, job: &Arc<dyn JobStorage>, config: 
             (meta.job_id == config.job.id).then_some(meta.checkpoint_id)
         })
         .max()
-        .unwrap_or(0)
+        .unwrap_or(0))
 }
 
 /// A start without `from` on a job with completed checkpoints: refused, unless `fresh`, which
