@@ -143,6 +143,11 @@ delay = "2s"
         },
         "savepoints": { "dir": "sp", "on_sigterm": true },
         "restart": { "attempts": 3, "delay_ms": 2000 },
+        "lease": {
+            "ttl_ms": 30_000,
+            // The default, which depends on the environment (inherited by the child).
+            "local_dir": cairn_host::config::LeaseConfig::default().local_dir(),
+        },
     });
     assert_eq!(v, expect, "{v:#}");
 }

@@ -208,7 +208,7 @@ pub enum RunError {
         last: String,
     },
     /// The job's lease could not be had (another process runs the job), or was lost.
-    #[error("{0}")]
+    #[error(transparent)]
     Lease(#[from] LeaseError),
     /// The start would mix two lineages of checkpoints: a run without `--from` on a job that
     /// has completed checkpoints, or a `--fresh` that was not confirmed.
