@@ -260,7 +260,7 @@ pub enum LeaseError {
         /// Where the lease is.
         location: String,
         /// Who holds it.
-        held: HeldBy,
+        held: Box<HeldBy>,
         /// What to do about it.
         hint: String,
     },
@@ -273,7 +273,7 @@ pub enum LeaseError {
         /// The job.
         job_id: String,
         /// Who released it.
-        holder: Holder,
+        holder: Box<Holder>,
         /// Why it ended.
         why: String,
     },
@@ -699,14 +699,14 @@ pub fn acquire(calls: &Arc<PluginCalls>, opts: &LeaseOptions<'_>) -> Result<Leas
                         return Err(LeaseError::Held {
                             job_id: opts.job_id.to_string(),
                             location: location.clone(),
-                            held,
+                            held: Box::new(held),
                             hint: opts.hint.to_string(),
                         })
                     }
                     Decision::Ended(holder, why) => {
                         return Err(LeaseError::Ended {
                             job_id: opts.job_id.to_string(),
-                            holder,
+                            holder: Box::new(holder),
                             why,
                         })
                     }
@@ -872,7 +872,7 @@ fn watch(
         }
         _ => *watched = Some((version.to_string(), Instant::now())),
     }
-    let event = (!announced).then(|| LeaseEvent::Waiting {
+    let event = (!announced).then_some(LeaseEvent::Waiting {
         held,
         at_most: Some(ttl),
     });
@@ -1103,7 +1103,7 @@ impl LocalLock {
                 return Err(LeaseError::Held {
                     job_id: opts.job_id.to_string(),
                     location: path.display().to_string(),
-                    held,
+                    held: Box::new(held),
                     hint: opts.hint.to_string(),
                 });
             }
@@ -1127,7 +1127,7 @@ impl LocalLock {
                 if let Some(released) = theirs.released {
                     return Err(LeaseError::Ended {
                         job_id: opts.job_id.to_string(),
-                        holder: theirs.holder,
+                        holder: Box::new(theirs.holder),
                         why: released.why,
                     });
                 }
