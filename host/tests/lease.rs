@@ -28,6 +28,11 @@ fn expected_digest(records: u64) -> String {
 
 /// A job directory on the filesystem plugin, its checkpoints under `checkpoints/`.
 pub fn fs_job(extra: &str) -> tempfile::TempDir {
+    fs_job_with("", extra)
+}
+
+/// [`fs_job`] with more `[storage.options]` lines.
+pub fn fs_job_with(options: &str, extra: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let plugins = dir.path().join("plugins");
     std::fs::create_dir(&plugins).unwrap();
@@ -37,7 +42,7 @@ pub fn fs_job(extra: &str) -> tempfile::TempDir {
         "libcairn_storage_fs.so",
     );
     let storage = format!(
-        "[plugins]\nsearch-path = [\"plugins\"]\n\n[storage.options]\ndir = {:?}\n",
+        "[plugins]\nsearch-path = [\"plugins\"]\n\n[storage.options]\ndir = {:?}\n{options}",
         dir.path().join("checkpoints").display().to_string()
     );
     write_config(dir.path(), &storage, extra);
@@ -45,7 +50,7 @@ pub fn fs_job(extra: &str) -> tempfile::TempDir {
 }
 
 /// A job directory on the object-store plugin, on the shared SeaweedFS server.
-fn s3_job(extra: &str) -> tempfile::TempDir {
+pub fn s3_job(extra: &str) -> tempfile::TempDir {
     let server = S3Server::get();
     let dir = tempfile::tempdir().unwrap();
     let storage = format!(

@@ -69,3 +69,7 @@ mod lease;
 // Ways out of damage: a truncated `_metadata` through `run --from latest`, `gc` and
 // `delete --force`.
 mod damage;
+
+// `checkpoints copy`: filesystem to SeaweedFS, restored there exactly; a failed copy commits
+// nothing.
+mod copy;

@@ -1,4 +1,4 @@
-//! `cairn checkpoints list|show|verify|delete|gc`: inspect and manage a job's checkpoints
+//! `cairn checkpoints list|show|verify|delete|copy|gc`: inspect and manage a job's checkpoints
 //! through the configured storage plugin. Every subcommand has `--json`.
 
 use std::{
@@ -80,6 +80,23 @@ pub enum CheckpointsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Copy a completed checkpoint or savepoint to the storage of another config (for example
+    /// filesystem to S3), as a checkpoint or savepoint of the same id there. Every handle is
+    /// read with its checksum checked, written, and read back from the destination; the copy
+    /// commits only when every byte is there, so an interrupted copy leaves nothing committed.
+    /// The destination config's job.id must be the checkpoint's; `run --from` restores the copy.
+    Copy {
+        /// A checkpoint or savepoint id, `latest` (checkpoint), or a pointer.
+        checkpoint: String,
+        /// The config file of the destination storage.
+        #[arg(long, value_name = "FILE")]
+        to_config: std::path::PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove what no completed checkpoint needs: stored objects no completed checkpoint
     /// references, checkpoint locations that were never committed, and this job's savepoint
     /// locations that were never committed (under [savepoints] dir and the plugin's default
@@ -126,6 +143,12 @@ pub fn run(cmd: CheckpointsCommand) -> anyhow::Result<ExitCode> {
             config,
             json,
         } => delete(&config.load()?, &checkpoint, force, json),
+        CheckpointsCommand::Copy {
+            checkpoint,
+            to_config,
+            config,
+            json,
+        } => copy(&config.load()?, &checkpoint, &to_config, json),
         CheckpointsCommand::Gc {
             config,
             dry_run,
@@ -755,6 +778,63 @@ fn delete(config: &Config, arg: &str, force: bool, as_json: bool) -> anyhow::Res
         writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
     } else {
         writeln!(out, "deleted {} {pointer}", kind_name(kind))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn copy(
+    config: &Config,
+    arg: &str,
+    to_config: &std::path::Path,
+    as_json: bool,
+) -> anyhow::Result<ExitCode> {
+    let (_, storage) = open_storage(config)?;
+    let pointer = pointer_of(config, storage.as_ref(), arg)?;
+    let destination_config = Config::load(to_config)?;
+    let (_, destination) = open_storage(&destination_config)?;
+    // The copy writes into the destination job: not beside a run of it.
+    let lease = hold_lease(&destination_config, &destination, "cairn checkpoints copy")?;
+    let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        ProgressBar::new(0)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {bytes}/{total_bytes} copied {wide_msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    bar.set_message(pointer.clone());
+    let report = cairn_host::copy::copy(
+        storage.as_ref(),
+        &pointer,
+        &cairn_host::copy::Destination {
+            storage: destination.as_ref(),
+            job_id: &destination_config.job.id,
+            savepoint_target: destination_config.savepoints.target(),
+        },
+        &|done, total| {
+            bar.set_length(total);
+            bar.set_position(done);
+        },
+    );
+    bar.finish_and_clear();
+    let report = report?;
+    lease.release("done");
+    let mut out = std::io::stdout().lock();
+    if as_json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+    } else {
+        writeln!(
+            out,
+            "copied {} {} ({} handles, {} of state, every checksum checked at both ends) in {} ms \
+             to {}",
+            kind_name(report.kind),
+            report.id,
+            report.handles,
+            HumanBytes(report.state_bytes),
+            report.duration_ms,
+            report.pointer
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }

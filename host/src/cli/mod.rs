@@ -36,7 +36,7 @@ enum Command {
     Config(config::ConfigCommand),
     /// Run the built-in keyed-counter job, checkpointing it through the configured storage.
     Run(run::RunArgs),
-    /// Inspect and manage the job's checkpoints: list, show, verify, delete, gc.
+    /// Inspect and manage the job's checkpoints and savepoints: list, show, verify, delete, copy, gc.
     #[command(subcommand)]
     Checkpoints(checkpoints::CheckpointsCommand),
     /// Measure storage plugins against raw I/O, and loaded against linked-in backends.
