@@ -497,3 +497,146 @@ fn ids_continue_after_a_restored_savepoint_and_never_repeat_one() {
         "savepoint {savepoint_id}, then {fresh:?}"
     );
 }
+
+/// A storage whose lease writes fail once `cut` is set (the storage stops answering the
+/// holder's renewals); everything else is the real filesystem plugin's.
+struct RenewalsCut {
+    inner: std::sync::Arc<dyn cairn_plugin_api::CheckpointStorage>,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+struct JobRenewalsCut {
+    inner: Box<dyn cairn_plugin_api::JobStorage>,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+mod cut_impls {
+    use cairn_plugin_api::{
+        CheckpointLocation, CheckpointStorage, CompletedCheckpoint, InputStream, JobStorage,
+        LeaseRecord, OutputStream, ResolvedCheckpoint, StateHandle, StorageError, StorageInfo,
+        StorageResult, StoredObject,
+    };
+    use std::sync::atomic::Ordering;
+
+    use super::{JobRenewalsCut, RenewalsCut};
+
+    impl CheckpointStorage for RenewalsCut {
+        fn info(&self) -> StorageInfo {
+            self.inner.info()
+        }
+        fn job(&self, job_id: &str) -> StorageResult<Box<dyn JobStorage>> {
+            Ok(Box::new(JobRenewalsCut {
+                inner: self.inner.job(job_id)?,
+                cut: self.cut.clone(),
+            }))
+        }
+        fn resolve(&self, pointer: &str) -> StorageResult<ResolvedCheckpoint> {
+            self.inner.resolve(pointer)
+        }
+        fn open_handle(&self, handle: &StateHandle) -> StorageResult<Box<dyn InputStream>> {
+            self.inner.open_handle(handle)
+        }
+        fn discard(&self, handle: &StateHandle) -> StorageResult<()> {
+            self.inner.discard(handle)
+        }
+        fn dispose(&self, pointer: &str) -> StorageResult<()> {
+            self.inner.dispose(pointer)
+        }
+        fn corrupt_for_testing(&self, handle: &StateHandle) -> StorageResult<()> {
+            self.inner.corrupt_for_testing(handle)
+        }
+    }
+
+    impl JobStorage for JobRenewalsCut {
+        fn begin_checkpoint(&self, id: u64) -> StorageResult<Box<dyn CheckpointLocation>> {
+            self.inner.begin_checkpoint(id)
+        }
+        fn begin_savepoint(
+            &self,
+            id: u64,
+            target: Option<&str>,
+        ) -> StorageResult<Box<dyn CheckpointLocation>> {
+            self.inner.begin_savepoint(id, target)
+        }
+        fn create_task_owned_stream(&self) -> StorageResult<Box<dyn OutputStream>> {
+            self.inner.create_task_owned_stream()
+        }
+        fn list_completed(&self) -> StorageResult<Vec<CompletedCheckpoint>> {
+            self.inner.list_completed()
+        }
+        fn list_objects(&self) -> StorageResult<Vec<StoredObject>> {
+            self.inner.list_objects()
+        }
+        fn list_uncommitted(&self) -> StorageResult<Vec<u64>> {
+            self.inner.list_uncommitted()
+        }
+        fn list_savepoints(&self, target: Option<&str>) -> StorageResult<Vec<String>> {
+            self.inner.list_savepoints(target)
+        }
+        fn read_lease(&self) -> StorageResult<Option<LeaseRecord>> {
+            self.inner.read_lease()
+        }
+        fn write_lease(&self, record: &[u8], expected: Option<&str>) -> StorageResult<String> {
+            if self.cut.load(Ordering::SeqCst) {
+                return Err(StorageError::Io(
+                    "the storage is cut off (test)".to_string(),
+                ));
+            }
+            self.inner.write_lease(record, expected)
+        }
+    }
+}
+
+#[test]
+fn a_holder_that_cannot_renew_stops_committing_before_its_lease_expires() {
+    use std::sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = cairn_host::config::Config::parse(
+        "[checkpointing]\ninterval = \"20ms\"\n\n[job]\nid = \"it\"\nkeys = 100\nrate = 20000\n\n\
+         [lease]\nttl = \"1s\"\n",
+        &dir.path().join("cairn.toml"),
+    )
+    .unwrap();
+    let plugin = crate::util::load("cairn-storage-fs-cdylib");
+    let inner: Arc<dyn cairn_plugin_api::CheckpointStorage> = Arc::from(
+        plugin
+            .open(&crate::util::fs_options(&dir.path().join("checkpoints")))
+            .unwrap(),
+    );
+    let cut = Arc::new(AtomicBool::new(false));
+    let storage = Arc::new(RenewalsCut {
+        inner,
+        cut: cut.clone(),
+    });
+    // Cut the renewals once the first checkpoint completed.
+    let completed = AtomicU64::new(0);
+    let on_checkpoint = |_: &cairn_host::runtime::CheckpointReport| {
+        completed.fetch_add(1, Ordering::SeqCst);
+        cut.store(true, Ordering::SeqCst);
+    };
+    let result = cairn_host::runtime::run(
+        &config,
+        storage,
+        &cairn_host::runtime::RunOptions {
+            stop_when: cairn_host::runtime::StopWhen::After(Duration::from_secs(60)),
+            on_checkpoint: &on_checkpoint,
+            ..cairn_host::runtime::RunOptions::default()
+        },
+    );
+    let error = result
+        .expect_err("the run went on without its lease")
+        .to_string();
+    assert!(
+        error.contains("lease") && error.contains("it was not renewed for 750ms"),
+        "{error}"
+    );
+    // Without the fence the run would have gone on for its 60 s, committing all along.
+    assert!(
+        completed.load(Ordering::SeqCst) >= 1,
+        "no checkpoint completed"
+    );
+}
