@@ -640,3 +640,30 @@ fn a_holder_that_cannot_renew_stops_committing_before_its_lease_expires() {
         "no checkpoint completed"
     );
 }
+
+#[test]
+fn a_standby_takes_over_a_holder_on_another_host_once_its_record_stops_changing_for_its_ttl() {
+    let dir = fs_job("");
+    // A live-looking holder elsewhere (renewed just now) that will never renew again.
+    write_foreign_record(dir.path(), Duration::ZERO, Duration::from_secs(1));
+    let started = Instant::now();
+    let mut standby = Running::start(
+        &["run", "--standby", "--records", "2000", "--json"],
+        dir.path(),
+    );
+    let waiting = standby.wait_for("the standby waiting", |l| l.contains("waiting for it"));
+    assert!(
+        waiting.contains("host elsewhere.example (pid 4242")
+            && waiting.contains("not renewed for 1s"),
+        "{waiting}"
+    );
+    let taken = standby.wait_for("the takeover", |l| l.contains("took job 'it' over"));
+    assert!(
+        taken.contains("its lease was not renewed for 1s"),
+        "{taken}"
+    );
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    let (status, summary, log) = standby.finish();
+    assert!(status.success(), "{log}");
+    assert_eq!(summary["counts_sha256"], expected_digest(2000), "{summary}");
+}
