@@ -667,3 +667,48 @@ fn a_standby_takes_over_a_holder_on_another_host_once_its_record_stops_changing_
     assert!(status.success(), "{log}");
     assert_eq!(summary["counts_sha256"], expected_digest(2000), "{summary}");
 }
+
+/// `cairn ARGS` on a pseudo-terminal (util-linux `script`), with `answer` typed in.
+fn on_a_terminal(args: &str, answer: &str, cwd: &Path) -> std::process::Output {
+    let mut child = Command::new("script")
+        .args([
+            "-qec",
+            &format!("{} {args}", env!("CARGO_BIN_EXE_cairn")),
+            "/dev/null",
+        ])
+        .current_dir(cwd)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("util-linux `script` runs the command on a pseudo-terminal");
+    // The terminal keeps the line until the prompt reads it.
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), answer.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn fresh_lists_what_it_discards_and_asks_on_a_terminal() {
+    let dir = fs_job("");
+    cairn_ok(&["run", "--duration", "700ms"], dir.path());
+    let old = ids(dir.path());
+    assert!(!old.is_empty());
+    let out = on_a_terminal("run --fresh --records 100", "n\n", dir.path());
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{shown}");
+    assert!(
+        shown.contains(&format!(
+            "--fresh discards the {} completed checkpoint(s)",
+            old.len()
+        )) && shown.contains(&format!("chk-{}", old.last().unwrap()))
+            && shown.contains("[y/N]")
+            && shown.contains("not confirmed"),
+        "{shown}"
+    );
+    assert_eq!(ids(dir.path()), old);
+    let out = on_a_terminal("run --fresh --records 100", "y\n", dir.path());
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{shown}");
+    assert!(shown.contains("100 records counted"), "{shown}");
+    assert!(ids(dir.path()).is_empty());
+}
