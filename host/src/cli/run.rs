@@ -1,7 +1,9 @@
 //! `cairn run`: run the built-in job (`[job] kind`) with checkpoints through the configured
 //! storage plugin, showing live progress on a terminal and plain lines otherwise. The summary
 //! is printed (and flushed) as soon as the job ends, before checkpoints it does not keep are
-//! discarded.
+//! discarded. The run holds the job's lease (a second run is refused, `--standby` waits for it)
+//! and follows the lineage rules (`--from`, or `--fresh` confirmed on a terminal or with `--yes`);
+//! both live in the library (`cairn_host::lease`, `runtime::run_job`), this only renders them.
 
 use std::{
     io::{IsTerminal, Write},
