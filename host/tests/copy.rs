@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::{
     lease::{fs_job_with, s3_job},
-    util::{cairn, cairn_ok, json_of},
+    util::{cairn, cairn_ok, json_of, run_until_checkpoints},
 };
 
 /// Every state handle stored, none inline, so the copy moves objects.
@@ -40,7 +40,7 @@ fn copy_to(source: &Path, destination: &Path, what: &str) -> std::process::Outpu
 #[test]
 fn a_checkpoint_copied_from_the_filesystem_to_s3_restores_there_exactly() {
     let source = fs_job_with(STORED, "");
-    cairn_ok(&["run", "--duration", "1500ms"], source.path());
+    run_until_checkpoints(&["run"], source.path(), 2);
     let latest = listed(source.path()).last().unwrap().clone();
     let id = latest["id"].as_u64().unwrap();
     let destination = s3_job("");
@@ -92,7 +92,7 @@ fn a_checkpoint_copied_from_the_filesystem_to_s3_restores_there_exactly() {
 #[test]
 fn a_copy_that_fails_partway_commits_nothing_at_the_destination() {
     let source = fs_job_with(STORED, "");
-    cairn_ok(&["run", "--duration", "1s"], source.path());
+    run_until_checkpoints(&["run"], source.path(), 1);
     let latest = listed(source.path()).last().unwrap().clone();
     let id = latest["id"].as_u64().unwrap();
     // Flip a byte in the middle of the last handle the copy reads (metadata order): the

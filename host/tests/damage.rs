@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::{
     lease::fs_job,
-    util::{cairn, cairn_ok, json_of},
+    util::{cairn, cairn_ok, json_of, run_until_checkpoints},
 };
 
 fn listed(dir: &Path) -> Vec<Value> {
@@ -30,7 +30,7 @@ fn error_line(out: &std::process::Output) -> String {
 #[test]
 fn a_truncated_metadata_is_named_by_run_and_gc_and_removed_by_delete_force() {
     let dir = fs_job("");
-    cairn_ok(&["run", "--duration", "1500ms"], dir.path());
+    run_until_checkpoints(&["run"], dir.path(), 3);
     let before = listed(dir.path());
     assert!(before.len() >= 2, "{before:?}");
     let id = |c: &Value| c["id"].as_u64().unwrap();

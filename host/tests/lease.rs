@@ -14,7 +14,7 @@ use cairn_harness::s3::{unique_prefix, S3Server};
 use cairn_host::runtime::keyed_counter;
 use serde_json::Value;
 
-use crate::util::{cairn, cairn_ok, copy_lib, json_of, lib};
+use crate::util::{cairn, cairn_ok, copy_lib, json_of, lib, run_until_checkpoints};
 
 const KEYS: u64 = 300;
 const PARALLELISM: u32 = 2;
@@ -353,7 +353,7 @@ fn error_line(out: &std::process::Output) -> String {
 #[test]
 fn a_run_without_from_on_a_job_with_checkpoints_is_refused_and_fresh_starts_over() {
     let dir = fs_job("");
-    cairn_ok(&["run", "--duration", "1s"], dir.path());
+    run_until_checkpoints(&["run"], dir.path(), 2);
     let old = ids(dir.path());
     assert!(!old.is_empty());
     let highest = *old.iter().max().unwrap();
@@ -375,10 +375,7 @@ fn a_run_without_from_on_a_job_with_checkpoints_is_refused_and_fresh_starts_over
         .status
         .success());
 
-    let out = cairn_ok(
-        &["run", "--fresh", "--yes", "--duration", "1s", "--json"],
-        dir.path(),
-    );
+    let out = run_until_checkpoints(&["run", "--fresh", "--yes", "--json"], dir.path(), 2);
     let summary = json_of(&out);
     assert_eq!(summary["restored_from"], Value::Null, "{summary}");
     let new = completed_ids(&out);
@@ -480,9 +477,10 @@ fn ids_continue_after_a_restored_savepoint_and_never_repeat_one() {
         cairn_ok(&["checkpoints", "gc"], dir);
     };
     forget(dir.path());
-    let after_restore = completed_ids(&cairn_ok(
-        &["run", "--from", &savepoint, "--duration", "700ms"],
+    let after_restore = completed_ids(&run_until_checkpoints(
+        &["run", "--from", &savepoint],
         dir.path(),
+        2,
     ));
     assert!(
         !after_restore.is_empty() && after_restore.iter().all(|id| *id > savepoint_id),
@@ -491,7 +489,7 @@ fn ids_continue_after_a_restored_savepoint_and_never_repeat_one() {
     forget(dir.path());
     // A run without --from (no completed checkpoint is left) still never repeats the
     // savepoint's id.
-    let fresh = completed_ids(&cairn_ok(&["run", "--duration", "700ms"], dir.path()));
+    let fresh = completed_ids(&run_until_checkpoints(&["run"], dir.path(), 2));
     assert!(
         !fresh.is_empty() && fresh.iter().all(|id| *id > savepoint_id),
         "savepoint {savepoint_id}, then {fresh:?}"
@@ -690,7 +688,7 @@ fn on_a_terminal(args: &str, answer: &str, cwd: &Path) -> std::process::Output {
 #[test]
 fn fresh_lists_what_it_discards_and_asks_on_a_terminal() {
     let dir = fs_job("");
-    cairn_ok(&["run", "--duration", "700ms"], dir.path());
+    run_until_checkpoints(&["run"], dir.path(), 1);
     let old = ids(dir.path());
     assert!(!old.is_empty());
     let out = on_a_terminal("run --fresh --records 100", "n\n", dir.path());
