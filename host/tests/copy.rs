@@ -8,7 +8,7 @@ use cairn_host::runtime::keyed_counter;
 use serde_json::Value;
 
 use crate::{
-    lease::{fs_job_with, s3_job},
+    lease::{fs_job_with, s3_job, take_savepoint, SAVEPOINT_ON_SIGTERM},
     util::{cairn, cairn_ok, json_of, run_until_checkpoints},
 };
 
@@ -138,4 +138,52 @@ fn a_copy_that_fails_partway_commits_nothing_at_the_destination() {
     ));
     assert_eq!(gc["uncommitted_checkpoints"], serde_json::json!([]), "{gc}");
     assert_eq!(gc["orphaned_objects"], serde_json::json!([]), "{gc}");
+}
+
+#[test]
+fn a_savepoint_copied_to_s3_is_a_savepoint_there_and_restores_exactly() {
+    let source = fs_job_with(STORED, SAVEPOINT_ON_SIGTERM);
+    let (savepoint, id) = take_savepoint(source.path());
+    let destination = s3_job("");
+    let out = copy_to(source.path(), destination.path(), &id.to_string());
+    let report = json_of(&out);
+    assert!(out.status.success(), "{report}");
+    assert_eq!(report["kind"], "savepoint", "{report}");
+    assert_eq!(report["from"], savepoint.as_str());
+    let pointer = report["pointer"].as_str().unwrap().to_string();
+    // Under the destination plugin's default savepoint location, listed as a savepoint.
+    assert!(
+        pointer.starts_with("s3://") && pointer.contains("-savepoints/"),
+        "{report}"
+    );
+    let there = json_of(&cairn_ok(
+        &["checkpoints", "list", "--kind", "savepoint", "--json"],
+        destination.path(),
+    ));
+    assert_eq!(
+        there["checkpoints"][0]["pointer"],
+        pointer.as_str(),
+        "{there}"
+    );
+    assert_eq!(there["checkpoints"][0]["id"], id, "{there}");
+
+    let records = 100_000u64;
+    let out = cairn_ok(
+        &[
+            "run",
+            "--from",
+            &pointer,
+            "--records",
+            &records.to_string(),
+            "--json",
+        ],
+        destination.path(),
+    );
+    let summary = json_of(&out);
+    assert_eq!(summary["restored_from"], pointer.as_str(), "{summary}");
+    assert_eq!(
+        summary["counts_sha256"],
+        keyed_counter::counts_digest(&keyed_counter::expected_counts(300, 2, records)),
+        "{summary}"
+    );
 }

@@ -387,10 +387,10 @@ fn a_run_without_from_on_a_job_with_checkpoints_is_refused_and_fresh_starts_over
     );
 }
 
-const SAVEPOINT_ON_SIGTERM: &str = "\n[savepoints]\ndir = \"savepoints\"\non-sigterm = true\n";
+pub const SAVEPOINT_ON_SIGTERM: &str = "\n[savepoints]\ndir = \"savepoints\"\non-sigterm = true\n";
 
 /// Run the job until two checkpoints completed, then SIGTERM: its savepoint's pointer and id.
-fn take_savepoint(dir: &Path) -> (String, u64) {
+pub fn take_savepoint(dir: &Path) -> (String, u64) {
     let mut run = Running::start(&["run", "--json"], dir);
     run.wait_for_checkpoints(2);
     let (status, summary, log) = run.stop();
