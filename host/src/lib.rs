@@ -9,6 +9,8 @@
 //! - [`config`]: the TOML config file, with errors that name the file, line and key.
 //! - [`metadata`]: the versioned, checksummed checkpoint metadata format.
 //! - [`coordinator`]: the checkpoint coordinator's rules, as a clock-free state machine.
+//! - [`copy`]: a checkpoint or savepoint copied to another storage, every checksum checked.
+//! - [`lease`]: the job lease, one live writer per job in the storage itself.
 //! - [`runtime`]: the dataflow runtime (sources, keyed exchange, keyed state with asynchronous
 //!   snapshots, two-phase-commit sinks) and the loop that drives the coordinator against a
 //!   storage plugin; the built-in jobs.
@@ -23,6 +25,8 @@
 pub mod config;
 pub mod control;
 pub mod coordinator;
+pub mod copy;
+pub mod lease;
 pub mod loader;
 pub mod metadata;
 pub mod metrics;

@@ -46,6 +46,16 @@ fn an_api_1_0_plugin_loads_and_a_1_1_call_is_unsupported() {
         }
         other => panic!("expected Unsupported, got {other:?}"),
     }
+    // So do the lease register and the savepoint listing, each naming its call.
+    let unsupported = |r: Result<(), StorageError>, call: &str| match r {
+        Err(StorageError::Unsupported(m)) => {
+            assert!(m.contains(call) && m.contains("1.1"), "{m}")
+        }
+        other => panic!("{call}: expected Unsupported, got {other:?}"),
+    };
+    unsupported(job.read_lease().map(drop), "read_lease");
+    unsupported(job.write_lease(b"r", None).map(drop), "write_lease");
+    unsupported(job.list_savepoints(None).map(drop), "list_savepoints");
     // A 1.1 plugin answers it.
     let fs = crate::util::load("cairn-storage-fs-cdylib");
     let dir = tempfile::tempdir().unwrap();
@@ -84,5 +94,56 @@ fn verify_passes_and_gc_reports_what_the_plugin_cannot_do() {
     assert!(
         notes.contains("uncommitted savepoints were not looked for") && notes.contains("1.1"),
         "{doc}"
+    );
+}
+
+#[test]
+fn an_api_1_0_plugin_falls_back_to_a_local_lock_that_refuses_a_second_run() {
+    let lib = old_minor_lib();
+    let dir = tempfile::tempdir().unwrap();
+    let locks = dir.path().join("locks");
+    std::fs::write(
+        dir.path().join("cairn.toml"),
+        format!(
+            "[storage]\npath = {:?}\n\n[checkpointing]\ninterval = \"100ms\"\n\n\
+             [job]\nid = \"it\"\nkeys = 50\nrate = 5000\n\n[lease]\nlocal-dir = {:?}\n",
+            lib.display().to_string(),
+            locks.display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut first = crate::lease::Running::start(&["run"], dir.path());
+    let note = first.wait_for("the fallback note", |l| l.starts_with("warning: "));
+    assert!(
+        note.contains("no lease support")
+            && note.contains("1.1")
+            && note.contains(&locks.display().to_string()),
+        "{note}"
+    );
+    first.wait_for_checkpoints(1);
+    let pid = first.child.id();
+    for args in [&["run", "--records", "10"][..], &["checkpoints", "gc"][..]] {
+        let out = cairn(args, dir.path());
+        assert!(!out.status.success(), "{args:?} was not refused");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let error = stderr
+            .lines()
+            .find(|l| l.starts_with("error:"))
+            .unwrap_or("");
+        assert!(
+            error.contains("job 'it' is in use")
+                && error.contains(&format!("(pid {pid},"))
+                && error.contains(".lock"),
+            "{args:?}: {stderr}"
+        );
+    }
+    let (status, _, log) = first.stop();
+    assert!(status.success(), "{log}");
+    // The kernel released the lock with the process: the next run gets it.
+    let out = cairn(&["run", "--records", "10"], dir.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }

@@ -147,6 +147,11 @@ listen = "127.0.0.1:9249"
         "savepoints": { "dir": "sp", "on_sigterm": true },
         "restart": { "attempts": 3, "delay_ms": 2000 },
         "metrics": { "listen": "127.0.0.1:9249", "allow_remote": false },
+        "lease": {
+            "ttl_ms": 30_000,
+            // The default, which depends on the environment (inherited by the child).
+            "local_dir": cairn_host::config::LeaseConfig::default().local_dir(),
+        },
     });
     assert_eq!(v, expect, "{v:#}");
 }

@@ -64,3 +64,15 @@ mod word_count;
 // Control of a running job from other processes: savepoint, stop --savepoint, cancel and status
 // over the control socket, the Prometheus endpoint scraped during a run, another user refused.
 mod control;
+// The job lease: a second run, gc and delete refused while a job runs (filesystem and
+// SeaweedFS), takeover after the ttl, `run --standby` after `kill -9`, and lineage (`--fresh`,
+// ids that never repeat).
+mod lease;
+
+// Ways out of damage: a truncated `_metadata` through `run --from latest`, `gc` and
+// `delete --force`.
+mod damage;
+
+// `checkpoints copy`: filesystem to SeaweedFS, restored there exactly; a failed copy commits
+// nothing.
+mod copy;

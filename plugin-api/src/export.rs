@@ -21,9 +21,9 @@ use abi_stable::{
 use crate::{
     abi::{
         scope_from_raw, Api11, Api11Export, PluginModule, PluginModuleRef, RCompleted, RError,
-        RHandle, RHostLog, RInput, RInputBox, RInput_TO, RJob, RJobBox, RJob_TO, RLocation,
-        RLocationBox, RLocation_TO, RManifest, ROutput, ROutputBox, ROutput_TO, RResolved,
-        RStorage, RStorageBox, RStorageInfo, RStorage_TO, RStoredObject,
+        RHandle, RHostLog, RInput, RInputBox, RInput_TO, RJob, RJobBox, RJob_TO, RLeaseRecord,
+        RLocation, RLocationBox, RLocation_TO, RManifest, ROutput, ROutputBox, ROutput_TO,
+        RResolved, RStorage, RStorageBox, RStorageInfo, RStorage_TO, RStoredObject,
     },
     error::StorageError,
     handle::StateHandle,
@@ -223,6 +223,9 @@ pub const API_1_1: Api11Export = Api11Export {
     layout: <Api11 as abi_stable::StableAbi>::LAYOUT,
     api: Api11 {
         list_uncommitted_savepoints,
+        list_savepoints,
+        read_lease,
+        write_lease,
     },
 };
 
@@ -247,6 +250,39 @@ extern "C" fn list_uncommitted_savepoints(
             .into_iter()
             .map(abi_stable::std_types::RString::from)
             .collect())
+    })
+}
+
+extern "C" fn list_savepoints(
+    job: &RJobBox,
+    target: ROption<RStr<'_>>,
+) -> RResult<RVec<abi_stable::std_types::RString>, RError> {
+    guard("list_savepoints", || {
+        let target = target.into_option();
+        Ok(job_of(job)?
+            .list_savepoints(target.as_ref().map(|t| t.as_str()))?
+            .into_iter()
+            .map(abi_stable::std_types::RString::from)
+            .collect())
+    })
+}
+
+extern "C" fn read_lease(job: &RJobBox) -> RResult<ROption<RLeaseRecord>, RError> {
+    guard("read_lease", || {
+        Ok(job_of(job)?.read_lease()?.map(RLeaseRecord::from).into())
+    })
+}
+
+extern "C" fn write_lease(
+    job: &RJobBox,
+    record: RSlice<'_, u8>,
+    expected: ROption<RStr<'_>>,
+) -> RResult<abi_stable::std_types::RString, RError> {
+    guard("write_lease", || {
+        let expected = expected.into_option();
+        job_of(job)?
+            .write_lease(record.as_slice(), expected.as_ref().map(|e| e.as_str()))
+            .map(Into::into)
     })
 }
 

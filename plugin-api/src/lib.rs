@@ -57,8 +57,8 @@ pub use manifest::{Capabilities, Manifest, StaticManifest};
 pub use options::parse_options;
 pub use storage::{
     read_handle_fully, CheckpointLocation, CheckpointStorage, CompletedCheckpoint, InlineInput,
-    InputStream, JobStorage, OutputStream, ResolvedCheckpoint, StorageInfo, StoragePlugin,
-    StoredObject,
+    InputStream, JobStorage, LeaseRecord, OutputStream, ResolvedCheckpoint, StorageInfo,
+    StoragePlugin, StoredObject, MAX_LEASE_RECORD_BYTES,
 };
 pub use version::{unsupported_since, ApiVersion, API_1_0, API_1_1, API_VERSION};
 

@@ -1,12 +1,18 @@
-//! `cairn checkpoints list|show|verify|delete|gc`: inspect and manage a job's checkpoints
+//! `cairn checkpoints list|show|verify|delete|copy|gc`: inspect and manage a job's checkpoints
 //! through the configured storage plugin. Every subcommand has `--json`.
 
-use std::{collections::BTreeSet, io::Write, process::ExitCode, sync::Arc};
+use std::{
+    collections::BTreeSet,
+    io::Write,
+    process::ExitCode,
+    sync::{atomic::AtomicBool, Arc},
+};
 
 use anyhow::{bail, Context};
 use cairn_host::{
     config::Config,
-    metadata::{CheckpointMetadata, HandleRecord},
+    lease::{self, Lease, LeaseEvent, LeaseOptions, Wait},
+    metadata::{CheckpointMetadata, HandleRecord, SnapshotKind},
     runtime::{self, state},
 };
 use cairn_plugin_api::{
@@ -20,17 +26,23 @@ use super::{open_storage, ConfigArg};
 /// The subcommands.
 #[derive(Debug, clap::Subcommand)]
 pub enum CheckpointsCommand {
-    /// List the job's completed checkpoints (job.id from the config), oldest first.
+    /// List the job's completed checkpoints and savepoints (job.id from the config) by id, with
+    /// their kind. Savepoints are looked for under [savepoints] dir and under the plugin's
+    /// default savepoint location.
     List {
+        /// Only checkpoints, or only savepoints.
+        #[arg(long, value_enum)]
+        kind: Option<Kind>,
         #[command(flatten)]
         config: ConfigArg,
         /// Print JSON.
         #[arg(long)]
         json: bool,
     },
-    /// Decode one checkpoint's metadata: by id (of the config's job) or by pointer.
+    /// Decode one checkpoint's or savepoint's metadata: by id (of the config's job) or by
+    /// pointer.
     Show {
-        /// A checkpoint id, `latest`, or a pointer.
+        /// A checkpoint or savepoint id, `latest` (checkpoint), or a pointer.
         checkpoint: String,
         #[command(flatten)]
         config: ConfigArg,
@@ -43,7 +55,8 @@ pub enum CheckpointsCommand {
     /// subsumed while it is read (not found, and no longer listed) is reported as removed while
     /// verifying, which is not damage.
     Verify {
-        /// Checkpoint ids, `latest`, or pointers; all completed checkpoints of the job if none.
+        /// Checkpoint or savepoint ids, `latest`, or pointers; all completed checkpoints and
+        /// savepoints of the job if none.
         checkpoints: Vec<String>,
         #[command(flatten)]
         config: ConfigArg,
@@ -51,10 +64,33 @@ pub enum CheckpointsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Delete a completed checkpoint (its metadata first, then its exclusive state).
+    /// Delete a completed checkpoint (its metadata first, then its exclusive state). Refused
+    /// while the job runs (its lease is live).
     Delete {
-        /// A checkpoint id or a pointer.
+        /// A checkpoint or savepoint id, `latest` (checkpoint), or a pointer.
         checkpoint: String,
+        /// Delete it even though its metadata cannot be read (truncated, garbled, of an unknown
+        /// format): its metadata and every object in its location go. What goes is shown first.
+        /// Only a completed checkpoint of the job, or a pointer whose metadata exists, is taken.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Copy a completed checkpoint or savepoint to the storage of another config (for example
+    /// filesystem to S3), as a checkpoint or savepoint of the same id there. Every handle is
+    /// read with its checksum checked, written, and read back from the destination; the copy
+    /// commits only when every byte is there, so an interrupted copy leaves nothing committed.
+    /// The destination config's job.id must be the checkpoint's; `run --from` restores the copy.
+    Copy {
+        /// A checkpoint or savepoint id, `latest` (checkpoint), or a pointer.
+        checkpoint: String,
+        /// The config file of the destination storage.
+        #[arg(long, value_name = "FILE")]
+        to_config: std::path::PathBuf,
         #[command(flatten)]
         config: ConfigArg,
         /// Print JSON.
@@ -64,8 +100,8 @@ pub enum CheckpointsCommand {
     /// Remove what no completed checkpoint needs: stored objects no completed checkpoint
     /// references, checkpoint locations that were never committed, and this job's savepoint
     /// locations that were never committed (under [savepoints] dir and the plugin's default
-    /// savepoint location). Never touches a completed checkpoint or savepoint. Run it while the
-    /// job is not running: an in-flight checkpoint or savepoint looks abandoned.
+    /// savepoint location). Never touches a completed checkpoint or savepoint. Refused while
+    /// the job runs (its lease is live): an in-flight checkpoint or savepoint looks abandoned.
     Gc {
         #[command(flatten)]
         config: ConfigArg,
@@ -78,10 +114,19 @@ pub enum CheckpointsCommand {
     },
 }
 
+/// What `list --kind` keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kind {
+    /// Periodic checkpoints.
+    Checkpoint,
+    /// Savepoints.
+    Savepoint,
+}
+
 /// Run a subcommand.
 pub fn run(cmd: CheckpointsCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        CheckpointsCommand::List { config, json } => list(&config.load()?, json),
+        CheckpointsCommand::List { kind, config, json } => list(&config.load()?, kind, json),
         CheckpointsCommand::Show {
             checkpoint,
             config,
@@ -94,9 +139,16 @@ pub fn run(cmd: CheckpointsCommand) -> anyhow::Result<ExitCode> {
         } => verify(&config.load()?, &checkpoints, json),
         CheckpointsCommand::Delete {
             checkpoint,
+            force,
             config,
             json,
-        } => delete(&config.load()?, &checkpoint, json),
+        } => delete(&config.load()?, &checkpoint, force, json),
+        CheckpointsCommand::Copy {
+            checkpoint,
+            to_config,
+            config,
+            json,
+        } => copy(&config.load()?, &checkpoint, &to_config, json),
         CheckpointsCommand::Gc {
             config,
             dry_run,
@@ -127,19 +179,28 @@ fn pointer_of(
             .with_context(|| format!("job '{}' has no completed checkpoint", config.job.id));
     }
     if let Ok(id) = arg.parse::<u64>() {
-        return all
-            .iter()
-            .find(|c| c.checkpoint_id == id)
-            .map(|c| c.pointer.clone())
-            .with_context(|| {
+        if let Some(c) = all.iter().find(|c| c.checkpoint_id == id) {
+            return Ok(c.pointer.clone());
+        }
+        let (savepoints, _) = savepoints(config, storage)?;
+        if let Some(s) = savepoints.iter().find(|s| s.id == Some(id)) {
+            return Ok(s.pointer.clone());
+        }
+        return Err(anyhow::anyhow!("no such id")).with_context(|| {
                 let ids: Vec<String> = all.iter().map(|c| c.checkpoint_id.to_string()).collect();
+                let sp: Vec<String> = savepoints.iter().filter_map(|s| s.id).map(|i| i.to_string()).collect();
                 format!(
-                    "job '{}' has no completed checkpoint {id} (completed: {})",
+                    "job '{}' has no completed checkpoint {id} and no savepoint of that id (checkpoints: {}; savepoints: {})",
                     config.job.id,
                     if ids.is_empty() {
                         "none".to_string()
                     } else {
                         ids.join(", ")
+                    },
+                    if sp.is_empty() {
+                        "none".to_string()
+                    } else {
+                        sp.join(", ")
                     }
                 )
             });
@@ -147,68 +208,169 @@ fn pointer_of(
     Ok(arg.to_string())
 }
 
+/// A completed savepoint of the job, as `list` shows it.
+struct Savepoint {
+    pointer: String,
+    /// Its id, if its metadata could be read.
+    id: Option<u64>,
+    metadata: anyhow::Result<CheckpointMetadata>,
+}
+
+/// The job's completed savepoints under `[savepoints] dir` and the plugin's default savepoint
+/// location, by id; and notes on what could not be looked at (a plugin built against API 1.0
+/// cannot list them). A savepoint whose metadata names another job is left out; one whose
+/// metadata cannot be read is kept, so that it can be seen and deleted.
+fn savepoints(
+    config: &Config,
+    storage: &dyn CheckpointStorage,
+) -> anyhow::Result<(Vec<Savepoint>, Vec<String>)> {
+    let job = storage.job(&config.job.id)?;
+    let configured = config.savepoints.target();
+    let mut pointers = BTreeSet::new();
+    let mut notes = Vec::new();
+    for target in [configured.as_deref(), None] {
+        match job.list_savepoints(target) {
+            Ok(found) => pointers.extend(found),
+            Err(e) if e.kind() == ErrorKind::Unsupported => {
+                notes.push(format!("savepoints were not looked for: {}", e.message()));
+                break;
+            }
+            Err(e) => {
+                return Err(e).with_context(|| match target {
+                    Some(t) => format!("listing the savepoints under {t}"),
+                    None => {
+                        "listing the savepoints under the plugin's default location".to_string()
+                    }
+                })
+            }
+        }
+    }
+    let mut out: Vec<Savepoint> = pointers
+        .into_iter()
+        .map(|pointer| {
+            let metadata = decode(storage, &pointer);
+            Savepoint {
+                id: metadata.as_ref().ok().map(|m| m.checkpoint_id),
+                metadata,
+                pointer,
+            }
+        })
+        .filter(|s| {
+            s.metadata
+                .as_ref()
+                .map_or(true, |m| m.job_id == config.job.id)
+        })
+        .collect();
+    out.sort_by_key(|s| s.id);
+    Ok((out, notes))
+}
+
 fn decode(storage: &dyn CheckpointStorage, pointer: &str) -> anyhow::Result<CheckpointMetadata> {
     let resolved = storage.resolve(pointer)?;
     CheckpointMetadata::decode(&resolved.metadata).with_context(|| format!("checkpoint {pointer}"))
 }
 
-fn list(config: &Config, as_json: bool) -> anyhow::Result<ExitCode> {
+fn list(config: &Config, kind: Option<Kind>, as_json: bool) -> anyhow::Result<ExitCode> {
     let (_, storage) = open_storage(config)?;
-    let all = completed(config, storage.as_ref())?;
-    let mut rows = Vec::new();
-    for c in &all {
-        let row = match decode(storage.as_ref(), &c.pointer) {
+    let row = |id: Option<u64>,
+               kind: &str,
+               pointer: &str,
+               m: &anyhow::Result<CheckpointMetadata>| {
+        match m {
             Ok(m) => json!({
-                "id": c.checkpoint_id, "pointer": c.pointer, "kind": m.kind,
-                "completed_at_ms": m.completed_at_ms, "state_bytes": m.state_size(),
+                "id": id, "kind": kind, "pointer": pointer,
+                "completed_at_ms": m.completed_at_ms,
+                "completed_at": rfc3339(m.completed_at_ms),
+                "state_bytes": m.state_size(),
                 "records": m.tasks.iter().map(|t| t.records).sum::<u64>(), "readable": true,
             }),
             Err(e) => {
-                json!({ "id": c.checkpoint_id, "pointer": c.pointer, "readable": false, "error": format!("{e:#}") })
+                json!({ "id": id, "kind": kind, "pointer": pointer, "readable": false, "error": format!("{e:#}") })
             }
-        };
-        rows.push(row);
+        }
+    };
+    let mut rows = Vec::new();
+    if kind != Some(Kind::Savepoint) {
+        for c in completed(config, storage.as_ref())? {
+            let m = decode(storage.as_ref(), &c.pointer);
+            rows.push(row(Some(c.checkpoint_id), "checkpoint", &c.pointer, &m));
+        }
     }
+    let mut notes = Vec::new();
+    if kind != Some(Kind::Checkpoint) {
+        let (found, n) = savepoints(config, storage.as_ref())?;
+        notes = n;
+        for s in found {
+            rows.push(row(s.id, "savepoint", &s.pointer, &s.metadata));
+        }
+    }
+    // By id; a savepoint after the checkpoint of the same id (it cannot have one, but an
+    // unreadable savepoint has no id and goes last).
+    rows.sort_by_key(|r| {
+        (
+            r["id"].as_u64().is_none(),
+            r["id"].as_u64(),
+            r["kind"] == "savepoint",
+        )
+    });
     let mut out = std::io::stdout().lock();
     if as_json {
-        let doc = json!({ "job_id": config.job.id, "location": storage.info().location, "checkpoints": rows });
+        let doc = json!({
+            "job_id": config.job.id, "location": storage.info().location,
+            "checkpoints": rows, "notes": notes,
+        });
         writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
         return Ok(ExitCode::SUCCESS);
     }
+    for n in &notes {
+        eprintln!("note: {n}");
+    }
     if rows.is_empty() {
+        let what = match kind {
+            Some(Kind::Checkpoint) => "completed checkpoints",
+            Some(Kind::Savepoint) => "savepoints",
+            None => "completed checkpoints or savepoints",
+        };
         writeln!(
             out,
-            "job '{}' has no completed checkpoints in {}",
+            "job '{}' has no {what} in {}",
             config.job.id,
             storage.info().location
         )?;
     }
     for r in &rows {
+        let id = r["id"].as_u64().map_or("?".to_string(), |i| i.to_string());
+        let kind = r["kind"].as_str().unwrap_or("");
+        let pointer = r["pointer"].as_str().unwrap_or("");
         if r["readable"] == true {
             writeln!(
                 out,
-                "{:>6}  {}  {:>10}  {}",
-                r["id"].as_u64().unwrap_or(0),
-                humantime::format_rfc3339_millis(
-                    std::time::UNIX_EPOCH
-                        + std::time::Duration::from_millis(
-                            r["completed_at_ms"].as_u64().unwrap_or(0)
-                        )
-                ),
+                "{id:>6}  {kind:<10}  {}  {:>10}  {pointer}",
+                r["completed_at"].as_str().unwrap_or(""),
                 HumanBytes(r["state_bytes"].as_u64().unwrap_or(0)).to_string(),
-                r["pointer"].as_str().unwrap_or("")
             )?;
         } else {
             writeln!(
                 out,
-                "{:>6}  UNREADABLE: {}  {}",
-                r["id"].as_u64().unwrap_or(0),
+                "{id:>6}  {kind:<10}  UNREADABLE: {}  {pointer}",
                 r["error"].as_str().unwrap_or(""),
-                r["pointer"].as_str().unwrap_or("")
             )?;
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What output calls a snapshot of `kind`.
+fn kind_name(kind: SnapshotKind) -> &'static str {
+    match kind {
+        SnapshotKind::Checkpoint => "checkpoint",
+        SnapshotKind::Savepoint => "savepoint",
+    }
+}
+
+/// An epoch time in milliseconds as RFC 3339.
+fn rfc3339(ms: u64) -> String {
+    cairn_host::lease::rfc3339(ms)
 }
 
 fn show(config: &Config, arg: &str, as_json: bool) -> anyhow::Result<ExitCode> {
@@ -226,8 +388,11 @@ fn show(config: &Config, arg: &str, as_json: bool) -> anyhow::Result<ExitCode> {
     }
     writeln!(
         out,
-        "checkpoint {} ({:?}) of job '{}' ({})",
-        m.checkpoint_id, m.kind, m.job_id, m.job_kind
+        "{} {} of job '{}' ({})",
+        kind_name(m.kind),
+        m.checkpoint_id,
+        m.job_id,
+        m.job_kind
     )?;
     writeln!(out, "pointer:      {pointer}")?;
     writeln!(
@@ -405,7 +570,15 @@ fn verify(config: &Config, args: &[String], as_json: bool) -> anyhow::Result<Exi
     let listed = completed(config, storage.as_ref())?;
     let listed_at_start: BTreeSet<String> = listed.iter().map(|c| c.pointer.clone()).collect();
     let pointers: Vec<String> = if args.is_empty() {
-        listed.into_iter().map(|c| c.pointer).collect()
+        let (savepoints, notes) = savepoints(config, storage.as_ref())?;
+        for n in notes {
+            eprintln!("note: {n}");
+        }
+        listed
+            .into_iter()
+            .map(|c| c.pointer)
+            .chain(savepoints.into_iter().map(|s| s.pointer))
+            .collect()
     } else {
         args.iter()
             .map(|a| pointer_of(config, storage.as_ref(), a))
@@ -413,7 +586,7 @@ fn verify(config: &Config, args: &[String], as_json: bool) -> anyhow::Result<Exi
     };
     if pointers.is_empty() {
         bail!(
-            "job '{}' has no completed checkpoints to verify",
+            "job '{}' has no completed checkpoints or savepoints to verify",
             config.job.id
         );
     }
@@ -491,23 +664,185 @@ fn verify(config: &Config, args: &[String], as_json: bool) -> anyhow::Result<Exi
     })
 }
 
-fn delete(config: &Config, arg: &str, as_json: bool) -> anyhow::Result<ExitCode> {
+/// Hold the job's lease while `command` changes its storage: refused while a run (or another
+/// gc or delete) holds it. Released (as `done`) when dropped.
+fn hold_lease(
+    config: &Config,
+    storage: &Arc<dyn CheckpointStorage>,
+    command: &str,
+) -> anyhow::Result<Lease> {
+    let calls = runtime::PluginCalls::new(
+        storage.clone(),
+        config.checkpointing.timeout,
+        Arc::new(AtomicBool::new(false)),
+    );
+    let on_event = |e: &LeaseEvent| match e {
+        LeaseEvent::LocalFallback { note } => eprintln!("warning: {note}"),
+        LeaseEvent::Waiting { held, at_most } => eprintln!(
+            "cairn: the lease of job '{}' is held by {held} but looks abandoned; watching it{}",
+            config.job.id,
+            at_most.map_or(String::new(), |t| format!(
+                " for {} before taking it",
+                humantime::format_duration(t)
+            ))
+        ),
+        LeaseEvent::TakenOver { from, why } => eprintln!(
+            "cairn: took the lease of job '{}' over from {from}: {why}",
+            config.job.id
+        ),
+    };
+    Ok(lease::acquire(
+        &calls,
+        &LeaseOptions {
+            job_id: &config.job.id,
+            command,
+            ttl: config.lease.ttl,
+            wait: Wait::Refuse,
+            local_dir: config.lease.local_dir(),
+            hint: "a checkpoint of a job that runs is changed only by that run; stop it first",
+            cancel: Arc::new(AtomicBool::new(false)),
+            on_event: &on_event,
+        },
+    )?)
+}
+
+fn delete(config: &Config, arg: &str, force: bool, as_json: bool) -> anyhow::Result<ExitCode> {
     let (_, storage) = open_storage(config)?;
+    let lease = hold_lease(config, &storage, "cairn checkpoints delete")?;
     let pointer = pointer_of(config, storage.as_ref(), arg)?;
-    // Refuse a pointer that is not a readable cairn checkpoint, so a typo never deletes data.
-    decode(storage.as_ref(), &pointer).context("refusing to delete")?;
+    let listed = completed(config, storage.as_ref())?
+        .into_iter()
+        .find(|c| c.pointer == pointer);
+    // Refuse a pointer that is not a readable cairn checkpoint, so a typo never deletes data;
+    // --force takes one whose metadata is there but cannot be read.
+    let mut kind = SnapshotKind::Checkpoint;
+    let mut id = listed.as_ref().map(|c| c.checkpoint_id);
+    let unreadable = match storage.resolve(&pointer) {
+        Ok(r) => match CheckpointMetadata::decode(&r.metadata) {
+            Ok(m) => {
+                kind = m.kind;
+                id = Some(m.checkpoint_id);
+                None
+            }
+            Err(e) => Some(format!("checkpoint {pointer}: {e}")),
+        },
+        Err(e) if listed.is_some() && e.kind() != ErrorKind::NotFound => Some(e.to_string()),
+        Err(e) => return Err(e).context(format!("refusing to delete {pointer}")),
+    };
+    let mut objects = Vec::new();
+    if let Some(problem) = &unreadable {
+        if !force {
+            bail!(
+                "refusing to delete: {problem}; `cairn checkpoints delete --force {arg}` removes                  it anyway"
+            );
+        }
+        // What goes: the objects in its location (a locator whose folder ends the pointer);
+        // shared state stays, since other checkpoints may use it.
+        if listed.is_some() {
+            let job = storage.job(&config.job.id)?;
+            objects = job
+                .list_objects()?
+                .into_iter()
+                .filter(|o| {
+                    o.locator
+                        .rsplit_once('/')
+                        .is_some_and(|(folder, _)| pointer.ends_with(&format!("/{folder}")))
+                })
+                .collect();
+        }
+        if !as_json {
+            let mut err = std::io::stderr().lock();
+            writeln!(
+                err,
+                "removing {pointer}, whose metadata cannot be read ({problem}): its metadata and                  the {} object(s) of its location{}",
+                objects.len(),
+                if objects.is_empty() { "" } else { ":" }
+            )?;
+            for o in &objects {
+                writeln!(err, "  {} ({})", o.locator, HumanBytes(o.size))?;
+            }
+        }
+    }
     storage.dispose(&pointer)?;
+    lease.release("done");
     let mut out = std::io::stdout().lock();
     if as_json {
-        writeln!(out, "{}", json!({ "deleted": pointer }))?;
+        let doc = json!({
+            "deleted": pointer,
+            "kind": kind_name(kind),
+            "id": id,
+            "forced": unreadable.is_some(),
+            "unreadable": unreadable,
+            "objects": objects,
+        });
+        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
     } else {
-        writeln!(out, "deleted {pointer}")?;
+        writeln!(out, "deleted {} {pointer}", kind_name(kind))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn copy(
+    config: &Config,
+    arg: &str,
+    to_config: &std::path::Path,
+    as_json: bool,
+) -> anyhow::Result<ExitCode> {
+    let (_, storage) = open_storage(config)?;
+    let pointer = pointer_of(config, storage.as_ref(), arg)?;
+    let destination_config = Config::load(to_config)?;
+    let (_, destination) = open_storage(&destination_config)?;
+    // The copy writes into the destination job: not beside a run of it.
+    let lease = hold_lease(&destination_config, &destination, "cairn checkpoints copy")?;
+    let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        ProgressBar::new(0)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {bytes}/{total_bytes} copied {wide_msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    bar.set_message(pointer.clone());
+    let report = cairn_host::copy::copy(
+        storage.as_ref(),
+        &pointer,
+        &cairn_host::copy::Destination {
+            storage: destination.as_ref(),
+            job_id: &destination_config.job.id,
+            savepoint_target: destination_config.savepoints.target(),
+        },
+        &|done, total| {
+            bar.set_length(total);
+            bar.set_position(done);
+        },
+    );
+    bar.finish_and_clear();
+    let report = report?;
+    lease.release("done");
+    let mut out = std::io::stdout().lock();
+    if as_json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+    } else {
+        writeln!(
+            out,
+            "copied {} {} ({} handles, {} of state, every checksum checked at both ends) in {} ms \
+             to {}",
+            kind_name(report.kind),
+            report.id,
+            report.handles,
+            HumanBytes(report.state_bytes),
+            report.duration_ms,
+            report.pointer
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
 fn gc(config: &Config, dry_run: bool, as_json: bool) -> anyhow::Result<ExitCode> {
     let (_, storage) = open_storage(config)?;
+    // Even a dry run: beside a running job, its in-flight checkpoints would look abandoned.
+    let lease = hold_lease(config, &storage, "cairn checkpoints gc")?;
     let job = storage.job(&config.job.id)?;
     // Objects and uncommitted locations are listed before the completed checkpoints, so a
     // checkpoint that commits in between is seen as completed and its state is kept.
@@ -521,15 +856,26 @@ fn gc(config: &Config, dry_run: bool, as_json: bool) -> anyhow::Result<ExitCode>
         .filter(|id| !completed_ids.contains(id))
         .collect();
     // Everything any completed checkpoint references stays. A checkpoint whose metadata cannot
-    // be read stops the collection: its references are unknown.
+    // be read is skipped and named; since its references are unknown, no stored object is
+    // removed while there is one (uncommitted locations still are: nothing committed
+    // references them).
     let mut referenced = BTreeSet::new();
+    let mut unreadable = Vec::new();
+    let mut notes = notes;
     for c in &all {
-        let m = decode(storage.as_ref(), &c.pointer).with_context(|| {
-            format!(
-                "gc stopped before removing anything: checkpoint {} is unreadable",
-                c.checkpoint_id
-            )
-        })?;
+        let m = match decode(storage.as_ref(), &c.pointer) {
+            Ok(m) => m,
+            Err(e) => {
+                notes.push(format!(
+                    "checkpoint {} ({}) is unreadable ({e:#}); skipped, and every stored object \
+                     is kept, since it might reference any; remove it with `cairn checkpoints \
+                     delete --force {}`",
+                    c.checkpoint_id, c.pointer, c.checkpoint_id
+                ));
+                unreadable.push(json!({ "id": c.checkpoint_id, "pointer": c.pointer, "error": format!("{e:#}") }));
+                continue;
+            }
+        };
         for t in &m.tasks {
             for h in &t.handles {
                 if let HandleRecord::Stored { locator, .. } = h {
@@ -538,10 +884,10 @@ fn gc(config: &Config, dry_run: bool, as_json: bool) -> anyhow::Result<ExitCode>
             }
         }
     }
-    let orphans: Vec<_> = objects
+    let (orphans, kept): (Vec<_>, Vec<_>) = objects
         .into_iter()
         .filter(|o| !referenced.contains(&o.locator))
-        .collect();
+        .partition(|_| unreadable.is_empty());
     let mut removed_bytes = 0;
     let mut errors = Vec::new();
     if !dry_run {
@@ -571,6 +917,7 @@ fn gc(config: &Config, dry_run: bool, as_json: bool) -> anyhow::Result<ExitCode>
             }
         }
     }
+    lease.release("done");
     let mut out = std::io::stdout().lock();
     if as_json {
         let doc = json!({
@@ -579,6 +926,8 @@ fn gc(config: &Config, dry_run: bool, as_json: bool) -> anyhow::Result<ExitCode>
             "orphaned_objects": orphans,
             "uncommitted_checkpoints": uncommitted,
             "uncommitted_savepoints": savepoints,
+            "unreadable_checkpoints": unreadable,
+            "kept_unreferenced_objects": kept,
             "removed_bytes": removed_bytes,
             "notes": notes,
             "errors": errors,
@@ -630,11 +979,7 @@ fn uncommitted_savepoints(
     config: &Config,
     job: &dyn cairn_plugin_api::JobStorage,
 ) -> anyhow::Result<(Vec<String>, Vec<String>)> {
-    let configured = config
-        .savepoints
-        .dir
-        .as_ref()
-        .map(|d| d.to_string_lossy().into_owned());
+    let configured = config.savepoints.target();
     let mut found = BTreeSet::new();
     let mut notes = Vec::new();
     for target in [configured.as_deref(), None] {

@@ -132,6 +132,10 @@ fn report(c: &Config, file: &std::path::Path) -> serde_json::Value {
             "listen": c.metrics.listen.map(|a| a.to_string()),
             "allow_remote": c.metrics.allow_remote,
         },
+        "lease": {
+            "ttl_ms": ms(c.lease.ttl),
+            "local_dir": c.lease.local_dir(),
+        },
     })
 }
 
@@ -198,7 +202,8 @@ fn summary(c: &Config, file: &std::path::Path) -> String {
          \x20 savepoints:    {savepoints}; {sigterm}\n\
          \x20 job:           {id} ({kind}), {keys} keys x {state} of state, {rate}, parallelism {par}{fail}\n\
          \x20 restart:       up to {attempts} attempts, {delay} apart\n\
-         \x20 metrics:       {metrics}\n",
+         \x20 metrics:       {metrics}\n\
+         \x20 lease:         a holder that stops renewing keeps the job for {ttl}\n",
         file = file.display(),
         checkpointing = c.checkpointing,
         id = j.id,
@@ -208,5 +213,6 @@ fn summary(c: &Config, file: &std::path::Path) -> String {
         par = j.parallelism,
         attempts = c.restart.attempts,
         delay = config::format_duration(c.restart.delay),
+        ttl = config::format_duration(c.lease.ttl),
     )
 }

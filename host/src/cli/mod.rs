@@ -48,7 +48,7 @@ enum Command {
     Stop(stop::StopArgs),
     /// Stop the running job now, without a savepoint; returns once stopped.
     Cancel(cancel::CancelArgs),
-    /// Inspect and manage the job's checkpoints: list, show, verify, delete, gc.
+    /// Inspect and manage the job's checkpoints and savepoints: list, show, verify, delete, copy, gc.
     #[command(subcommand)]
     Checkpoints(checkpoints::CheckpointsCommand),
     /// Measure storage plugins against raw I/O, and loaded against linked-in backends.

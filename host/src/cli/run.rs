@@ -7,6 +7,10 @@
 //! [`Services`]; the line `cairn: control socket at ...` on stderr says it is ready. SIGINT
 //! cancels; SIGTERM cancels, or with `savepoints.on-sigterm` sends the same stop-with-savepoint
 //! command `cairn stop --savepoint` does. A second signal while stopping exits at once.
+//!
+//! The run holds the job's lease (a second run is refused, `--standby` waits for it) and
+//! follows the lineage rules (`--from`, or `--fresh` confirmed on a terminal or with `--yes`);
+//! both live in the library (`cairn_host::lease`, `runtime::run_job`), this only renders them.
 
 use std::{
     io::{IsTerminal, Write},
@@ -19,9 +23,10 @@ use anyhow::Context;
 use cairn_host::{
     config::JobKind,
     control::Services,
+    lease::LeaseEvent,
     runtime::{
-        self, CheckpointReport, Command, IfSavepointFails, Progress, RestoreFrom, RunOptions,
-        Status, StopWhen, Summary,
+        self, CheckpointReport, Command, FreshPlan, IfSavepointFails, Progress, RestoreFrom,
+        RunOptions, Status, StopWhen, Summary,
     },
 };
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
@@ -34,9 +39,23 @@ pub struct RunArgs {
     #[command(flatten)]
     config: ConfigArg,
     /// Restore first: `latest` (the job's newest completed checkpoint) or a checkpoint or
-    /// savepoint pointer.
-    #[arg(long, value_name = "latest|POINTER")]
+    /// savepoint pointer. Without it, a job that has completed checkpoints is refused (resume
+    /// with `--from latest`, or start over with `--fresh`), so two lineages never mix.
+    #[arg(long, value_name = "latest|POINTER", conflicts_with_all = ["fresh", "standby"])]
     from: Option<String>,
+    /// Start over from empty state: discard the job's completed checkpoints (savepoints are
+    /// kept) after confirming on a terminal (or with --yes). Checkpoint ids still continue
+    /// after every id the job used.
+    #[arg(long, conflicts_with = "standby")]
+    fresh: bool,
+    /// Confirm --fresh without asking (for scripts).
+    #[arg(long, requires = "fresh")]
+    yes: bool,
+    /// Wait for the job's lease while another process runs the job, and take the job over
+    /// from its latest checkpoint when that process dies (or stops renewing its lease for
+    /// [lease] ttl). Ends without running if the holder finishes or is stopped.
+    #[arg(long)]
+    standby: bool,
     /// Stop after this long (for example "30s"); completed checkpoints are then kept or
     /// discarded as checkpointing.externalized-retention says.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, conflicts_with = "records")]
@@ -174,6 +193,26 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         };
         log(format!("attempt {attempt} failed: {reason}; {restart}"));
     };
+    let job_id = config.job.id.clone();
+    let on_lease = |e: &LeaseEvent| match e {
+        LeaseEvent::LocalFallback { note } => log(format!("warning: {note}")),
+        LeaseEvent::Waiting { held, at_most } => log(format!(
+            "cairn: job '{job_id}' is held by {held}; waiting for it{}",
+            match at_most {
+                Some(ttl) => format!(
+                    " (it is taken over if its lease is not renewed for {})",
+                    humantime::format_duration(*ttl)
+                ),
+                None => " (it is taken over when that process exits)".to_string(),
+            }
+        )),
+        LeaseEvent::TakenOver { from, why } => log(format!(
+            "cairn: took job '{job_id}' over from {from}: {why}"
+        )),
+    };
+    let confirm_fresh = |plan: &FreshPlan| {
+        args.yes || (std::io::stdin().is_terminal() && tty && ask_fresh(plan, &bar))
+    };
     // The report goes out (and is flushed) before checkpoints that are not kept are discarded.
     let printed = std::cell::Cell::new(Ok(()));
     let on_summary = |summary: &Summary| {
@@ -205,6 +244,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             on_checkpoint: &on_checkpoint,
             on_failover: &on_failover,
             on_summary: &on_summary,
+            fresh: args.fresh,
+            confirm_fresh: &confirm_fresh,
+            standby: args.standby,
+            on_lease: &on_lease,
             ..RunOptions::default()
         },
         |opts| runtime::run(&config, storage, opts),
@@ -256,6 +299,30 @@ fn handle_signals(
     Ok(())
 }
 
+/// Show what `--fresh` discards and ask on the terminal; true on `y` or `yes`.
+fn ask_fresh(plan: &FreshPlan, bar: &ProgressBar) -> bool {
+    let mut question = format!(
+        "--fresh discards the {} completed checkpoint(s) of job '{}' in {}:\n",
+        plan.checkpoints.len(),
+        plan.job_id,
+        plan.location
+    );
+    for c in &plan.checkpoints {
+        question.push_str(&format!("  #{} {}\n", c.checkpoint_id, c.pointer));
+    }
+    question.push_str("savepoints are kept. discard them and start from empty state? [y/N] ");
+    let answer = bar.suspend(|| {
+        eprint!("{question}");
+        let _ = std::io::stderr().flush();
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).map(|_| line)
+    });
+    matches!(
+        answer.as_deref().map(str::trim),
+        Ok("y") | Ok("Y") | Ok("yes") | Ok("YES")
+    )
+}
+
 fn print_summary(
     summary: &Summary,
     json: bool,
@@ -287,6 +354,9 @@ fn print_summary(
                 summary.details.get("output").and_then(|o| o.as_str()).unwrap_or("?"),
                 summary.details.get("invalid_utf8_bytes").unwrap_or(&0.into()),
             )?;
+        }
+        if let Some(savepoint) = &summary.final_savepoint {
+            writeln!(out, "savepoint taken on stop: {savepoint}")?;
         }
         if let Some(digest) = summary
             .details

@@ -8,8 +8,8 @@
 
 use super::{
     doc::{format_duration, format_size},
-    CheckpointingConfig, JobConfig, RestartConfig, SavepointsConfig, StorageConfig,
-    MIN_CHECKPOINT_TIME,
+    CheckpointingConfig, JobConfig, LeaseConfig, RestartConfig, SavepointsConfig, StorageConfig,
+    MIN_CHECKPOINT_TIME, MIN_LEASE_TTL,
 };
 
 /// A TOML file with every key and its default, commented; it passes `cairn config check`.
@@ -19,6 +19,7 @@ pub fn defaults_toml() -> String {
     let r = RestartConfig::default();
     let s = SavepointsConfig::default();
     let storage = StorageConfig::default();
+    let l = LeaseConfig::default();
     let min = format_duration(MIN_CHECKPOINT_TIME);
     let d = |d| format!("{:?}", format_duration(d));
     let mut out = format!(
@@ -126,6 +127,17 @@ delay = {delay}
 # The endpoint has no authentication: an address other machines can reach (not loopback)
 # needs this.
 # allow-remote = true
+
+[lease]
+# One live writer per job: `cairn run` holds a lease on its job in the storage, renewed every
+# quarter of this. A holder that stops renewing (it died, hangs or lost the storage) keeps the
+# job this long before `cairn run --standby` (or another run) takes it over; one that cannot
+# renew for three quarters of it stops committing. At least {min_ttl}.
+ttl = {ttl}
+# Where the lock files of jobs go when the storage plugin has no lease support (built against
+# plugin API 1.0). Default: $XDG_RUNTIME_DIR/cairn/leases, else cairn-<uid>/leases in the
+# temporary directory.
+# local-dir = "/run/cairn/leases"
 "#,
         mode = c.mode,
         timeout = d(c.timeout),
@@ -153,6 +165,8 @@ delay = {delay}
         attempts = r.attempts,
         delay = d(r.delay),
         flink = super::FLINK_PROMETHEUS_PORT,
+        min_ttl = format_duration(MIN_LEASE_TTL),
+        ttl = d(l.ttl),
     ));
     out
 }

@@ -1,6 +1,6 @@
 //! The config file (TOML): where plugins are found and which one stores checkpoints, how
-//! checkpoints are taken (Flink's `CheckpointConfig`), where savepoints go, which job runs, and
-//! how it restarts.
+//! checkpoints are taken (Flink's `CheckpointConfig`), where savepoints go, which job runs, how
+//! it restarts, and how its one live writer is kept (`[lease]`).
 //!
 //! Every error names the file, the line and the key, and says what is allowed, for example
 //! `config error at cairn.toml:7: checkpointing.interval = "5ms" is below the minimum of 10ms`.
@@ -14,8 +14,8 @@
 //! `[storage.options]`, which belongs to the plugin and is handed over as written.
 //!
 //! Submodules: `doc` reads values out of the text and locates them for errors;
-//! `storage`, `checkpointing`, `job` and `metrics` hold one or two tables each; `defaults` writes the
-//! commented default file that `cairn config defaults` prints.
+//! `storage`, `checkpointing`, `job`, `metrics` and `lease` hold one or two tables each;
+//! `defaults` writes the commented default file that `cairn config defaults` prints.
 
 use std::{
     fmt,
@@ -28,6 +28,7 @@ mod checkpointing;
 mod defaults;
 mod doc;
 mod job;
+mod lease;
 mod metrics;
 mod storage;
 #[cfg(test)]
@@ -42,6 +43,7 @@ pub use job::{
     is_valid_job_id, JobConfig, JobKind, RestartConfig, MAX_JOB_ID_LEN, MAX_PARALLELISM,
     MAX_STATE_BYTES_PER_KEY, MIN_STATE_BYTES_PER_KEY,
 };
+pub use lease::{LeaseConfig, MIN_LEASE_TTL};
 pub use metrics::{MetricsConfig, FLINK_PROMETHEUS_PORT};
 pub use storage::{
     PluginRef, PluginsConfig, SavepointsConfig, StorageConfig, DEFAULT_CHECKPOINT_DIR,
@@ -101,6 +103,8 @@ pub struct Config {
     pub restart: RestartConfig,
     /// `[metrics]`.
     pub metrics: MetricsConfig,
+    /// `[lease]`.
+    pub lease: LeaseConfig,
 }
 
 /// The file as written: the tables, each checked by its own module.
@@ -120,6 +124,8 @@ struct RawConfig {
     restart: job::RawRestart,
     #[serde(default)]
     metrics: metrics::RawMetrics,
+    #[serde(default)]
+    lease: lease::RawLease,
 }
 
 impl Config {
@@ -167,6 +173,7 @@ impl Config {
             job: raw.job.validate(&doc)?,
             restart: raw.restart.validate(&doc)?,
             metrics: raw.metrics.validate(&doc)?,
+            lease: raw.lease.validate(&doc)?,
         })
     }
 }

@@ -93,6 +93,20 @@ pub struct SavepointsConfig {
     pub on_sigterm: bool,
 }
 
+impl SavepointsConfig {
+    /// `dir` as the target handed to the plugin: absolute (a relative one is taken from the
+    /// current directory, as when it was written), since plugins refuse to *look up* relative
+    /// places.
+    pub fn target(&self) -> Option<String> {
+        self.dir.as_ref().map(|d| {
+            std::path::absolute(d)
+                .unwrap_or_else(|_| d.clone())
+                .to_string_lossy()
+                .into_owned()
+        })
+    }
+}
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub(super) struct RawPlugins {

@@ -148,6 +148,8 @@ pub(crate) struct Handle {
     pub(crate) commands: Sender<Command>,
     pub(crate) cancel: Arc<AtomicBool>,
     pub(crate) counters: Arc<Counters>,
+    /// The lease the run holds, for `status`.
+    pub(crate) lease: Arc<crate::lease::LeaseMonitor>,
 }
 
 /// What serves a running job: its control socket and, when `[metrics] listen` is set, its
@@ -204,6 +206,7 @@ impl Services {
             commands: tx,
             cancel: opts.cancel.clone(),
             counters: opts.counters.clone(),
+            lease: opts.lease.clone(),
         };
         let on_started = || {
             self.start(&handle).map_err(|e| e.to_string())?;
@@ -220,6 +223,11 @@ impl Services {
             on_checkpoint: opts.on_checkpoint,
             on_failover: opts.on_failover,
             on_summary: opts.on_summary,
+            fresh: opts.fresh,
+            confirm_fresh: opts.confirm_fresh,
+            standby: opts.standby,
+            on_lease: opts.on_lease,
+            lease: opts.lease.clone(),
         };
         let result = run(&ours);
         let outcome = match &result {

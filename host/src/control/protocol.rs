@@ -181,10 +181,45 @@ pub struct PendingStatus {
 /// The job's lease on its storage, as `status` reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseStatus {
-    /// `held`, or `none` when this build takes no lease on the job's storage.
+    /// `held`, `expired` or `lost` (see [`crate::lease::LeaseState`]), or `none` while the run
+    /// holds none yet.
     pub state: String,
-    /// What that means, in a sentence.
+    /// What that means, in a sentence: the kind of lease, where, the holder and its times.
     pub detail: String,
+}
+
+impl LeaseStatus {
+    /// The status line of the lease the run holds (`None`: none yet).
+    pub fn of(lease: Option<&crate::lease::LeaseStatus>) -> Self {
+        use crate::lease::{LeaseKind, LeaseState};
+        let Some(l) = lease else {
+            return LeaseStatus {
+                state: "none".to_string(),
+                detail: "the run holds no lease yet".to_string(),
+            };
+        };
+        let (state, why) = match &l.state {
+            LeaseState::Held => ("held", String::new()),
+            LeaseState::Expired(why) => ("expired", format!(": {why}")),
+            LeaseState::Lost(why) => ("lost", format!(": {why}")),
+        };
+        let kind = match l.kind {
+            LeaseKind::Storage => "a lease record in the storage",
+            LeaseKind::LocalLock => "a local lock file (the plugin has no lease support)",
+        };
+        let until = l
+            .valid_until
+            .as_ref()
+            .map(|u| format!(", valid until {u}"))
+            .unwrap_or_default();
+        LeaseStatus {
+            state: state.to_string(),
+            detail: format!(
+                "{kind} at {}, held by {} since {}, renewed {}{until}{why}",
+                l.location, l.holder, l.since, l.renewed
+            ),
+        }
+    }
 }
 
 /// `cairn status`: what a running job is doing.
@@ -255,7 +290,11 @@ pub(super) struct JobFacts {
 }
 
 impl StatusReport {
-    pub(super) fn new(facts: &JobFacts, counters: &crate::runtime::Counters) -> Self {
+    pub(super) fn new(
+        facts: &JobFacts,
+        counters: &crate::runtime::Counters,
+        lease: Option<&crate::lease::LeaseStatus>,
+    ) -> Self {
         use std::sync::atomic::Ordering::Relaxed;
         let now = crate::runtime::epoch_ms();
         let live = counters.live();
@@ -304,10 +343,7 @@ impl StatusReport {
                 })
                 .collect(),
             last_failure: live.last_failure.clone(),
-            lease: LeaseStatus {
-                state: "none".to_string(),
-                detail: "this build of cairn takes no lease on the job's storage".to_string(),
-            },
+            lease: LeaseStatus::of(lease),
             metrics_url: facts.metrics_url.clone(),
             socket: facts.socket.clone(),
         }

@@ -342,7 +342,11 @@ fn answer(shared: &Shared, request: Request) -> Reply {
     let stopped_first = "the job stopped before the savepoint completed";
     let commands = &shared.handle.commands;
     match request {
-        Request::Status => Reply::Status(StatusReport::new(&shared.facts, &shared.handle.counters)),
+        Request::Status => Reply::Status(StatusReport::new(
+            &shared.facts,
+            &shared.handle.counters,
+            shared.handle.lease.status().as_ref(),
+        )),
         Request::Savepoint { target } => {
             let (tx, rx) = bounded(1);
             if commands

@@ -255,6 +255,10 @@ impl<J: Job> Runner<'_, J> {
             if self.should_stop() {
                 break AttemptEnd::Cancelled;
             }
+            // A holder whose lease expired or was lost stops writing: it fails over.
+            if let Err(why) = self.fence.check() {
+                break AttemptEnd::Failover(why);
+            }
             let now = self.started.elapsed();
             let mut outcome = None;
             for action in coordinator.poll(now) {

@@ -16,11 +16,15 @@
 //!
 //! Calls made on task threads (creating and writing state streams) are not here: they belong
 //! to a checkpoint, and a checkpoint that hangs expires.
+//!
+//! Every call that changes the storage (begin, commit, dispose, discard) first asks the job
+//! lease's [`Fence`], once the run holds a lease: a holder whose lease expired or was taken over
+//! writes nothing more (see `crate::lease`).
 
 use std::{
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc, Condvar, Mutex,
+        Arc, Condvar, Mutex, OnceLock,
     },
     time::{Duration, Instant},
 };
@@ -32,6 +36,20 @@ use cairn_plugin_api::{
 use crossbeam_channel::{unbounded, Sender};
 
 use crate::metrics::{CallOutcome, Histograms};
+
+use crate::lease::Fence;
+
+/// Whether an undo may still change the storage: not once the lease is lost or expired, since
+/// the job may be someone else's by now.
+fn may_write(fence: Option<&dyn Fence>, what: &str) -> bool {
+    match fence.map(|f| f.check()) {
+        Some(Err(why)) => {
+            tracing::warn!("not {what}: {why}");
+            false
+        }
+        _ => true,
+    }
+}
 
 /// What to do with the result of a call that was abandoned at its deadline.
 pub(crate) type Undo<T> = Box<dyn FnOnce(Result<T, StorageError>) + Send>;
@@ -58,6 +76,7 @@ pub struct PluginCalls {
     cancel: Arc<AtomicBool>,
     idle: Mutex<Vec<Worker>>,
     latency: Option<Histograms>,
+    fence: OnceLock<Arc<dyn Fence>>,
 }
 
 /// A location of a checkpoint in flight, usable only through [`PluginCalls`] and the tasks.
@@ -83,6 +102,7 @@ impl PluginCalls {
             cancel,
             idle: Mutex::new(Vec::new()),
             latency: None,
+            fence: OnceLock::new(),
         })
     }
 
@@ -99,6 +119,7 @@ impl PluginCalls {
             cancel,
             idle: Mutex::new(Vec::new()),
             latency: Some(histograms),
+            fence: OnceLock::new(),
         })
     }
 
@@ -116,6 +137,19 @@ impl PluginCalls {
                 Err(_) => CallOutcome::Error,
             };
             h.observe_call(name, outcome, started.elapsed());
+        }
+    }
+
+    /// Fence every call that changes the storage with `fence` from now on (once per run).
+    pub fn set_fence(&self, fence: Arc<dyn Fence>) {
+        let _ = self.fence.set(fence);
+    }
+
+    /// `Err` if the fence forbids writing: the call `what` is refused before it starts.
+    fn fenced(&self, what: &str) -> Result<(), StorageError> {
+        match self.fence.get().map(|f| f.check()) {
+            Some(Err(why)) => Err(StorageError::Other(format!("refusing {what}: {why}"))),
+            _ => Ok(()),
         }
     }
 
@@ -263,6 +297,39 @@ impl PluginCalls {
         )
     }
 
+    /// `list_uncommitted()`.
+    pub(crate) fn list_uncommitted(
+        &self,
+        job: &Arc<dyn JobStorage>,
+        job_id: &str,
+    ) -> Result<Vec<u64>, StorageError> {
+        let job = job.clone();
+        self.call(
+            "list_uncommitted",
+            &format!("list_uncommitted() of job '{job_id}'"),
+            self.deadline,
+            None,
+            move || job.list_uncommitted(),
+        )
+    }
+
+    /// `list_savepoints(target)` (API 1.1).
+    pub(crate) fn list_savepoints(
+        &self,
+        job: &Arc<dyn JobStorage>,
+        job_id: &str,
+        target: Option<String>,
+    ) -> Result<Vec<String>, StorageError> {
+        let job = job.clone();
+        self.call(
+            "list_savepoints",
+            &format!("list_savepoints() of job '{job_id}'"),
+            self.deadline,
+            None,
+            move || job.list_savepoints(target.as_deref()),
+        )
+    }
+
     /// `resolve(pointer)`.
     pub(crate) fn resolve(&self, pointer: &str) -> Result<ResolvedCheckpoint, StorageError> {
         let storage = self.storage.clone();
@@ -303,9 +370,12 @@ impl PluginCalls {
         deadline: Duration,
     ) -> Result<Location, StorageError> {
         let job = job.clone();
-        let undo: Undo<Location> = Box::new(|begun| {
+        let fence = self.fence.get().cloned();
+        let undo: Undo<Location> = Box::new(move |begun| {
             if let Ok(location) = begun {
-                let _ = location.dispose_on_failure();
+                if may_write(fence.as_deref(), "cleaning a location begun late") {
+                    let _ = location.dispose_on_failure();
+                }
             }
         });
         let what = if savepoint_target.is_some() {
@@ -313,6 +383,7 @@ impl PluginCalls {
         } else {
             "begin_checkpoint"
         };
+        self.fenced(&format!("{what}({id})"))?;
         self.call(
             what,
             &format!("{what}({id})"),
@@ -334,15 +405,21 @@ impl PluginCalls {
         metadata: Vec<u8>,
         deadline: Duration,
     ) -> Result<CompletedCheckpoint, StorageError> {
+        self.fenced("commit")?;
         let storage = self.storage.clone();
         let undo_location = location.clone();
+        let fence = self.fence.get().cloned();
         let undo: Undo<CompletedCheckpoint> = Box::new(move |late| match late {
             Ok(done) => {
                 tracing::warn!(pointer = %done.pointer, "a commit abandoned at its deadline completed late; disposing it");
-                let _ = storage.dispose(&done.pointer);
+                if may_write(fence.as_deref(), "disposing a commit that completed late") {
+                    let _ = storage.dispose(&done.pointer);
+                }
             }
             Err(_) => {
-                let _ = undo_location.dispose_on_failure();
+                if may_write(fence.as_deref(), "cleaning a failed commit's location") {
+                    let _ = undo_location.dispose_on_failure();
+                }
             }
         });
         let location = location.clone();
@@ -353,6 +430,7 @@ impl PluginCalls {
 
     /// `dispose(pointer)`.
     pub(crate) fn dispose(&self, pointer: &str) -> Result<(), StorageError> {
+        self.fenced(&format!("dispose({pointer})"))?;
         let storage = self.storage.clone();
         let p = pointer.to_string();
         self.call(
@@ -366,6 +444,7 @@ impl PluginCalls {
 
     /// `dispose_on_failure()` of a location.
     pub(crate) fn dispose_on_failure(&self, location: &Location) -> Result<(), StorageError> {
+        self.fenced("dispose_on_failure()")?;
         let location = location.clone();
         self.call(
             "dispose_on_failure",
@@ -378,6 +457,7 @@ impl PluginCalls {
 
     /// `discard(handle)`.
     pub(crate) fn discard(&self, handle: StateHandle) -> Result<(), StorageError> {
+        self.fenced("discard()")?;
         let storage = self.storage.clone();
         self.call("discard", "discard()", self.deadline, None, move || {
             storage.discard(&handle)

@@ -43,9 +43,9 @@ pub(crate) use self::runner::epoch_ms;
 pub use self::{
     calls::PluginCalls,
     report::{
-        CheckpointReport, Command, CompletedView, Counters, IfSavepointFails, Live, PendingView,
-        Phase, Progress, RestoreFrom, RetainedView, RunError, RunOptions, Status, StopWhen,
-        Summary,
+        CheckpointReport, Command, CompletedView, Counters, FreshPlan, IfSavepointFails, Live,
+        PendingView, Phase, Progress, RestoreFrom, RetainedView, RunError, RunOptions, Status,
+        StopWhen, Summary,
     },
     restore::fingerprint_of,
     runner::run_job,

@@ -9,9 +9,11 @@ use std::{
     time::Duration,
 };
 
-use cairn_plugin_api::StorageError;
+use cairn_plugin_api::{CompletedCheckpoint, StorageError};
 use crossbeam_channel::{Receiver, Sender};
 use serde::Serialize;
+
+use crate::lease::{LeaseError, LeaseEvent, LeaseMonitor};
 
 /// Where to restore from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -328,6 +330,24 @@ pub enum RunError {
         /// The last failure.
         last: String,
     },
+    /// The job's lease could not be had (another process runs the job), or was lost.
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
+    /// The start would mix two lineages of checkpoints: a run without `--from` on a job that
+    /// has completed checkpoints, or a `--fresh` that was not confirmed.
+    #[error("{0}")]
+    Lineage(String),
+}
+
+/// What `--fresh` is about to discard, for the caller to confirm.
+#[derive(Debug, Clone, Serialize)]
+pub struct FreshPlan {
+    /// The job.
+    pub job_id: String,
+    /// Where its checkpoints are.
+    pub location: String,
+    /// The completed checkpoints that will be discarded (savepoints are kept).
+    pub checkpoints: Vec<CompletedCheckpoint>,
 }
 
 /// Options of one run.
@@ -356,6 +376,19 @@ pub struct RunOptions<'a> {
     /// Called with the summary once the job has ended, *before* checkpoints that are not kept
     /// are discarded, so a crash during the discard never loses the report.
     pub on_summary: &'a dyn Fn(&Summary),
+    /// Start over: discard the job's completed checkpoints (savepoints stay) once
+    /// `confirm_fresh` agrees, and start from empty state. Without it, and without `from`, a
+    /// job that has completed checkpoints is refused, so two lineages never mix.
+    pub fresh: bool,
+    /// Asked before `fresh` discards anything; `false` refuses (the default).
+    pub confirm_fresh: &'a dyn Fn(&FreshPlan) -> bool,
+    /// `run --standby`: wait for the job's lease, then resume from the latest checkpoint (or
+    /// start, if there is none). `from` and `fresh` must be unset.
+    pub standby: bool,
+    /// Told what happens to the lease (a local lock instead, waiting, a takeover).
+    pub on_lease: &'a dyn Fn(&LeaseEvent),
+    /// The lease the run holds, readable from any thread (for `cairn status`).
+    pub lease: Arc<LeaseMonitor>,
 }
 
 impl Default for RunOptions<'_> {
@@ -371,6 +404,11 @@ impl Default for RunOptions<'_> {
             on_checkpoint: &|_| {},
             on_failover: &|_, _, _| {},
             on_summary: &|_| {},
+            fresh: false,
+            confirm_fresh: &|_| false,
+            standby: false,
+            on_lease: &|_| {},
+            lease: LeaseMonitor::new(),
         }
     }
 }

@@ -56,6 +56,8 @@ pub fn fingerprint_of(kind: &str, settings: &str) -> String {
 pub(crate) enum LoadError {
     /// The plugin's `resolve` failed (the error keeps its kind).
     Resolve(StorageError),
+    /// It resolved, but the bytes are not valid metadata.
+    Damaged(String),
     /// It resolved, but is not a checkpoint of this job with these settings.
     Refused(String),
 }
@@ -64,7 +66,7 @@ impl LoadError {
     pub(crate) fn into_run_error(self, pointer: &str) -> RunError {
         match self {
             LoadError::Resolve(e) => RunError::Restore(format!("{pointer}: {e}")),
-            LoadError::Refused(why) => RunError::Restore(why),
+            LoadError::Damaged(why) | LoadError::Refused(why) => RunError::Restore(why),
         }
     }
 }
@@ -78,7 +80,7 @@ pub(crate) fn load_metadata<J: Job>(
 ) -> Result<CheckpointMetadata, LoadError> {
     let resolved = calls.resolve(pointer).map_err(LoadError::Resolve)?;
     let meta = CheckpointMetadata::decode(&resolved.metadata)
-        .map_err(|e| LoadError::Refused(format!("{pointer}: {e}")))?;
+        .map_err(|e| LoadError::Damaged(format!("{pointer}: {e}")))?;
     if meta.job_id != job_id {
         return Err(LoadError::Refused(format!(
             "{pointer} belongs to job '{}', not to job.id = '{job_id}'",

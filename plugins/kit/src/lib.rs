@@ -9,7 +9,10 @@
 //! - the job-id rule ([`cairn_plugin_api::JobId`], the one the host's config check uses);
 //! - the inline threshold, and CRC32C streams computed as the bytes arrive (`stream`);
 //! - one metadata frame ([`frame`]) and commit-once;
-//! - listings of completed and uncommitted checkpoints, uncommitted savepoints and objects;
+//! - listings of completed and uncommitted checkpoints, completed and uncommitted savepoints
+//!   and objects;
+//! - the job's lease register (a compare-and-swap record on the store's create-only put,
+//!   `lease`), on which the host keeps one live writer per job;
 //! - dispose order (`_metadata` first), idempotent discards, `corrupt_for_testing`;
 //! - the common options (`inline-threshold`, with size strings) merged with the plugin's own
 //!   ([`options`]).
@@ -39,6 +42,7 @@
 mod blob;
 pub mod frame;
 pub mod layout;
+mod lease;
 mod mem;
 pub mod options;
 mod storage;

@@ -149,6 +149,9 @@ cases! {
     savepoints::savepoint_to_custom_target needs [SAVEPOINTS]: "a savepoint goes under the given target and resolves";
     savepoints::savepoint_to_default_target needs [SAVEPOINTS]: "with no target, a savepoint goes to the default location";
     savepoints::savepoint_without_any_target needs [SAVEPOINTS]: "with no target and no default, begin_savepoint is InvalidConfig";
+    savepoints::completed_savepoints_are_listed needs [SAVEPOINTS]: "list_savepoints lists a committed savepoint under its target, and not an uncommitted one (API 1.1)";
+    lease::lease_is_compare_and_swap needs []: "the lease record is replaced only over its current version, and every handle reads the last write (API 1.1)";
+    lease::lease_race_has_one_winner needs []: "of eight writers over the same lease version, exactly one wins and the others get AlreadyExists (API 1.1)";
     concurrency::eight_threads_hundred_streams needs []: "8 threads each write 100 streams at once, and every one reads back";
 }
 
