@@ -529,3 +529,60 @@ fn bench_storage_compares_the_plugin_with_object_store_used_directly() {
     }
     assert!(direct["write_target_met"].is_boolean());
 }
+
+/// The multipart uploads SeaweedFS holds unfinished, from its filer (S3 lists them only with a
+/// request object_store does not make): the entries of the bucket's `.uploads` folder.
+fn pending_uploads(server: &S3Server) -> Vec<String> {
+    let path = format!("/buckets/{}/.uploads/", server.endpoint().bucket);
+    let body = server
+        .filer_get(&path)
+        .unwrap_or_else(|e| panic!("listing {path}: {e}"));
+    if body.trim().is_empty() {
+        return Vec::new();
+    }
+    let doc: Value = serde_json::from_str(&body)
+        .unwrap_or_else(|e| panic!("the filer's listing of {path} is not JSON ({e}): {body}"));
+    doc["Entries"]
+        .as_array()
+        .map(|entries| {
+            entries
+                .iter()
+                .map(|e| e["FullPath"].as_str().unwrap_or_default().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_dropped_stream_aborts_its_multipart_upload() {
+    // A server of its own, so that every unfinished upload on it is this test's.
+    let server = S3Server::start().unwrap_or_else(|e| panic!("no S3 server: {e}"));
+    let options = server
+        .endpoint()
+        .plugin_options(&unique_prefix("abort"), "part-size = \"5MiB\"\n");
+    let storage = load(PACKAGE).open(&options).unwrap();
+    let job = storage.job("abort").unwrap();
+    let location = job.begin_checkpoint(1).unwrap();
+    assert_eq!(pending_uploads(&server), Vec::<String>::new());
+    // More than two parts: the stream has started a multipart upload and shipped parts.
+    let mut stream = location
+        .create_stream(cairn_plugin_api::Scope::Exclusive)
+        .unwrap();
+    let chunk = vec![0x5au8; 1 << 20];
+    for _ in 0..12 {
+        stream.write(&chunk).unwrap();
+    }
+    let open = pending_uploads(&server);
+    assert!(
+        !open.is_empty(),
+        "12 MiB into a stream with 5 MiB parts started no multipart upload the filer shows"
+    );
+    drop(stream);
+    let left = pending_uploads(&server);
+    assert!(
+        left.is_empty(),
+        "the dropped stream's upload was not aborted: {left:?} (open before the drop: {open:?})\n{}",
+        server.log_tail()
+    );
+    assert_eq!(job.list_objects().unwrap(), Vec::new());
+}

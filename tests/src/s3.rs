@@ -300,6 +300,26 @@ impl S3Server {
         owned.launch().map_err(|e| e.message)
     }
 
+    /// A GET from SeaweedFS's filer (its own HTTP API, beside S3), for tests that look at what
+    /// S3 does not list, such as the parts of unfinished multipart uploads: the response body,
+    /// with JSON asked for. Only for servers started by [`S3Server::start`].
+    pub fn filer_get(&self, path: &str) -> Result<String, String> {
+        let port = self
+            .owned
+            .as_ref()
+            .ok_or("only a server this test started has a known filer")?
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .reservation
+            .ports
+            .filer;
+        let (status, body) = http_with_body(port, "GET", path, b"", "application/json")?;
+        if !(200..300).contains(&status) && status != 404 {
+            return Err(format!("filer answered {status} to GET {path}: {body}"));
+        }
+        Ok(body)
+    }
+
     /// SeaweedFS's log, for failure messages (empty for a server we did not start).
     pub fn log_tail(&self) -> String {
         self.owned.as_ref().map_or_else(String::new, |o| {
@@ -538,15 +558,26 @@ fn wait_until_ready(p: Ports, bucket: &str, process: &mut Guarded) -> Result<(),
     Err(format!("no answer after {START_TIMEOUT:?}; last: {last}"))
 }
 
-/// A minimal HTTP/1.1 request to 127.0.0.1:`port`; the response's status code.
+/// A minimal HTTP/1.0 request to 127.0.0.1:`port`; the response's status code.
 fn http(port: u16, method: &str, path: &str, body: &[u8]) -> Result<u16, String> {
+    http_with_body(port, method, path, body, "*/*").map(|(status, _)| status)
+}
+
+/// A minimal HTTP/1.0 request to 127.0.0.1:`port`: the response's status code and body.
+fn http_with_body(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    accept: &str,
+) -> Result<(u16, String), String> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
         .map_err(|e| format!("{method} {addr}{path}: {e}"))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(|e| e.to_string())?;
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nAccept: {accept}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     s.write_all(head.as_bytes())
@@ -555,10 +586,15 @@ fn http(port: u16, method: &str, path: &str, body: &[u8]) -> Result<u16, String>
     let mut response = Vec::new();
     let _ = s.read_to_end(&mut response);
     let text = String::from_utf8_lossy(&response);
-    text.split_whitespace()
+    let status = text
+        .split_whitespace()
         .nth(1)
         .and_then(|code| code.parse().ok())
-        .ok_or_else(|| format!("{method} {addr}{path}: no HTTP status in {text:?}"))
+        .ok_or_else(|| format!("{method} {addr}{path}: no HTTP status in {text:?}"))?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, b)| b.to_string());
+    Ok((status, body))
 }
 
 /// Whether `host` (`127.0.0.1:8333`, `localhost:8333`, `[::1]:8333`, with or without a port)
