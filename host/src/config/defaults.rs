@@ -73,8 +73,8 @@ tolerable-failures = {tolerable}
 externalized-retention = "{retention}"
 # Unaligned checkpoints: barriers overtake the records queued in the exchange, and those
 # records are stored with the checkpoint (channel state) and replayed at restore, so a
-# checkpoint does not wait for a backpressured exchange to drain. Only with
-# mode = "exactly-once" and max-concurrent = 1. At-least-once never aligns barriers at all.
+# checkpoint does not wait for a backpressured exchange to drain. Only with exactly-once
+# checkpoints and max-concurrent = 1. At-least-once never aligns barriers at all.
 unaligned = {unaligned}
 # The keys below apply only with unaligned = true.
 # Start aligned, and switch to unaligned once the checkpoint is this old (0: unaligned at once).

@@ -650,7 +650,7 @@ mod tests {
             now,
         ));
         assert_eq!(id, 2);
-        assert!(done.recv().unwrap().unwrap_err().contains("given up"));
+        assert!(done.recv().unwrap().err().unwrap().contains("given up"));
     }
 
     #[test]
