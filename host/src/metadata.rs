@@ -14,6 +14,7 @@
 //! a real document, plus random bytes).
 
 use base64::Engine as _;
+use bytesize::ByteSize;
 use cairn_plugin_api::StateHandle;
 use serde::{Deserialize, Serialize};
 
@@ -212,7 +213,7 @@ impl HandleRecord {
 }
 
 /// One task's snapshot.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct TaskState {
     /// The operator: [`KEYED_OPERATOR`] (format 1 wrote `counter`).
     pub operator: String,
@@ -261,6 +262,22 @@ impl TaskState {
         self.handles
             .iter()
             .chain(self.channel_state.iter().map(|c| &c.handle))
+    }
+
+    /// One line per input channel with channel state, for people: `channel state of input 1:
+    /// 9 records, 30 B`.
+    pub fn channel_state_lines(&self) -> Vec<String> {
+        self.channel_state
+            .iter()
+            .map(|c| {
+                format!(
+                    "channel state of input {}: {} records, {}",
+                    c.channel,
+                    c.records,
+                    ByteSize(c.bytes).display().iec()
+                )
+            })
+            .collect()
     }
 }
 
@@ -326,6 +343,23 @@ impl CheckpointMetadata {
     /// The longest alignment of any task, in milliseconds.
     pub fn alignment_ms(&self) -> u64 {
         self.tasks.iter().map(|t| t.alignment_ms).max().unwrap_or(0)
+    }
+
+    /// How its barriers went, for people: `unaligned, 1.2 MiB of channel state, longest
+    /// alignment 3 ms`.
+    pub fn barriers_text(&self) -> String {
+        let mut text = self.barriers.describe().to_string();
+        if matches!(
+            self.barriers,
+            Barriers::Unaligned | Barriers::UnalignedAfterTimeout
+        ) {
+            text.push_str(&format!(
+                ", {} of channel state",
+                ByteSize(self.channel_state_bytes()).display().iec()
+            ));
+        }
+        text.push_str(&format!(", longest alignment {} ms", self.alignment_ms()));
+        text
     }
 
     /// Encode in the current format.

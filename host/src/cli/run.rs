@@ -156,9 +156,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             .map_or("off".to_string(), |i| humantime::format_duration(i)
                 .to_string()),
     ));
-    log(format!("cairn: barriers: {}", barrier_mode(&config.checkpointing)));
+    log(format!(
+        "cairn: barriers: {}",
+        barrier_mode(&config.checkpointing)
+    ));
     if config.checkpointing.is_force_unaligned() {
-        log(format!("note: {}", cairn_host::config::FORCE_UNALIGNED_NOTE));
+        log(format!(
+            "note: {}",
+            cairn_host::config::FORCE_UNALIGNED_NOTE
+        ));
     }
     let progress_line = |p: &Progress| {
         let last = p
@@ -260,7 +266,10 @@ fn print_summary(
             for (n, what) in [
                 (b.aligned, "aligned"),
                 (b.unaligned, "unaligned"),
-                (b.unaligned_after_timeout, "switched to unaligned after the timeout"),
+                (
+                    b.unaligned_after_timeout,
+                    "switched to unaligned after the timeout",
+                ),
                 (b.at_least_once, "at-least-once"),
             ] {
                 if n > 0 {

@@ -256,9 +256,7 @@ impl Aligner {
                 channels: vec![Vec::new(); n],
                 capturing,
                 queued_bytes: queued_bytes
-                    + current
-                        .as_ref()
-                        .map_or(0, |(_, s)| s.bytes().len() as u64),
+                    + current.as_ref().map_or(0, |(_, s)| s.bytes().len() as u64),
                 done,
             };
             if let Some((c, segment)) = current {
@@ -558,7 +556,9 @@ mod tests {
         assert!(a.on_records(2, &Segment::whole(buf(21, 1))).is_empty());
         assert!(a.on_records(1, &Segment::whole(buf(99, 1))).is_empty());
         assert!(done.try_recv().is_err(), "not complete yet");
-        assert!(a.on_priority(0, b.clone(), vec![buf(30, 1)], None, 0, now).is_empty());
+        assert!(a
+            .on_priority(0, b.clone(), vec![buf(30, 1)], None, 0, now)
+            .is_empty());
         assert!(a.on_records(0, &Segment::whole(buf(98, 1))).is_empty());
         assert!(a.on_end(2, now).is_empty());
         let al = done.recv().unwrap().unwrap();
@@ -568,7 +568,11 @@ mod tests {
             vec![vec![20, 30], vec![10, 11], vec![9, 21]],
             "each channel's records in their order; none after its barrier"
         );
-        assert_eq!(al.channels[2][0].bytes().len(), 3, "the rest of the buffer only");
+        assert_eq!(
+            al.channels[2][0].bytes().len(),
+            3,
+            "the rest of the buffer only"
+        );
         assert_eq!(al.queued_bytes, 103);
         assert_eq!(b.in_flight.load(Ordering::Relaxed), 3 + 4 * 5);
     }
@@ -591,7 +595,9 @@ mod tests {
         assert_eq!(a.blocked(), &[false, false, false]);
         assert!(a.on_records(0, &Segment::whole(buf(50, 1))).is_empty());
         assert!(a.on_records(1, &Segment::whole(buf(8, 1))).is_empty());
-        assert!(a.on_priority(1, b, vec![buf(9, 1)], None, 0, now).is_empty());
+        assert!(a
+            .on_priority(1, b, vec![buf(9, 1)], None, 0, now)
+            .is_empty());
         let al = done.recv().unwrap().unwrap();
         assert_eq!(al.mode, Barriers::UnalignedAfterTimeout);
         assert_eq!(tags(&al), vec![vec![], vec![8, 9], vec![7]]);
@@ -603,7 +609,9 @@ mod tests {
         let mut a = Aligner::new(3, 2, 0);
         let b = Arc::new(Barrier {
             max_in_flight: 6,
-            ..Arc::try_unwrap(barrier(4, BarrierKind::Unaligned)).ok().unwrap()
+            ..Arc::try_unwrap(barrier(4, BarrierKind::Unaligned))
+                .ok()
+                .unwrap()
         });
         let steps = a.on_priority(0, b.clone(), vec![buf(1, 1)], None, 0, now);
         let (_, done) = snapshot(steps);
@@ -618,14 +626,8 @@ mod tests {
         assert!(done.recv().unwrap().is_err(), "the upload is told");
         // The rest of checkpoint 4 is ignored; the next one starts afresh.
         assert!(a.on_priority(1, b, vec![], None, 0, now).is_empty());
-        let (id, _) = snapshot(a.on_priority(
-            0,
-            barrier(5, BarrierKind::Unaligned),
-            vec![],
-            None,
-            0,
-            now,
-        ));
+        let (id, _) =
+            snapshot(a.on_priority(0, barrier(5, BarrierKind::Unaligned), vec![], None, 0, now));
         assert_eq!(id, 5);
     }
 
@@ -633,22 +635,10 @@ mod tests {
     fn a_newer_barrier_gives_up_the_open_checkpoint() {
         let now = Instant::now();
         let mut a = Aligner::new(0, 2, 0);
-        let (_, done) = snapshot(a.on_priority(
-            0,
-            barrier(1, BarrierKind::Unaligned),
-            vec![],
-            None,
-            0,
-            now,
-        ));
-        let (id, _) = snapshot(a.on_priority(
-            1,
-            barrier(2, BarrierKind::Unaligned),
-            vec![],
-            None,
-            0,
-            now,
-        ));
+        let (_, done) =
+            snapshot(a.on_priority(0, barrier(1, BarrierKind::Unaligned), vec![], None, 0, now));
+        let (id, _) =
+            snapshot(a.on_priority(1, barrier(2, BarrierKind::Unaligned), vec![], None, 0, now));
         assert_eq!(id, 2);
         assert!(done.recv().unwrap().err().unwrap().contains("given up"));
     }

@@ -716,7 +716,11 @@ impl<J: Job> Runner<'_, J> {
                     channel_state_bytes: metadata.channel_state_bytes(),
                     queued_bytes: tasks.iter().map(|t| t.queued_bytes).sum(),
                     alignment: tasks.iter().map(|t| t.alignment).max().unwrap_or_default(),
-                    start_delay: tasks.iter().map(|t| t.start_delay).max().unwrap_or_default(),
+                    start_delay: tasks
+                        .iter()
+                        .map(|t| t.start_delay)
+                        .max()
+                        .unwrap_or_default(),
                 };
                 self.note_barriers(&report);
                 let took = u64::try_from(report.duration().as_millis()).unwrap_or(u64::MAX);

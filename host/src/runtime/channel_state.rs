@@ -96,9 +96,17 @@ mod tests {
         let bytes = encode(&[(2, b"ab"), (1, b"xyz")]);
         let buffers = decode(&bytes, Some(3)).unwrap();
         assert_eq!(buffers.len(), 2);
-        assert_eq!((buffers[0].bytes.as_slice(), buffers[0].records), (&b"ab"[..], 2));
-        assert_eq!((buffers[1].bytes.as_slice(), buffers[1].records), (&b"xyz"[..], 1));
-        assert!(decode(&bytes, Some(4)).unwrap_err().contains("metadata says 4"));
+        assert_eq!(
+            (buffers[0].bytes.as_slice(), buffers[0].records),
+            (&b"ab"[..], 2)
+        );
+        assert_eq!(
+            (buffers[1].bytes.as_slice(), buffers[1].records),
+            (&b"xyz"[..], 1)
+        );
+        assert!(decode(&bytes, Some(4))
+            .unwrap_err()
+            .contains("metadata says 4"));
     }
 
     #[test]

@@ -672,8 +672,9 @@ mod tests {
         ));
         assert!(sender.join().unwrap());
         let g = gate.clone();
-        let blocked =
-            std::thread::spawn(move || matches!(g.send(0, records(1, 10), &never), Err(SendError::Closed)));
+        let blocked = std::thread::spawn(move || {
+            matches!(g.send(0, records(1, 10), &never), Err(SendError::Closed))
+        });
         gate.close();
         assert!(blocked.join().unwrap());
         assert!(matches!(gate.recv(&[false], Duration::ZERO), Input::Closed));
@@ -688,16 +689,17 @@ mod tests {
         let (tx, rx) = crossbeam_channel::unbounded();
         let inbox = rx.clone();
         let g = gate.clone();
-        let sender = std::thread::spawn(move || {
-            match g.send(0, records(2, 10), &|| !inbox.is_empty()) {
-                Err(SendError::Interrupted(b)) => {
-                    let barrier = inbox.recv().unwrap();
-                    g.send_barrier(0, &barrier, Some(b)).unwrap();
-                    true
-                }
-                _ => false,
-            }
-        });
+        let sender =
+            std::thread::spawn(
+                move || match g.send(0, records(2, 10), &|| !inbox.is_empty()) {
+                    Err(SendError::Interrupted(b)) => {
+                        let barrier = inbox.recv().unwrap();
+                        g.send_barrier(0, &barrier, Some(b)).unwrap();
+                        true
+                    }
+                    _ => false,
+                },
+            );
         BarrierSender::new(tx, vec![gate.clone()])
             .send(barrier(1, BarrierKind::Aligned))
             .unwrap();

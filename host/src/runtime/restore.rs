@@ -21,7 +21,7 @@ use super::{
     tasks::{offset_from, sink_state_from, SinkState},
     RunError,
 };
-use crate::metadata::{CheckpointMetadata, ChannelStateRecord, KEYED_OPERATOR};
+use crate::metadata::{ChannelStateRecord, CheckpointMetadata, KEYED_OPERATOR};
 
 /// What one attempt starts from.
 pub(crate) struct StartState<J: Job> {

@@ -19,8 +19,8 @@ use super::{
     calls::{Location, PluginCalls},
     memory,
     report::{
-        BarrierCounts, Progress, RestoreFrom, RetainedView, RunError, RunOptions, Status,
-        StopWhen, Summary,
+        BarrierCounts, Progress, RestoreFrom, RetainedView, RunError, RunOptions, Status, StopWhen,
+        Summary,
     },
     restore::{fingerprint_of, load_metadata, start_state, LoadError, StartState},
     state::KeyedState,

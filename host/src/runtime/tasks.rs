@@ -297,10 +297,8 @@ impl<J: Job> SourceTask<J> {
         if forward {
             let ch = to_channel(self.ctx.subtask);
             for (to, gate) in self.outputs.iter().enumerate() {
-                let partial = std::mem::replace(
-                    &mut out.buffers[to],
-                    Buffer::with_capacity(BUFFER_BYTES),
-                );
+                let partial =
+                    std::mem::replace(&mut out.buffers[to], Buffer::with_capacity(BUFFER_BYTES));
                 let leading = (!partial.is_empty()).then(|| Arc::new(partial));
                 gate.send_barrier(ch, &b, leading)
                     .map_err(|_| "stopped".to_string())?;
@@ -595,7 +593,6 @@ impl<J: Job> KeyedTask<J> {
                         return Ok(());
                     }
                     processed += n;
-                    self.records += n;
                     self.shared.counters.records.fetch_add(n, Ordering::Relaxed);
                     if self.fail_after.is_some_and(|n| processed >= n) {
                         return Err(format!(
@@ -701,7 +698,10 @@ impl<J: Job> KeyedTask<J> {
         let all = segment.buffer.bytes.len();
         let mut rest = segment.bytes();
         for i in 0..segment.records {
-            let interrupted = |rest: &[u8]| {
+            // The records before `i` are in the state now: a snapshot taken at this
+            // interruption counts them (the rest are channel state).
+            let interrupted = |records: &mut u64, rest: &[u8]| {
+                *records += u64::from(i);
                 Processed::Interrupted(Segment {
                     buffer: segment.buffer.clone(),
                     offset: all - rest.len(),
@@ -711,12 +711,12 @@ impl<J: Job> KeyedTask<J> {
             if let Some(p) = pace {
                 match self.pace_wait(p)? {
                     Wake::Timeout => {}
-                    Wake::Priority => return Ok(interrupted(rest)),
+                    Wake::Priority => return Ok(interrupted(&mut self.records, rest)),
                     Wake::Closed => return Ok(Processed::Closed),
                 }
             }
             if self.gate.should_interrupt(i % 64 == 0) {
-                return Ok(interrupted(rest));
+                return Ok(interrupted(&mut self.records, rest));
             }
             let (record, tail): (RecordOf<J>, &[u8]) = decode_front(rest)?;
             rest = tail;
@@ -737,6 +737,7 @@ impl<J: Job> KeyedTask<J> {
             }
         }
         if rest.is_empty() {
+            self.records += u64::from(segment.records);
             Ok(Processed::All)
         } else {
             Err(format!(
