@@ -618,8 +618,11 @@ fn unaligned_keys_without_unaligned_are_refused() {
         ),
         "{err}"
     );
-    let dir = setup("unaligned = true\nforce-unaligned = true\n", "");
-    let out = cairn_ok(&["run", "--records", "1000"], dir.path());
+    let dir = setup(
+        "unaligned = true\nforce-unaligned = true\n",
+        "rate = 40000\noperator-rate = 20000\n",
+    );
+    let out = cairn_ok(&["run", "--records", "20000"], dir.path());
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(log.contains("barriers: exactly-once, unaligned"), "{log}");
     assert!(
@@ -627,4 +630,13 @@ fn unaligned_keys_without_unaligned_are_refused() {
         "{log}"
     );
     assert!(!log.contains("accepted but not yet applied"), "{log}");
+    // Each checkpoint's line, and the summary, say how its barriers went.
+    assert!(log.contains("(unaligned, "), "{log}");
+    assert!(log.contains(" of channel state, barriers "), "{log}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(" unaligned; "), "{text}");
+    assert!(
+        text.contains(" of channel state in all; longest alignment "),
+        "{text}"
+    );
 }

@@ -714,6 +714,11 @@ impl<J: Job> Runner<'_, J> {
                     changed_pages: tasks.iter().map(|t| t.changed_pages).sum(),
                     barriers: metadata.barriers,
                     channel_state_bytes: metadata.channel_state_bytes(),
+                    channel_state_records: tasks
+                        .iter()
+                        .flat_map(|t| &t.channel_state)
+                        .map(|c| c.records)
+                        .sum(),
                     queued_bytes: tasks.iter().map(|t| t.queued_bytes).sum(),
                     alignment: tasks.iter().map(|t| t.alignment).max().unwrap_or_default(),
                     start_delay: tasks

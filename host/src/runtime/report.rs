@@ -143,6 +143,8 @@ pub struct CheckpointReport {
     pub barriers: Barriers,
     /// Bytes of channel state (in-flight records) over every task.
     pub channel_state_bytes: u64,
+    /// Records in that channel state.
+    pub channel_state_records: u64,
     /// Bytes that were queued in the tasks' inputs when they took their unaligned snapshots
     /// (0 for an aligned checkpoint).
     pub queued_bytes: u64,
