@@ -260,7 +260,15 @@ impl<J: Job> Runner<'_, J> {
             }
             let now = self.started.elapsed();
             let mut outcome = None;
-            for action in coordinator.poll(now) {
+            // Once the final checkpoint is complete the attempt only waits for the sinks'
+            // commits: a checkpoint triggered now would pre-commit transactions that nothing
+            // ever commits or aborts.
+            let actions = if a.final_commit.is_some() {
+                Vec::new()
+            } else {
+                coordinator.poll(now)
+            };
+            for action in actions {
                 outcome = match action {
                     Action::Trigger { id, savepoint } => {
                         self.trigger(coordinator, a, &mut in_flight, id, savepoint, timeout)
@@ -297,6 +305,7 @@ impl<J: Job> Runner<'_, J> {
                 .store(in_flight.len() as u64, Ordering::Relaxed);
             let wait = coordinator
                 .next_wakeup(now)
+                .filter(|_| a.final_commit.is_none())
                 .map_or(Duration::from_millis(250), |at| at.saturating_sub(now))
                 .min(Duration::from_millis(250));
             let step = crossbeam_channel::select! {
