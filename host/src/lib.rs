@@ -12,15 +12,20 @@
 //! - [`runtime`]: the dataflow runtime (sources, keyed exchange, keyed state with asynchronous
 //!   snapshots, two-phase-commit sinks) and the loop that drives the coordinator against a
 //!   storage plugin; the built-in jobs.
+//! - [`control`]: the control socket of a running job (`cairn status`, `savepoint`, `stop`,
+//!   `cancel`) and [`control::Services`], which serves it and the metrics while a job runs.
+//! - [`metrics`]: the job's Prometheus metrics and the HTTP endpoint that serves them.
 //! - [`job`]: the job API, for running a job of your own (`runtime::api`).
 
 #![warn(missing_docs)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod config;
+pub mod control;
 pub mod coordinator;
 pub mod loader;
 pub mod metadata;
+pub mod metrics;
 pub mod runtime;
 
 pub use runtime::api as job;

@@ -389,7 +389,10 @@ fn savepoints_stay_aligned_under_unaligned() {
         reply,
     })
     .unwrap();
-    let pointer = answer.recv().unwrap().expect("a savepoint pointer");
+    let savepoint = answer.recv().unwrap().expect("a savepoint");
+    assert_eq!(savepoint.barriers, Barriers::Aligned);
+    assert_eq!(savepoint.channel_state_bytes, 0);
+    let pointer = savepoint.pointer;
     tx.send(Command::Cancel).unwrap();
     let summary = runner.join().unwrap().unwrap();
     assert_eq!(summary.status, Status::Cancelled);

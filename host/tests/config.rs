@@ -100,6 +100,9 @@ on-sigterm = true
 
 [restart]
 delay = "2s"
+
+[metrics]
+listen = "127.0.0.1:9249"
 "#,
     );
     let out = cairn(&["config", "check", "cairn.toml", "--json"], dir.path());
@@ -145,6 +148,7 @@ delay = "2s"
         },
         "savepoints": { "dir": "sp", "on_sigterm": true },
         "restart": { "attempts": 3, "delay_ms": 2000 },
+        "metrics": { "listen": "127.0.0.1:9249", "allow_remote": false },
     });
     assert_eq!(v, expect, "{v:#}");
 }

@@ -10,7 +10,7 @@ use std::{
 use cairn_host::{metadata::CheckpointMetadata, runtime::keyed_counter};
 use serde_json::Value;
 
-use crate::util::{cairn, cairn_ok, copy_lib, json_of, lib};
+use crate::util::{cairn, cairn_ok, copy_lib, json_of, lib, run_until_checkpoints};
 
 const KEYS: u64 = 500;
 const PARALLELISM: u32 = 2;
@@ -152,9 +152,9 @@ fn state_of(dir: &Path, id: &str) -> (CheckpointMetadata, std::collections::BTre
 }
 
 #[test]
-fn checkpoints_are_consistent_and_restore_is_exact() {
+fn checkpoints_are_consistent_and_another_jobs_pointer_is_refused() {
     let dir = setup("");
-    cairn_ok(&["run", "--duration", "2s", "--json"], dir.path());
+    run_until_checkpoints(&["run", "--json"], dir.path(), 3);
     // Every retained checkpoint holds exactly the counts of the records before its offsets:
     // the barriers cut the stream consistently.
     for c in list(dir.path()) {
@@ -207,9 +207,7 @@ fn restore_is_exact() {
         config.replace("parallelism = 2", "parallelism = 1"),
     )
     .unwrap();
-    assert!(cairn(&["run", "--duration", "1s"], dir.path())
-        .status
-        .success());
+    run_until_checkpoints(&["run"], dir.path(), 1);
     let latest = list(dir.path()).last().unwrap()["id"].to_string();
     let (meta, counts) = state_of(dir.path(), &latest);
     assert_eq!(counts, keyed_counter::counts_at(KEYS, 1, &offsets(&meta)));
@@ -227,6 +225,13 @@ fn restore_is_exact() {
         dir.path(),
     );
     let summary = json_of(&out);
+    assert!(
+        summary["restored_from"]
+            .as_str()
+            .is_some_and(|p| p.ends_with(&format!("chk-{latest}"))),
+        "{summary}"
+    );
+    // Bounded at the restored offset: the restore alone gives the counts, with no new record.
     assert_eq!(summary["records_counted"], offset);
     assert_eq!(
         summary["counts_sha256"],
@@ -237,20 +242,13 @@ fn restore_is_exact() {
 #[test]
 fn checkpoint_ids_continue_after_a_restart() {
     let dir = setup("");
-    assert!(cairn(&["run", "--duration", "700ms"], dir.path())
-        .status
-        .success());
+    run_until_checkpoints(&["run"], dir.path(), 1);
     let first: Vec<u64> = list(dir.path())
         .iter()
         .map(|c| c["id"].as_u64().unwrap())
         .collect();
     assert!(!first.is_empty());
-    assert!(cairn(
-        &["run", "--duration", "700ms", "--from", "latest"],
-        dir.path()
-    )
-    .status
-    .success());
+    run_until_checkpoints(&["run", "--from", "latest"], dir.path(), 1);
     let second: Vec<u64> = list(dir.path())
         .iter()
         .map(|c| c["id"].as_u64().unwrap())
@@ -264,9 +262,7 @@ fn checkpoint_ids_continue_after_a_restart() {
 #[test]
 fn failover_after_from_pointer_restarts_from_that_pointer() {
     let dir = setup("");
-    assert!(cairn(&["run", "--duration", "1200ms"], dir.path())
-        .status
-        .success());
+    run_until_checkpoints(&["run"], dir.path(), 2);
     let all = list(dir.path());
     assert!(all.len() >= 2, "{all:?}");
     let oldest = all[0]["pointer"].as_str().unwrap().to_string();
@@ -411,7 +407,7 @@ fn ctrl_c_stops_promptly_even_while_the_plugin_hangs() {
 fn checkpoints_verify_names_a_flipped_byte() {
     // Enough state per counter to be stored outside the metadata (over 20 KiB).
     let dir = setup("state-bytes-per-key = \"256B\"\n");
-    cairn_ok(&["run", "--duration", "1500ms"], dir.path());
+    run_until_checkpoints(&["run"], dir.path(), 1);
     let out = cairn(&["checkpoints", "verify", "--json"], dir.path());
     assert!(
         out.status.success(),
@@ -455,9 +451,7 @@ fn checkpoints_verify_names_a_flipped_byte() {
 #[test]
 fn gc_removes_orphans_and_uncommitted_checkpoints_only() {
     let dir = setup("state-bytes-per-key = \"256B\"\n");
-    assert!(cairn(&["run", "--duration", "1s"], dir.path())
-        .status
-        .success());
+    run_until_checkpoints(&["run"], dir.path(), 2);
     let job = dir.path().join("checkpoints").join("it");
     std::fs::create_dir(job.join("chk-9999")).unwrap();
     std::fs::write(
@@ -503,13 +497,18 @@ fn gc_removes_orphans_and_uncommitted_checkpoints_only() {
 #[test]
 fn checkpoints_delete_removes_one_and_refuses_nonsense() {
     let dir = setup("");
-    assert!(cairn(&["run", "--duration", "1s"], dir.path())
-        .status
-        .success());
-    let before = list(dir.path());
-    let first = before[0]["id"].to_string();
+    run_until_checkpoints(&["run"], dir.path(), 2);
+    let ids = |dir: &Path| -> Vec<u64> {
+        list(dir)
+            .iter()
+            .map(|c| c["id"].as_u64().unwrap())
+            .collect()
+    };
+    let before = ids(dir.path());
+    let first = before[0].to_string();
     cairn_ok(&["checkpoints", "delete", &first], dir.path());
-    assert_eq!(list(dir.path()).len(), before.len() - 1);
+    // Exactly that one is gone; the others are untouched.
+    assert_eq!(ids(dir.path()), before[1..]);
     let out = cairn(&["checkpoints", "delete", "424242"], dir.path());
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no completed checkpoint 424242"));

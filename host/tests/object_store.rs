@@ -16,7 +16,9 @@ use cairn_host::runtime::keyed_counter;
 use cairn_plugin_api::{ErrorKind, StorageError};
 use serde_json::Value;
 
-use crate::util::{assert_skipped, cairn, cairn_ok, json_of, lib, load};
+use crate::util::{
+    assert_skipped, cairn, cairn_ok, json_of, lib, load, run_until_checkpoints, without_ansi,
+};
 
 const PACKAGE: &str = "cairn-storage-object-cdylib";
 const KEYS: u64 = 500;
@@ -185,7 +187,7 @@ fn run_checkpoints_into_s3_and_resumes_from_latest() {
     let prefix = unique_prefix("e2e");
     let dir = job_dir(&ep.plugin_options(&prefix, ""), "");
 
-    let out = cairn_ok(&["run", "--duration", "2s", "--json"], dir.path());
+    let out = run_until_checkpoints(&["run", "--json"], dir.path(), 1);
     let first = json_of(&out);
     assert!(
         first["checkpoints_completed"].as_u64().unwrap() >= 1,
@@ -256,24 +258,6 @@ fn failed_id(line: &str) -> Option<u64> {
         .take_while(char::is_ascii_digit)
         .collect();
     digits.parse().ok()
-}
-
-/// `line` without terminal colour codes (`ESC [ ... letter`), which the log may carry.
-fn without_ansi(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// The last lines of a log, for failure messages.

@@ -64,3 +64,7 @@ mod recovery;
 // The word count through `cairn run`: exactly once after kill -9 at random points, part files
 // visible only once their checkpoint completed, non-UTF-8 input.
 mod word_count;
+
+// Control of a running job from other processes: savepoint, stop --savepoint, cancel and status
+// over the control socket, the Prometheus endpoint scraped during a run, another user refused.
+mod control;

@@ -44,6 +44,84 @@ pub fn cairn(args: &[&str], cwd: &Path) -> std::process::Output {
         .expect("run cairn")
 }
 
+/// Run `cairn ARGS` in `cwd` until it has completed `checkpoints` checkpoints of its own (its
+/// "checkpoint N completed" lines), then stop it as Ctrl-C does, and require a clean exit.
+/// Tests wait for the checkpoints they need instead of guessing a `--duration` long enough on
+/// a loaded machine. A job that ends or fails first fails the test with its stderr.
+pub fn run_until_checkpoints(
+    args: &[&str],
+    cwd: &Path,
+    checkpoints: usize,
+) -> std::process::Output {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(args)
+        .current_dir(cwd)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run cairn");
+    let stdout = child.stdout.take().unwrap();
+    let stdout = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::BufReader::new(stdout), &mut out).map(|_| out)
+    });
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    let stderr = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let mut log = Vec::new();
+    let mut completed = 0;
+    while completed < checkpoints {
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(300))
+            .unwrap_or_else(|e| {
+                let _ = child.kill();
+                panic!(
+                    "cairn {args:?} completed {completed} of {checkpoints} checkpoints before it \
+                 {}:\n{}",
+                    match e {
+                        std::sync::mpsc::RecvTimeoutError::Timeout => "had run 300s",
+                        std::sync::mpsc::RecvTimeoutError::Disconnected => "ended",
+                    },
+                    log.join("\n")
+                )
+            });
+        let plain = without_ansi(&line);
+        if plain.starts_with("checkpoint ") && plain.contains(" completed in ") {
+            completed += 1;
+        }
+        log.push(line);
+    }
+    let pid = child.id().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status();
+    assert!(
+        sent.is_ok_and(|s| s.success()),
+        "cannot send SIGINT to {pid}"
+    );
+    let status = child.wait().expect("wait for cairn");
+    stderr.join().unwrap();
+    log.extend(rx.try_iter());
+    let stderr = log.join("\n");
+    assert!(
+        status.success(),
+        "cairn {args:?} failed after Ctrl-C: {stderr}"
+    );
+    std::process::Output {
+        status,
+        stdout: stdout.join().unwrap().expect("read cairn's stdout"),
+        stderr: stderr.into_bytes(),
+    }
+}
+
 /// The JSON a command printed; a failure shows both streams.
 pub fn json_of(out: &std::process::Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
@@ -80,4 +158,22 @@ pub fn assert_skipped(doc: &serde_json::Value, expected: &[&str], what: &str) {
     let mut expected = expected.to_vec();
     expected.sort_unstable();
     assert_eq!(skipped, expected, "{what}: skipped cases");
+}
+
+/// `line` without terminal colour codes (`ESC [ ... letter`), which the log may carry.
+pub fn without_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }

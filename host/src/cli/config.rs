@@ -130,6 +130,10 @@ fn report(c: &Config, file: &std::path::Path) -> serde_json::Value {
             "attempts": c.restart.attempts,
             "delay_ms": ms(c.restart.delay),
         },
+        "metrics": {
+            "listen": c.metrics.listen.map(|a| a.to_string()),
+            "allow_remote": c.metrics.allow_remote,
+        },
     })
 }
 
@@ -188,13 +192,18 @@ fn summary(c: &Config, file: &std::path::Path) -> String {
     } else {
         "SIGTERM stops without one"
     };
+    let metrics = match c.metrics.listen {
+        Some(addr) => format!("served at http://{addr}/metrics"),
+        None => "off".to_string(),
+    };
     format!(
         "{file} is valid\n\
          \x20 storage:       {storage} ({options}){pin}\n\
          \x20 checkpointing: {checkpointing}\n\
          \x20 savepoints:    {savepoints}; {sigterm}\n\
          \x20 job:           {id} ({kind}), {keys} keys x {state} of state, {rate}, parallelism {par}{fail}\n\
-         \x20 restart:       up to {attempts} attempts, {delay} apart\n",
+         \x20 restart:       up to {attempts} attempts, {delay} apart\n\
+         \x20 metrics:       {metrics}\n",
         file = file.display(),
         checkpointing = c.checkpointing,
         id = j.id,

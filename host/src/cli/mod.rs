@@ -6,10 +6,14 @@ use cairn_host::config::Config;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod cancel;
 mod checkpoints;
 mod config;
 mod plugins;
 mod run;
+mod savepoint;
+mod status;
+mod stop;
 mod verify;
 
 /// cairn: a checkpointing host whose storage backends are plugins.
@@ -36,6 +40,14 @@ enum Command {
     Config(config::ConfigCommand),
     /// Run the built-in keyed-counter job, checkpointing it through the configured storage.
     Run(run::RunArgs),
+    /// Show what the running job of the config is doing (over its control socket).
+    Status(status::StatusArgs),
+    /// Take a savepoint of the running job; prints its pointer when it is complete.
+    Savepoint(savepoint::SavepointArgs),
+    /// Stop the running job with a savepoint (`cairn stop --savepoint`); returns once stopped.
+    Stop(stop::StopArgs),
+    /// Stop the running job now, without a savepoint; returns once stopped.
+    Cancel(cancel::CancelArgs),
     /// Inspect and manage the job's checkpoints: list, show, verify, delete, gc.
     #[command(subcommand)]
     Checkpoints(checkpoints::CheckpointsCommand),
@@ -99,5 +111,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(cmd) => bench::run(cmd),
         Command::Run(args) => run::run(args),
         Command::Checkpoints(cmd) => checkpoints::run(cmd),
+        Command::Status(args) => status::run(args),
+        Command::Savepoint(args) => savepoint::run(args),
+        Command::Stop(args) => stop::run(args),
+        Command::Cancel(args) => cancel::run(args),
     }
 }

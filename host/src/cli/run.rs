@@ -2,6 +2,11 @@
 //! storage plugin, showing live progress on a terminal and plain lines otherwise. The summary
 //! is printed (and flushed) as soon as the job ends, before checkpoints it does not keep are
 //! discarded.
+//!
+//! While it runs, the job serves its control socket (and metrics, if configured) through
+//! [`Services`]; the line `cairn: control socket at ...` on stderr says it is ready. SIGINT
+//! cancels; SIGTERM cancels, or with `savepoints.on-sigterm` sends the same stop-with-savepoint
+//! command `cairn stop --savepoint` does. A second signal while stopping exits at once.
 
 use std::{
     io::{IsTerminal, Write},
@@ -13,9 +18,11 @@ use std::{
 use anyhow::Context;
 use cairn_host::{
     config::JobKind,
+    control::Services,
     metadata::Barriers,
     runtime::{
-        self, CheckpointReport, Progress, RestoreFrom, RunOptions, Status, StopWhen, Summary,
+        self, CheckpointReport, Command, IfSavepointFails, Progress, RestoreFrom, RunOptions,
+        Status, StopWhen, Summary,
     },
 };
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
@@ -75,24 +82,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let (plugin, storage) = open_storage(&config)?;
     let cancel = Arc::new(AtomicBool::new(false));
-    let stop_with_savepoint = Arc::new(AtomicBool::new(false));
-    {
-        use signal_hook::{
-            consts::{SIGINT, SIGTERM},
-            flag,
-        };
-        let term = if config.savepoints.on_sigterm {
-            &stop_with_savepoint
-        } else {
-            &cancel
-        };
-        // A second signal while the job is stopping exits at once.
-        flag::register_conditional_shutdown(SIGINT, 1, cancel.clone())
-            .and_then(|_| flag::register_conditional_shutdown(SIGTERM, 1, term.clone()))
-            .and_then(|_| flag::register(SIGINT, cancel.clone()))
-            .and_then(|_| flag::register(SIGTERM, term.clone()))
-            .context("cannot install the SIGINT/SIGTERM handlers")?;
-    }
+    let (commands, commands_rx) = crossbeam_channel::unbounded();
+    handle_signals(&cancel, commands, config.savepoints.on_sigterm)?;
     let stop_when = match (args.duration, args.records) {
         (Some(d), _) => StopWhen::After(d),
         (None, Some(n)) => StopWhen::Records(n),
@@ -217,25 +208,80 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         bar.finish_and_clear();
         printed.set(print_summary(summary, args.json, &config));
     };
-    let result = runtime::run(
-        &config,
-        storage,
+    let services = Services::new(&config, config.job.kind.as_str());
+    let config_arg = args.config.config.display().to_string();
+    let on_started = || {
+        if let Some(socket) = services.socket() {
+            log(format!(
+                "cairn: control socket at {} (cairn status --config {config_arg})",
+                socket.display()
+            ));
+        }
+        if let Some(url) = services.metrics_url() {
+            log(format!("cairn: metrics at {url}"));
+        }
+        Ok(())
+    };
+    let result = services.run(
         &RunOptions {
             from,
             stop_when,
             cancel,
-            stop_with_savepoint,
+            commands: Some(commands_rx),
+            on_started: &on_started,
             on_progress: &on_progress,
             on_checkpoint: &on_checkpoint,
             on_failover: &on_failover,
             on_summary: &on_summary,
             ..RunOptions::default()
         },
+        |opts| runtime::run(&config, storage, opts),
     );
     bar.finish_and_clear();
     result?;
     printed.into_inner()?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// SIGINT cancels the job; SIGTERM cancels it too, or, with `on_sigterm`, asks it to stop with
+/// a savepoint through the same command `cairn stop --savepoint` sends (stopping without one if
+/// the savepoint fails). A second signal exits at once.
+fn handle_signals(
+    cancel: &Arc<AtomicBool>,
+    commands: crossbeam_channel::Sender<Command>,
+    on_sigterm: bool,
+) -> anyhow::Result<()> {
+    use signal_hook::{
+        consts::{SIGINT, SIGTERM},
+        flag,
+        iterator::Signals,
+    };
+    let stopping = Arc::new(AtomicBool::new(false));
+    flag::register_conditional_shutdown(SIGINT, 1, stopping.clone())
+        .and_then(|_| flag::register_conditional_shutdown(SIGTERM, 1, stopping.clone()))
+        .context("cannot install the SIGINT/SIGTERM handlers")?;
+    let mut signals =
+        Signals::new([SIGINT, SIGTERM]).context("cannot install the SIGINT/SIGTERM handlers")?;
+    let cancel = cancel.clone();
+    std::thread::Builder::new()
+        .name("signals".to_string())
+        .spawn(move || {
+            for signal in signals.forever() {
+                stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+                if signal == SIGTERM && on_sigterm {
+                    let _ = commands.send(Command::StopWithSavepoint {
+                        target: None,
+                        reply: None,
+                        if_it_fails: IfSavepointFails::StopAnyway,
+                    });
+                } else {
+                    cancel.store(true, std::sync::atomic::Ordering::SeqCst);
+                    let _ = commands.send(Command::Cancel);
+                }
+            }
+        })
+        .context("cannot start the signal thread")?;
+    Ok(())
 }
 
 fn print_summary(

@@ -130,6 +130,14 @@ parallelism = {parallelism}
 attempts = {attempts}
 # The wait before each restart.
 delay = {delay}
+
+[metrics]
+# Serve Prometheus metrics at http://ADDRESS/metrics while the job runs (port 0: any free
+# port; `cairn run` prints it). Absent: no metrics. {flink} is the port of Flink's reporter.
+# listen = "127.0.0.1:{flink}"
+# The endpoint has no authentication: an address other machines can reach (not loopback)
+# needs this.
+# allow-remote = true
 "#,
         mode = c.mode,
         timeout = d(c.timeout),
@@ -157,6 +165,7 @@ delay = {delay}
         parallelism = j.parallelism,
         attempts = r.attempts,
         delay = d(r.delay),
+        flink = super::FLINK_PROMETHEUS_PORT,
     ));
     out
 }

@@ -14,7 +14,7 @@
 //! `[storage.options]`, which belongs to the plugin and is handed over as written.
 //!
 //! Submodules: `doc` reads values out of the text and locates them for errors;
-//! `storage`, `checkpointing` and `job` hold one or two tables each; `defaults` writes the
+//! `storage`, `checkpointing`, `job` and `metrics` hold one or two tables each; `defaults` writes the
 //! commented default file that `cairn config defaults` prints.
 
 use std::{
@@ -28,6 +28,7 @@ mod checkpointing;
 mod defaults;
 mod doc;
 mod job;
+mod metrics;
 mod storage;
 #[cfg(test)]
 mod tests;
@@ -42,6 +43,7 @@ pub use job::{
     is_valid_job_id, JobConfig, JobKind, RestartConfig, MAX_JOB_ID_LEN, MAX_PARALLELISM,
     MAX_STATE_BYTES_PER_KEY, MIN_STATE_BYTES_PER_KEY,
 };
+pub use metrics::{MetricsConfig, FLINK_PROMETHEUS_PORT};
 pub use storage::{
     PluginRef, PluginsConfig, SavepointsConfig, StorageConfig, DEFAULT_CHECKPOINT_DIR,
     DEFAULT_PLUGIN,
@@ -98,6 +100,8 @@ pub struct Config {
     pub job: JobConfig,
     /// `[restart]`.
     pub restart: RestartConfig,
+    /// `[metrics]`.
+    pub metrics: MetricsConfig,
 }
 
 /// The file as written: the tables, each checked by its own module.
@@ -115,6 +119,8 @@ struct RawConfig {
     job: job::RawJob,
     #[serde(default)]
     restart: job::RawRestart,
+    #[serde(default)]
+    metrics: metrics::RawMetrics,
 }
 
 impl Config {
@@ -161,6 +167,7 @@ impl Config {
             savepoints: raw.savepoints.validate(&doc)?,
             job: raw.job.validate(&doc)?,
             restart: raw.restart.validate(&doc)?,
+            metrics: raw.metrics.validate(&doc)?,
         })
     }
 }

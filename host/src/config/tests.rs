@@ -714,13 +714,14 @@ fn keys_of(table: &str) -> Vec<String> {
         .collect()
 }
 
-const TABLES: [&str; 6] = [
+const TABLES: [&str; 7] = [
     "plugins",
     "storage",
     "checkpointing",
     "savepoints",
     "job",
     "restart",
+    "metrics",
 ];
 
 #[test]
@@ -783,6 +784,14 @@ fn defaults_file_shows_every_key() {
             }
             edited
                 .retain(|l| !l.starts_with("keys = ") && !l.starts_with("state-bytes-per-key = "));
+        }
+        // allow-remote goes only with an address to listen on.
+        if key == "allow-remote" {
+            for l in edited.iter_mut() {
+                if l.starts_with("# listen = ") {
+                    *l = &l[2..];
+                }
+            }
         }
         let edited = edited.join("\n");
         if key == "sha256" {
@@ -991,4 +1000,49 @@ fn storage_errors_have_lines_in_inline_tables_too() {
     );
     let e = parse("[storage]\npath = \"\"\n").unwrap_err();
     assert!(e.message.contains("is empty"), "{e}");
+}
+
+// ---- metrics ----
+
+#[test]
+fn metrics_are_off_unless_listen_is_set() {
+    assert_eq!(ok("").metrics, MetricsConfig::default());
+    let c = ok("[metrics]\nlisten = \"127.0.0.1:9249\"\n");
+    assert_eq!(c.metrics.listen, Some("127.0.0.1:9249".parse().unwrap()));
+    assert!(!c.metrics.allow_remote);
+    let c = ok("[metrics]\nlisten = \"[::1]:0\"\n");
+    assert_eq!(c.metrics.listen, Some("[::1]:0".parse().unwrap()));
+    let c = ok("[metrics]\nlisten = \"0.0.0.0:9249\"\nallow-remote = true\n");
+    assert!(c.metrics.allow_remote);
+}
+
+#[test]
+fn a_metrics_address_is_checked_and_remote_needs_allow_remote() {
+    refused(
+        "[metrics]\nlisten = \"localhost\"\n",
+        2,
+        "metrics.listen",
+        "metrics.listen = \"localhost\" is not an IP address and port; write one such as \
+         \"127.0.0.1:9249\" or \"[::1]:9249\" (port 0: any free port)",
+    );
+    refused(
+        "[metrics]\n\nlisten = \"0.0.0.0:9249\"\n",
+        3,
+        "metrics.listen",
+        "metrics.listen = \"0.0.0.0:9249\" is not a loopback address; the metrics endpoint has \
+         no authentication, so serving it to other machines needs metrics.allow-remote = true",
+    );
+    refused(
+        "[metrics]\nallow-remote = true\n",
+        2,
+        "metrics.allow-remote",
+        "metrics.allow-remote is set but metrics.listen is not; set listen to serve metrics, or \
+         remove allow-remote",
+    );
+    refused(
+        "[metrics]\nlisten = \"127.0.0.1:1\"\nport = 3\n",
+        3,
+        "metrics.port",
+        "metrics.port is not a known key; expected `listen` or `allow-remote`",
+    );
 }

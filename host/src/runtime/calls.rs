@@ -10,6 +10,10 @@
 //! deadline is cleaned up rather than leaked. Workers that return in time are reused, so a call
 //! costs two channel messages, not a thread.
 //!
+//! Each call's latency goes, by call and outcome, into the run's
+//! [`Histograms`](crate::metrics::Histograms) when the calls are [`PluginCalls::observed`]: the
+//! `cairn_plugin_call_duration_seconds` metric.
+//!
 //! Calls made on task threads (creating and writing state streams) are not here: they belong
 //! to a checkpoint, and a checkpoint that hangs expires.
 
@@ -26,6 +30,8 @@ use cairn_plugin_api::{
     ResolvedCheckpoint, StateHandle, StorageError, StorageInfo,
 };
 use crossbeam_channel::{unbounded, Sender};
+
+use crate::metrics::{CallOutcome, Histograms};
 
 /// What to do with the result of a call that was abandoned at its deadline.
 pub(crate) type Undo<T> = Box<dyn FnOnce(Result<T, StorageError>) + Send>;
@@ -51,6 +57,7 @@ pub struct PluginCalls {
     deadline: Duration,
     cancel: Arc<AtomicBool>,
     idle: Mutex<Vec<Worker>>,
+    latency: Option<Histograms>,
 }
 
 /// A location of a checkpoint in flight, usable only through [`PluginCalls`] and the tasks.
@@ -75,7 +82,41 @@ impl PluginCalls {
             deadline,
             cancel,
             idle: Mutex::new(Vec::new()),
+            latency: None,
         })
+    }
+
+    /// As [`PluginCalls::new`], and each call's latency is observed in `histograms`.
+    pub fn observed(
+        storage: Arc<dyn CheckpointStorage>,
+        deadline: Duration,
+        cancel: Arc<AtomicBool>,
+        histograms: Histograms,
+    ) -> Arc<Self> {
+        Arc::new(PluginCalls {
+            storage,
+            deadline,
+            cancel,
+            idle: Mutex::new(Vec::new()),
+            latency: Some(histograms),
+        })
+    }
+
+    fn observe<T>(
+        &self,
+        name: &'static str,
+        started: Instant,
+        result: &Result<T, StorageError>,
+        abandoned: bool,
+    ) {
+        if let Some(h) = &self.latency {
+            let outcome = match result {
+                _ if abandoned => CallOutcome::Abandoned,
+                Ok(_) => CallOutcome::Ok,
+                Err(_) => CallOutcome::Error,
+            };
+            h.observe_call(name, outcome, started.elapsed());
+        }
     }
 
     /// The deadline of calls that are not part of a checkpoint.
@@ -99,15 +140,18 @@ impl PluginCalls {
         Ok(Worker { work: tx })
     }
 
-    /// Run `f` with `deadline`; see the module docs. `what` names the call in errors, such as
+    /// Run `f` with `deadline`; see the module docs. `name` is the plugin API's name of the
+    /// call (its latency's label); `what` names the call in errors, such as
     /// `list_completed() of job 'j'`.
     pub(crate) fn call<T: Send + 'static>(
         &self,
+        name: &'static str,
         what: &str,
         deadline: Duration,
         undo: Option<Undo<T>>,
         f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
     ) -> Result<T, StorageError> {
+        let started = Instant::now();
         let slot = Arc::new((Mutex::new(Slot::Waiting(undo)), Condvar::new()));
         let theirs = slot.clone();
         let work: Work = Box::new(move || {
@@ -149,6 +193,7 @@ impl PluginCalls {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .push(worker);
+                self.observe(name, started, &result, false);
                 return result;
             }
             let cancelled = self.cancel.load(Ordering::Relaxed);
@@ -159,13 +204,15 @@ impl PluginCalls {
                     *s = Slot::Abandoned(undo);
                 }
                 drop(s);
-                return Err(if cancelled {
+                let err: Result<T, StorageError> = Err(if cancelled {
                     StorageError::Timeout(format!(
                         "the storage plugin's {what} was abandoned: the job is stopping"
                     ))
                 } else {
                     what_timed_out(what, deadline)
                 });
+                self.observe(name, started, &err, true);
+                return err;
             }
             let slice = until
                 .map_or(Duration::from_millis(50), |u| {
@@ -182,7 +229,9 @@ impl PluginCalls {
     /// `info()`.
     pub fn info(&self) -> Result<StorageInfo, StorageError> {
         let storage = self.storage.clone();
-        self.call("info()", self.deadline, None, move || Ok(storage.info()))
+        self.call("info", "info()", self.deadline, None, move || {
+            Ok(storage.info())
+        })
     }
 
     /// `job(id)`.
@@ -190,6 +239,7 @@ impl PluginCalls {
         let storage = self.storage.clone();
         let id = job_id.to_string();
         self.call(
+            "job",
             &format!("job('{job_id}')"),
             self.deadline,
             None,
@@ -205,6 +255,7 @@ impl PluginCalls {
     ) -> Result<Vec<CompletedCheckpoint>, StorageError> {
         let job = job.clone();
         self.call(
+            "list_completed",
             &format!("list_completed() of job '{job_id}'"),
             self.deadline,
             None,
@@ -217,6 +268,7 @@ impl PluginCalls {
         let storage = self.storage.clone();
         let p = pointer.to_string();
         self.call(
+            "resolve",
             &format!("resolve({pointer})"),
             self.deadline,
             None,
@@ -235,7 +287,7 @@ impl PluginCalls {
             + 'static,
     ) -> Result<T, StorageError> {
         let storage = self.storage.clone();
-        self.call(what, self.deadline, None, move || {
+        self.call("open_handle", what, self.deadline, None, move || {
             let input = storage.open_handle(&handle)?;
             read(&handle, input)
         })
@@ -262,6 +314,7 @@ impl PluginCalls {
             "begin_checkpoint"
         };
         self.call(
+            what,
             &format!("{what}({id})"),
             deadline,
             Some(undo),
@@ -293,7 +346,7 @@ impl PluginCalls {
             }
         });
         let location = location.clone();
-        self.call("commit", deadline, Some(undo), move || {
+        self.call("commit", "commit", deadline, Some(undo), move || {
             location.commit(&metadata)
         })
     }
@@ -303,6 +356,7 @@ impl PluginCalls {
         let storage = self.storage.clone();
         let p = pointer.to_string();
         self.call(
+            "dispose",
             &format!("dispose({pointer})"),
             self.deadline,
             None,
@@ -313,15 +367,19 @@ impl PluginCalls {
     /// `dispose_on_failure()` of a location.
     pub(crate) fn dispose_on_failure(&self, location: &Location) -> Result<(), StorageError> {
         let location = location.clone();
-        self.call("dispose_on_failure()", self.deadline, None, move || {
-            location.dispose_on_failure()
-        })
+        self.call(
+            "dispose_on_failure",
+            "dispose_on_failure()",
+            self.deadline,
+            None,
+            move || location.dispose_on_failure(),
+        )
     }
 
     /// `discard(handle)`.
     pub(crate) fn discard(&self, handle: StateHandle) -> Result<(), StorageError> {
         let storage = self.storage.clone();
-        self.call("discard()", self.deadline, None, move || {
+        self.call("discard", "discard()", self.deadline, None, move || {
             storage.discard(&handle)
         })
     }
@@ -378,24 +436,18 @@ mod tests {
     fn a_call_returns_its_result_and_its_worker_is_reused() {
         let (c, _) = calls(Duration::from_secs(60));
         let first = c
-            .call(
-                "a()",
-                c.deadline(),
-                None,
-                || Ok(std::thread::current().id()),
-            )
+            .call("a", "a()", c.deadline(), None, || {
+                Ok(std::thread::current().id())
+            })
             .unwrap();
         let second = c
-            .call(
-                "b()",
-                c.deadline(),
-                None,
-                || Ok(std::thread::current().id()),
-            )
+            .call("b", "b()", c.deadline(), None, || {
+                Ok(std::thread::current().id())
+            })
             .unwrap();
         assert_eq!(first, second, "the idle worker runs the next call");
         let err = c
-            .call::<()>("c()", c.deadline(), None, || {
+            .call::<()>("c", "c()", c.deadline(), None, || {
                 Err(StorageError::NotFound("x".into()))
             })
             .unwrap_err();
@@ -412,6 +464,7 @@ mod tests {
         });
         let err = c
             .call(
+                "list_completed",
                 "list_completed() of job 'j'",
                 c.deadline(),
                 Some(undo),
@@ -435,7 +488,7 @@ mod tests {
         );
         // The abandoned worker is not reused: the next call still works.
         assert_eq!(
-            c.call("d()", Duration::from_secs(60), None, || Ok(1))
+            c.call("d", "d()", Duration::from_secs(60), None, || Ok(1))
                 .unwrap(),
             1
         );
@@ -447,7 +500,7 @@ mod tests {
         cancel.store(true, Ordering::Relaxed);
         let (_hold, wait) = crossbeam_channel::bounded::<()>(0);
         let err = c
-            .call("job('j')", c.deadline(), None, move || {
+            .call("job", "job('j')", c.deadline(), None, move || {
                 let _ = wait.recv();
                 Ok(())
             })

@@ -44,11 +44,13 @@ use std::sync::Arc;
 
 use cairn_plugin_api::CheckpointStorage;
 
+pub(crate) use self::runner::epoch_ms;
 pub use self::{
     calls::PluginCalls,
     report::{
-        BarrierCounts, CheckpointReport, Command, Counters, Progress, RestoreFrom, RetainedView,
-        RunError, RunOptions, Status, StopWhen, Summary,
+        BarrierCounts, CheckpointReport, Command, CompletedView, Counters, IfSavepointFails, Live,
+        PendingView, Phase, Progress, RestoreFrom, RetainedView, RunError, RunOptions, Status,
+        StopWhen, Summary,
     },
     restore::fingerprint_of,
     runner::run_job,
@@ -97,14 +99,17 @@ pub fn run(
 }
 
 /// Load the storage plugin `config` names, open it, and run `job` with it: the one call a
-/// program running its own job needs. See [`run_job`].
+/// program running its own job needs. While it runs, the job is served as `cairn run` serves
+/// it ([`crate::control::Services`]): `cairn status`, `savepoint`, `stop` and `cancel` reach
+/// it, and `[metrics] listen` is honoured. See [`run_job`].
 pub fn run_with_config<J: api::Job>(
     job: J,
     config: &Config,
     opts: &RunOptions<'_>,
 ) -> Result<Summary, RunError> {
     let (_, storage) = open_storage(config)?;
-    run_job(job, config, storage, opts)
+    let services = crate::control::Services::new(config, job.kind());
+    services.run(opts, |opts| run_job(job, config, storage, opts))
 }
 
 /// Load the configured storage plugin (checking its pin) and open it with its options.

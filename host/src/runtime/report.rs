@@ -4,7 +4,7 @@
 use std::{
     sync::{
         atomic::{AtomicBool, AtomicU64},
-        Arc,
+        Arc, Mutex,
     },
     time::Duration,
 };
@@ -36,37 +36,127 @@ pub enum StopWhen {
     Records(u64),
 }
 
-/// What can be asked of a running job (a control socket will send these).
+/// What can be asked of a running job: the control socket (`crate::control`) and the signal
+/// handlers of `cairn run` send these.
 #[derive(Debug)]
 pub enum Command {
     /// Stop now; completed checkpoints stay or go as `externalized-retention` says.
     Cancel,
-    /// Take a savepoint (to `target`, or the default savepoint directory) and answer with its
-    /// pointer.
+    /// Take a savepoint (to `target`, or the default savepoint directory) and answer with it.
     Savepoint {
         /// The target directory, if not the default.
         target: Option<String>,
-        /// Where the pointer, or the reason it failed, goes.
-        reply: Sender<Result<String, String>>,
+        /// Where the savepoint, or the reason it failed, goes.
+        reply: Sender<Result<CheckpointReport, String>>,
     },
-    /// Take a savepoint, then stop.
-    StopWithSavepoint,
+    /// Take a savepoint, then stop (Flink's stop-with-savepoint). `cairn stop --savepoint` and
+    /// SIGTERM with `savepoints.on-sigterm` both send this; one sent while a stop is under way
+    /// is answered with the same savepoint.
+    StopWithSavepoint {
+        /// The target directory, if not the default.
+        target: Option<String>,
+        /// Where the savepoint, or the reason it failed, goes.
+        reply: Option<Sender<Result<CheckpointReport, String>>>,
+        /// What to do if the savepoint fails.
+        if_it_fails: IfSavepointFails,
+    },
     /// Fail the job now, as a failing task would: it fails over as `[restart]` says (failure
     /// injection, like `[job] fail-after-records`, for tests and drills).
     Fail(String),
 }
 
-/// Live figures of a run, readable from any thread (for metrics).
-#[derive(Debug, Default)]
+/// What a stop-with-savepoint does when its savepoint fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IfSavepointFails {
+    /// The job keeps running and the request fails (as Flink's `flink stop`): nothing is lost,
+    /// and the operator can try again or cancel. `cairn stop --savepoint` does this.
+    KeepRunning,
+    /// The job stops without it (its retained checkpoints stay as `externalized-retention`
+    /// says): SIGTERM does this, since whoever sent it wants the process gone.
+    StopAnyway,
+}
+
+/// Where a run is, for `cairn status`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// Listing the job's checkpoints and taking hold of it.
+    #[default]
+    Starting,
+    /// Reading the checkpoint it restores from.
+    Restoring,
+    /// Processing records and taking checkpoints.
+    Running,
+    /// An attempt failed: waiting for `restart.delay`, then restoring, before the next one.
+    Restarting,
+    /// Stopping: the input ended, or it was cancelled or stopped.
+    Stopping,
+}
+
+/// A completed checkpoint or savepoint, as `cairn status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct CompletedView {
+    /// Its id.
+    pub id: u64,
+    /// Its pointer.
+    pub pointer: String,
+    /// Trigger to commit, in milliseconds.
+    pub duration_ms: u64,
+    /// Bytes of state its handles stand for.
+    pub state_bytes: u64,
+    /// When its commit returned (milliseconds since the epoch).
+    pub completed_ms: u64,
+}
+
+/// A checkpoint or savepoint in flight.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct PendingView {
+    /// Its id.
+    pub id: u64,
+    /// Whether it is a savepoint.
+    pub savepoint: bool,
+    /// When it was triggered (milliseconds since the epoch).
+    pub triggered_ms: u64,
+}
+
+/// What the run publishes about itself for `cairn status`, as one consistent picture.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Live {
+    /// Where the run is.
+    pub phase: Phase,
+    /// The attempt, from 1 (0 before the first starts).
+    pub attempt: u32,
+    /// Records per second over the last quarter of a second or so.
+    pub records_per_sec: f64,
+    /// Checkpoint failures in a row (what `tolerable-failures` is compared with).
+    pub consecutive_failures: u32,
+    /// The newest checkpoint this run completed.
+    pub last_checkpoint: Option<CompletedView>,
+    /// The newest savepoint this run took.
+    pub last_savepoint: Option<CompletedView>,
+    /// Checkpoints and savepoints in flight, oldest first.
+    pub pending: Vec<PendingView>,
+    /// Why the last checkpoint or attempt failed, whichever came last.
+    pub last_failure: Option<String>,
+}
+
+/// Live figures of a run, readable from any thread: `cairn status` and the Prometheus
+/// endpoint read them while the run writes them.
+#[derive(Debug)]
 pub struct Counters {
-    /// Records processed by the keyed tasks (all attempts, replays included).
+    /// Records processed by the keyed tasks (all attempts, replays included): Flink's
+    /// `numRecordsIn` of the keyed operator.
     pub records: AtomicU64,
+    /// Records the keyed tasks emitted to their sinks (all attempts): `numRecordsOut`.
+    pub records_out: AtomicU64,
     /// Keys held by the keyed tasks of the current attempt.
     pub state_entries: AtomicU64,
-    /// Checkpoints completed.
+    /// Checkpoints and savepoints completed.
     pub checkpoints_completed: AtomicU64,
-    /// Checkpoint failures.
+    /// Checkpoint failures (expired ones included).
     pub checkpoints_failed: AtomicU64,
+    /// Checkpoints that expired (`checkpointing.timeout`); also counted in `checkpoints_failed`.
+    pub checkpoints_expired: AtomicU64,
     /// Failovers.
     pub failovers: AtomicU64,
     /// Checkpoints in flight.
@@ -85,15 +175,51 @@ pub struct Counters {
     /// Microseconds from the start of the run to the first record a keyed task processed
     /// (`u64::MAX` until then).
     pub first_record_us: AtomicU64,
+    /// When the run started (milliseconds since the epoch; 0 before).
+    pub started_ms: AtomicU64,
+    /// Distributions: checkpoint durations and sizes, alignment, plugin call latency.
+    pub histograms: crate::metrics::Histograms,
+    live: Mutex<Live>,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            records: AtomicU64::new(0),
+            records_out: AtomicU64::new(0),
+            state_entries: AtomicU64::new(0),
+            checkpoints_completed: AtomicU64::new(0),
+            checkpoints_failed: AtomicU64::new(0),
+            checkpoints_expired: AtomicU64::new(0),
+            failovers: AtomicU64::new(0),
+            checkpoints_in_flight: AtomicU64::new(0),
+            last_checkpoint_us: AtomicU64::new(0),
+            last_checkpoint_bytes: AtomicU64::new(0),
+            last_checkpoint_channel_state_bytes: AtomicU64::new(0),
+            last_checkpoint_alignment_us: AtomicU64::new(0),
+            checkpoints_unaligned: AtomicU64::new(0),
+            first_record_us: AtomicU64::new(u64::MAX),
+            started_ms: AtomicU64::new(0),
+            histograms: crate::metrics::Histograms::default(),
+            live: Mutex::default(),
+        }
+    }
 }
 
 impl Counters {
     /// Fresh counters.
     pub fn new() -> Arc<Self> {
-        Arc::new(Counters {
-            first_record_us: AtomicU64::new(u64::MAX),
-            ..Counters::default()
-        })
+        Arc::new(Counters::default())
+    }
+
+    /// A copy of what the run publishes about itself.
+    pub fn live(&self) -> Live {
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Change what the run publishes, in one step.
+    pub(crate) fn publish(&self, change: impl FnOnce(&mut Live)) {
+        change(&mut self.live.lock().unwrap_or_else(|p| p.into_inner()));
     }
 }
 
@@ -296,12 +422,14 @@ pub struct RunOptions<'a> {
     pub stop_when: StopWhen,
     /// Set from outside (a signal handler) to stop the job.
     pub cancel: Arc<AtomicBool>,
-    /// Set from outside (SIGTERM with `savepoints.on-sigterm`) to take a savepoint, then stop.
-    pub stop_with_savepoint: Arc<AtomicBool>,
-    /// Commands to the running job.
+    /// Commands to the running job (from the control socket, or signal handlers).
     pub commands: Option<Receiver<Command>>,
     /// Live figures.
     pub counters: Arc<Counters>,
+    /// Called once the job is taken hold of, before it restores or starts: where a caller
+    /// starts what serves the running job (`crate::control::Services`: the control socket and
+    /// the metrics endpoint). An error ends the run before it starts.
+    pub on_started: &'a dyn Fn() -> Result<(), String>,
     /// Called about four times a second.
     pub on_progress: &'a dyn Fn(&Progress),
     /// Called when a checkpoint or savepoint completes.
@@ -320,9 +448,9 @@ impl Default for RunOptions<'_> {
             from: None,
             stop_when: StopWhen::Never,
             cancel: Arc::default(),
-            stop_with_savepoint: Arc::default(),
             commands: None,
             counters: Counters::new(),
+            on_started: &|| Ok(()),
             on_progress: &|_| {},
             on_checkpoint: &|_| {},
             on_failover: &|_, _, _| {},

@@ -19,8 +19,8 @@ use super::{
     calls::{Location, PluginCalls},
     memory,
     report::{
-        BarrierCounts, Progress, RestoreFrom, RetainedView, RunError, RunOptions, Status, StopWhen,
-        Summary,
+        BarrierCounts, Phase, Progress, RestoreFrom, RetainedView, RunError, RunOptions, Status,
+        StopWhen, Summary,
     },
     restore::{fingerprint_of, load_metadata, start_state, LoadError, StartState},
     state::KeyedState,
@@ -30,7 +30,8 @@ use crate::{
     coordinator::{Coordinator, Policy, Retained},
 };
 
-pub(super) fn epoch_ms() -> u64 {
+/// Milliseconds since the Unix epoch, now.
+pub(crate) fn epoch_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -75,11 +76,20 @@ pub fn run_job<J: Job>(
     opts: &RunOptions<'_>,
 ) -> Result<Summary, RunError> {
     let started = Instant::now();
+    opts.counters
+        .started_ms
+        .store(epoch_ms(), Ordering::Relaxed);
+    opts.counters.publish(|l| l.phase = Phase::Starting);
     if let Some(bytes) = job.state_estimate() {
         memory::check_fits(bytes, &memory::Machine::current()).map_err(RunError::Job)?;
     }
     let job_id = config.job.id.clone();
-    let calls = PluginCalls::new(storage, config.checkpointing.timeout, opts.cancel.clone());
+    let calls = PluginCalls::observed(
+        storage,
+        config.checkpointing.timeout,
+        opts.cancel.clone(),
+        opts.counters.histograms.clone(),
+    );
     let location = calls.info()?.location;
     let job_storage = calls.job(&job_id)?;
     let existing = calls.list_completed(&job_storage, &job_id)?;
@@ -124,7 +134,8 @@ pub fn run_job<J: Job>(
         injected_checkpoints: false,
         last_completed: None,
         deferred: Vec::new(),
-        stopping_with_savepoint: false,
+        stopping: None,
+        stop_replies: Vec::new(),
         final_savepoint: None,
         savepoint_queue: VecDeque::new(),
         records_counted: 0,
@@ -133,8 +144,14 @@ pub fn run_job<J: Job>(
         max_alignment_ms: 0,
     };
     let p = config.job.parallelism as usize;
+    // The job is ours now: what serves it (control socket, metrics) starts before the restore,
+    // so a long restore can be watched.
+    (opts.on_started)().map_err(RunError::Job)?;
     let mut state = match &initial {
-        Some((_, pointer)) => runner.restore(pointer, false)?,
+        Some((_, pointer)) => {
+            opts.counters.publish(|l| l.phase = Phase::Restoring);
+            runner.restore(pointer, false)?
+        }
         None => StartState::fresh(p),
     };
     let restored_from = initial.as_ref().map(|(_, p)| p.clone());
@@ -150,14 +167,26 @@ pub fn run_job<J: Job>(
     let (end, attempts) = loop {
         attempt += 1;
         runner.progress.attempt = attempt;
-        match runner.attempt(&mut coordinator, state) {
+        if attempt > 1 {
+            opts.counters.failovers.fetch_add(1, Ordering::Relaxed);
+        }
+        opts.counters.publish(|l| {
+            l.phase = Phase::Running;
+            l.attempt = attempt;
+        });
+        let end = runner.attempt(&mut coordinator, state);
+        opts.counters.publish(|l| {
+            l.phase = match &end {
+                AttemptEnd::Failover(_) => Phase::Restarting,
+                _ => Phase::Stopping,
+            };
+        });
+        match end {
             AttemptEnd::Failover(reason) => {
                 tracing::warn!(attempt, "job failed: {reason}");
-                runner
-                    .opts
-                    .counters
-                    .failovers
-                    .fetch_add(1, Ordering::Relaxed);
+                opts.counters.publish(|l| {
+                    l.last_failure = Some(format!("attempt {attempt} failed: {reason}"));
+                });
                 if attempt > config.restart.attempts {
                     runner.finish_background();
                     runner.on_terminal(&coordinator, Terminal::Failed);
@@ -257,8 +286,10 @@ pub(super) struct Runner<'a, J: Job> {
     pub(super) last_completed: Option<(u64, String)>,
     /// Locations to clean once the attempt's tasks have stopped.
     pub(super) deferred: Vec<Location>,
-    /// A stop-with-savepoint is under way.
-    pub(super) stopping_with_savepoint: bool,
+    /// A stop-with-savepoint under way.
+    pub(super) stopping: Option<super::attempt::Stopping>,
+    /// Whoever waits for its savepoint.
+    pub(super) stop_replies: Vec<super::attempt::SavepointReply>,
     /// Its savepoint, once taken.
     pub(super) final_savepoint: Option<String>,
     pub(super) savepoint_queue: VecDeque<super::attempt::SavepointRequest>,

@@ -731,6 +731,10 @@ impl<J: Job> KeyedTask<J> {
             if let Some(sink) = &mut self.sink {
                 for o in out.drain(..) {
                     sink.write(o).map_err(|e| format!("sink: {e}"))?;
+                    self.shared
+                        .counters
+                        .records_out
+                        .fetch_add(1, Ordering::Relaxed);
                 }
             } else {
                 out.clear();
@@ -818,6 +822,7 @@ impl<J: Job> KeyedTask<J> {
         let previous_epoch = view.epoch().saturating_sub(1);
         let (alive, stop) = (self.shared.alive.clone(), self.shared.stop.clone());
         let stop_writer = stop.clone();
+        let counters = self.shared.counters.clone();
         let upload = move || -> Result<TaskSnapshot, String> {
             let epoch = view.epoch();
             let entries = view.entries();
@@ -872,6 +877,7 @@ impl<J: Job> KeyedTask<J> {
                      state was complete"
                 )
             })??;
+            counters.histograms.observe_alignment(alignment.alignment);
             let closing = Instant::now();
             let handle = stream
                 .close_and_get_handle()
