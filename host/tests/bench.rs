@@ -229,3 +229,102 @@ fn bench_job_reports_every_figure() {
         .filter(|t| t["ratio"] == "vs_raw")
         .all(|t| t["not_applicable"].is_string()));
 }
+
+/// `cairn bench job --backpressure --json` runs every barrier mode under a slow operator and
+/// reports each run's figures and the ratios between them, consistent with those figures; no
+/// speed is asserted. `--rate` and `--operator-rate` are refused where they do not apply.
+#[test]
+fn bench_job_backpressure_reports_every_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = lib("cairn-storage-fs-cdylib");
+    let bench = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .args(["bench", "job", "--keys", "500", "--state-bytes", "64B"])
+            .args(["--interval", "100ms", "--checkpoints", "2", "--dir", "."])
+            .args(extra)
+            .arg("--plugin")
+            .arg(&fs)
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    let out = bench(&["--backpressure", "--operator-rate", "200000", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let f = &doc["figures"];
+    let runs = [
+        ("aligned", "aligned"),
+        ("unaligned", "unaligned"),
+        ("aligned_timeout_100ms", ""),
+        ("unaligned_without_backpressure", "unaligned"),
+        ("exactly_once_unthrottled", "aligned"),
+        ("at_least_once_unthrottled", "at-least-once"),
+    ];
+    for (run, barriers) in runs {
+        let r = &f[run];
+        assert_eq!(r["durations_ms"].as_array().unwrap().len(), 2, "{run}");
+        assert!(r["median_ms"].as_f64().unwrap() > 0.0, "{run}");
+        for b in r["barriers"].as_array().unwrap() {
+            if barriers.is_empty() {
+                assert!(
+                    b == "aligned" || b == "unaligned-after-timeout",
+                    "{run}: {b}"
+                );
+            } else {
+                assert_eq!(b, barriers, "{run}");
+            }
+        }
+    }
+    assert!(f["unaligned"]["channel_state_bytes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|b| b.as_u64().unwrap() > 0));
+    assert!(f["aligned"]["channel_state_bytes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|b| b == 0));
+    let median = |run: &str| f[run]["median_ms"].as_f64().unwrap();
+    let close = |a: f64, b: f64| (a - b).abs() < 1e-9 * b.abs().max(1.0);
+    assert!(close(
+        f["unaligned_vs_aligned"].as_f64().unwrap(),
+        median("unaligned") / median("aligned")
+    ));
+    assert!(close(
+        f["timeout_vs_aligned"].as_f64().unwrap(),
+        median("aligned_timeout_100ms") / median("aligned")
+    ));
+    assert!(close(
+        f["unaligned_backpressure_vs_without"].as_f64().unwrap(),
+        median("unaligned") / median("unaligned_without_backpressure")
+    ));
+    assert!(f["channel_state_vs_queued"].as_f64().unwrap() > 0.0);
+    assert!(f["queued_s"].as_f64().unwrap() > 0.0);
+    let rate = |run: &str| f[run]["records_per_s"].as_f64().unwrap();
+    assert!(close(
+        f["at_least_once_vs_exactly_once"].as_f64().unwrap(),
+        rate("at_least_once_unthrottled") / rate("exactly_once_unthrottled")
+    ));
+    assert_eq!(doc["targets"].as_array().unwrap().len(), 4, "{doc:#}");
+
+    for (args, message) in [
+        (
+            &["--backpressure", "--rate", "1000"][..],
+            "error: --rate does not apply with --backpressure",
+        ),
+        (
+            &["--operator-rate", "1000"][..],
+            "error: --operator-rate applies only with --backpressure",
+        ),
+    ] {
+        let out = bench(args);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.starts_with(message), "{err}");
+    }
+}

@@ -35,6 +35,10 @@ mod config_mutations;
 // `cairn run` and `cairn checkpoints`: exactly-once, restore, failover, verify, gc, delete.
 mod job;
 
+// Every barrier mode: unaligned channel state replayed in order, at-least-once, savepoints,
+// the aligned-checkpoint timeout, the in-flight bound.
+mod barriers;
+
 // `cairn bench crash` with a short N: kill -9 trials lose nothing, digests match.
 mod crash;
 

@@ -419,6 +419,7 @@ fn show(config: &Config, arg: &str, as_json: bool) -> anyhow::Result<ExitCode> {
         serde_json::Value::from(m.source_offsets.clone())
     )?;
     writeln!(out, "state:        {}", HumanBytes(m.state_size()))?;
+    writeln!(out, "barriers:     {}", m.barriers_text())?;
     for t in &m.tasks {
         for h in &t.handles {
             let desc = match h {
@@ -437,6 +438,9 @@ fn show(config: &Config, arg: &str, as_json: bool) -> anyhow::Result<ExitCode> {
                 "  {}[{}]: {} records, {desc}",
                 t.operator, t.subtask, t.records
             )?;
+        }
+        for line in t.channel_state_lines() {
+            writeln!(out, "  {}[{}]: {line}", t.operator, t.subtask)?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -501,7 +505,10 @@ fn check_checkpoint(
     };
     let mut problems = Vec::new();
     for t in &m.tasks {
-        for record in &t.handles {
+        // Its state, then its channel state (checked for its framing only).
+        let channel_state = t.channel_state.iter().map(|c| (&c.handle, true));
+        for (record, is_channel_state) in t.handles.iter().map(|h| (h, false)).chain(channel_state)
+        {
             let handle: StateHandle = match record.to_handle() {
                 Ok(h) => h,
                 Err(e) => {
@@ -517,7 +524,12 @@ fn check_checkpoint(
             match read_handle_fully(storage, &handle) {
                 Ok(bytes) => {
                     bar.inc(bytes.len() as u64);
-                    if let Err(e) = check_state(&t.operator, &bytes) {
+                    let checked = if is_channel_state {
+                        cairn_host::runtime::channel_state::check(&bytes)
+                    } else {
+                        check_state(&t.operator, &bytes)
+                    };
+                    if let Err(e) = checked {
                         problems.push(Problem::other(format!("{what}{e}")));
                     }
                 }
@@ -877,7 +889,7 @@ fn gc(config: &Config, dry_run: bool, as_json: bool) -> anyhow::Result<ExitCode>
             }
         };
         for t in &m.tasks {
-            for h in &t.handles {
+            for h in t.every_handle() {
                 if let HandleRecord::Stored { locator, .. } = h {
                     referenced.insert(locator.clone());
                 }

@@ -97,6 +97,7 @@ fn report(c: &Config, file: &std::path::Path) -> serde_json::Value {
         "unaligned": k.is_unaligned(),
         "force_unaligned": k.is_force_unaligned(),
         "aligned_checkpoint_timeout_ms": ms(k.aligned_checkpoint_timeout),
+        "max_in_flight_data_bytes": k.max_in_flight_data(),
         "timeout_ms": ms(k.timeout),
         "min_pause_ms": ms(k.min_pause),
         "max_concurrent": k.max_concurrent,
@@ -108,6 +109,7 @@ fn report(c: &Config, file: &std::path::Path) -> serde_json::Value {
             "keys": c.job.keys,
             "state_bytes_per_key": c.job.state_bytes_per_key,
             "rate": c.job.rate,
+            "operator_rate": c.job.operator_rate,
             "parallelism": c.job.parallelism,
             "fail_after_records": c.job.fail_after_records,
             "fail_after_checkpoints": c.job.fail_after_checkpoints,
@@ -174,10 +176,13 @@ fn summary(c: &Config, file: &std::path::Path) -> String {
         ""
     };
     let j = &c.job;
-    let rate = match j.rate {
+    let mut rate = match j.rate {
         Some(n) => format!("{n} records/s"),
         None => "unlimited rate".to_string(),
     };
+    if let Some(n) = j.operator_rate {
+        rate.push_str(&format!(", operator at {n} records/s"));
+    }
     let fail = match j.fail_after_records {
         Some(n) => format!(", one injected failure after {n} records"),
         None => String::new(),
@@ -214,5 +219,9 @@ fn summary(c: &Config, file: &std::path::Path) -> String {
         attempts = c.restart.attempts,
         delay = config::format_duration(c.restart.delay),
         ttl = config::format_duration(c.lease.ttl),
-    )
+    ) + &if c.checkpointing.is_force_unaligned() {
+        format!("  note: {}\n", config::FORCE_UNALIGNED_NOTE)
+    } else {
+        String::new()
+    }
 }

@@ -24,6 +24,7 @@ use cairn_host::{
     config::JobKind,
     control::Services,
     lease::LeaseEvent,
+    metadata::Barriers,
     runtime::{
         self, CheckpointReport, Command, FreshPlan, IfSavepointFails, Progress, RestoreFrom,
         RunOptions, Status, StopWhen, Summary,
@@ -67,6 +68,26 @@ pub struct RunArgs {
     /// Print a JSON summary at the end instead of text.
     #[arg(long)]
     json: bool,
+}
+
+/// How `c`'s barriers are handled, in words.
+fn barrier_mode(c: &cairn_host::config::CheckpointingConfig) -> String {
+    if !c.is_exactly_once() {
+        return "at-least-once: not aligned (a restore may count some records twice)".to_string();
+    }
+    if !c.is_unaligned() {
+        return "exactly-once, aligned".to_string();
+    }
+    let bound = cairn_host::config::format_size(c.max_in_flight_data());
+    if c.aligned_checkpoint_timeout.is_zero() {
+        format!("exactly-once, unaligned (channel state up to {bound} per checkpoint)")
+    } else {
+        format!(
+            "exactly-once, aligned, switching to unaligned once a checkpoint is {} old \
+             (channel state up to {bound} per checkpoint); savepoints stay aligned",
+            cairn_host::config::format_duration(c.aligned_checkpoint_timeout)
+        )
+    }
 }
 
 /// Run the job.
@@ -145,24 +166,30 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             .map_or("off".to_string(), |i| humantime::format_duration(i)
                 .to_string()),
     ));
-    let c = &config.checkpointing;
-    if !c.is_exactly_once()
-        || c.unaligned
-        || c.force_unaligned
-        || !c.aligned_checkpoint_timeout.is_zero()
-    {
-        log(
-            "warning: this runtime aligns barriers in every mode; checkpointing.mode = \
-             at-least-once, unaligned, force-unaligned and aligned-checkpoint-timeout are \
-             accepted but not yet applied (checkpoints are exactly-once)"
-                .to_string(),
-        );
+    log(format!(
+        "cairn: barriers: {}",
+        barrier_mode(&config.checkpointing)
+    ));
+    if config.checkpointing.is_force_unaligned() {
+        log(format!(
+            "note: {}",
+            cairn_host::config::FORCE_UNALIGNED_NOTE
+        ));
     }
     let progress_line = |p: &Progress| {
         let last = p
             .last_checkpoint
             .map_or("none yet".to_string(), |(id, ms, size)| {
-                format!("#{id} in {ms} ms, {}", HumanBytes(size))
+                let barriers = match p.last_barriers {
+                    Some(b @ (Barriers::Unaligned | Barriers::UnalignedAfterTimeout)) => format!(
+                        ", {} + {} in flight",
+                        b.describe(),
+                        HumanBytes(p.last_channel_state_bytes)
+                    ),
+                    Some(b) => format!(", {}, alignment {} ms", b.describe(), p.last_alignment_ms),
+                    None => String::new(),
+                };
+                format!("#{id} in {ms} ms, {}{barriers}", HumanBytes(size))
             });
         format!(
             "{} records ({:.0}/s) | last checkpoint {last} | {} completed, {} failed | attempt {}",
@@ -173,7 +200,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let on_checkpoint = |c: &CheckpointReport| {
         if !tty {
             log(format!(
-                "{} {} completed in {} ms, {} of state: {}",
+                "{} {} completed in {} ms, {} of state ({}): {}",
                 if c.savepoint {
                     "savepoint"
                 } else {
@@ -182,6 +209,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 c.id,
                 c.duration().as_millis(),
                 HumanBytes(c.state_bytes),
+                c.barriers_text(),
                 c.pointer
             ));
         }
@@ -345,6 +373,30 @@ fn print_summary(
             summary.checkpoints_completed,
             summary.checkpoints_failed
         )?;
+        let b = &summary.checkpoint_barriers;
+        if summary.checkpoints_completed > 0 {
+            let mut kinds = Vec::new();
+            for (n, what) in [
+                (b.aligned, "aligned"),
+                (b.unaligned, "unaligned"),
+                (
+                    b.unaligned_after_timeout,
+                    "switched to unaligned after the timeout",
+                ),
+                (b.at_least_once, "at-least-once"),
+            ] {
+                if n > 0 {
+                    kinds.push(format!("{n} {what}"));
+                }
+            }
+            writeln!(
+                out,
+                "checkpoints: {}; {} of channel state in all; longest alignment {} ms",
+                kinds.join(", "),
+                HumanBytes(summary.channel_state_bytes),
+                summary.max_alignment_ms
+            )?;
+        }
         if let Some(words) = summary.details.get("words") {
             writeln!(
                 out,

@@ -23,6 +23,16 @@ use super::{
 /// The smallest interval and timeout Flink accepts (its `MINIMAL_CHECKPOINT_TIME`).
 pub const MIN_CHECKPOINT_TIME: Duration = Duration::from_millis(10);
 
+/// The default of `max-in-flight-data`: more than a fully backpressured exchange holds up to
+/// parallelism 45 (parallelism² × 128 KiB).
+pub const DEFAULT_MAX_IN_FLIGHT_DATA: u64 = 256 << 20;
+
+/// What `config check` and `run` say about `force-unaligned = true`.
+pub const FORCE_UNALIGNED_NOTE: &str = "checkpointing.force-unaligned = true changes nothing in \
+    cairn: its runtime refuses unaligned checkpoints nowhere (Flink refuses them for iterative \
+    jobs and custom partitioners, which cairn's job API cannot express), and savepoints stay \
+    aligned whatever it says, as in Flink";
+
 /// `mode`: what a checkpoint guarantees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -101,15 +111,21 @@ pub struct CheckpointingConfig {
     pub tolerable_failures: Option<u32>,
     /// `externalized-retention`: what cancellation does to completed checkpoints.
     pub externalized_retention: ExternalizedRetention,
-    /// `unaligned`: let barriers overtake buffered records. Default false; only with
-    /// exactly-once and `max-concurrent = 1`.
+    /// `unaligned`: let barriers overtake buffered records, which become the checkpoint's
+    /// channel state. Default false; only with exactly-once and `max-concurrent = 1`.
     pub unaligned: bool,
     /// `aligned-checkpoint-timeout` (older name `alignment-timeout`): with `unaligned`, start
-    /// aligned and switch to unaligned after this long. Default 0 (unaligned from the start).
+    /// aligned and switch to unaligned once the checkpoint's age since its trigger passes this.
+    /// Default 0 (unaligned from the start); only with `unaligned = true`.
     pub aligned_checkpoint_timeout: Duration,
     /// `force-unaligned`: take unaligned checkpoints even where they would normally be refused.
-    /// Default false.
+    /// Default false; only with `unaligned = true`. cairn's runtime refuses them nowhere, so
+    /// it changes nothing there (the README says why).
     pub force_unaligned: bool,
+    /// `max-in-flight-data`: the most channel state one unaligned checkpoint may hold, over
+    /// all its tasks; past it the checkpoint fails. Default 256 MiB; only with
+    /// `unaligned = true`.
+    pub max_in_flight_data: u64,
     /// `num-retained`: completed checkpoints kept; older ones are subsumed. Default 1; at
     /// least 1.
     pub num_retained: u32,
@@ -128,6 +144,7 @@ impl Default for CheckpointingConfig {
             unaligned: false,
             aligned_checkpoint_timeout: Duration::ZERO,
             force_unaligned: false,
+            max_in_flight_data: DEFAULT_MAX_IN_FLIGHT_DATA,
             num_retained: 1,
         }
     }
@@ -160,6 +177,11 @@ impl CheckpointingConfig {
         self.force_unaligned
     }
 
+    /// The most channel state one unaligned checkpoint may hold, in bytes.
+    pub fn max_in_flight_data(&self) -> u64 {
+        self.max_in_flight_data
+    }
+
     /// Whether the mode is exactly-once.
     pub fn is_exactly_once(&self) -> bool {
         self.mode == CheckpointingMode::ExactlyOnce
@@ -187,6 +209,7 @@ pub(super) struct RawCheckpointing {
     aligned_checkpoint_timeout: Option<Field>,
     alignment_timeout: Option<Field>,
     force_unaligned: Option<Field>,
+    max_in_flight_data: Option<Field>,
     num_retained: Option<Field>,
 }
 
@@ -314,6 +337,14 @@ impl RawCheckpointing {
                 v.boolean()
             })?
             .unwrap_or(d.force_unaligned);
+        let max_in_flight_data = doc
+            .read(
+                T,
+                "max-in-flight-data",
+                self.max_in_flight_data.as_ref(),
+                |v| v.size(1),
+            )?
+            .unwrap_or(d.max_in_flight_data);
         let num_retained = doc
             .read(T, "num-retained", self.num_retained.as_ref(), |v| {
                 v.integer_u32(1..=u32::MAX)
@@ -343,6 +374,45 @@ impl RawCheckpointing {
                     "needs max-concurrent = 1, but max-concurrent is {max_concurrent}"
                 )));
             }
+        } else {
+            // The keys that shape unaligned checkpoints mean nothing without them: refused rather
+            // than accepted and ignored (their default values are fine).
+            let unused = [
+                (
+                    "aligned-checkpoint-timeout",
+                    self.aligned_checkpoint_timeout.as_ref(),
+                    aligned_checkpoint_timeout != d.aligned_checkpoint_timeout,
+                    "a checkpoint starts aligned and turns unaligned after it",
+                ),
+                (
+                    "alignment-timeout",
+                    self.alignment_timeout.as_ref(),
+                    aligned_checkpoint_timeout != d.aligned_checkpoint_timeout,
+                    "a checkpoint starts aligned and turns unaligned after it",
+                ),
+                (
+                    "force-unaligned",
+                    self.force_unaligned.as_ref(),
+                    force_unaligned,
+                    "it forces unaligned checkpoints where they would be refused",
+                ),
+                (
+                    "max-in-flight-data",
+                    self.max_in_flight_data.as_ref(),
+                    max_in_flight_data != d.max_in_flight_data,
+                    "it bounds the channel state of unaligned checkpoints",
+                ),
+            ];
+            for (key, field, set, what) in unused {
+                if set {
+                    doc.read(T, key, field, |v| -> Result<(), ConfigError> {
+                        Err(v.fail(format!(
+                            "applies only with unaligned = true ({what}); set unaligned = true \
+                             or remove it"
+                        )))
+                    })?;
+                }
+            }
         }
 
         Ok(CheckpointingConfig {
@@ -356,6 +426,7 @@ impl RawCheckpointing {
             unaligned,
             aligned_checkpoint_timeout,
             force_unaligned,
+            max_in_flight_data,
             num_retained,
         })
     }
@@ -375,7 +446,14 @@ impl fmt::Display for CheckpointingConfig {
             f,
             ", {}{}, timeout {}, max-concurrent {}, ",
             self.mode,
-            if self.unaligned { ", unaligned" } else { "" },
+            match (self.unaligned, self.aligned_checkpoint_timeout.is_zero()) {
+                (false, _) => String::new(),
+                (true, true) => ", unaligned".to_string(),
+                (true, false) => format!(
+                    ", aligned then unaligned after {}",
+                    format_duration(self.aligned_checkpoint_timeout)
+                ),
+            },
             format_duration(self.timeout),
             self.max_concurrent
         )?;

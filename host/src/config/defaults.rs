@@ -72,14 +72,22 @@ tolerable-failures = {tolerable}
 # What cancelling the job does to completed checkpoints: "no-externalized" (they are not kept
 # beyond the job), "retain-on-cancellation" or "delete-on-cancellation".
 externalized-retention = "{retention}"
-# Let barriers overtake buffered records; only with mode = "exactly-once" and max-concurrent = 1.
+# Unaligned checkpoints: barriers overtake the records queued in the exchange, and those
+# records are stored with the checkpoint (channel state) and replayed at restore, so a
+# checkpoint does not wait for a backpressured exchange to drain. Only with exactly-once
+# checkpoints and max-concurrent = 1. At-least-once never aligns barriers at all.
 unaligned = {unaligned}
-# With unaligned = true: start aligned, and switch to unaligned after this long (0: at once).
-aligned-checkpoint-timeout = {aligned_timeout}
+# The keys below apply only with unaligned = true.
+# Start aligned, and switch to unaligned once the checkpoint is this old (0: unaligned at once).
+# aligned-checkpoint-timeout = {aligned_timeout}
 # The older name of aligned-checkpoint-timeout (not together with it).
 # alignment-timeout = "0s"
-# Take unaligned checkpoints even where they would normally be refused.
-force-unaligned = {force_unaligned}
+# Take unaligned checkpoints even where they would normally be refused (cairn refuses them
+# nowhere, so this changes nothing; accepted for Flink configurations).
+# force-unaligned = {force_unaligned}
+# The most channel state one unaligned checkpoint may hold over all its tasks; past it the
+# checkpoint fails (a failure like any other, under tolerable-failures).
+# max-in-flight-data = "{max_in_flight}"
 # Completed checkpoints kept; older ones are discarded. At least 1.
 num-retained = {num_retained}
 
@@ -107,6 +115,10 @@ state-bytes-per-key = "{state}"
 # Records per second over the whole job; "unlimited" (or 0) for no limit (the word count's
 # default).
 rate = {rate}
+# Records per second the keyed operator processes over the whole job; "unlimited" (the
+# default) for as fast as it can. Below rate, the operator is slow: the exchange fills and
+# backpressures the sources (to see what unaligned checkpoints do).
+# operator-rate = 1000
 # Parallel tasks per operator; 1 to {max_par}.
 parallelism = {parallelism}
 # Inject one task failure after this many records of an attempt, to exercise failover.
@@ -148,6 +160,7 @@ ttl = {ttl}
         unaligned = c.unaligned,
         aligned_timeout = d(c.aligned_checkpoint_timeout),
         force_unaligned = c.force_unaligned,
+        max_in_flight = format_size(c.max_in_flight_data),
         num_retained = c.num_retained,
         on_sigterm = s.on_sigterm,
         id = j.id,

@@ -35,7 +35,8 @@ mod storage;
 mod tests;
 
 pub use checkpointing::{
-    CheckpointingConfig, CheckpointingMode, ExternalizedRetention, MIN_CHECKPOINT_TIME,
+    CheckpointingConfig, CheckpointingMode, ExternalizedRetention, DEFAULT_MAX_IN_FLIGHT_DATA,
+    FORCE_UNALIGNED_NOTE, MIN_CHECKPOINT_TIME,
 };
 pub use defaults::defaults_toml;
 pub use doc::{format_duration, format_size, terminal_safe, MAX_DURATION};

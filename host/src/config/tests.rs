@@ -173,8 +173,6 @@ max-concurrent = 3
 tolerable-failures = 4
 externalized-retention = "delete-on-cancellation"
 unaligned = false
-aligned-checkpoint-timeout = "30s"
-force-unaligned = true
 num-retained = 5
 "#)
     .checkpointing;
@@ -189,13 +187,26 @@ num-retained = 5
             tolerable_failures: Some(4),
             externalized_retention: ExternalizedRetention::DeleteOnCancellation,
             unaligned: false,
-            aligned_checkpoint_timeout: Duration::from_secs(30),
-            force_unaligned: true,
+            aligned_checkpoint_timeout: Duration::ZERO,
+            force_unaligned: false,
+            max_in_flight_data: DEFAULT_MAX_IN_FLIGHT_DATA,
             num_retained: 5,
         }
     );
-    assert!(c.is_enabled() && c.is_externalized() && c.is_force_unaligned());
+    assert!(c.is_enabled() && c.is_externalized() && !c.is_force_unaligned());
     assert!(!c.is_exactly_once());
+    // The keys that shape unaligned checkpoints, read with unaligned = true.
+    let c = ok(r#"
+[checkpointing]
+unaligned = true
+aligned-checkpoint-timeout = "30s"
+force-unaligned = true
+max-in-flight-data = "64MiB"
+"#)
+    .checkpointing;
+    assert!(c.is_unaligned() && c.is_force_unaligned());
+    assert_eq!(c.aligned_checkpoint_timeout, Duration::from_secs(30));
+    assert_eq!(c.max_in_flight_data(), 64 << 20);
     let c = ok("[checkpointing]\nexternalized-retention = \"retain-on-cancellation\"\n");
     assert_eq!(
         c.checkpointing.externalized_retention,
@@ -405,7 +416,7 @@ fn unaligned_needs_max_concurrent_1() {
 
 #[test]
 fn alignment_timeout_is_the_older_name() {
-    let c = ok("[checkpointing]\nalignment-timeout = \"2s\"\n").checkpointing;
+    let c = ok("[checkpointing]\nunaligned = true\nalignment-timeout = \"2s\"\n").checkpointing;
     assert_eq!(c.aligned_checkpoint_timeout, Duration::from_secs(2));
     refused(
         "[checkpointing]\nalignment-timeout = \"2s\"\naligned-checkpoint-timeout = \"3s\"\n",
@@ -895,7 +906,12 @@ fn every_duration_key_refuses_values_past_the_maximum() {
                 ),
             );
         }
-        let at_max = ok(&format!("[{table}]\n{key} = \"365d\"\n"));
+        let needs = if key.contains("align") {
+            "unaligned = true\n"
+        } else {
+            ""
+        };
+        let at_max = ok(&format!("[{table}]\n{needs}{key} = \"365d\"\n"));
         let got = match key {
             "interval" => at_max.checkpointing.interval.unwrap(),
             "timeout" => at_max.checkpointing.timeout,

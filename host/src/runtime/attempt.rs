@@ -21,19 +21,19 @@ use serde_json::Value;
 use super::{
     api::Job,
     calls::Location,
-    exchange::{Barrier, Control, Gate},
+    exchange::{Barrier, BarrierSender, Control, Gate},
     report::{CheckpointReport, Command, CompletedView, IfSavepointFails, PendingView},
     restore::{context, StartState},
     runner::{epoch_ms, AttemptEnd, Runner},
     state::KeyedState,
     tasks::{
-        offset_from, Final, KeyedTask, Shared, SinkRunner, SourceTask, TaskEvent, TaskSnapshot,
-        CHANNEL_BYTES,
+        checkpoint_barriers, offset_from, Final, KeyedTask, Shared, SinkRunner, SourceTask,
+        TaskEvent, TaskSnapshot, CHANNEL_BYTES,
     },
 };
 use crate::{
     coordinator::{Action, Coordinator, FailureReason, Verdict},
-    metadata::{CheckpointMetadata, HandleRecord, SnapshotKind, TaskState, KEYED_OPERATOR},
+    metadata::{Barriers, CheckpointMetadata, SnapshotKind},
 };
 
 /// Where a savepoint's outcome goes.
@@ -69,7 +69,7 @@ struct InFlight {
 /// The channels and handles of a running attempt.
 struct Attempt<J: Job> {
     gates: Vec<Arc<Gate>>,
-    barriers: Vec<Sender<Arc<Barrier>>>,
+    barriers: Vec<BarrierSender>,
     events: Receiver<TaskEvent>,
     finals: Receiver<Final<J>>,
     has_sink: bool,
@@ -115,7 +115,16 @@ impl<J: Job> Runner<'_, J> {
             states,
             sinks,
             records,
+            channel_state,
         } = state;
+        // Restored channel state goes first, in order, on its channel: before any new input.
+        for (c, channels) in channel_state.into_iter().enumerate() {
+            for (ch, buffers) in channels.into_iter().enumerate() {
+                for b in buffers {
+                    let _ = gates[c].push(ch, Arc::new(b));
+                }
+            }
+        }
         let mut barrier_senders = Vec::new();
         let mut spawned: Result<(), String> = Ok(());
         let mut has_sink = false;
@@ -129,7 +138,7 @@ impl<J: Job> Runner<'_, J> {
                 }
             };
             let (btx, brx) = unbounded();
-            barrier_senders.push(btx);
+            barrier_senders.push(BarrierSender::new(btx, gates.clone()));
             let task = SourceTask {
                 job: self.job.clone(),
                 ctx,
@@ -182,6 +191,7 @@ impl<J: Job> Runner<'_, J> {
                     records,
                     last_barrier: checkpoint_id,
                     fail_after,
+                    operator_rate: config.job.operator_rate.map(|r| r as f64 / p as f64),
                     prefill: self.job.prefill(&ctx),
                     finals: final_tx.clone(),
                     shared: shared.clone(),
@@ -261,7 +271,15 @@ impl<J: Job> Runner<'_, J> {
             }
             let now = self.started.elapsed();
             let mut outcome = None;
-            for action in coordinator.poll(now) {
+            // Once the final checkpoint is complete the attempt only waits for the sinks'
+            // commits: a checkpoint triggered now would pre-commit transactions that nothing
+            // ever commits or aborts.
+            let actions = if a.final_commit.is_some() {
+                Vec::new()
+            } else {
+                coordinator.poll(now)
+            };
+            for action in actions {
                 outcome = match action {
                     Action::Trigger { id, savepoint } => {
                         self.trigger(coordinator, a, &mut in_flight, id, savepoint, timeout)
@@ -301,6 +319,7 @@ impl<J: Job> Runner<'_, J> {
             self.publish_in_flight(&in_flight);
             let wait = coordinator
                 .next_wakeup(now)
+                .filter(|_| a.final_commit.is_none())
                 .map_or(Duration::from_millis(250), |at| at.saturating_sub(now))
                 .min(Duration::from_millis(250));
             let step = crossbeam_channel::select! {
@@ -479,6 +498,7 @@ impl<J: Job> Runner<'_, J> {
                 self.stop_with_savepoint(coordinator, target, reply, if_it_fails);
                 None
             }
+            Command::Fail(why) => Some(AttemptEnd::Failover(why)),
         }
     }
 
@@ -506,13 +526,16 @@ impl<J: Job> Runner<'_, J> {
             })
         });
         let triggered = self.started.elapsed();
+        let triggered_at = Instant::now();
         match self.calls.begin(&self.job_storage, id, target, timeout) {
             Ok(location) => {
-                let barrier = Arc::new(Barrier {
+                let barrier = Arc::new(Barrier::new(
                     id,
                     location,
                     savepoint,
-                });
+                    &self.config.checkpointing,
+                    triggered_at,
+                ));
                 for tx in &a.barriers {
                     let _ = tx.send(barrier.clone());
                 }
@@ -671,7 +694,7 @@ impl<J: Job> Runner<'_, J> {
                     if let Ok(snapshot) = result {
                         let calls = self.calls.clone();
                         std::thread::spawn(move || {
-                            for h in snapshot.handles {
+                            for h in snapshot.into_handles() {
                                 let _ = calls.discard(h);
                             }
                         });
@@ -757,6 +780,30 @@ impl<J: Job> Runner<'_, J> {
         }
     }
 
+    /// Count how a completed checkpoint's barriers went, for progress, counters and summary.
+    fn note_barriers(&mut self, r: &CheckpointReport) {
+        let alignment_ms = u64::try_from(r.alignment.as_millis()).unwrap_or(u64::MAX);
+        self.barriers.add(r.barriers);
+        self.channel_state_bytes += r.channel_state_bytes;
+        self.max_alignment_ms = self.max_alignment_ms.max(alignment_ms);
+        self.progress.last_barriers = Some(r.barriers);
+        self.progress.last_channel_state_bytes = r.channel_state_bytes;
+        self.progress.last_alignment_ms = alignment_ms;
+        let c = &self.opts.counters;
+        c.last_checkpoint_channel_state_bytes
+            .store(r.channel_state_bytes, Ordering::Relaxed);
+        c.last_checkpoint_alignment_us.store(
+            u64::try_from(r.alignment.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        if matches!(
+            r.barriers,
+            Barriers::Unaligned | Barriers::UnalignedAfterTimeout
+        ) {
+            c.checkpoints_unaligned.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Commit checkpoint `id` if every task has acknowledged it.
     fn maybe_complete(
         &mut self,
@@ -785,20 +832,11 @@ impl<J: Job> Runner<'_, J> {
             job_settings: self.settings.clone(),
             triggered_at_ms: flight.triggered_at_ms,
             completed_at_ms: epoch_ms(),
+            barriers: checkpoint_barriers(&flight.barrier, &tasks),
             tasks: tasks
                 .iter()
                 .enumerate()
-                .map(|(i, t)| TaskState {
-                    operator: KEYED_OPERATOR.to_string(),
-                    subtask: i as u32,
-                    handles: t.handles.iter().map(HandleRecord::from).collect(),
-                    records: t.records,
-                    sink: t.sink.clone(),
-                    epoch: t.epoch,
-                    entries: t.entries,
-                    pages: t.pages,
-                    changed_pages: t.changed_pages,
-                })
+                .map(|(i, t)| t.task_state(i as u32))
                 .collect(),
             source_offsets: flight
                 .offsets
@@ -825,7 +863,22 @@ impl<J: Job> Runner<'_, J> {
                     state_bytes: size,
                     pages: tasks.iter().map(|t| t.pages).sum(),
                     changed_pages: tasks.iter().map(|t| t.changed_pages).sum(),
+                    barriers: metadata.barriers,
+                    channel_state_bytes: metadata.channel_state_bytes(),
+                    channel_state_records: tasks
+                        .iter()
+                        .flat_map(|t| &t.channel_state)
+                        .map(|c| c.records)
+                        .sum(),
+                    queued_bytes: tasks.iter().map(|t| t.queued_bytes).sum(),
+                    alignment: tasks.iter().map(|t| t.alignment).max().unwrap_or_default(),
+                    start_delay: tasks
+                        .iter()
+                        .map(|t| t.start_delay)
+                        .max()
+                        .unwrap_or_default(),
                 };
+                self.note_barriers(&report);
                 let took = u64::try_from(report.duration().as_millis()).unwrap_or(u64::MAX);
                 self.progress.completed += 1;
                 let counters = &self.opts.counters;

@@ -6,7 +6,10 @@
 //! - [`state`]: keyed state with copy-on-write pages, O(1) snapshots and changed-page tracking.
 //! - `codec`: records and keys as bytes (serde + postcard), key groups.
 //! - `exchange`: the byte-bounded channels between sources and keyed tasks, where barriers are
-//!   aligned (and can overtake, for the next issue's unaligned checkpoints).
+//!   queued in order or overtake (unaligned checkpoints, and the aligned-checkpoint timeout).
+//! - `align`: a keyed task's barrier handling in every mode (aligned, unaligned, aligned then
+//!   unaligned, at-least-once), as a state machine.
+//! - [`channel_state`]: the in-flight records of an unaligned checkpoint, as stream bytes.
 //! - `tasks`: source and keyed tasks, the asynchronous snapshot upload, the sink's
 //!   transactions.
 //! - `calls`: every plugin call of the coordinator side, with a deadline.
@@ -20,10 +23,12 @@
 //!
 //! [`run`] runs the built-in job the config names; [`run_job`] runs any job.
 
+mod align;
 pub mod api;
 mod attempt;
 pub mod bench;
 mod calls;
+pub mod channel_state;
 mod codec;
 mod exchange;
 pub mod keyed_counter;
@@ -43,9 +48,9 @@ pub(crate) use self::runner::epoch_ms;
 pub use self::{
     calls::PluginCalls,
     report::{
-        CheckpointReport, Command, CompletedView, Counters, FreshPlan, IfSavepointFails, Live,
-        PendingView, Phase, Progress, RestoreFrom, RetainedView, RunError, RunOptions, Status,
-        StopWhen, Summary,
+        BarrierCounts, CheckpointReport, Command, CompletedView, Counters, FreshPlan,
+        IfSavepointFails, Live, PendingView, Phase, Progress, RestoreFrom, RetainedView, RunError,
+        RunOptions, Status, StopWhen, Summary,
     },
     restore::fingerprint_of,
     runner::run_job,

@@ -14,6 +14,7 @@ use crossbeam_channel::{Receiver, Sender};
 use serde::Serialize;
 
 use crate::lease::{LeaseError, LeaseEvent, LeaseMonitor};
+use crate::metadata::Barriers;
 
 /// Where to restore from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +61,9 @@ pub enum Command {
         /// What to do if the savepoint fails.
         if_it_fails: IfSavepointFails,
     },
+    /// Fail the job now, as a failing task would: it fails over as `[restart]` says (failure
+    /// injection, like `[job] fail-after-records`, for tests and drills).
+    Fail(String),
 }
 
 /// What a stop-with-savepoint does when its savepoint fails.
@@ -162,6 +166,13 @@ pub struct Counters {
     pub last_checkpoint_us: AtomicU64,
     /// The last completed checkpoint's state bytes.
     pub last_checkpoint_bytes: AtomicU64,
+    /// The last completed checkpoint's channel-state bytes (in-flight records it holds).
+    pub last_checkpoint_channel_state_bytes: AtomicU64,
+    /// The last completed checkpoint's longest alignment (first to last barrier at a task), in
+    /// microseconds.
+    pub last_checkpoint_alignment_us: AtomicU64,
+    /// Completed checkpoints that were unaligned (from the start or after the timeout).
+    pub checkpoints_unaligned: AtomicU64,
     /// Microseconds from the start of the run to the first record a keyed task processed
     /// (`u64::MAX` until then).
     pub first_record_us: AtomicU64,
@@ -185,6 +196,9 @@ impl Default for Counters {
             checkpoints_in_flight: AtomicU64::new(0),
             last_checkpoint_us: AtomicU64::new(0),
             last_checkpoint_bytes: AtomicU64::new(0),
+            last_checkpoint_channel_state_bytes: AtomicU64::new(0),
+            last_checkpoint_alignment_us: AtomicU64::new(0),
+            checkpoints_unaligned: AtomicU64::new(0),
             first_record_us: AtomicU64::new(u64::MAX),
             started_ms: AtomicU64::new(0),
             histograms: crate::metrics::Histograms::default(),
@@ -225,6 +239,12 @@ pub struct Progress {
     pub completed: u64,
     /// Checkpoint failures in this run.
     pub failures: u64,
+    /// How the last completed checkpoint's barriers went.
+    pub last_barriers: Option<Barriers>,
+    /// The last completed checkpoint's channel-state bytes.
+    pub last_channel_state_bytes: u64,
+    /// The last completed checkpoint's longest alignment, in milliseconds.
+    pub last_alignment_ms: u64,
 }
 
 /// A completed checkpoint or savepoint.
@@ -246,12 +266,69 @@ pub struct CheckpointReport {
     pub pages: u64,
     /// See `pages`.
     pub changed_pages: u64,
+    /// How its barriers went: aligned, unaligned, unaligned after the timeout, at-least-once.
+    pub barriers: Barriers,
+    /// Bytes of channel state (in-flight records) over every task.
+    pub channel_state_bytes: u64,
+    /// Records in that channel state.
+    pub channel_state_records: u64,
+    /// Bytes that were queued in the tasks' inputs when they took their unaligned snapshots
+    /// (0 for an aligned checkpoint).
+    pub queued_bytes: u64,
+    /// The longest alignment of a task: its first barrier to its last.
+    pub alignment: Duration,
+    /// The longest start delay of a task: the trigger to its first barrier.
+    pub start_delay: Duration,
 }
 
 impl CheckpointReport {
     /// Trigger to commit.
     pub fn duration(&self) -> Duration {
         self.completed.saturating_sub(self.triggered)
+    }
+
+    /// How its barriers went, for people: `aligned, alignment 12 ms`, `unaligned, 1.2 MiB of
+    /// channel state`, ...
+    pub fn barriers_text(&self) -> String {
+        let ms = |d: Duration| d.as_millis();
+        match self.barriers {
+            Barriers::Unaligned | Barriers::UnalignedAfterTimeout => format!(
+                "{}, {} of channel state, barriers {} ms apart",
+                self.barriers.describe(),
+                bytesize::ByteSize(self.channel_state_bytes).display().iec(),
+                ms(self.alignment)
+            ),
+            Barriers::Aligned | Barriers::AtLeastOnce => format!(
+                "{}, alignment {} ms",
+                self.barriers.describe(),
+                ms(self.alignment)
+            ),
+        }
+    }
+}
+
+/// Completed checkpoints of a run, by how their barriers went.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BarrierCounts {
+    /// Aligned (savepoints included).
+    pub aligned: u64,
+    /// Unaligned from the start.
+    pub unaligned: u64,
+    /// Started aligned, switched to unaligned after `aligned-checkpoint-timeout`.
+    pub unaligned_after_timeout: u64,
+    /// At-least-once (not aligned).
+    pub at_least_once: u64,
+}
+
+impl BarrierCounts {
+    /// Count one checkpoint.
+    pub fn add(&mut self, b: Barriers) {
+        *match b {
+            Barriers::Aligned => &mut self.aligned,
+            Barriers::Unaligned => &mut self.unaligned,
+            Barriers::UnalignedAfterTimeout => &mut self.unaligned_after_timeout,
+            Barriers::AtLeastOnce => &mut self.at_least_once,
+        } += 1;
     }
 }
 
@@ -304,6 +381,12 @@ pub struct Summary {
     pub records_processed: u64,
     /// Milliseconds from the start of the run to the first record processed.
     pub first_record_ms: Option<f64>,
+    /// The checkpoints completed in this run, by how their barriers went.
+    pub checkpoint_barriers: BarrierCounts,
+    /// Bytes of channel state the checkpoints completed in this run held, in all.
+    pub channel_state_bytes: u64,
+    /// The longest alignment of any task in any checkpoint of this run, in milliseconds.
+    pub max_alignment_ms: u64,
     /// Job-specific figures of a finished run (the keyed counter's `counts_sha256`, the word
     /// count's `invalid_utf8_bytes`, ...).
     #[serde(flatten)]

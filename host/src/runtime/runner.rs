@@ -19,8 +19,8 @@ use super::{
     calls::{Location, PluginCalls},
     memory,
     report::{
-        FreshPlan, Phase, Progress, RestoreFrom, RetainedView, RunError, RunOptions, Status,
-        StopWhen, Summary,
+        BarrierCounts, FreshPlan, Phase, Progress, RestoreFrom, RetainedView, RunError, RunOptions,
+        Status, StopWhen, Summary,
     },
     restore::{fingerprint_of, load_metadata, start_state, LoadError, StartState},
     state::KeyedState,
@@ -190,6 +190,9 @@ pub fn run_job<J: Job>(
         final_savepoint: None,
         savepoint_queue: VecDeque::new(),
         records_counted: 0,
+        barriers: BarrierCounts::default(),
+        channel_state_bytes: 0,
+        max_alignment_ms: 0,
     };
     let p = config.job.parallelism as usize;
     // The job is ours now: what serves it (control socket, metrics) starts before the restore,
@@ -316,6 +319,9 @@ pub fn run_job<J: Job>(
         records_counted: runner.records_counted,
         records_processed: counters.records.load(Ordering::Relaxed),
         first_record_ms: (first != u64::MAX).then(|| first as f64 / 1000.0),
+        checkpoint_barriers: runner.barriers.clone(),
+        channel_state_bytes: runner.channel_state_bytes,
+        max_alignment_ms: runner.max_alignment_ms,
         details,
     };
     // Report first, then wait for the discards and discard: a crash (or a plugin hanging) while
@@ -458,6 +464,11 @@ pub(super) struct Runner<'a, J: Job> {
     pub(super) savepoint_queue: VecDeque<super::attempt::SavepointRequest>,
     /// Records the last attempt's state reflects.
     pub(super) records_counted: u64,
+    /// Completed checkpoints by how their barriers went, their channel state and longest
+    /// alignment.
+    pub(super) barriers: BarrierCounts,
+    pub(super) channel_state_bytes: u64,
+    pub(super) max_alignment_ms: u64,
 }
 
 impl<J: Job> Runner<'_, J> {
