@@ -608,11 +608,12 @@ impl Lease {
         };
         let job = keeper.job.clone();
         let deadline = call_deadline(&keeper.calls, self.shared.ttl);
-        match keeper.calls.call(
+        // Waited for even when the run stops on Ctrl-C: a standby elsewhere then takes over at
+        // once instead of after the ttl.
+        match keeper.calls.call_while_stopping(
             "write_lease",
             &format!("write_lease() of job '{}'", self.shared.job_id),
             deadline,
-            None,
             move || job.write_lease(&bytes, Some(&version)),
         ) {
             Ok(_) => tracing::debug!(job = %self.shared.job_id, why, "lease released"),

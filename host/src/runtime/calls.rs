@@ -185,6 +185,31 @@ impl PluginCalls {
         undo: Option<Undo<T>>,
         f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
     ) -> Result<T, StorageError> {
+        self.call_with(name, what, deadline, undo, true, f)
+    }
+
+    /// As [`PluginCalls::call`], but a stopping job still waits for it, up to `deadline`: for
+    /// the last words of a run (releasing its lease), which would otherwise be given up the
+    /// moment Ctrl-C sets the cancel flag and race the process's exit.
+    pub(crate) fn call_while_stopping<T: Send + 'static>(
+        &self,
+        name: &'static str,
+        what: &str,
+        deadline: Duration,
+        f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
+    ) -> Result<T, StorageError> {
+        self.call_with(name, what, deadline, None, false, f)
+    }
+
+    fn call_with<T: Send + 'static>(
+        &self,
+        name: &'static str,
+        what: &str,
+        deadline: Duration,
+        undo: Option<Undo<T>>,
+        honour_cancel: bool,
+        f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
+    ) -> Result<T, StorageError> {
         let started = Instant::now();
         let slot = Arc::new((Mutex::new(Slot::Waiting(undo)), Condvar::new()));
         let theirs = slot.clone();
@@ -230,7 +255,7 @@ impl PluginCalls {
                 self.observe(name, started, &result, false);
                 return result;
             }
-            let cancelled = self.cancel.load(Ordering::Relaxed);
+            let cancelled = honour_cancel && self.cancel.load(Ordering::Relaxed);
             let now = Instant::now();
             if cancelled || until.is_some_and(|u| now >= u) {
                 // Leave the undo for the worker, which finds the slot abandoned.
@@ -586,5 +611,35 @@ mod tests {
             })
             .unwrap_err();
         assert!(err.to_string().contains("the job is stopping"), "{err}");
+    }
+
+    #[test]
+    fn a_last_call_while_stopping_is_waited_for_and_still_has_its_deadline() {
+        let (c, cancel) = calls(Duration::from_secs(600));
+        cancel.store(true, Ordering::Relaxed);
+        // Answers only once the caller is already stopping: a plain call would have given up.
+        let (go, wait) = crossbeam_channel::bounded::<()>(0);
+        let answer = std::thread::spawn(move || go.send(()));
+        let got = c.call_while_stopping("write_lease", "write_lease()", c.deadline(), move || {
+            wait.recv()
+                .map_err(|e| StorageError::Other(e.to_string()))?;
+            Ok(7)
+        });
+        assert_eq!(got.unwrap(), 7);
+        answer.join().unwrap().unwrap();
+        // A call that never answers still ends at its deadline.
+        let (_hold, wait) = crossbeam_channel::bounded::<()>(0);
+        let err = c
+            .call_while_stopping(
+                "write_lease",
+                "write_lease()",
+                Duration::from_millis(50),
+                move || {
+                    let _ = wait.recv();
+                    Ok(())
+                },
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("write_lease()"), "{err}");
     }
 }
