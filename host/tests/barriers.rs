@@ -10,9 +10,7 @@
 
 use std::{
     path::Path,
-    process::{Command as Process, Stdio},
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
 };
 
 use cairn_host::{
@@ -23,7 +21,7 @@ use cairn_host::{
 };
 use cairn_plugin_api::CheckpointStorage;
 
-use crate::util::{cairn, cairn_ok, copy_lib, fs_options, json_of, load};
+use crate::util::{cairn, cairn_ok, copy_lib, fs_options, json_of, kill_after_checkpoints, load};
 
 /// Keys of the sequenced job: record `n` of a source has key `n % KEYS`.
 const KEYS: u64 = 16;
@@ -529,39 +527,8 @@ fn kill_dash_nine_then_from_latest_restores_channel_state_exactly_once() {
         "rate = 20000\noperator-rate = 10000\n",
     );
     let records = 60_000u64;
-    let mut child = Process::new(env!("CARGO_BIN_EXE_cairn"))
-        .args(["run", "--records", &records.to_string()])
-        .current_dir(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // Wait until two checkpoints are complete, then kill without warning.
-    let started = Instant::now();
-    loop {
-        std::thread::sleep(Duration::from_millis(100));
-        let chk = dir.path().join("checkpoints").join("it");
-        let done = std::fs::read_dir(&chk)
-            .map(|d| {
-                d.filter_map(Result::ok)
-                    .filter(|e| e.path().join("_metadata").is_file())
-                    .count()
-            })
-            .unwrap_or(0);
-        if done >= 2 {
-            break;
-        }
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the job ended before it was killed"
-        );
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "no checkpoint after 120s"
-        );
-    }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    // Kill without warning once two checkpoints of this run are complete.
+    kill_after_checkpoints(&["run", "--records", &records.to_string()], dir.path(), 2);
 
     let show = json_of(&cairn_ok(
         &["checkpoints", "show", "latest", "--json"],

@@ -10,7 +10,9 @@ use std::{
 use cairn_host::{metadata::CheckpointMetadata, runtime::keyed_counter};
 use serde_json::Value;
 
-use crate::util::{cairn, cairn_ok, copy_lib, json_of, lib, run_until_checkpoints};
+use crate::util::{
+    cairn, cairn_ok, copy_lib, json_of, kill_after_checkpoints, lib, run_until_checkpoints,
+};
 
 const KEYS: u64 = 500;
 const PARALLELISM: u32 = 2;
@@ -59,39 +61,8 @@ fn failover_restores_exactly_once() {
 fn kill_dash_nine_then_from_latest_is_exactly_once() {
     let dir = setup("");
     let records = 60_000u64;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .args(["run", "--records", &records.to_string()])
-        .current_dir(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // Wait until checkpoints exist, then kill without warning.
-    let started = Instant::now();
-    loop {
-        std::thread::sleep(Duration::from_millis(100));
-        let chk = dir.path().join("checkpoints").join("it");
-        let done = std::fs::read_dir(&chk)
-            .map(|d| {
-                d.filter_map(Result::ok)
-                    .filter(|e| e.path().join("_metadata").is_file())
-                    .count()
-            })
-            .unwrap_or(0);
-        if done >= 2 {
-            break;
-        }
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the job ended before it was killed"
-        );
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "no checkpoint after 120s"
-        );
-    }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    // Kill without warning once two checkpoints of this run are complete.
+    kill_after_checkpoints(&["run", "--records", &records.to_string()], dir.path(), 2);
 
     let before = list(dir.path());
     assert!(!before.is_empty());

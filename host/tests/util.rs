@@ -53,6 +53,17 @@ pub fn run_until_checkpoints(
     cwd: &Path,
     checkpoints: usize,
 ) -> std::process::Output {
+    run_until(args, cwd, checkpoints, "-INT")
+}
+
+/// Run `cairn ARGS` in `cwd` until it has completed `checkpoints` checkpoints of its own, then
+/// kill it without warning (SIGKILL), as a crash would.
+pub fn kill_after_checkpoints(args: &[&str], cwd: &Path, checkpoints: usize) {
+    run_until(args, cwd, checkpoints, "-KILL");
+}
+
+/// The two above: `signal` is `-INT` (and then a clean exit is required) or `-KILL`.
+fn run_until(args: &[&str], cwd: &Path, checkpoints: usize, signal: &str) -> std::process::Output {
     use std::io::BufRead;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
         .args(args)
@@ -101,20 +112,22 @@ pub fn run_until_checkpoints(
     }
     let pid = child.id().to_string();
     let sent = std::process::Command::new("kill")
-        .args(["-INT", &pid])
+        .args([signal, &pid])
         .status();
     assert!(
         sent.is_ok_and(|s| s.success()),
-        "cannot send SIGINT to {pid}"
+        "cannot send {signal} to {pid}"
     );
     let status = child.wait().expect("wait for cairn");
     stderr.join().unwrap();
     log.extend(rx.try_iter());
     let stderr = log.join("\n");
-    assert!(
-        status.success(),
-        "cairn {args:?} failed after Ctrl-C: {stderr}"
-    );
+    if signal == "-INT" {
+        assert!(
+            status.success(),
+            "cairn {args:?} failed after Ctrl-C: {stderr}"
+        );
+    }
     std::process::Output {
         status,
         stdout: stdout.join().unwrap().expect("read cairn's stdout"),
