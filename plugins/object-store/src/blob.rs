@@ -283,8 +283,11 @@ impl BlobWriter for ObjWriter {
 impl Drop for ObjWriter {
     fn drop(&mut self) {
         if let Some(mut up) = self.upload.take() {
+            // Parts in flight are let finish before the abort, not cancelled: a cancelled
+            // request may still land on the server after the abort and leave a part behind
+            // (S3's own advice: an abort frees only the parts already uploaded).
             let aborted = self.ctx.rt.block_on(async {
-                up.parts.shutdown().await;
+                while up.parts.join_next().await.is_some() {}
                 up.upload.abort().await
             });
             if let Err(e) = aborted {
