@@ -21,7 +21,10 @@ use cairn_host::{
 };
 use cairn_plugin_api::CheckpointStorage;
 
-use crate::util::{cairn, cairn_ok, copy_lib, fs_options, json_of, kill_after_checkpoints, load};
+use crate::util::{
+    cairn, cairn_ok, copy_lib, fs_options, json_of, kill_after_checkpoints, load,
+    resume_latest_exactly,
+};
 
 /// Keys of the sequenced job: record `n` of a source has key `n % KEYS`.
 const KEYS: u64 = 16;
@@ -550,27 +553,11 @@ fn kill_dash_nine_then_from_latest_restores_channel_state_exactly_once() {
     assert!(text.contains("barriers:     unaligned"), "{text}");
     assert!(text.contains("of channel state"), "{text}");
 
-    let out = cairn_ok(
-        &[
-            "run",
-            "--from",
-            "latest",
-            "--records",
-            &records.to_string(),
-            "--json",
-        ],
+    resume_latest_exactly(
         dir.path(),
-    );
-    let summary = json_of(&out);
-    assert_eq!(summary["status"], "finished");
-    assert!(summary["restored_from"]
-        .as_str()
-        .unwrap()
-        .ends_with(&format!("chk-{latest}")));
-    assert_eq!(
-        summary["counts_sha256"],
-        keyed_counter::counts_digest(&keyed_counter::expected_counts(500, 2, records)),
-        "{summary}"
+        records,
+        latest,
+        &keyed_counter::counts_digest(&keyed_counter::expected_counts(500, 2, records)),
     );
 }
 

@@ -11,7 +11,8 @@ use cairn_host::{metadata::CheckpointMetadata, runtime::keyed_counter};
 use serde_json::Value;
 
 use crate::util::{
-    cairn, cairn_ok, copy_lib, json_of, kill_after_checkpoints, lib, run_until_checkpoints,
+    cairn, cairn_ok, copy_lib, json_of, kill_after_checkpoints, lib, resume_latest_exactly,
+    run_until_checkpoints,
 };
 
 const KEYS: u64 = 500;
@@ -67,28 +68,7 @@ fn kill_dash_nine_then_from_latest_is_exactly_once() {
     let before = list(dir.path());
     assert!(!before.is_empty());
     let latest_id = before.last().unwrap()["id"].as_u64().unwrap();
-    let out = cairn_ok(
-        &[
-            "run",
-            "--from",
-            "latest",
-            "--records",
-            &records.to_string(),
-            "--json",
-        ],
-        dir.path(),
-    );
-    let summary = json_of(&out);
-    assert_eq!(summary["status"], "finished");
-    assert!(summary["restored_from"]
-        .as_str()
-        .unwrap()
-        .ends_with(&format!("chk-{latest_id}")));
-    assert_eq!(
-        summary["counts_sha256"],
-        expected_digest(records),
-        "{summary}"
-    );
+    let summary = resume_latest_exactly(dir.path(), records, latest_id, &expected_digest(records));
     // A finished job needs no checkpoints: they are discarded, as in Flink.
     assert_eq!(summary["checkpoints_kept"], false);
     assert!(list(dir.path()).is_empty());

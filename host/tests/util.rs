@@ -135,6 +135,32 @@ fn run_until(args: &[&str], cwd: &Path, checkpoints: usize, signal: &str) -> std
     }
 }
 
+/// `cairn run --from latest --records RECORDS --json` in `cwd`: it must finish, say it restored
+/// checkpoint `latest`, and end with `counts_sha256` equal to `digest` (an uninterrupted run's).
+/// Returns the summary.
+pub fn resume_latest_exactly(
+    cwd: &Path,
+    records: u64,
+    latest: u64,
+    digest: &str,
+) -> serde_json::Value {
+    let records = records.to_string();
+    let out = cairn_ok(
+        &["run", "--from", "latest", "--records", &records, "--json"],
+        cwd,
+    );
+    let summary = json_of(&out);
+    assert_eq!(summary["status"], "finished");
+    assert!(
+        summary["restored_from"]
+            .as_str()
+            .is_some_and(|p| p.ends_with(&format!("chk-{latest}"))),
+        "{summary}"
+    );
+    assert_eq!(summary["counts_sha256"], digest, "{summary}");
+    summary
+}
+
 /// The JSON a command printed; a failure shows both streams.
 pub fn json_of(out: &std::process::Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
