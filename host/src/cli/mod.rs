@@ -9,6 +9,9 @@ mod bench;
 mod cancel;
 mod checkpoints;
 mod config;
+#[allow(dead_code)]
+// scaffold for issue 14: the json branch wires it into every command and removes this
+pub mod output;
 mod plugins;
 mod run;
 mod savepoint;

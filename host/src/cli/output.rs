@@ -1,0 +1,146 @@
+//! The machine contract of every command's `--json` output, written once.
+//!
+//! - One document per command on stdout, pretty-printed (`serde_json::to_string_pretty`, two
+//!   spaces), ending with a newline, with a top-level `"version"` field ([`JSON_VERSION`]).
+//! - Under `--json`, an error is the document `{"version", "error": {"kind", "message",
+//!   "file"?, "line"?, "column"?, "key"?}}` on stdout, with a non-zero exit; the same error is
+//!   also printed as one `error: ...` line on stderr for a person watching.
+//!
+//! Field names follow the README's contract: durations `*_ms` (integers), sizes `*_bytes`, the
+//! checkpoint id `id`, timestamps `*_ms` (epoch) with an RFC 3339 string beside them.
+
+use std::io::Write;
+
+use cairn_host::config::ConfigError;
+use serde::Serialize;
+
+/// The version of the JSON contract; bumped when a field is renamed or removed.
+pub const JSON_VERSION: u32 = 1;
+
+/// Print `doc` as the command's JSON document: `version` first, pretty-printed, one newline.
+///
+/// `doc` must serialize to a JSON object.
+pub fn print_json(out: &mut impl Write, doc: &impl Serialize) -> anyhow::Result<()> {
+    let value = serde_json::to_value(doc)?;
+    let serde_json::Value::Object(fields) = value else {
+        anyhow::bail!("internal error: a --json document must be an object, got {value}");
+    };
+    let mut with_version = serde_json::Map::with_capacity(fields.len() + 1);
+    with_version.insert("version".into(), JSON_VERSION.into());
+    with_version.extend(fields.into_iter().filter(|(k, _)| k != "version"));
+    writeln!(
+        out,
+        "{}",
+        serde_json::to_string_pretty(&serde_json::Value::Object(with_version))?
+    )?;
+    Ok(())
+}
+
+/// What went wrong, as the `"error"` object of the contract.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ErrorJson {
+    /// A stable, lower-case class of the error, for scripts to branch on (`config`, `usage`,
+    /// `storage`, `plugin`, `not_found`, `control`, `io`, `internal`).
+    pub kind: &'static str,
+    /// The one-line message, as `error:` prints it on stderr (without the `error: ` prefix).
+    pub message: String,
+    /// The file the error is about, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// 1-based line in `file`, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+    /// 1-based column in `line`, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub column: Option<usize>,
+    /// The config key (such as `storage.options.dir`), when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+impl ErrorJson {
+    /// Classify an error chain: the first typed error in the chain that says where wins.
+    pub fn from_error(err: &anyhow::Error) -> Self {
+        let message = format!("{err:#}");
+        if let Some(c) = err.chain().find_map(|c| c.downcast_ref::<ConfigError>()) {
+            return Self {
+                kind: "config",
+                message,
+                file: Some(c.file.display().to_string()),
+                line: c.line,
+                column: c.column,
+                key: c.key.clone(),
+            };
+        }
+        let kind = if err
+            .chain()
+            .any(|c| c.downcast_ref::<std::io::Error>().is_some())
+        {
+            "io"
+        } else {
+            "internal"
+        };
+        Self {
+            kind,
+            message,
+            file: None,
+            line: None,
+            column: None,
+            key: None,
+        }
+    }
+}
+
+/// Print `err` under `--json`: the error document on stdout.
+pub fn print_error_json(out: &mut impl Write, err: &ErrorJson) -> anyhow::Result<()> {
+    #[derive(Serialize)]
+    struct Doc<'a> {
+        error: &'a ErrorJson,
+    }
+    print_json(out, &Doc { error: err })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_comes_first_and_the_document_is_pretty_with_one_newline() {
+        let mut out = Vec::new();
+        print_json(&mut out, &serde_json::json!({"id": 3, "version": 99})).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text, "{\n  \"version\": 1,\n  \"id\": 3\n}\n");
+    }
+
+    #[test]
+    fn a_config_error_keeps_file_line_and_key() {
+        let err = anyhow::Error::new(ConfigError {
+            file: "c.toml".into(),
+            line: Some(4),
+            column: None,
+            key: Some("storage.options.dirr".into()),
+            message: "unknown option".into(),
+        })
+        .context("cannot start");
+        let e = ErrorJson::from_error(&err);
+        assert_eq!(e.kind, "config");
+        assert_eq!(e.file.as_deref(), Some("c.toml"));
+        assert_eq!(e.line, Some(4));
+        assert_eq!(e.key.as_deref(), Some("storage.options.dirr"));
+        assert!(e
+            .message
+            .starts_with("cannot start: config error at c.toml:4"));
+        let mut out = Vec::new();
+        print_error_json(&mut out, &e).unwrap();
+        let doc: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(doc["version"], 1);
+        assert_eq!(doc["error"]["kind"], "config");
+        assert!(doc["error"].get("column").is_none());
+    }
+
+    #[test]
+    fn a_document_that_is_not_an_object_is_refused() {
+        let err = print_json(&mut Vec::new(), &3).unwrap_err();
+        assert!(err.to_string().contains("must be an object"));
+    }
+}
