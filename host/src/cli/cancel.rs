@@ -45,13 +45,12 @@ pub(super) fn stopped_line(summary: &serde_json::Value) -> String {
 /// Cancel the job.
 pub fn run(args: CancelArgs) -> anyhow::Result<ExitCode> {
     let waiting = Some("cancelling the job".to_string());
-    let summary = match ask(&args.config, Request::Cancel, args.json, waiting)? {
-        Ok(Reply::Cancelled { summary }) => summary,
-        Ok(other) => return Err(unexpected(&other)),
-        Err(code) => return Ok(code),
+    let summary = match ask(&args.config, Request::Cancel, waiting)? {
+        Reply::Cancelled { summary } => summary,
+        other => return Err(unexpected(&other)),
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        crate::cli::output::print_json(&mut std::io::stdout().lock(), &summary)?;
     } else {
         println!("{}", stopped_line(&summary));
     }

@@ -21,6 +21,8 @@ use cairn_plugin_api::{
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 use serde_json::json;
 
+use super::output::NotFound;
+
 use super::{open_storage, ConfigArg};
 
 /// The subcommands.
@@ -173,10 +175,9 @@ fn pointer_of(
 ) -> anyhow::Result<String> {
     let all = completed(config, storage)?;
     if arg == "latest" {
-        return all
-            .last()
-            .map(|c| c.pointer.clone())
-            .with_context(|| format!("job '{}' has no completed checkpoint", config.job.id));
+        return all.last().map(|c| c.pointer.clone()).ok_or_else(|| {
+            NotFound(format!("job '{}' has no completed checkpoint", config.job.id)).into()
+        });
     }
     if let Ok(id) = arg.parse::<u64>() {
         if let Some(c) = all.iter().find(|c| c.checkpoint_id == id) {
@@ -186,24 +187,21 @@ fn pointer_of(
         if let Some(s) = savepoints.iter().find(|s| s.id == Some(id)) {
             return Ok(s.pointer.clone());
         }
-        return Err(anyhow::anyhow!("no such id")).with_context(|| {
-                let ids: Vec<String> = all.iter().map(|c| c.checkpoint_id.to_string()).collect();
-                let sp: Vec<String> = savepoints.iter().filter_map(|s| s.id).map(|i| i.to_string()).collect();
-                format!(
-                    "job '{}' has no completed checkpoint {id} and no savepoint of that id (checkpoints: {}; savepoints: {})",
-                    config.job.id,
-                    if ids.is_empty() {
-                        "none".to_string()
-                    } else {
-                        ids.join(", ")
-                    },
-                    if sp.is_empty() {
-                        "none".to_string()
-                    } else {
-                        sp.join(", ")
-                    }
-                )
-            });
+        let list = |ids: Vec<u64>| {
+            if ids.is_empty() {
+                "none".to_string()
+            } else {
+                ids.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
+            }
+        };
+        return Err(NotFound(format!(
+            "job '{}' has no completed checkpoint {id} and no savepoint of that id \
+             (checkpoints: {}; savepoints: {})",
+            config.job.id,
+            list(all.iter().map(|c| c.checkpoint_id).collect()),
+            list(savepoints.iter().filter_map(|s| s.id).collect()),
+        ))
+        .into());
     }
     Ok(arg.to_string())
 }
@@ -279,8 +277,8 @@ fn list(config: &Config, kind: Option<Kind>, as_json: bool) -> anyhow::Result<Ex
         match m {
             Ok(m) => json!({
                 "id": id, "kind": kind, "pointer": pointer,
-                "completed_at_ms": m.completed_at_ms,
-                "completed_at": rfc3339(m.completed_at_ms),
+                "completed_ms": m.completed_at_ms,
+                "completed": rfc3339(m.completed_at_ms),
                 "state_bytes": m.state_size(),
                 "records": m.tasks.iter().map(|t| t.records).sum::<u64>(), "readable": true,
             }),
@@ -319,7 +317,7 @@ fn list(config: &Config, kind: Option<Kind>, as_json: bool) -> anyhow::Result<Ex
             "job_id": config.job.id, "location": storage.info().location,
             "checkpoints": rows, "notes": notes,
         });
-        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+        crate::cli::output::print_json(&mut out, &doc)?;
         return Ok(ExitCode::SUCCESS);
     }
     for n in &notes {
@@ -361,6 +359,14 @@ fn list(config: &Config, kind: Option<Kind>, as_json: bool) -> anyhow::Result<Ex
 }
 
 /// What output calls a snapshot of `kind`.
+/// Stored objects as the JSON documents list them: `{"locator", "size_bytes"}`.
+fn objects_json(objects: &[cairn_plugin_api::StoredObject]) -> Vec<serde_json::Value> {
+    objects
+        .iter()
+        .map(|o| json!({ "locator": o.locator, "size_bytes": o.size }))
+        .collect()
+}
+
 fn kind_name(kind: SnapshotKind) -> &'static str {
     match kind {
         SnapshotKind::Checkpoint => "checkpoint",
@@ -373,17 +379,73 @@ fn rfc3339(ms: u64) -> String {
     cairn_host::lease::rfc3339(ms)
 }
 
+/// What `show --json` prints: the checkpoint's id, kind, pointer, times and size, then its
+/// metadata. The metadata's own field names are those of the stored format
+/// (`checkpoint_id`, `triggered_at_ms`, a handle's `size`, ...); in this document they follow
+/// the JSON contract (`id`, `triggered_ms` and `triggered`, `size_bytes`, ...).
+#[derive(serde::Serialize)]
+struct ShowJson<'a> {
+    id: u64,
+    kind: &'static str,
+    pointer: &'a str,
+    triggered_ms: u64,
+    triggered: String,
+    completed_ms: u64,
+    completed: String,
+    state_bytes: u64,
+    metadata: serde_json::Value,
+}
+
+impl<'a> ShowJson<'a> {
+    fn new(pointer: &'a str, m: &CheckpointMetadata) -> anyhow::Result<Self> {
+        use serde_json::Value;
+        let rename = |v: &mut Value, from: &str, to: &str| {
+            if let Some(o) = v.as_object_mut() {
+                if let Some(x) = o.remove(from) {
+                    o.insert(to.to_string(), x);
+                }
+            }
+        };
+        let mut metadata = serde_json::to_value(m)?;
+        rename(&mut metadata, "checkpoint_id", "id");
+        rename(&mut metadata, "triggered_at_ms", "triggered_ms");
+        rename(&mut metadata, "completed_at_ms", "completed_ms");
+        // Only the known places: a sink's state or a source's offset is the job's own JSON.
+        if let Some(tasks) = metadata.get_mut("tasks").and_then(Value::as_array_mut) {
+            for t in tasks {
+                for h in t.get_mut("handles").and_then(Value::as_array_mut).into_iter().flatten() {
+                    rename(h, "size", "size_bytes");
+                }
+                let channel_state = t.get_mut("channel_state").and_then(Value::as_array_mut);
+                for c in channel_state.into_iter().flatten() {
+                    rename(c, "bytes", "size_bytes");
+                    if let Some(h) = c.get_mut("handle") {
+                        rename(h, "size", "size_bytes");
+                    }
+                }
+            }
+        }
+        Ok(ShowJson {
+            id: m.checkpoint_id,
+            kind: kind_name(m.kind),
+            pointer,
+            triggered_ms: m.triggered_at_ms,
+            triggered: rfc3339(m.triggered_at_ms),
+            completed_ms: m.completed_at_ms,
+            completed: rfc3339(m.completed_at_ms),
+            state_bytes: m.state_size(),
+            metadata,
+        })
+    }
+}
+
 fn show(config: &Config, arg: &str, as_json: bool) -> anyhow::Result<ExitCode> {
     let (_, storage) = open_storage(config)?;
     let pointer = pointer_of(config, storage.as_ref(), arg)?;
     let m = decode(storage.as_ref(), &pointer)?;
     let mut out = std::io::stdout().lock();
     if as_json {
-        writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&json!({ "pointer": pointer, "metadata": m }))?
-        )?;
+        crate::cli::output::print_json(&mut out, &ShowJson::new(&pointer, &m)?)?;
         return Ok(ExitCode::SUCCESS);
     }
     writeln!(
@@ -581,8 +643,18 @@ fn verify(config: &Config, args: &[String], as_json: bool) -> anyhow::Result<Exi
     let (_, storage) = open_storage(config)?;
     let listed = completed(config, storage.as_ref())?;
     let listed_at_start: BTreeSet<String> = listed.iter().map(|c| c.pointer.clone()).collect();
+    let (savepoints, notes) = savepoints(config, storage.as_ref())?;
+    // The id of each pointer that has one, for the report (a pointer given as it is may not).
+    let ids: std::collections::BTreeMap<String, u64> = listed
+        .iter()
+        .map(|c| (c.pointer.clone(), c.checkpoint_id))
+        .chain(
+            savepoints
+                .iter()
+                .filter_map(|s| Some((s.pointer.clone(), s.id?))),
+        )
+        .collect();
     let pointers: Vec<String> = if args.is_empty() {
-        let (savepoints, notes) = savepoints(config, storage.as_ref())?;
         for n in notes {
             eprintln!("note: {n}");
         }
@@ -632,6 +704,7 @@ fn verify(config: &Config, args: &[String], as_json: bool) -> anyhow::Result<Exi
                     Verdict::Removed(p) => ("removed-while-verifying", &p[..]),
                 };
                 json!({
+                    "id": ids.get(p),
                     "pointer": p,
                     "ok": !matches!(v, Verdict::Damaged(_)),
                     "status": status,
@@ -642,7 +715,7 @@ fn verify(config: &Config, args: &[String], as_json: bool) -> anyhow::Result<Exi
             "damaged": bad,
             "removed_while_verifying": removed,
         });
-        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+        crate::cli::output::print_json(&mut out, &doc)?;
     } else {
         for (p, v) in &results {
             match v {
@@ -785,9 +858,9 @@ fn delete(config: &Config, arg: &str, force: bool, as_json: bool) -> anyhow::Res
             "id": id,
             "forced": unreadable.is_some(),
             "unreadable": unreadable,
-            "objects": objects,
+            "objects": objects_json(&objects),
         });
-        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+        crate::cli::output::print_json(&mut out, &doc)?;
     } else {
         writeln!(out, "deleted {} {pointer}", kind_name(kind))?;
     }
@@ -834,7 +907,7 @@ fn copy(
     lease.release("done");
     let mut out = std::io::stdout().lock();
     if as_json {
-        writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+        crate::cli::output::print_json(&mut out, &report)?;
     } else {
         writeln!(
             out,
@@ -935,16 +1008,16 @@ fn gc(config: &Config, dry_run: bool, as_json: bool) -> anyhow::Result<ExitCode>
         let doc = json!({
             "dry_run": dry_run,
             "kept_checkpoints": all.iter().map(|c| c.checkpoint_id).collect::<Vec<_>>(),
-            "orphaned_objects": orphans,
+            "orphaned_objects": objects_json(&orphans),
             "uncommitted_checkpoints": uncommitted,
             "uncommitted_savepoints": savepoints,
             "unreadable_checkpoints": unreadable,
-            "kept_unreferenced_objects": kept,
+            "kept_unreferenced_objects": objects_json(&kept),
             "removed_bytes": removed_bytes,
             "notes": notes,
             "errors": errors,
         });
-        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+        crate::cli::output::print_json(&mut out, &doc)?;
     } else {
         let verb = if dry_run { "would remove" } else { "removed" };
         for o in &orphans {

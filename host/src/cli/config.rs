@@ -5,11 +5,15 @@
 //! (is checkpointing enabled, are checkpoints externalized, is unaligned forced, ...), so a
 //! script can ask the same questions the coordinator does without parsing TOML itself.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{io::Write, path::PathBuf, process::ExitCode};
+
+use anyhow::Context;
 
 use cairn_host::config::{self, Config, ConfigError, PluginRef};
 use clap::Subcommand;
 use serde_json::json;
+
+use super::output::print_json;
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
@@ -19,58 +23,75 @@ pub enum ConfigCommand {
         /// The config file.
         #[arg(value_name = "FILE", default_value = "cairn.toml")]
         file: PathBuf,
-        /// Print JSON instead of text: the checkpointing getters and the other tables, or
-        /// `{"valid": false, "error", "line", "column", "key"}`.
+        /// Print JSON instead of text: the checkpointing getters and the other tables; an
+        /// invalid file is the contract's error object (kind `config`, file, line, key).
         #[arg(long)]
         json: bool,
     },
     /// Print a commented config file with every key and its default.
-    Defaults,
+    Defaults {
+        /// Print JSON: `{"toml": the commented file, "defaults": every table with its keys}`.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub fn run(cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        ConfigCommand::Check { file, json } => Ok(check(&file, json)),
-        ConfigCommand::Defaults => {
-            print!("{}", config::defaults_toml());
-            Ok(ExitCode::SUCCESS)
-        }
+        ConfigCommand::Check { file, json } => check(&file, json),
+        ConfigCommand::Defaults { json } => defaults(json),
     }
 }
 
-fn check(file: &std::path::Path, as_json: bool) -> ExitCode {
-    match Config::load(file) {
-        Ok(c) => {
-            // The job's state must fit in this machine's memory (the rule is the runtime's).
-            match cairn_host::runtime::memory_fit(&c.job) {
-                cairn_host::runtime::memory::Fit::TooLarge(e) => {
-                    eprintln!("error: {}: {e}", file.display());
-                    if as_json {
-                        println!(
-                            "{:#}",
-                            json!({"file": file, "valid": false, "error": e, "key": "job.keys", "line": null})
-                        );
-                    }
-                    return ExitCode::FAILURE;
-                }
-                cairn_host::runtime::memory::Fit::Tight(w) => eprintln!("warning: {w}"),
-                cairn_host::runtime::memory::Fit::Fits => {}
-            }
-            if as_json {
-                println!("{:#}", report(&c, file));
-            } else {
-                print!("{}", summary(&c, file));
-            }
-            ExitCode::SUCCESS
+fn defaults(as_json: bool) -> anyhow::Result<ExitCode> {
+    let text = config::defaults_toml();
+    let mut out = std::io::stdout().lock();
+    if as_json {
+        #[derive(serde::Serialize)]
+        struct Doc {
+            toml: String,
+            defaults: toml::Table,
         }
-        Err(e) => {
-            eprintln!("error: {e}");
-            if as_json {
-                println!("{:#}", error_report(&e));
-            }
-            ExitCode::FAILURE
-        }
+        let defaults = text
+            .parse::<toml::Table>()
+            .context("internal error: the defaults file is not TOML")?;
+        print_json(
+            &mut out,
+            &Doc {
+                toml: text,
+                defaults,
+            },
+        )?;
+    } else {
+        write!(out, "{text}")?;
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check(file: &std::path::Path, as_json: bool) -> anyhow::Result<ExitCode> {
+    let c = Config::load(file)?;
+    // The job's state must fit in this machine's memory (the rule is the runtime's).
+    match cairn_host::runtime::memory_fit(&c.job) {
+        cairn_host::runtime::memory::Fit::TooLarge(e) => {
+            return Err(ConfigError {
+                file: file.to_path_buf(),
+                line: None,
+                column: None,
+                key: Some("job.keys".to_string()),
+                message: e,
+            }
+            .into());
+        }
+        cairn_host::runtime::memory::Fit::Tight(w) => eprintln!("warning: {w}"),
+        cairn_host::runtime::memory::Fit::Fits => {}
+    }
+    let mut out = std::io::stdout().lock();
+    if as_json {
+        print_json(&mut out, &report(&c, file))?;
+    } else {
+        write!(out, "{}", summary(&c, file))?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn ms(d: std::time::Duration) -> u64 {
@@ -138,18 +159,6 @@ fn report(c: &Config, file: &std::path::Path) -> serde_json::Value {
             "ttl_ms": ms(c.lease.ttl),
             "local_dir": c.lease.local_dir(),
         },
-    })
-}
-
-/// What `check --json` prints about an invalid file.
-fn error_report(e: &ConfigError) -> serde_json::Value {
-    json!({
-        "file": e.file,
-        "valid": false,
-        "error": e.to_string(),
-        "line": e.line,
-        "column": e.column,
-        "key": e.key,
     })
 }
 

@@ -9,8 +9,7 @@ mod bench;
 mod cancel;
 mod checkpoints;
 mod config;
-#[allow(dead_code)]
-// scaffold for issue 14: the json branch wires it into every command and removes this
+mod discover;
 pub mod output;
 mod plugins;
 mod run;
@@ -57,6 +56,24 @@ enum Command {
     /// Measure storage plugins against raw I/O, and loaded against linked-in backends.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Print a shell completion script (for example `cairn completions bash >
+    /// ~/.local/share/bash-completion/completions/cairn`).
+    Completions(discover::CompletionsArgs),
+    /// Print cairn's man page (roff), or write one page per command into a directory.
+    Man(discover::ManArgs),
+}
+
+/// Whether the parsed command line asked for `--json` (on whichever subcommand has it).
+pub fn json_requested(matches: &clap::ArgMatches) -> bool {
+    matches
+        .try_get_one::<bool>("json")
+        .ok()
+        .flatten()
+        .copied()
+        .unwrap_or(false)
+        || matches
+            .subcommand()
+            .is_some_and(|(_, sub)| json_requested(sub))
 }
 
 /// Options shared by every command that reads the config file.
@@ -118,5 +135,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Savepoint(args) => savepoint::run(args),
         Command::Stop(args) => stop::run(args),
         Command::Cancel(args) => cancel::run(args),
+        Command::Completions(args) => discover::completions(&args),
+        Command::Man(args) => discover::man(&args),
     }
 }

@@ -39,8 +39,8 @@ pub fn print_json(out: &mut impl Write, doc: &impl Serialize) -> anyhow::Result<
 /// What went wrong, as the `"error"` object of the contract.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ErrorJson {
-    /// A stable, lower-case class of the error, for scripts to branch on (`config`, `usage`,
-    /// `storage`, `plugin`, `not_found`, `control`, `io`, `internal`).
+    /// A stable, lower-case class of the error, for scripts to branch on: one of
+    /// [`ERROR_KINDS`].
     pub kind: &'static str,
     /// The one-line message, as `error:` prints it on stderr (without the `error: ` prefix).
     pub message: String,
@@ -58,8 +58,44 @@ pub struct ErrorJson {
     pub key: Option<String>,
 }
 
+/// A thing the command was asked about does not exist (a checkpoint id, `latest` of a job with
+/// none): the `not_found` kind of the contract.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NotFound(pub String);
+
+/// The kinds of [`ErrorJson::kind`], each with what it means, for `--help` and the README.
+pub const ERROR_KINDS: &[(&str, &str)] = &[
+    ("usage", "the command line is wrong (unknown option, missing argument); exit code 2"),
+    ("config", "the config file or the storage options are invalid"),
+    ("plugin", "the storage plugin cannot be found or loaded"),
+    ("not_found", "a checkpoint, savepoint, pointer or object does not exist"),
+    ("storage", "the storage plugin failed, or stored bytes are damaged"),
+    ("lease", "another process holds the job"),
+    ("control", "the running job cannot be reached over its control socket, or refused"),
+    ("io", "a local file or directory could not be read or written"),
+    ("internal", "anything else"),
+];
+
 impl ErrorJson {
-    /// Classify an error chain: the first typed error in the chain that says where wins.
+    /// An error with only a kind and a message.
+    pub fn new(kind: &'static str, message: String) -> Self {
+        debug_assert!(
+            ERROR_KINDS.iter().any(|(k, _)| *k == kind),
+            "{kind} is not one of ERROR_KINDS"
+        );
+        Self {
+            kind,
+            message,
+            file: None,
+            line: None,
+            column: None,
+            key: None,
+        }
+    }
+
+    /// Classify an error chain: the first typed error in the chain (outermost first) decides
+    /// the kind; a config error anywhere also gives file, line, column and key.
     pub fn from_error(err: &anyhow::Error) -> Self {
         let message = format!("{err:#}");
         if let Some(c) = err.chain().find_map(|c| c.downcast_ref::<ConfigError>()) {
@@ -72,22 +108,52 @@ impl ErrorJson {
                 key: c.key.clone(),
             };
         }
-        let kind = if err
-            .chain()
-            .any(|c| c.downcast_ref::<std::io::Error>().is_some())
-        {
-            "io"
-        } else {
-            "internal"
-        };
-        Self {
-            kind,
-            message,
-            file: None,
-            line: None,
-            column: None,
-            key: None,
-        }
+        let kind = err.chain().find_map(kind_of).unwrap_or("internal");
+        Self::new(kind, message)
+    }
+}
+
+/// The contract kind of one error of a chain, if it is a typed error that has one.
+fn kind_of(e: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+    use cairn_host::{
+        control::ControlError, copy::CopyError, lease::LeaseError, loader::LoadError,
+        metadata::MetadataError, runtime::RunError,
+    };
+    use cairn_plugin_api::{ErrorKind, StorageError};
+    let storage = |s: &StorageError| match s.kind() {
+        ErrorKind::NotFound => "not_found",
+        ErrorKind::InvalidConfig => "config",
+        _ => "storage",
+    };
+    if let Some(s) = e.downcast_ref::<StorageError>() {
+        return Some(storage(s));
+    }
+    if let Some(r) = e.downcast_ref::<RunError>() {
+        return Some(match r {
+            RunError::Plugin(_) => "plugin",
+            RunError::Open { error, .. } => storage(error),
+            RunError::Storage(s) => storage(s),
+            RunError::Lease(_) => "lease",
+            RunError::Restore(_) | RunError::Job(_) | RunError::Failed { .. } => "internal",
+            RunError::Lineage(_) => "storage",
+        });
+    }
+    if e.is::<NotFound>() {
+        Some("not_found")
+    } else if e.is::<LoadError>() {
+        Some("plugin")
+    } else if e.is::<ControlError>() {
+        Some("control")
+    } else if e.is::<LeaseError>() {
+        Some("lease")
+    } else if e.is::<MetadataError>() || e.is::<CopyError>() {
+        Some("storage")
+    } else if e.is::<clap::Error>() {
+        Some("usage")
+    } else if e.is::<std::io::Error>() {
+        Some("io")
+    } else {
+        None
     }
 }
 

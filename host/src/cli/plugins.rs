@@ -110,7 +110,7 @@ fn list(config: &ConfigArg, as_json: bool, load: bool) -> anyhow::Result<ExitCod
             "plugins": found.plugins.iter().map(|f| manifest_json(f.manifest(), f.path(), f.manifest_source())).collect::<Vec<_>>(),
             "refused": found.refused.iter().map(|(p, e)| refusal_json(p, e)).collect::<Vec<_>>(),
         });
-        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+        crate::cli::output::print_json(&mut out, &doc)?;
         return Ok(ExitCode::SUCCESS);
     }
     writeln!(out, "search path: {search}")?;
@@ -184,11 +184,7 @@ fn info(arg: &str, config: &ConfigArg, as_json: bool) -> anyhow::Result<ExitCode
     let plugin = load(arg, config)?;
     let mut out = std::io::stdout().lock();
     if as_json {
-        writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&plugin_json(&plugin)?)?
-        )?;
+        crate::cli::output::print_json(&mut out, &plugin_json(&plugin)?)?;
         return Ok(ExitCode::SUCCESS);
     }
     let m = plugin.manifest();

@@ -358,12 +358,9 @@ fn print_summary(
 ) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     if json {
-        writeln!(out, "{}", serde_json::to_string_pretty(summary)?)?;
+        super::output::print_json(&mut out, summary)?;
     } else {
-        let status = match summary.status {
-            Status::Finished => "finished",
-            Status::Cancelled => "stopped",
-        };
+        let status = summary.status.as_str();
         writeln!(
             out,
             "job '{}' {status} after {} attempt(s): {} records counted, {} checkpoints completed, {} failed",

@@ -30,7 +30,7 @@ pub struct SavepointArgs {
 /// what it is on stderr; or JSON.
 pub(super) fn print_savepoint(s: &SavepointView, json: bool) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(s)?);
+        crate::cli::output::print_json(&mut std::io::stdout().lock(), &s)?;
     } else {
         eprintln!(
             "savepoint {} completed in {} ms, {} of state:",
@@ -48,17 +48,11 @@ pub fn run(args: SavepointArgs) -> anyhow::Result<ExitCode> {
     let request = Request::Savepoint {
         target: target_for_job(args.target.as_deref())?,
     };
-    match ask(
-        &args.config,
-        request,
-        args.json,
-        Some("taking a savepoint".to_string()),
-    )? {
-        Ok(Reply::Savepoint(s)) => {
+    match ask(&args.config, request, Some("taking a savepoint".to_string()))? {
+        Reply::Savepoint(s) => {
             print_savepoint(&s, args.json)?;
             Ok(ExitCode::SUCCESS)
         }
-        Ok(other) => Err(unexpected(&other)),
-        Err(code) => Ok(code),
+        other => Err(unexpected(&other)),
     }
 }

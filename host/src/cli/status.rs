@@ -23,14 +23,13 @@ pub struct StatusArgs {
 }
 
 /// Send `request` to the job `config` runs. `waiting` is shown on a terminal while the reply
-/// takes long (a savepoint, a stop). An error is printed here (as JSON with `json`), and the
-/// exit code returned.
+/// takes long (a savepoint, a stop). An error (a [`cairn_host::control::ControlError`]) is
+/// returned, for `main` to print as text or as the JSON error object.
 pub(super) fn ask(
     config: &ConfigArg,
     request: Request,
-    json: bool,
     waiting: Option<String>,
-) -> anyhow::Result<Result<Reply, ExitCode>> {
+) -> anyhow::Result<Reply> {
     let config = config.load()?;
     let client = Client::for_config(&config)?;
     let spinner = match waiting {
@@ -50,17 +49,7 @@ pub(super) fn ask(
     if let Some(bar) = spinner {
         bar.finish_and_clear();
     }
-    match reply {
-        Ok(reply) => Ok(Ok(reply)),
-        Err(e) if json => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&serde_json::json!({ "error": e.to_string() }))?
-            );
-            Ok(Err(ExitCode::FAILURE))
-        }
-        Err(e) => Err(e.into()),
-    }
+    Ok(reply?)
 }
 
 /// A `--target` as the job should read it: the job runs in its own directory, so a relative
@@ -85,13 +74,12 @@ pub(super) fn unexpected(reply: &Reply) -> anyhow::Error {
 
 /// Print the running job's status.
 pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let status = match ask(&args.config, Request::Status, args.json, None)? {
-        Ok(Reply::Status(s)) => s,
-        Ok(other) => return Err(unexpected(&other)),
-        Err(code) => return Ok(code),
+    let status = match ask(&args.config, Request::Status, None)? {
+        Reply::Status(s) => s,
+        other => return Err(unexpected(&other)),
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&status)?);
+        crate::cli::output::print_json(&mut std::io::stdout().lock(), &status)?;
     } else {
         print!("{}", text(&status));
     }

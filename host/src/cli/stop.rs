@@ -37,10 +37,9 @@ pub fn run(args: StopArgs) -> anyhow::Result<ExitCode> {
         target: target_for_job(args.target.as_deref())?,
     };
     let waiting = Some("taking a savepoint, then stopping the job".to_string());
-    let (savepoint, summary) = match ask(&args.config, request, args.json, waiting)? {
-        Ok(Reply::Stopped { savepoint, summary }) => (savepoint, summary),
-        Ok(other) => return Err(unexpected(&other)),
-        Err(code) => return Ok(code),
+    let (savepoint, summary) = match ask(&args.config, request, waiting)? {
+        Reply::Stopped { savepoint, summary } => (savepoint, summary),
+        other => return Err(unexpected(&other)),
     };
     if args.json {
         #[derive(serde::Serialize)]
@@ -52,7 +51,7 @@ pub fn run(args: StopArgs) -> anyhow::Result<ExitCode> {
             savepoint: &savepoint,
             summary: &summary,
         };
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        crate::cli::output::print_json(&mut std::io::stdout().lock(), &doc)?;
     } else {
         print_savepoint(&savepoint, false)?;
         eprintln!("{}", super::cancel::stopped_line(&summary));

@@ -116,7 +116,7 @@ pub fn verify(plugin: Plugin, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
             "summary": { "passed": passed, "failed": failed, "skipped": skipped },
             "ok": failed == 0,
         });
-        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+        crate::cli::output::print_json(&mut out, &doc)?;
     } else {
         writeln!(
             out,

@@ -93,14 +93,18 @@ pub struct JobBenchReport {
     /// Bytes the median checkpoint wrote (state plus keys and framing).
     pub checkpoint_bytes: u64,
     /// Every measured checkpoint's duration, trigger to commit, in ms.
+    #[serde(serialize_with = "crate::runtime::report::whole_units::vec_ms_as_us", rename = "durations_us")]
     pub durations_ms: Vec<f64>,
     /// The median of those.
+    #[serde(serialize_with = "crate::runtime::report::whole_units::ms_as_us", rename = "median_us")]
     pub median_ms: f64,
     /// Checkpoint bytes ÷ median duration.
     pub mb_per_s: f64,
     /// The raw write + fsync of the same bytes: every round, in ms.
+    #[serde(serialize_with = "crate::runtime::report::whole_units::vec_ms_as_us", rename = "raw_us")]
     pub raw_ms: Vec<f64>,
     /// Their median.
+    #[serde(serialize_with = "crate::runtime::report::whole_units::ms_as_us", rename = "raw_median_us")]
     pub raw_median_ms: f64,
     /// Median checkpoint ÷ raw median.
     pub vs_raw: f64,
@@ -111,6 +115,7 @@ pub struct JobBenchReport {
     /// During ÷ between (`None` if either was not seen).
     pub during_vs_between: Option<f64>,
     /// From the start of the command (before the plugin was loaded) to the first record.
+    #[serde(serialize_with = "crate::runtime::report::whole_units::ms")]
     pub start_to_first_record_ms: f64,
     /// Peak resident memory of this process (`VmHWM`).
     pub peak_rss_bytes: u64,
@@ -121,6 +126,7 @@ pub struct JobBenchReport {
     /// See `pages`.
     pub changed_pages: u64,
     /// Seconds the state took to become complete (the warm-up, not measured).
+    #[serde(serialize_with = "crate::runtime::report::whole_units::secs_as_ms", rename = "warmup_ms")]
     pub warmup_s: f64,
     /// Records per second from the first measured trigger to the last measured completion.
     pub records_per_s: Option<f64>,
@@ -426,6 +432,7 @@ pub struct BackpressureReport {
     pub channel_state_vs_queued: Option<f64>,
     /// Seconds of records queued at the unaligned barrier: the median channel-state records ÷
     /// the records per second processed meanwhile.
+    #[serde(serialize_with = "crate::runtime::report::whole_units::opt_secs_as_ms", rename = "queued_ms")]
     pub queued_s: Option<f64>,
     /// At-least-once records/s ÷ exactly-once records/s, unthrottled.
     pub at_least_once_vs_exactly_once: Option<f64>,

@@ -122,14 +122,12 @@ pub fn open_storage(
         PluginRef::Name(name) => loader::load_by_name(&config.plugins.search_path(), name, pin),
         PluginRef::Path(path) => loader::load_path(path, pin),
     }
-    .map_err(|e| RunError::Job(e.to_string()))?;
+    .map_err(RunError::Plugin)?;
     let storage = plugin
         .open(&config.storage.options_document())
-        .map_err(|e| {
-            RunError::Job(format!(
-                "storage plugin '{}' could not be opened: {e}",
-                plugin.manifest().name
-            ))
+        .map_err(|error| RunError::Open {
+            plugin: plugin.manifest().name.clone(),
+            error,
         })?;
     Ok((plugin, Arc::from(storage)))
 }

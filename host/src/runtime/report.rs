@@ -339,7 +339,62 @@ pub enum Status {
     /// The input ended, every record was processed and (with a sink) committed.
     Finished,
     /// Stopped by a duration, Ctrl-C, SIGTERM or a command.
-    Cancelled,
+    Stopped,
+}
+
+impl Status {
+    /// The word for it, the same in text and in JSON: `finished` or `stopped`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Finished => "finished",
+            Status::Stopped => "stopped",
+        }
+    }
+}
+
+/// Serde helpers for the JSON contract's rule that durations are whole numbers: `*_ms`, or
+/// `*_us` for a benchmark's timings, where a millisecond is too coarse. A figure measured as a
+/// fractional number of milliseconds (or seconds) is rounded when serialized.
+pub mod whole_units {
+    use serde::Serializer;
+
+    fn round(x: f64) -> u64 {
+        // `as` saturates: a negative or NaN figure is 0, a huge one u64::MAX.
+        x.round() as u64
+    }
+
+    /// Milliseconds, rounded to whole milliseconds.
+    pub fn ms<S: Serializer>(ms: &f64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(round(*ms))
+    }
+
+    /// Milliseconds if known, rounded to whole milliseconds.
+    pub fn opt_ms<S: Serializer>(ms: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+        match ms {
+            Some(ms) => s.serialize_some(&round(*ms)),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// Milliseconds, as whole microseconds.
+    pub fn ms_as_us<S: Serializer>(ms: &f64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(round(ms * 1000.0))
+    }
+
+    /// A list of milliseconds, each as whole microseconds.
+    pub fn vec_ms_as_us<S: Serializer>(ms: &[f64], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(ms.iter().map(|m| round(m * 1000.0)))
+    }
+
+    /// Seconds, as whole milliseconds.
+    pub fn secs_as_ms<S: Serializer>(secs: &f64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(round(secs * 1000.0))
+    }
+
+    /// Seconds if known, as whole milliseconds.
+    pub fn opt_secs_as_ms<S: Serializer>(secs: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+        opt_ms(&secs.map(|s| s * 1000.0), s)
+    }
 }
 
 /// A retained checkpoint, for the summary.
@@ -379,7 +434,9 @@ pub struct Summary {
     pub records_counted: u64,
     /// Records processed by the keyed tasks in this run, replays after a failover included.
     pub records_processed: u64,
-    /// Milliseconds from the start of the run to the first record processed.
+    /// Milliseconds from the start of the run to the first record processed (a whole number
+    /// in JSON).
+    #[serde(serialize_with = "whole_units::opt_ms")]
     pub first_record_ms: Option<f64>,
     /// The checkpoints completed in this run, by how their barriers went.
     pub checkpoint_barriers: BarrierCounts,
@@ -405,6 +462,17 @@ pub enum RunError {
     /// The job cannot be built from its settings.
     #[error("{0}")]
     Job(String),
+    /// The storage plugin cannot be found or loaded.
+    #[error("{0}")]
+    Plugin(crate::loader::LoadError),
+    /// The storage plugin refused to open with the configured options.
+    #[error("storage plugin '{plugin}' could not be opened: {error}")]
+    Open {
+        /// The plugin's name.
+        plugin: String,
+        /// Why it refused.
+        error: StorageError,
+    },
     /// Failed over more often than `[restart] attempts` allows.
     #[error("the job failed after {attempts} attempts; last failure: {last}")]
     Failed {

@@ -301,7 +301,7 @@ pub fn run_job<J: Job>(
         status: if terminal == Terminal::Finished {
             Status::Finished
         } else {
-            Status::Cancelled
+            Status::Stopped
         },
         attempts,
         checkpoints_completed: runner.progress.completed,

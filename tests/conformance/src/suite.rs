@@ -177,7 +177,8 @@ pub struct CaseReport {
     /// The verdict.
     #[serde(flatten)]
     pub outcome: Outcome,
-    /// Wall time in milliseconds.
+    /// Wall time in milliseconds (`duration_ms` in JSON, as cairn's contract names durations).
+    #[serde(rename = "duration_ms")]
     pub millis: u128,
 }
 

@@ -612,7 +612,7 @@ pub fn crash(args: &CrashArgs, config: &ConfigArg) -> anyhow::Result<ExitCode> {
             }).collect::<Vec<_>>(),
             "kept": kept,
         });
-        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+        crate::cli::output::print_json(&mut out, &doc)?;
     } else {
         writeln!(
             out,

@@ -168,11 +168,11 @@ fn targets(a: &JobArgs, plugin: &str, r: &JobBenchReport) -> Vec<Target> {
             not_applicable: None,
         },
         Target {
-            name: "1 MB state: trigger to commit ≤ 3 ms (filesystem) / ≤ 1 ms (memory)",
-            ratio: "median_ms",
+            name: "1 MB state: trigger to commit ≤ 3000 µs (filesystem) / ≤ 1000 µs (memory)",
+            ratio: "median_us",
             at_least: false,
-            bound: small_bound.unwrap_or(f64::NAN),
-            value: Some(r.median_ms),
+            bound: small_bound.map_or(f64::NAN, |ms| ms * 1000.0),
+            value: Some(r.median_ms * 1000.0),
             not_applicable: na(
                 megabyte && small_bound.is_some(),
                 "applies to about 1 MB of state on the filesystem or memory plugin",
@@ -287,7 +287,7 @@ pub fn run(a: &JobArgs, config: &ConfigArg) -> anyhow::Result<ExitCode> {
                 "peak RSS is this whole process's VmHWM",
             ],
         });
-        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+        crate::cli::output::print_json(&mut out, &doc)?;
     } else {
         writeln!(
             out,
@@ -377,11 +377,11 @@ fn backpressure_targets(r: &bench::BackpressureReport) -> Vec<Target> {
             not_applicable: None,
         },
         Target {
-            name: "records queued at the unaligned barrier ≥ 1 s of the operator's work",
-            ratio: "figures.queued_s",
+            name: "records queued at the unaligned barrier ≥ 1000 ms of the operator's work",
+            ratio: "figures.queued_ms",
             at_least: true,
-            bound: 1.0,
-            value: r.queued_s,
+            bound: 1000.0,
+            value: r.queued_s.map(|s| s * 1000.0),
             not_applicable: None,
         },
     ]
@@ -450,10 +450,10 @@ fn backpressure(
                 "under backpressure the sources are unlimited and the keyed operator processes operator_rate records/s over the job",
                 "unaligned_without_backpressure runs the sources at half operator_rate with the operator unlimited",
                 "the unthrottled runs have sources and operator unlimited; their records_per_s is measured from the first measured trigger to the last completion",
-                "queued_s is the median channel-state records of the unaligned run ÷ its records/s",
+                "queued_ms is the median channel-state records of the unaligned run ÷ its records/s",
             ],
         });
-        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+        crate::cli::output::print_json(&mut out, &doc)?;
     } else {
         writeln!(
             out,
