@@ -396,7 +396,7 @@ fn savepoints_stay_aligned_under_unaligned() {
     let pointer = savepoint.pointer;
     tx.send(Command::Cancel).unwrap();
     let summary = runner.join().unwrap().unwrap();
-    assert_eq!(summary.status, Status::Cancelled);
+    assert_eq!(summary.status, Status::Stopped);
     let meta = metadata(storage.as_ref(), &pointer);
     assert_eq!(meta.kind, SnapshotKind::Savepoint);
     assert_eq!(meta.barriers, Barriers::Aligned);
@@ -546,7 +546,7 @@ fn kill_dash_nine_then_from_latest_restores_channel_state_exactly_once() {
         .map(|t| t["channel_state_bytes"].as_u64().unwrap())
         .collect();
     assert!(per_task.iter().sum::<u64>() > 0, "{per_task:?}");
-    let latest = meta["checkpoint_id"].as_u64().unwrap();
+    let latest = meta["id"].as_u64().unwrap();
     let text =
         String::from_utf8_lossy(&cairn_ok(&["checkpoints", "show", "latest"], dir.path()).stdout)
             .to_string();

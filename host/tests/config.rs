@@ -179,11 +179,12 @@ fn check_json_reports_an_invalid_file() {
     let out = cairn(&["config", "check", "--json"], dir.path());
     assert_eq!(out.status.code(), Some(1));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["valid"], false);
+    let v = &v["error"];
+    assert_eq!(v["kind"], "config");
     assert_eq!(v["line"], 7);
     assert_eq!(v["key"], "checkpointing.interval");
     assert_eq!(
-        v["error"],
+        v["message"],
         "config error at cairn.toml:7: checkpointing.interval = \"5ms\" is below the minimum of 10ms"
     );
     assert!(stderr(&out).starts_with("error: config error at cairn.toml:7:"));
@@ -248,8 +249,9 @@ fn check_refuses_a_missing_file() {
         stderr(&out)
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["valid"], false);
-    assert_eq!(v["line"], serde_json::Value::Null);
+    assert_eq!(v["error"]["kind"], "config");
+    assert_eq!(v["error"]["file"], "nope.toml");
+    assert!(v["error"].get("line").is_none(), "{v}");
 }
 
 #[test]

@@ -259,7 +259,7 @@ fn savepoint_from_another_process_prints_its_pointer_when_complete() {
 
     ctl_ok(dir.path(), &["cancel"]);
     let (summary, _) = job.finish();
-    assert_eq!(summary["status"], "cancelled", "{summary}");
+    assert_eq!(summary["status"], "stopped", "{summary}");
     assert!(summary["checkpoints_completed"].as_u64().unwrap() >= 2);
 }
 
@@ -282,7 +282,7 @@ fn stop_with_savepoint_from_another_process_stops_the_job_and_restores_exactly()
     // `stop` returned once the job had stopped: its summary is in the reply, and it is the
     // one the job printed.
     let summary = &stopped["summary"];
-    assert_eq!(summary["status"], "cancelled", "{stopped}");
+    assert_eq!(summary["status"], "stopped", "{stopped}");
     assert_eq!(summary["final_savepoint"], pointer.as_str(), "{stopped}");
     let socket = job.socket.clone();
     let (printed, _) = job.finish();
@@ -326,7 +326,7 @@ fn cancel_from_another_process_stops_the_job_without_a_savepoint() {
     job.wait_for("a completed checkpoint", |l| completed_id(l).is_some());
     let out = ctl_ok(dir.path(), &["cancel", "--json"]);
     let reply = json_of(&out);
-    assert_eq!(reply["status"], "cancelled", "{reply}");
+    assert_eq!(reply["status"], "stopped", "{reply}");
     assert_eq!(reply["final_savepoint"], Value::Null, "{reply}");
     let socket = job.socket.clone();
     let (summary, _) = job.finish();
@@ -410,7 +410,10 @@ fn status_json_from_another_process_reports_attempt_checkpoints_failures_and_rat
     // Nothing runs now: one line that says so and how to start it.
     let out = ctl(dir.path(), &["status", "--json"]);
     assert!(!out.status.success());
-    let err = json_of(&out)["error"].as_str().unwrap().to_string();
+    let err = json_of(&out)["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(err.starts_with("no job is running for "), "{err}");
     assert!(err.contains("start one with `cairn run --config "), "{err}");
 }
@@ -664,7 +667,10 @@ fn the_control_socket_refuses_another_user() {
         ] {
             let out = ctl_as(uid, gid, dir.path(), args);
             assert!(!out.status.success(), "{what}: {args:?} was served");
-            let err = json_of(&out)["error"].as_str().unwrap().to_string();
+            let err = json_of(&out)["error"]["message"]
+                .as_str()
+                .unwrap()
+                .to_string();
             assert!(err.contains(expect), "{what}: {args:?}: {err}");
         }
         // The job runs on, untouched, and serves its own user.
@@ -690,7 +696,7 @@ fn the_control_socket_refuses_another_user() {
     );
     ctl_ok(dir.path(), &["cancel"]);
     let (summary, _) = job.finish();
-    assert_eq!(summary["status"], "cancelled");
+    assert_eq!(summary["status"], "stopped");
     assert_eq!(summary["final_savepoint"], Value::Null, "{summary}");
 }
 
@@ -826,7 +832,7 @@ fn a_job_refuses_a_peer_that_is_not_its_user_even_root() {
         String::from_utf8_lossy(&out.stderr)
     );
     let (summary, _) = job.finish();
-    assert_eq!(summary["status"], "cancelled");
+    assert_eq!(summary["status"], "stopped");
 }
 
 #[test]

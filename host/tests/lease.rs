@@ -401,10 +401,7 @@ pub fn take_savepoint(dir: &Path) -> (String, u64) {
         &["checkpoints", "show", &savepoint, "--json"],
         dir,
     ));
-    (
-        savepoint,
-        shown["metadata"]["checkpoint_id"].as_u64().unwrap(),
-    )
+    (savepoint, shown["metadata"]["id"].as_u64().unwrap())
 }
 
 #[test]

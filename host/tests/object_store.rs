@@ -503,7 +503,11 @@ fn bench_storage_compares_the_plugin_with_object_store_used_directly() {
         "plugin_read",
         "direct_read",
     ] {
-        assert_eq!(direct[figure]["bytes"], 12 << 20, "{figure}: {direct:#}");
+        assert_eq!(
+            direct[figure]["size_bytes"],
+            12 << 20,
+            "{figure}: {direct:#}"
+        );
     }
     // Ratios are reported, and judged against the target, but never asserted.
     for ratio in ["write_ratio", "read_ratio"] {

@@ -446,7 +446,7 @@ fn commands_take_a_savepoint_and_cancel() {
     assert_eq!(meta.kind, cairn_host::metadata::SnapshotKind::Savepoint);
     tx.send(Command::Cancel).unwrap();
     let summary = runner.join().unwrap().unwrap();
-    assert_eq!(summary.status, Status::Cancelled);
+    assert_eq!(summary.status, Status::Stopped);
 }
 
 #[test]

@@ -65,6 +65,9 @@ mod recovery;
 // visible only once their checkpoint completed, non-UTF-8 input.
 mod word_count;
 
+// The `--json` contract on every command, on success and on failure (README, "JSON contract").
+mod json_contract;
+
 // Control of a running job from other processes: savepoint, stop --savepoint, cancel and status
 // over the control socket, the Prometheus endpoint scraped during a run, another user refused.
 mod control;

@@ -176,7 +176,11 @@ fn pointer_of(
     let all = completed(config, storage)?;
     if arg == "latest" {
         return all.last().map(|c| c.pointer.clone()).ok_or_else(|| {
-            NotFound(format!("job '{}' has no completed checkpoint", config.job.id)).into()
+            NotFound(format!(
+                "job '{}' has no completed checkpoint",
+                config.job.id
+            ))
+            .into()
         });
     }
     if let Ok(id) = arg.parse::<u64>() {
@@ -191,7 +195,10 @@ fn pointer_of(
             if ids.is_empty() {
                 "none".to_string()
             } else {
-                ids.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
+                ids.iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             }
         };
         return Err(NotFound(format!(
@@ -410,10 +417,19 @@ impl<'a> ShowJson<'a> {
         rename(&mut metadata, "checkpoint_id", "id");
         rename(&mut metadata, "triggered_at_ms", "triggered_ms");
         rename(&mut metadata, "completed_at_ms", "completed_ms");
+        if let Some(o) = metadata.as_object_mut() {
+            o.insert("triggered".into(), rfc3339(m.triggered_at_ms).into());
+            o.insert("completed".into(), rfc3339(m.completed_at_ms).into());
+        }
         // Only the known places: a sink's state or a source's offset is the job's own JSON.
         if let Some(tasks) = metadata.get_mut("tasks").and_then(Value::as_array_mut) {
             for t in tasks {
-                for h in t.get_mut("handles").and_then(Value::as_array_mut).into_iter().flatten() {
+                for h in t
+                    .get_mut("handles")
+                    .and_then(Value::as_array_mut)
+                    .into_iter()
+                    .flatten()
+                {
                     rename(h, "size", "size_bytes");
                 }
                 let channel_state = t.get_mut("channel_state").and_then(Value::as_array_mut);

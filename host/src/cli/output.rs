@@ -66,14 +66,32 @@ pub struct NotFound(pub String);
 
 /// The kinds of [`ErrorJson::kind`], each with what it means, for `--help` and the README.
 pub const ERROR_KINDS: &[(&str, &str)] = &[
-    ("usage", "the command line is wrong (unknown option, missing argument); exit code 2"),
-    ("config", "the config file or the storage options are invalid"),
+    (
+        "usage",
+        "the command line is wrong (unknown option, missing argument); exit code 2",
+    ),
+    (
+        "config",
+        "the config file or the storage options are invalid",
+    ),
     ("plugin", "the storage plugin cannot be found or loaded"),
-    ("not_found", "a checkpoint, savepoint, pointer or object does not exist"),
-    ("storage", "the storage plugin failed, or stored bytes are damaged"),
+    (
+        "not_found",
+        "a checkpoint, savepoint, pointer or object does not exist",
+    ),
+    (
+        "storage",
+        "the storage plugin failed, or stored bytes are damaged",
+    ),
     ("lease", "another process holds the job"),
-    ("control", "the running job cannot be reached over its control socket, or refused"),
-    ("io", "a local file or directory could not be read or written"),
+    (
+        "control",
+        "the running job cannot be reached over its control socket, or refused",
+    ),
+    (
+        "io",
+        "a local file or directory could not be read or written",
+    ),
     ("internal", "anything else"),
 ];
 

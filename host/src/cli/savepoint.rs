@@ -48,7 +48,11 @@ pub fn run(args: SavepointArgs) -> anyhow::Result<ExitCode> {
     let request = Request::Savepoint {
         target: target_for_job(args.target.as_deref())?,
     };
-    match ask(&args.config, request, Some("taking a savepoint".to_string()))? {
+    match ask(
+        &args.config,
+        request,
+        Some("taking a savepoint".to_string()),
+    )? {
         Reply::Savepoint(s) => {
             print_savepoint(&s, args.json)?;
             Ok(ExitCode::SUCCESS)

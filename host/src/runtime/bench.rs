@@ -93,18 +93,30 @@ pub struct JobBenchReport {
     /// Bytes the median checkpoint wrote (state plus keys and framing).
     pub checkpoint_bytes: u64,
     /// Every measured checkpoint's duration, trigger to commit, in ms.
-    #[serde(serialize_with = "crate::runtime::report::whole_units::vec_ms_as_us", rename = "durations_us")]
+    #[serde(
+        serialize_with = "crate::runtime::report::whole_units::vec_ms_as_us",
+        rename = "durations_us"
+    )]
     pub durations_ms: Vec<f64>,
     /// The median of those.
-    #[serde(serialize_with = "crate::runtime::report::whole_units::ms_as_us", rename = "median_us")]
+    #[serde(
+        serialize_with = "crate::runtime::report::whole_units::ms_as_us",
+        rename = "median_us"
+    )]
     pub median_ms: f64,
     /// Checkpoint bytes ÷ median duration.
     pub mb_per_s: f64,
     /// The raw write + fsync of the same bytes: every round, in ms.
-    #[serde(serialize_with = "crate::runtime::report::whole_units::vec_ms_as_us", rename = "raw_us")]
+    #[serde(
+        serialize_with = "crate::runtime::report::whole_units::vec_ms_as_us",
+        rename = "raw_us"
+    )]
     pub raw_ms: Vec<f64>,
     /// Their median.
-    #[serde(serialize_with = "crate::runtime::report::whole_units::ms_as_us", rename = "raw_median_us")]
+    #[serde(
+        serialize_with = "crate::runtime::report::whole_units::ms_as_us",
+        rename = "raw_median_us"
+    )]
     pub raw_median_ms: f64,
     /// Median checkpoint ÷ raw median.
     pub vs_raw: f64,
@@ -126,7 +138,10 @@ pub struct JobBenchReport {
     /// See `pages`.
     pub changed_pages: u64,
     /// Seconds the state took to become complete (the warm-up, not measured).
-    #[serde(serialize_with = "crate::runtime::report::whole_units::secs_as_ms", rename = "warmup_ms")]
+    #[serde(
+        serialize_with = "crate::runtime::report::whole_units::secs_as_ms",
+        rename = "warmup_ms"
+    )]
     pub warmup_s: f64,
     /// Records per second from the first measured trigger to the last measured completion.
     pub records_per_s: Option<f64>,
@@ -432,7 +447,10 @@ pub struct BackpressureReport {
     pub channel_state_vs_queued: Option<f64>,
     /// Seconds of records queued at the unaligned barrier: the median channel-state records ÷
     /// the records per second processed meanwhile.
-    #[serde(serialize_with = "crate::runtime::report::whole_units::opt_secs_as_ms", rename = "queued_ms")]
+    #[serde(
+        serialize_with = "crate::runtime::report::whole_units::opt_secs_as_ms",
+        rename = "queued_ms"
+    )]
     pub queued_s: Option<f64>,
     /// At-least-once records/s ÷ exactly-once records/s, unthrottled.
     pub at_least_once_vs_exactly_once: Option<f64>,

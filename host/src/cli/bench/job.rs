@@ -273,9 +273,9 @@ pub fn run(a: &JobArgs, config: &ConfigArg) -> anyhow::Result<ExitCode> {
             "checkpoints": a.checkpoints(),
             "figures": report,
             "vs_flink": match (a.keys(), a.state_bytes()) {
-                (200_000, 4096) => json!({"reference_ms": [FLINK_819MB.0, FLINK_819MB.1],
+                (200_000, 4096) => json!({"reference_us": [(FLINK_819MB.0 * 1000.0) as u64, (FLINK_819MB.1 * 1000.0) as u64],
                     "low": report.median_ms / FLINK_819MB.0, "high": report.median_ms / FLINK_819MB.1}),
-                (100_000, 1024) => json!({"reference_ms": [FLINK_103MB.0, FLINK_103MB.1],
+                (100_000, 1024) => json!({"reference_us": [(FLINK_103MB.0 * 1000.0) as u64, (FLINK_103MB.1 * 1000.0) as u64],
                     "low": report.median_ms / FLINK_103MB.0, "high": report.median_ms / FLINK_103MB.1}),
                 _ => serde_json::Value::Null,
             },
