@@ -109,6 +109,7 @@ listen = "127.0.0.1:9249"
     assert!(out.status.success(), "{}", stderr(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let expect = serde_json::json!({
+        "version": 1,
         "file": "cairn.toml",
         "valid": true,
         "checkpointing_enabled": true,
@@ -215,7 +216,7 @@ fn check_refuses_a_duration_past_the_maximum_that_run_could_not_use() {
     let out = cairn(&["config", "check", "--json"], dir.path());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
-        (v["line"].as_u64(), v["key"].as_str()),
+        (v["error"]["line"].as_u64(), v["error"]["key"].as_str()),
         (Some(2), Some("restart.delay"))
     );
 }
@@ -228,7 +229,7 @@ fn check_json_gives_line_and_column_of_bytes_that_are_not_utf8() {
     assert_eq!(out.status.code(), Some(1));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
-        (v["line"].as_u64(), v["column"].as_u64()),
+        (v["error"]["line"].as_u64(), v["error"]["column"].as_u64()),
         (Some(2), Some(7))
     );
     assert!(

@@ -84,9 +84,14 @@ fn offsets(meta: &CheckpointMetadata) -> Vec<u64> {
 
 /// Counter state decoded from a checkpoint, merged over subtasks.
 fn state_of(dir: &Path, id: &str) -> (CheckpointMetadata, std::collections::BTreeMap<u64, u64>) {
+    // `show --json` names the fields by the JSON contract, not as they are stored: the stored
+    // metadata is resolved through the filesystem plugin and decoded here.
     let out = cairn_ok(&["checkpoints", "show", id, "--json"], dir);
-    let meta: CheckpointMetadata =
-        serde_json::from_value(json_of(&out)["metadata"].clone()).unwrap();
+    let pointer = json_of(&out)["pointer"].as_str().unwrap().to_string();
+    let storage = crate::util::load("cairn-storage-fs-cdylib")
+        .open(&crate::util::fs_options(&dir.join("checkpoints")))
+        .unwrap();
+    let meta = CheckpointMetadata::decode(&storage.resolve(&pointer).unwrap().metadata).unwrap();
     let mut counts = std::collections::BTreeMap::new();
     for t in &meta.tasks {
         for h in &t.handles {

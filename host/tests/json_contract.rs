@@ -33,6 +33,7 @@ const KINDS: &[&str] = &[
     "storage",
     "lease",
     "control",
+    "job",
     "io",
     "internal",
 ];

@@ -64,11 +64,13 @@ pub struct ErrorJson {
 #[error("{0}")]
 pub struct NotFound(pub String);
 
-/// The kinds of [`ErrorJson::kind`], each with what it means, for `--help` and the README.
+/// The kinds of [`ErrorJson::kind`], each with what it means (the README has the same table; a
+/// test checks that it lists every kind).
 pub const ERROR_KINDS: &[(&str, &str)] = &[
     (
         "usage",
-        "the command line is wrong (unknown option, missing argument); exit code 2",
+        "the command line is wrong (exit code 2 when it cannot be parsed), or a run needs \
+         --from or --fresh",
     ),
     (
         "config",
@@ -87,6 +89,10 @@ pub const ERROR_KINDS: &[(&str, &str)] = &[
     (
         "control",
         "the running job cannot be reached over its control socket, or refused",
+    ),
+    (
+        "job",
+        "the job cannot be built from its settings, or failed more often than allowed",
     ),
     (
         "io",
@@ -152,8 +158,9 @@ fn kind_of(e: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
             RunError::Open { error, .. } => storage(error),
             RunError::Storage(s) => storage(s),
             RunError::Lease(_) => "lease",
-            RunError::Restore(_) | RunError::Job(_) | RunError::Failed { .. } => "internal",
-            RunError::Lineage(_) => "storage",
+            RunError::Restore(_) => "storage",
+            RunError::Job(_) | RunError::Failed { .. } => "job",
+            RunError::Lineage(_) => "usage",
         });
     }
     if e.is::<NotFound>() {
@@ -220,6 +227,48 @@ mod tests {
         assert_eq!(doc["version"], 1);
         assert_eq!(doc["error"]["kind"], "config");
         assert!(doc["error"].get("column").is_none());
+    }
+
+    #[test]
+    fn the_kind_is_that_of_the_first_typed_error_in_the_chain() {
+        use cairn_plugin_api::StorageError;
+        let kind = |e: anyhow::Error| ErrorJson::from_error(&e).kind;
+        assert_eq!(kind(NotFound("no checkpoint 3".into()).into()), "not_found");
+        let missing = StorageError::NotFound("chk-3".into());
+        assert_eq!(
+            kind(anyhow::Error::new(missing).context("show")),
+            "not_found"
+        );
+        assert_eq!(kind(StorageError::Corrupt("crc".into()).into()), "storage");
+        assert_eq!(
+            kind(StorageError::InvalidConfig("dir".into()).into()),
+            "config"
+        );
+        let io = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "denied");
+        assert_eq!(kind(anyhow::Error::new(io).context("cannot write x")), "io");
+        assert_eq!(kind(anyhow::anyhow!("something else")), "internal");
+        let open = cairn_host::runtime::RunError::Open {
+            plugin: "filesystem".into(),
+            error: StorageError::InvalidConfig("dirr".into()),
+        };
+        assert_eq!(kind(open.into()), "config");
+        let lineage = cairn_host::runtime::RunError::Lineage("two lineages".into());
+        assert_eq!(kind(lineage.into()), "usage");
+    }
+
+    #[test]
+    fn every_kind_is_documented_once() {
+        let mut kinds: Vec<&str> = ERROR_KINDS.iter().map(|(k, _)| *k).collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        assert_eq!(kinds.len(), ERROR_KINDS.len());
+        let readme = include_str!("../../../README.md");
+        for (kind, _) in ERROR_KINDS {
+            assert!(
+                readme.contains(&format!("| `{kind}` |")),
+                "README lacks {kind}"
+            );
+        }
     }
 
     #[test]
