@@ -351,7 +351,7 @@ fn list(config: &Config, kind: Option<Kind>, as_json: bool) -> anyhow::Result<Ex
             writeln!(
                 out,
                 "{id:>6}  {kind:<10}  {}  {:>10}  {pointer}",
-                r["completed_at"].as_str().unwrap_or(""),
+                r["completed"].as_str().unwrap_or(""),
                 HumanBytes(r["state_bytes"].as_u64().unwrap_or(0)).to_string(),
             )?;
         } else {
