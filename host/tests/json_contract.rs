@@ -581,6 +581,10 @@ fn the_job_and_crash_benchmarks_follow_the_contract() {
         &["bench", "job", "--plugin", "nosuch", "--json"],
         "plugin",
     );
+    // Options that do not go together, found after parsing: usage, with exit code 1.
+    let bad = ["bench", "job", "--operator-rate", "5", "--json"];
+    fails(d, &bad, "usage");
+    assert_eq!(cairn(d, &bad).status.code(), Some(1));
 
     let crash = ok(
         d,

@@ -685,10 +685,11 @@ fn verify(config: &Config, args: &[String], as_json: bool) -> anyhow::Result<Exi
             .collect::<anyhow::Result<_>>()?
     };
     if pointers.is_empty() {
-        bail!(
+        return Err(NotFound(format!(
             "job '{}' has no completed checkpoints or savepoints to verify",
             config.job.id
-        );
+        ))
+        .into());
     }
     let bar = ProgressBar::new(0);
     bar.set_style(

@@ -64,6 +64,12 @@ pub struct ErrorJson {
 #[error("{0}")]
 pub struct NotFound(pub String);
 
+/// The command line asks for something that cannot be (options that do not go together), found
+/// after clap parsed it: the `usage` kind of the contract (with exit code 1, not clap's 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Usage(pub String);
+
 /// The kinds of [`ErrorJson::kind`], each with what it means (the README has the same table; a
 /// test checks that it lists every kind).
 pub const ERROR_KINDS: &[(&str, &str)] = &[
@@ -165,6 +171,8 @@ fn kind_of(e: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
     }
     if e.is::<NotFound>() {
         Some("not_found")
+    } else if e.is::<Usage>() {
+        Some("usage")
     } else if e.is::<LoadError>() {
         Some("plugin")
     } else if e.is::<ControlError>() {
@@ -234,6 +242,10 @@ mod tests {
         use cairn_plugin_api::StorageError;
         let kind = |e: anyhow::Error| ErrorJson::from_error(&e).kind;
         assert_eq!(kind(NotFound("no checkpoint 3".into()).into()), "not_found");
+        assert_eq!(
+            kind(Usage("--rate with --backpressure".into()).into()),
+            "usage"
+        );
         let missing = StorageError::NotFound("chk-3".into());
         assert_eq!(
             kind(anyhow::Error::new(missing).context("show")),

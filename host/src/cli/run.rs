@@ -95,7 +95,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let config = args.config.load()?;
     // Before any plugin is loaded: a state that cannot fit in memory is refused.
     match runtime::memory_fit(&config.job) {
-        runtime::memory::Fit::TooLarge(e) => anyhow::bail!("{e}"),
+        runtime::memory::Fit::TooLarge(e) => return Err(runtime::RunError::Job(e).into()),
         runtime::memory::Fit::Tight(w) => eprintln!("warning: {w}"),
         runtime::memory::Fit::Fits => {}
     }

@@ -12,6 +12,8 @@ use anyhow::Context;
 use cairn_host::runtime::bench::{self, JobBench, JobBenchReport};
 use serde_json::json;
 
+use crate::cli::output::Usage;
+
 use super::{human, parse_size, ConfigArg, Target, FILESYSTEM};
 
 /// The slow operator's default rate under --backpressure: a full exchange of the keyed
@@ -225,7 +227,7 @@ pub fn run(a: &JobArgs, config: &ConfigArg) -> anyhow::Result<ExitCode> {
         return backpressure(a, config, started);
     }
     if a.operator_rate.is_some() {
-        anyhow::bail!("--operator-rate applies only with --backpressure");
+        return Err(Usage("--operator-rate applies only with --backpressure".into()).into());
     }
     let Opened {
         plugin,
@@ -394,10 +396,12 @@ fn backpressure(
     started: Instant,
 ) -> anyhow::Result<ExitCode> {
     if a.rate.is_some() {
-        anyhow::bail!(
+        return Err(Usage(
             "--rate does not apply with --backpressure: its sources are unlimited and the slow \
              operator sets the pace (--operator-rate)"
-        );
+                .into(),
+        )
+        .into());
     }
     let Opened {
         plugin,
