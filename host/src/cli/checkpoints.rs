@@ -166,7 +166,7 @@ fn completed(
 }
 
 /// Turn an id, `latest` or a pointer into a pointer.
-fn pointer_of(
+pub(super) fn pointer_of(
     config: &Config,
     storage: &dyn CheckpointStorage,
     arg: &str,
@@ -186,10 +186,14 @@ fn pointer_of(
         if let Some(s) = savepoints.iter().find(|s| s.id == Some(id)) {
             return Ok(s.pointer.clone());
         }
-        return Err(anyhow::anyhow!("no such id")).with_context(|| {
-                let ids: Vec<String> = all.iter().map(|c| c.checkpoint_id.to_string()).collect();
-                let sp: Vec<String> = savepoints.iter().filter_map(|s| s.id).map(|i| i.to_string()).collect();
-                format!(
+        return Err({
+            let ids: Vec<String> = all.iter().map(|c| c.checkpoint_id.to_string()).collect();
+            let sp: Vec<String> = savepoints
+                .iter()
+                .filter_map(|s| s.id)
+                .map(|i| i.to_string())
+                .collect();
+            anyhow::anyhow!(
                     "job '{}' has no completed checkpoint {id} and no savepoint of that id (checkpoints: {}; savepoints: {})",
                     config.job.id,
                     if ids.is_empty() {
@@ -203,7 +207,7 @@ fn pointer_of(
                         sp.join(", ")
                     }
                 )
-            });
+        });
     }
     Ok(arg.to_string())
 }
@@ -338,24 +342,27 @@ fn list(config: &Config, kind: Option<Kind>, as_json: bool) -> anyhow::Result<Ex
             storage.info().location
         )?;
     }
-    for r in &rows {
-        let id = r["id"].as_u64().map_or("?".to_string(), |i| i.to_string());
-        let kind = r["kind"].as_str().unwrap_or("");
-        let pointer = r["pointer"].as_str().unwrap_or("");
-        if r["readable"] == true {
-            writeln!(
-                out,
-                "{id:>6}  {kind:<10}  {}  {:>10}  {pointer}",
-                r["completed_at"].as_str().unwrap_or(""),
-                HumanBytes(r["state_bytes"].as_u64().unwrap_or(0)).to_string(),
-            )?;
-        } else {
-            writeln!(
-                out,
-                "{id:>6}  {kind:<10}  UNREADABLE: {}  {pointer}",
-                r["error"].as_str().unwrap_or(""),
-            )?;
+    if !rows.is_empty() {
+        let mut table = super::term::table(&["id", "kind", "completed", "state", "pointer"]);
+        for r in &rows {
+            let id = r["id"].as_u64().map_or("?".to_string(), |i| i.to_string());
+            let kind = r["kind"].as_str().unwrap_or("").to_string();
+            let pointer = r["pointer"].as_str().unwrap_or("").to_string();
+            let (completed, state) = if r["readable"] == true {
+                (
+                    r["completed_at"].as_str().unwrap_or("").to_string(),
+                    HumanBytes(r["state_bytes"].as_u64().unwrap_or(0)).to_string(),
+                )
+            } else {
+                (
+                    format!("UNREADABLE: {}", r["error"].as_str().unwrap_or("")),
+                    String::new(),
+                )
+            };
+            table.add_row(vec![id, kind, completed, state, pointer]);
         }
+        super::term::align_right(&mut table, &[0, 3]);
+        writeln!(out, "{}", super::term::render(&table))?;
     }
     Ok(ExitCode::SUCCESS)
 }
