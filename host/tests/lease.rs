@@ -698,8 +698,8 @@ fn fresh_lists_what_it_discards_and_asks_on_a_terminal() {
     assert!(!out.status.success(), "{shown}");
     assert!(
         shown.contains(&format!(
-            "--fresh discards the {} completed checkpoint(s)",
-            old.len()
+            "--fresh discards the {}",
+            cairn_host::words::count(old.len() as u64, "completed checkpoint")
         )) && shown.contains(&format!("chk-{}", old.last().unwrap()))
             && shown.contains("[y/N]")
             && shown.contains("not confirmed"),

@@ -243,3 +243,43 @@ fn tables_have_headers_and_fit_columns() {
         }
     }
 }
+
+#[test]
+fn an_unreachable_endpoint_is_one_error_that_names_the_refused_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    // Port 1 on loopback: nothing listens there, so every connection is refused at once.
+    let options = "url = \"s3://bucket/prefix\"\nendpoint = \"http://127.0.0.1:1\"\n\
+                   region = \"us-east-1\"\naccess-key-id = \"a\"\nsecret-access-key = \"b\"\n\
+                   allow-http = true\nmax-retries = 1\n";
+    std::fs::write(dir.path().join("options.toml"), options).unwrap();
+    std::fs::write(
+        dir.path().join("cairn.toml"),
+        format!(
+            "[storage]\npath = {:?}\n\n[storage.options]\n{options}\n[job]\nid = \"it\"\n",
+            crate::util::lib("cairn-storage-object-cdylib")
+                .display()
+                .to_string()
+        ),
+    )
+    .unwrap();
+    let plugin = crate::util::lib("cairn-storage-object-cdylib");
+    let plugin = plugin.to_str().unwrap();
+    for args in [
+        &["plugins", "verify", "--options", "options.toml", plugin][..],
+        &["checkpoints", "list"],
+    ] {
+        let out = cairn(args, dir.path());
+        assert!(!out.status.success(), "{args:?}");
+        let err = stderr(&out);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(!text.contains("FAIL"), "{args:?} ran the cases:\n{text}");
+        let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{args:?}: {err}");
+        assert!(lines[0].starts_with("error: "), "{args:?}: {err}");
+        assert_eq!(
+            lines[0].matches("connection refused").count(),
+            1,
+            "{args:?}: {err}"
+        );
+    }
+}

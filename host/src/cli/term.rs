@@ -1,6 +1,6 @@
 //! What the CLI writes for people at a terminal, written once: whether stderr is a terminal,
 //! the log writer that goes around a live progress bar (never through it), tables that fit the
-//! terminal's width (plain columns when output is not a terminal), and plurals.
+//! terminal's width (plain columns when output is not a terminal).
 
 use std::{
     io::{IsTerminal, Write},
@@ -58,15 +58,7 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
     }
 }
 
-/// `n` and `noun`, in the plural unless `n` is 1: "1 checkpoint", "2 checkpoints".
-pub fn count(n: impl Into<u64>, noun: &str) -> String {
-    let n = n.into();
-    if n == 1 {
-        format!("1 {noun}")
-    } else {
-        format!("{n} {noun}s")
-    }
-}
+pub use cairn_host::words::count;
 
 /// The width tables are fitted to: `COLUMNS` if it is set to a number (as shells and `ls` do),
 /// else the terminal's when stdout is one; `None` (plain columns) when stdout is not a
@@ -126,13 +118,6 @@ pub fn render(table: &Table) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn counts_are_singular_only_for_one() {
-        assert_eq!(count(0u64, "checkpoint"), "0 checkpoints");
-        assert_eq!(count(1u32, "attempt"), "1 attempt");
-        assert_eq!(count(2u64, "attempt"), "2 attempts");
-    }
 
     #[test]
     fn a_fitted_table_keeps_within_its_width() {

@@ -57,6 +57,14 @@ pub fn verify(plugin: Plugin, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
         scratch: scratch_path.join("cases"),
     };
 
+    // One check first: a storage every case would fail to reach is one error, not a FAIL per
+    // case.
+    suite::preflight(&subject, args.case_timeout).map_err(|why| {
+        anyhow::anyhow!(
+            "plugin {} cannot be used with these options, so no case was run: {why}",
+            manifest.name
+        )
+    })?;
     let bar = ProgressBar::new(suite::CASES.len() as u64);
     bar.set_style(
         ProgressStyle::with_template("{spinner} [{pos}/{len}] {wide_msg} {elapsed}")

@@ -411,9 +411,9 @@ fn discard_for_fresh(
     let newest = existing.last().expect("not empty");
     if !opts.fresh {
         return Err(RunError::Lineage(format!(
-            "job '{job_id}' has {} completed checkpoint(s) in {location} (the newest is {}, {}): \
-             resume from it with --from latest, or start over with --fresh, which discards them",
-            existing.len(),
+            "job '{job_id}' has {} in {location} (the newest is {}, {}): resume from it with \
+             --from latest, or start over with --fresh, which discards them",
+            crate::words::count(existing.len() as u64, "completed checkpoint"),
             newest.checkpoint_id,
             newest.pointer
         )));
@@ -426,8 +426,8 @@ fn discard_for_fresh(
     if !(opts.confirm_fresh)(&plan) {
         return Err(RunError::Lineage(format!(
             "--fresh was not confirmed (it asks on a terminal; --yes confirms without asking): \
-             the {} completed checkpoint(s) of job '{job_id}' are kept",
-            existing.len()
+             the {} of job '{job_id}' are kept",
+            crate::words::count(existing.len() as u64, "completed checkpoint")
         )));
     }
     for c in existing {
