@@ -283,3 +283,43 @@ fn an_unreachable_endpoint_is_one_error_that_names_the_refused_connection() {
         );
     }
 }
+
+#[test]
+fn on_a_terminal_log_lines_print_above_the_progress_bar() {
+    let dir = setup("");
+    // util-linux `script` runs the command on a pseudo-terminal, so the bar is drawn.
+    let out = Command::new("script")
+        .args([
+            "-qec",
+            &format!("{} run --records 30000", env!("CARGO_BIN_EXE_cairn")),
+            "/dev/null",
+        ])
+        .env("RUST_LOG", "cairn_host=debug")
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("util-linux `script` runs the command on a pseudo-terminal");
+    let screen = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{screen}");
+    let mut under_the_bar = 0;
+    for line in screen.split('\n').filter(|l| l.contains("DEBUG")) {
+        // What is left on the terminal's line: the text after the last carriage return.
+        let last = line
+            .trim_end_matches('\r')
+            .rsplit('\r')
+            .next()
+            .unwrap_or("");
+        let shown = crate::util::without_ansi(last);
+        assert!(
+            shown.starts_with("20") && shown.contains("DEBUG"),
+            "a log line drawn into the bar: {line:?}"
+        );
+        if line.contains(" records (") || line.contains("\u{1b}[2K") {
+            under_the_bar += 1;
+        }
+    }
+    assert!(
+        under_the_bar >= 1,
+        "no log line came while the bar was shown:\n{screen:?}"
+    );
+}
