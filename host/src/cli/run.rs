@@ -466,7 +466,7 @@ fn handle_signals(
                     continue;
                 }
                 if signal == SIGINT {
-                    eprintln!("cairn: stopping (Ctrl-C again to exit at once)");
+                    term::say("cairn: stopping (Ctrl-C again to exit at once)");
                 }
                 if signal == SIGTERM && on_sigterm {
                     let _ = commands.send(Command::StopWithSavepoint {

@@ -30,6 +30,15 @@ pub fn clear_bar() {
     }
 }
 
+/// Print `line` on stderr, above the progress bar if one is shown.
+pub fn say(line: &str) {
+    let bar = BAR.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    match bar {
+        Some(bar) if !bar.is_hidden() => bar.println(line),
+        _ => eprintln!("{line}"),
+    }
+}
+
 /// The `tracing` writer: each event goes to stderr in one write, with a live progress bar
 /// hidden while it is written and redrawn below it.
 #[derive(Debug, Clone, Copy, Default)]
