@@ -614,6 +614,7 @@ fn verify(config: &Config, args: &[String], as_json: bool) -> anyhow::Result<Exi
         ProgressStyle::with_template("{spinner} {bytes} read {wide_msg}")
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
+    let shown = super::term::show(&bar);
     let check_state = |operator: &str, bytes: &[u8]| state::check_task_state(operator, bytes);
     let results = verify_pointers(
         storage.as_ref(),
@@ -623,7 +624,7 @@ fn verify(config: &Config, args: &[String], as_json: bool) -> anyhow::Result<Exi
         &bar,
         &check_state,
     )?;
-    bar.finish_and_clear();
+    drop(shown);
     let count = |f: fn(&Verdict) -> bool| results.iter().filter(|(_, v)| f(v)).count();
     let ok = count(|v| matches!(v, Verdict::Ok));
     let bad = count(|v| matches!(v, Verdict::Damaged(_)));
@@ -672,8 +673,8 @@ fn verify(config: &Config, args: &[String], as_json: bool) -> anyhow::Result<Exi
         };
         writeln!(
             out,
-            "{} checkpoints verified: {ok} ok, {bad} damaged{removed}",
-            results.len(),
+            "{} verified: {ok} ok, {bad} damaged{removed}",
+            cairn_host::words::count(results.len() as u64, "checkpoint"),
         )?;
     }
     Ok(if bad == 0 {
@@ -823,6 +824,7 @@ fn copy(
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
     bar.set_message(pointer.clone());
+    let shown = super::term::show(&bar);
     let report = cairn_host::copy::copy(
         storage.as_ref(),
         &pointer,
@@ -836,7 +838,7 @@ fn copy(
             bar.set_position(done);
         },
     );
-    bar.finish_and_clear();
+    drop(shown);
     let report = report?;
     lease.release("done");
     let mut out = std::io::stdout().lock();

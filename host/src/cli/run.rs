@@ -97,11 +97,12 @@ fn barrier_mode(c: &cairn_host::config::CheckpointingConfig) -> String {
 }
 
 /// What `--from ARG` restores: `latest`, or the pointer of an id or of a pointer (a relative
-/// path made absolute), checked with the plugin before the run starts so that a mistyped
-/// argument is refused as one.
+/// path made absolute), checked with the plugin (a call bounded by the checkpoint timeout)
+/// before the run starts, so that a mistyped argument is refused as one.
 fn restore_from(
     config: &cairn_host::config::Config,
     storage: &dyn cairn_plugin_api::CheckpointStorage,
+    calls: &runtime::PluginCalls,
     arg: &str,
 ) -> anyhow::Result<RestoreFrom> {
     if arg == "latest" {
@@ -120,10 +121,18 @@ fn restore_from(
             false => arg.to_string(),
         }
     };
-    if let Err(e) = storage.resolve(&pointer) {
+    if let Err(e) = calls.resolve(&pointer) {
+        use cairn_plugin_api::ErrorKind;
+        // The plugin's kind is about its own options; here the pointer came from the command line.
+        let what = match e.kind() {
+            ErrorKind::InvalidConfig | ErrorKind::NotFound => {
+                "not a checkpoint or savepoint of this storage"
+            }
+            _ => "cannot be read",
+        };
         anyhow::bail!(
-            "--from {arg}: not a checkpoint or savepoint of this storage: {}; give `latest`, \
-             an id from `cairn checkpoints list`, or a checkpoint or savepoint pointer",
+            "--from {arg}: {what}: {}; give `latest`, an id from `cairn checkpoints list`, or a \
+             checkpoint or savepoint pointer",
             e.message()
         );
     }
@@ -186,11 +195,16 @@ pub fn run(args: RunArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         runtime::memory::Fit::Fits => {}
     }
     let (plugin, storage) = open_storage(&config)?;
+    let cancel = Arc::new(AtomicBool::new(false));
+    let calls = runtime::PluginCalls::new(
+        storage.clone(),
+        config.checkpointing.timeout,
+        cancel.clone(),
+    );
     let from = match args.from.as_deref() {
-        Some(arg) => Some(restore_from(&config, storage.as_ref(), arg)?),
+        Some(arg) => Some(restore_from(&config, storage.as_ref(), &calls, arg)?),
         None => None,
     };
-    let cancel = Arc::new(AtomicBool::new(false));
     let (commands, commands_rx) = crossbeam_channel::unbounded();
     let interrupt = Arc::new(Interrupt::default());
     let so_far = Arc::new(std::sync::Mutex::new(SoFar {
@@ -257,13 +271,7 @@ pub fn run(args: RunArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         config.job.id,
         config.job.parallelism,
         plugin.manifest().name,
-        runtime::PluginCalls::new(
-            storage.clone(),
-            config.checkpointing.timeout,
-            cancel.clone()
-        )
-        .info()?
-        .location,
+        calls.info()?.location,
         config
             .checkpointing
             .interval

@@ -30,6 +30,22 @@ pub fn clear_bar() {
     }
 }
 
+/// A bar shown (as [`set_bar`]) until this is dropped, when it is taken off the screen.
+#[must_use = "the bar is taken off the screen when this is dropped"]
+pub struct Shown;
+
+/// Show `bar` until the returned guard is dropped: log lines go above it meanwhile.
+pub fn show(bar: &ProgressBar) -> Shown {
+    set_bar(bar);
+    Shown
+}
+
+impl Drop for Shown {
+    fn drop(&mut self) {
+        clear_bar();
+    }
+}
+
 /// Print `line` on stderr, above the progress bar if one is shown.
 pub fn say(line: &str) {
     let bar = BAR.lock().unwrap_or_else(|e| e.into_inner()).clone();

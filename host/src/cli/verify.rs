@@ -71,6 +71,7 @@ pub fn verify(plugin: Plugin, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar.enable_steady_tick(Duration::from_millis(120));
+    let shown = super::term::show(&bar);
     if !args.json {
         println!(
             "verifying {} {} (plugin API {}) from {}",
@@ -107,7 +108,7 @@ pub fn verify(plugin: Plugin, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
             },
         },
     );
-    bar.finish_and_clear();
+    drop(shown);
     let (passed, failed, skipped) = report.counts();
     let mut out = std::io::stdout().lock();
     if args.json {
@@ -128,8 +129,8 @@ pub fn verify(plugin: Plugin, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     } else {
         writeln!(
             out,
-            "{} cases: {passed} passed, {failed} failed, {skipped} skipped",
-            report.cases.len()
+            "{}: {passed} passed, {failed} failed, {skipped} skipped",
+            cairn_host::words::count(report.cases.len() as u64, "case")
         )?;
     }
     if args.keep_scratch {
