@@ -27,7 +27,8 @@ pub struct Cli {
     /// More log output (-v: debug, -vv: trace). RUST_LOG overrides this.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
-    /// Only errors in the log output.
+    /// Only errors in the log output; `run` also prints no progress, checkpoint or `cairn:`
+    /// lines (its failover and warning lines stay, and its summary still goes to stdout).
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
     #[command(subcommand)]

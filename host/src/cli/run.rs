@@ -6,7 +6,11 @@
 //! While it runs, the job serves its control socket (and metrics, if configured) through
 //! [`Services`]; the line `cairn: control socket at ...` on stderr says it is ready. SIGINT
 //! cancels; SIGTERM cancels, or with `savepoints.on-sigterm` sends the same stop-with-savepoint
-//! command `cairn stop --savepoint` does. A second signal while stopping exits at once.
+//! command `cairn stop --savepoint` does. A run a signal stopped exits 128 + its number (130,
+//! 143) after its summary; a repeated SIGTERM (GNU `timeout` sends two) only repeats the
+//! request, and a second Ctrl-C while stopping exits at once after one line on what the run did.
+//! Lines for people go above the progress bar (`super::term`); `-q` keeps only failures and
+//! warnings.
 //!
 //! The run holds the job's lease (a second run is refused, `--standby` waits for it) and
 //! follows the lineage rules (`--from`, or `--fresh` confirmed on a terminal or with `--yes`);
