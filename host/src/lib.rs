@@ -17,6 +17,7 @@
 //! - [`control`]: the control socket of a running job (`cairn status`, `savepoint`, `stop`,
 //!   `cancel`) and [`control::Services`], which serves it and the metrics while a job runs.
 //! - [`metrics`]: the job's Prometheus metrics and the HTTP endpoint that serves them.
+//! - [`words`]: counts with the right plural, for every message.
 //! - [`job`]: the job API, for running a job of your own (`runtime::api`).
 
 #![warn(missing_docs)]
@@ -31,5 +32,6 @@ pub mod loader;
 pub mod metadata;
 pub mod metrics;
 pub mod runtime;
+pub mod words;
 
 pub use runtime::api as job;

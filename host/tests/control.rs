@@ -352,7 +352,7 @@ fn cancel_from_another_process_stops_the_job_without_a_savepoint() {
     let out = ctl_ok(dir2.path(), &["cancel"]);
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(
-        text.starts_with("job 'it' stopped after 1 attempt(s): "),
+        text.starts_with("job 'it' stopped after 1 attempt: "),
         "{text}"
     );
     job.finish();

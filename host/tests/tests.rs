@@ -83,3 +83,7 @@ mod damage;
 // `checkpoints copy`: filesystem to SeaweedFS, restored there exactly; a failed copy commits
 // nothing.
 mod copy;
+
+// Honest terminal output (issue 14.4): no colour codes in pipes, one line per failover, -q,
+// signals' exit codes and summaries, `run --from` by id or relative path, fitted tables.
+mod terminal;

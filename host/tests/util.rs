@@ -45,7 +45,8 @@ pub fn cairn(args: &[&str], cwd: &Path) -> std::process::Output {
 }
 
 /// Run `cairn ARGS` in `cwd` until it has completed `checkpoints` checkpoints of its own (its
-/// "checkpoint N completed" lines), then stop it as Ctrl-C does, and require a clean exit.
+/// "checkpoint N completed" lines), then stop it as Ctrl-C does, and require a clean stop
+/// (exit code 130, the shell's code for SIGINT).
 /// Tests wait for the checkpoints they need instead of guessing a `--duration` long enough on
 /// a loaded machine. A job that ends or fails first fails the test with its stderr.
 pub fn run_until_checkpoints(
@@ -123,9 +124,10 @@ fn run_until(args: &[&str], cwd: &Path, checkpoints: usize, signal: &str) -> std
     log.extend(rx.try_iter());
     let stderr = log.join("\n");
     if signal == "-INT" {
-        assert!(
-            status.success(),
-            "cairn {args:?} failed after Ctrl-C: {stderr}"
+        assert_eq!(
+            status.code(),
+            Some(130),
+            "cairn {args:?} did not stop cleanly after Ctrl-C: {stderr}"
         );
     }
     std::process::Output {

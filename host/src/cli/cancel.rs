@@ -32,14 +32,26 @@ pub(super) fn stopped_line(summary: &serde_json::Value) -> String {
         _ => "no checkpoint kept (checkpointing.externalized-retention)".to_string(),
     };
     format!(
-        "job '{}' stopped after {} attempt(s): {} records counted, {} checkpoints completed; {kept}",
-        summary.get("job_id").and_then(|j| j.as_str()).unwrap_or("?"),
-        summary.get("attempts").unwrap_or(&serde_json::Value::Null),
-        summary.get("records_counted").unwrap_or(&serde_json::Value::Null),
+        "job '{}' stopped after {}: {} records counted, {} completed; {kept}",
         summary
-            .get("checkpoints_completed")
+            .get("job_id")
+            .and_then(|j| j.as_str())
+            .unwrap_or("?"),
+        counted(summary, "attempts", "attempt"),
+        summary
+            .get("records_counted")
             .unwrap_or(&serde_json::Value::Null),
+        counted(summary, "checkpoints_completed", "checkpoint"),
     )
+}
+
+/// The number at `key` of `summary` with `noun` in the right number ("1 attempt"); "?" and the
+/// plural when it is missing.
+fn counted(summary: &serde_json::Value, key: &str, noun: &str) -> String {
+    match summary.get(key).and_then(|n| n.as_u64()) {
+        Some(n) => cairn_host::words::count(n, noun),
+        None => format!("? {noun}s"),
+    }
 }
 
 /// Cancel the job.

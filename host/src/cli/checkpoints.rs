@@ -168,7 +168,7 @@ fn completed(
 }
 
 /// Turn an id, `latest` or a pointer into a pointer.
-fn pointer_of(
+pub(super) fn pointer_of(
     config: &Config,
     storage: &dyn CheckpointStorage,
     arg: &str,
@@ -343,29 +343,31 @@ fn list(config: &Config, kind: Option<Kind>, as_json: bool) -> anyhow::Result<Ex
             storage.info().location
         )?;
     }
-    for r in &rows {
-        let id = r["id"].as_u64().map_or("?".to_string(), |i| i.to_string());
-        let kind = r["kind"].as_str().unwrap_or("");
-        let pointer = r["pointer"].as_str().unwrap_or("");
-        if r["readable"] == true {
-            writeln!(
-                out,
-                "{id:>6}  {kind:<10}  {}  {:>10}  {pointer}",
-                r["completed"].as_str().unwrap_or(""),
-                HumanBytes(r["state_bytes"].as_u64().unwrap_or(0)).to_string(),
-            )?;
-        } else {
-            writeln!(
-                out,
-                "{id:>6}  {kind:<10}  UNREADABLE: {}  {pointer}",
-                r["error"].as_str().unwrap_or(""),
-            )?;
+    if !rows.is_empty() {
+        let mut table = super::term::table(&["id", "kind", "completed", "state", "pointer"]);
+        for r in &rows {
+            let id = r["id"].as_u64().map_or("?".to_string(), |i| i.to_string());
+            let kind = r["kind"].as_str().unwrap_or("").to_string();
+            let pointer = r["pointer"].as_str().unwrap_or("").to_string();
+            let (completed, state) = if r["readable"] == true {
+                (
+                    r["completed"].as_str().unwrap_or("").to_string(),
+                    HumanBytes(r["state_bytes"].as_u64().unwrap_or(0)).to_string(),
+                )
+            } else {
+                (
+                    format!("UNREADABLE: {}", r["error"].as_str().unwrap_or("")),
+                    String::new(),
+                )
+            };
+            table.add_row(vec![id, kind, completed, state, pointer]);
         }
+        super::term::align_right(&mut table, &[0, 3]);
+        writeln!(out, "{}", super::term::render(&table))?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// What output calls a snapshot of `kind`.
 /// Stored objects as the JSON documents list them: `{"locator", "size_bytes"}`.
 fn objects_json(objects: &[cairn_plugin_api::StoredObject]) -> Vec<serde_json::Value> {
     objects
@@ -374,6 +376,7 @@ fn objects_json(objects: &[cairn_plugin_api::StoredObject]) -> Vec<serde_json::V
         .collect()
 }
 
+/// What output calls a snapshot of `kind`.
 fn kind_name(kind: SnapshotKind) -> &'static str {
     match kind {
         SnapshotKind::Checkpoint => "checkpoint",
@@ -696,6 +699,7 @@ fn verify(config: &Config, args: &[String], as_json: bool) -> anyhow::Result<Exi
         ProgressStyle::with_template("{spinner} {bytes} read {wide_msg}")
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
+    let shown = super::term::show(&bar);
     let check_state = |operator: &str, bytes: &[u8]| state::check_task_state(operator, bytes);
     let results = verify_pointers(
         storage.as_ref(),
@@ -705,7 +709,7 @@ fn verify(config: &Config, args: &[String], as_json: bool) -> anyhow::Result<Exi
         &bar,
         &check_state,
     )?;
-    bar.finish_and_clear();
+    drop(shown);
     let count = |f: fn(&Verdict) -> bool| results.iter().filter(|(_, v)| f(v)).count();
     let ok = count(|v| matches!(v, Verdict::Ok));
     let bad = count(|v| matches!(v, Verdict::Damaged(_)));
@@ -755,8 +759,8 @@ fn verify(config: &Config, args: &[String], as_json: bool) -> anyhow::Result<Exi
         };
         writeln!(
             out,
-            "{} checkpoints verified: {ok} ok, {bad} damaged{removed}",
-            results.len(),
+            "{} verified: {ok} ok, {bad} damaged{removed}",
+            cairn_host::words::count(results.len() as u64, "checkpoint"),
         )?;
     }
     Ok(if bad == 0 {
@@ -906,6 +910,7 @@ fn copy(
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
     bar.set_message(pointer.clone());
+    let shown = super::term::show(&bar);
     let report = cairn_host::copy::copy(
         storage.as_ref(),
         &pointer,
@@ -919,7 +924,7 @@ fn copy(
             bar.set_position(done);
         },
     );
-    bar.finish_and_clear();
+    drop(shown);
     let report = report?;
     lease.release("done");
     let mut out = std::io::stdout().lock();

@@ -16,6 +16,7 @@ mod run;
 mod savepoint;
 mod status;
 mod stop;
+pub mod term;
 mod verify;
 
 /// cairn: a checkpointing host whose storage backends are plugins.
@@ -25,7 +26,8 @@ pub struct Cli {
     /// More log output (-v: debug, -vv: trace). RUST_LOG overrides this.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
-    /// Only errors in the log output.
+    /// Only errors in the log output; `run` also prints no progress, checkpoint or `cairn:`
+    /// lines (its failover and warning lines stay, and its summary still goes to stdout).
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
     #[command(subcommand)]
@@ -107,7 +109,8 @@ pub fn open_storage(
     Ok(cairn_host::runtime::open_storage(config)?)
 }
 
-/// Set up the `tracing` subscriber: RUST_LOG if set, else warnings (or more with `-v`).
+/// Set up the `tracing` subscriber: RUST_LOG if set, else warnings (or more with `-v`). Log
+/// lines go to stderr, coloured only when it is a terminal, and above a live progress bar.
 pub fn init_logging(verbose: u8, quiet: bool) {
     let default = match (quiet, verbose) {
         (true, _) => "error",
@@ -119,7 +122,8 @@ pub fn init_logging(verbose: u8, quiet: bool) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_ansi(term::stderr_is_terminal())
+        .with_writer(term::LogWriter)
         .try_init();
 }
 
@@ -129,7 +133,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Plugins(cmd) => plugins::run(cmd),
         Command::Config(cmd) => config::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),
-        Command::Run(args) => run::run(args),
+        Command::Run(args) => run::run(args, cli.quiet),
         Command::Checkpoints(cmd) => checkpoints::run(cmd),
         Command::Status(args) => status::run(args),
         Command::Savepoint(args) => savepoint::run(args),

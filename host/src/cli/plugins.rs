@@ -11,7 +11,7 @@ use cairn_plugin_api::{Manifest, API_VERSION};
 use clap::Subcommand;
 use serde_json::json;
 
-use super::ConfigArg;
+use super::{term, ConfigArg};
 
 #[derive(Debug, Subcommand)]
 pub enum PluginsCommand {
@@ -117,35 +117,18 @@ fn list(config: &ConfigArg, as_json: bool, load: bool) -> anyhow::Result<ExitCod
     if found.plugins.is_empty() {
         writeln!(out, "no plugins found")?;
     } else {
-        let rows: Vec<[String; 5]> = found
-            .plugins
-            .iter()
-            .map(|p| {
-                let m = p.manifest();
-                [
-                    m.name.clone(),
-                    m.version.clone(),
-                    m.api_version.to_string(),
-                    m.capabilities.to_string(),
-                    p.path().display().to_string(),
-                ]
-            })
-            .collect();
-        let header = ["NAME", "VERSION", "API", "CAPABILITIES", "PATH"].map(String::from);
-        let mut widths = header.clone().map(|h| h.len());
-        for row in &rows {
-            for (w, cell) in widths.iter_mut().zip(row) {
-                *w = (*w).max(cell.len());
-            }
+        let mut table = term::table(&["name", "version", "api", "capabilities", "path"]);
+        for p in &found.plugins {
+            let m = p.manifest();
+            table.add_row(vec![
+                m.name.clone(),
+                m.version.clone(),
+                m.api_version.to_string(),
+                m.capabilities.to_string(),
+                p.path().display().to_string(),
+            ]);
         }
-        for row in std::iter::once(&header).chain(&rows) {
-            let line: Vec<String> = row
-                .iter()
-                .zip(widths)
-                .map(|(c, w)| format!("{c:<w$}"))
-                .collect();
-            writeln!(out, "{}", line.join("  ").trim_end())?;
-        }
+        writeln!(out, "{}", term::render(&table))?;
     }
     if !found.refused.is_empty() {
         writeln!(out, "\nrefused:")?;

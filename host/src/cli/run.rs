@@ -6,7 +6,11 @@
 //! While it runs, the job serves its control socket (and metrics, if configured) through
 //! [`Services`]; the line `cairn: control socket at ...` on stderr says it is ready. SIGINT
 //! cancels; SIGTERM cancels, or with `savepoints.on-sigterm` sends the same stop-with-savepoint
-//! command `cairn stop --savepoint` does. A second signal while stopping exits at once.
+//! command `cairn stop --savepoint` does. A run a signal stopped exits 128 + its number (130,
+//! 143) after its summary; a repeated SIGTERM (GNU `timeout` sends two) only repeats the
+//! request, and a second Ctrl-C while stopping exits at once after one line on what the run did.
+//! Lines for people go above the progress bar (`super::term`); `-q` keeps only failures and
+//! warnings.
 //!
 //! The run holds the job's lease (a second run is refused, `--standby` waits for it) and
 //! follows the lineage rules (`--from`, or `--fresh` confirmed on a terminal or with `--yes`);
@@ -24,25 +28,31 @@ use cairn_host::{
     config::JobKind,
     control::Services,
     lease::LeaseEvent,
-    metadata::Barriers,
+    metadata::{Barriers, SnapshotKind},
     runtime::{
         self, CheckpointReport, Command, FreshPlan, IfSavepointFails, Progress, RestoreFrom,
-        RunOptions, Status, StopWhen, Summary,
+        Restored, RunOptions, Status, StopWhen, Summary,
     },
 };
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
+use signal_hook::consts::SIGTERM;
 
-use super::{open_storage, ConfigArg};
+use super::{
+    open_storage,
+    term::{self, count},
+    ConfigArg,
+};
 
 /// Arguments of `cairn run`.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     #[command(flatten)]
     config: ConfigArg,
-    /// Restore first: `latest` (the job's newest completed checkpoint) or a checkpoint or
-    /// savepoint pointer. Without it, a job that has completed checkpoints is refused (resume
+    /// Restore first: `latest` (the job's newest completed checkpoint), a checkpoint or
+    /// savepoint id (as `cairn checkpoints list` shows them), or a checkpoint or savepoint
+    /// pointer (a relative path is taken from the current directory). Without it, a job that has completed checkpoints is refused (resume
     /// with `--from latest`, or start over with `--fresh`), so two lineages never mix.
-    #[arg(long, value_name = "latest|POINTER", conflicts_with_all = ["fresh", "standby"])]
+    #[arg(long, value_name = "latest|ID|POINTER", conflicts_with_all = ["fresh", "standby"])]
     from: Option<String>,
     /// Start over from empty state: discard the job's completed checkpoints (savepoints are
     /// kept) after confirming on a terminal (or with --yes). Checkpoint ids still continue
@@ -90,8 +100,97 @@ fn barrier_mode(c: &cairn_host::config::CheckpointingConfig) -> String {
     }
 }
 
+/// What `--from ARG` restores: `latest`, or the pointer of an id or of a pointer (a relative
+/// path made absolute), checked with the plugin (a call bounded by the checkpoint timeout)
+/// before the run starts, so that a mistyped argument is refused as one.
+fn restore_from(
+    config: &cairn_host::config::Config,
+    storage: &dyn cairn_plugin_api::CheckpointStorage,
+    calls: &runtime::PluginCalls,
+    arg: &str,
+) -> anyhow::Result<RestoreFrom> {
+    if arg == "latest" {
+        return Ok(RestoreFrom::Latest);
+    }
+    let pointer = if arg.parse::<u64>().is_ok() {
+        super::checkpoints::pointer_of(config, storage, arg)
+            .with_context(|| format!("--from {arg}"))?
+    } else {
+        let path = std::path::Path::new(arg);
+        match path.is_relative() && path.exists() {
+            true => std::path::absolute(path)
+                .with_context(|| format!("--from {arg}: cannot make the path absolute"))?
+                .display()
+                .to_string(),
+            false => arg.to_string(),
+        }
+    };
+    if let Err(e) = calls.resolve(&pointer) {
+        use cairn_plugin_api::ErrorKind;
+        // The plugin's kind is about its own options; here the pointer came from the command line.
+        let what = match e.kind() {
+            ErrorKind::InvalidConfig | ErrorKind::NotFound => {
+                "not a checkpoint or savepoint of this storage"
+            }
+            _ => "cannot be read",
+        };
+        anyhow::bail!(
+            "--from {arg}: {what}: {}; give `latest`, an id from `cairn checkpoints list`, or a \
+             checkpoint or savepoint pointer",
+            e.message()
+        );
+    }
+    Ok(RestoreFrom::Pointer(pointer))
+}
+
+/// The signals that stop a run, and which came first.
+#[derive(Debug, Default)]
+struct Interrupt {
+    /// The first signal (0: none yet).
+    signal: std::sync::atomic::AtomicI32,
+}
+
+impl Interrupt {
+    /// The exit code of a run a signal stopped: 128 + the signal's number, the shell's
+    /// convention (130 for Ctrl-C's SIGINT, 143 for SIGTERM).
+    fn exit_code(&self) -> Option<u8> {
+        match self.signal.load(std::sync::atomic::Ordering::SeqCst) {
+            0 => None,
+            n => u8::try_from(128 + n).ok(),
+        }
+    }
+}
+
+/// What the run has done so far, for the one line printed when a second Ctrl-C ends it before
+/// its summary.
+#[derive(Debug, Default)]
+struct SoFar {
+    job_id: String,
+    progress: Progress,
+    latest: Option<(u64, String)>,
+}
+
+impl SoFar {
+    fn line(&self) -> String {
+        let p = &self.progress;
+        format!(
+            "job '{}' interrupted while stopping, exiting now: {}, {} records, {} completed, {} \
+             failed; {}",
+            self.job_id,
+            count(p.attempt.max(1), "attempt"),
+            p.records,
+            count(p.completed, "checkpoint"),
+            p.failures,
+            match &self.latest {
+                Some((id, pointer)) => format!("latest checkpoint #{id} at {pointer}"),
+                None => "no checkpoint completed in this run".to_string(),
+            }
+        )
+    }
+}
+
 /// Run the job.
-pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: RunArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let config = args.config.load()?;
     // Before any plugin is loaded: a state that cannot fit in memory is refused.
     match runtime::memory_fit(&config.job) {
@@ -101,19 +200,35 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let (plugin, storage) = open_storage(&config)?;
     let cancel = Arc::new(AtomicBool::new(false));
+    let calls = runtime::PluginCalls::new(
+        storage.clone(),
+        config.checkpointing.timeout,
+        cancel.clone(),
+    );
+    let from = match args.from.as_deref() {
+        Some(arg) => Some(restore_from(&config, storage.as_ref(), &calls, arg)?),
+        None => None,
+    };
     let (commands, commands_rx) = crossbeam_channel::unbounded();
-    handle_signals(&cancel, commands, config.savepoints.on_sigterm)?;
+    let interrupt = Arc::new(Interrupt::default());
+    let so_far = Arc::new(std::sync::Mutex::new(SoFar {
+        job_id: config.job.id.clone(),
+        ..SoFar::default()
+    }));
+    handle_signals(
+        &cancel,
+        commands,
+        config.savepoints.on_sigterm,
+        &interrupt,
+        &so_far,
+    )?;
     let stop_when = match (args.duration, args.records) {
         (Some(d), _) => StopWhen::After(d),
         (None, Some(n)) => StopWhen::Records(n),
         (None, None) => StopWhen::Never,
     };
-    let from = args.from.as_deref().map(|f| match f {
-        "latest" => RestoreFrom::Latest,
-        pointer => RestoreFrom::Pointer(pointer.to_string()),
-    });
-    let tty = std::io::stderr().is_terminal();
-    let bar = if tty {
+    let tty = term::stderr_is_terminal();
+    let bar = if tty && !quiet {
         ProgressBar::new_spinner()
     } else {
         ProgressBar::hidden()
@@ -123,11 +238,18 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
     bar.enable_steady_tick(Duration::from_millis(120));
-    let log = |line: String| {
+    term::set_bar(&bar);
+    // Lines for people: above the bar on a terminal; `-q` keeps only failures and warnings.
+    let say = |line: String| {
         if tty {
             bar.println(line);
         } else {
             eprintln!("{line}");
+        }
+    };
+    let log = |line: String| {
+        if !quiet {
+            say(line);
         }
     };
     let what = match config.job.kind {
@@ -153,13 +275,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         config.job.id,
         config.job.parallelism,
         plugin.manifest().name,
-        runtime::PluginCalls::new(
-            storage.clone(),
-            config.checkpointing.timeout,
-            cancel.clone()
-        )
-        .info()?
-        .location,
+        calls.info()?.location,
         config
             .checkpointing
             .interval
@@ -196,8 +312,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             p.records, p.records_per_sec, p.completed, p.failures, p.attempt
         )
     };
-    let on_progress = |p: &Progress| bar.set_message(progress_line(p));
+    let on_progress = |p: &Progress| {
+        so_far.lock().unwrap_or_else(|e| e.into_inner()).progress = p.clone();
+        bar.set_message(progress_line(p));
+    };
     let on_checkpoint = |c: &CheckpointReport| {
+        if !c.savepoint {
+            so_far.lock().unwrap_or_else(|e| e.into_inner()).latest =
+                Some((c.id, c.pointer.clone()));
+        }
         if !tty {
             log(format!(
                 "{} {} completed in {} ms, {} of state ({}): {}",
@@ -219,11 +342,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             Some(pointer) => format!("restarting from {pointer}"),
             None => "restarting from the beginning (no checkpoint completed yet)".to_string(),
         };
-        log(format!("attempt {attempt} failed: {reason}; {restart}"));
+        say(format!("attempt {attempt} failed: {reason}; {restart}"));
     };
     let job_id = config.job.id.clone();
     let on_lease = |e: &LeaseEvent| match e {
-        LeaseEvent::LocalFallback { note } => log(format!("warning: {note}")),
+        LeaseEvent::LocalFallback { note } => say(format!("warning: {note}")),
         LeaseEvent::Waiting { held, at_most } => log(format!(
             "cairn: job '{job_id}' is held by {held}; waiting for it{}",
             match at_most {
@@ -243,9 +366,26 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     // The report goes out (and is flushed) before checkpoints that are not kept are discarded.
     let printed = std::cell::Cell::new(Ok(()));
+    // Whether the job was stopped (not finished), and whether a savepoint was taken on the way.
+    let stopped = std::cell::Cell::new(None);
     let on_summary = |summary: &Summary| {
         bar.finish_and_clear();
+        term::clear_bar();
+        if summary.status == Status::Cancelled {
+            stopped.set(Some(summary.final_savepoint.is_some()));
+        }
         printed.set(print_summary(summary, args.json, &config));
+    };
+    let on_restored = |r: &Restored| {
+        log(format!(
+            "cairn: restored {} {} from {}",
+            match r.kind {
+                SnapshotKind::Checkpoint => "checkpoint",
+                SnapshotKind::Savepoint => "savepoint",
+            },
+            r.id,
+            r.pointer
+        ))
     };
     let services = Services::new(&config, config.job.kind.as_str());
     let config_arg = args.config.config.display().to_string();
@@ -268,6 +408,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             cancel,
             commands: Some(commands_rx),
             on_started: &on_started,
+            on_restored: &on_restored,
             on_progress: &on_progress,
             on_checkpoint: &on_checkpoint,
             on_failover: &on_failover,
@@ -281,36 +422,64 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         |opts| runtime::run(&config, storage, opts),
     );
     bar.finish_and_clear();
+    term::clear_bar();
     result?;
     printed.into_inner()?;
-    Ok(ExitCode::SUCCESS)
+    // Stopped by a signal: the shell's code for it (130 for Ctrl-C, 143 for SIGTERM). A SIGTERM
+    // that `savepoints.on-sigterm` turned into a stop with a savepoint, a stop asked for over
+    // the control socket (`cairn stop`, `cairn cancel`), and a run that finished as the signal
+    // came all exit 0.
+    match (interrupt.exit_code(), stopped.get()) {
+        (Some(code), Some(true))
+            if config.savepoints.on_sigterm && i32::from(code) == 128 + SIGTERM =>
+        {
+            Ok(ExitCode::SUCCESS)
+        }
+        (Some(code), Some(_)) => Ok(ExitCode::from(code)),
+        _ => Ok(ExitCode::SUCCESS),
+    }
 }
 
 /// SIGINT cancels the job; SIGTERM cancels it too, or, with `on_sigterm`, asks it to stop with
 /// a savepoint through the same command `cairn stop --savepoint` sends (stopping without one if
-/// the savepoint fails). A second signal exits at once.
+/// the savepoint fails). A second Ctrl-C (SIGINT) while stopping exits at once, after one line
+/// saying what the run did. A repeated SIGTERM only repeats the request: GNU `timeout` sends
+/// SIGTERM to the process and then to its whole process group, so a run under `timeout` gets
+/// it twice and must still stop cleanly with its summary.
 fn handle_signals(
     cancel: &Arc<AtomicBool>,
     commands: crossbeam_channel::Sender<Command>,
     on_sigterm: bool,
+    interrupt: &Arc<Interrupt>,
+    so_far: &Arc<std::sync::Mutex<SoFar>>,
 ) -> anyhow::Result<()> {
-    use signal_hook::{
-        consts::{SIGINT, SIGTERM},
-        flag,
-        iterator::Signals,
-    };
-    let stopping = Arc::new(AtomicBool::new(false));
-    flag::register_conditional_shutdown(SIGINT, 1, stopping.clone())
-        .and_then(|_| flag::register_conditional_shutdown(SIGTERM, 1, stopping.clone()))
-        .context("cannot install the SIGINT/SIGTERM handlers")?;
+    use signal_hook::{consts::SIGINT, iterator::Signals};
+    use std::sync::atomic::Ordering::SeqCst;
     let mut signals =
         Signals::new([SIGINT, SIGTERM]).context("cannot install the SIGINT/SIGTERM handlers")?;
     let cancel = cancel.clone();
+    let interrupt = interrupt.clone();
+    let so_far = so_far.clone();
     std::thread::Builder::new()
         .name("signals".to_string())
         .spawn(move || {
             for signal in signals.forever() {
-                stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+                let first = interrupt
+                    .signal
+                    .compare_exchange(0, signal, SeqCst, SeqCst)
+                    .is_ok();
+                if !first {
+                    if signal == SIGINT {
+                        term::clear_bar();
+                        let line = so_far.lock().unwrap_or_else(|e| e.into_inner()).line();
+                        eprintln!("cairn: {line}");
+                        std::process::exit(128 + SIGINT);
+                    }
+                    continue;
+                }
+                if signal == SIGINT {
+                    term::say("cairn: stopping (Ctrl-C again to exit at once)");
+                }
                 if signal == SIGTERM && on_sigterm {
                     let _ = commands.send(Command::StopWithSavepoint {
                         target: None,
@@ -330,8 +499,8 @@ fn handle_signals(
 /// Show what `--fresh` discards and ask on the terminal; true on `y` or `yes`.
 fn ask_fresh(plan: &FreshPlan, bar: &ProgressBar) -> bool {
     let mut question = format!(
-        "--fresh discards the {} completed checkpoint(s) of job '{}' in {}:\n",
-        plan.checkpoints.len(),
+        "--fresh discards the {} of job '{}' in {}:\n",
+        count(plan.checkpoints.len() as u64, "completed checkpoint"),
         plan.job_id,
         plan.location
     );
@@ -363,11 +532,11 @@ fn print_summary(
         let status = summary.status.as_str();
         writeln!(
             out,
-            "job '{}' {status} after {} attempt(s): {} records counted, {} checkpoints completed, {} failed",
+            "job '{}' {status} after {}: {} records counted, {} completed, {} failed",
             summary.job_id,
-            summary.attempts,
+            count(summary.attempts, "attempt"),
             summary.records_counted,
-            summary.checkpoints_completed,
+            count(summary.checkpoints_completed, "checkpoint"),
             summary.checkpoints_failed
         )?;
         let b = &summary.checkpoint_barriers;

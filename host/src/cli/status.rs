@@ -133,11 +133,11 @@ fn text(s: &StatusReport) -> String {
         &mut out,
         "checkpoints",
         format!(
-            "{} completed, {} failed ({} expired), {} failures in a row",
+            "{} completed, {} failed ({} expired), {} in a row",
             s.checkpoints_completed,
             s.checkpoints_failed,
             s.checkpoints_expired,
-            s.consecutive_failures
+            cairn_host::words::count(s.consecutive_failures, "failure")
         ),
     );
     let completed = |c: &Option<cairn_host::control::protocol::CompletedStatus>| match c {

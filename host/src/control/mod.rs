@@ -219,6 +219,7 @@ impl Services {
             commands: Some(rx),
             counters: opts.counters.clone(),
             on_started: &on_started,
+            on_restored: opts.on_restored,
             on_progress: opts.on_progress,
             on_checkpoint: opts.on_checkpoint,
             on_failover: opts.on_failover,

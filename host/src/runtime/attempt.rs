@@ -939,8 +939,9 @@ impl<J: Job> Runner<'_, J> {
                         if !self.injected_checkpoints && a.completed >= n {
                             self.injected_checkpoints = true;
                             a.gates[0].control(Control::Fail(format!(
-                                "injected failure in keyed task 0 after {n} completed \
-                                 checkpoint(s) (job.fail-after-checkpoints)"
+                                "injected failure in keyed task 0 after {} \
+                                 (job.fail-after-checkpoints)",
+                                crate::words::count(n, "completed checkpoint")
                             )));
                         }
                     }

@@ -355,8 +355,8 @@ impl PluginCalls {
         )
     }
 
-    /// `resolve(pointer)`.
-    pub(crate) fn resolve(&self, pointer: &str) -> Result<ResolvedCheckpoint, StorageError> {
+    /// `resolve(pointer)`, bounded by the checkpoint timeout like every call here.
+    pub fn resolve(&self, pointer: &str) -> Result<ResolvedCheckpoint, StorageError> {
         let storage = self.storage.clone();
         let p = pointer.to_string();
         self.call(

@@ -49,8 +49,8 @@ pub use self::{
     calls::PluginCalls,
     report::{
         BarrierCounts, CheckpointReport, Command, CompletedView, Counters, FreshPlan,
-        IfSavepointFails, Live, PendingView, Phase, Progress, RestoreFrom, RetainedView, RunError,
-        RunOptions, Status, StopWhen, Summary,
+        IfSavepointFails, Live, PendingView, Phase, Progress, RestoreFrom, Restored, RetainedView,
+        RunError, RunOptions, Status, StopWhen, Summary,
     },
     restore::fingerprint_of,
     runner::run_job,

@@ -25,6 +25,17 @@ pub enum RestoreFrom {
     Pointer(String),
 }
 
+/// What a run restored from at start, as [`RunOptions::on_restored`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Restored {
+    /// The id of the checkpoint or savepoint.
+    pub id: u64,
+    /// Its pointer.
+    pub pointer: String,
+    /// Whether it is a checkpoint or a savepoint.
+    pub kind: crate::metadata::SnapshotKind,
+}
+
 /// When the run ends on its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopWhen {
@@ -517,6 +528,8 @@ pub struct RunOptions<'a> {
     /// starts what serves the running job (`crate::control::Services`: the control socket and
     /// the metrics endpoint). An error ends the run before it starts.
     pub on_started: &'a dyn Fn() -> Result<(), String>,
+    /// Called once the state to start from is restored (not on a fresh start).
+    pub on_restored: &'a dyn Fn(&Restored),
     /// Called about four times a second.
     pub on_progress: &'a dyn Fn(&Progress),
     /// Called when a checkpoint or savepoint completes.
@@ -551,6 +564,7 @@ impl Default for RunOptions<'_> {
             commands: None,
             counters: Counters::new(),
             on_started: &|| Ok(()),
+            on_restored: &|_| {},
             on_progress: &|_| {},
             on_checkpoint: &|_| {},
             on_failover: &|_, _, _| {},

@@ -19,8 +19,8 @@ use super::{
     calls::{Location, PluginCalls},
     memory,
     report::{
-        BarrierCounts, FreshPlan, Phase, Progress, RestoreFrom, RetainedView, RunError, RunOptions,
-        Status, StopWhen, Summary,
+        BarrierCounts, FreshPlan, Phase, Progress, RestoreFrom, Restored, RetainedView, RunError,
+        RunOptions, Status, StopWhen, Summary,
     },
     restore::{fingerprint_of, load_metadata, start_state, LoadError, StartState},
     state::KeyedState,
@@ -29,6 +29,7 @@ use crate::{
     config::{Config, ExternalizedRetention},
     coordinator::{Coordinator, Policy, Retained},
     lease::{self, Fence, LeaseOptions, Wait},
+    metadata::SnapshotKind,
 };
 
 /// Milliseconds since the Unix epoch, now.
@@ -202,7 +203,14 @@ pub fn run_job<J: Job>(
         Some((_, pointer)) => {
             opts.counters.publish(|l| l.phase = Phase::Restoring);
             match runner.restore_at_start(pointer) {
-                Ok(s) => s,
+                Ok((s, kind)) => {
+                    (opts.on_restored)(&Restored {
+                        id: s.checkpoint_id,
+                        pointer: pointer.clone(),
+                        kind,
+                    });
+                    s
+                }
                 Err((e, diagnosable)) if diagnosable && from == Some(RestoreFrom::Latest) => {
                     return Err(runner.damaged_latest(&existing, &e))
                 }
@@ -242,7 +250,8 @@ pub fn run_job<J: Job>(
         });
         match end {
             AttemptEnd::Failover(reason) => {
-                tracing::warn!(attempt, "job failed: {reason}");
+                // Reported once, by the caller: `on_failover`, or the error of the last attempt.
+                tracing::debug!(attempt, "job failed: {reason}");
                 opts.counters.publish(|l| {
                     l.last_failure = Some(format!("attempt {attempt} failed: {reason}"));
                 });
@@ -402,9 +411,9 @@ fn discard_for_fresh(
     let newest = existing.last().expect("not empty");
     if !opts.fresh {
         return Err(RunError::Lineage(format!(
-            "job '{job_id}' has {} completed checkpoint(s) in {location} (the newest is {}, {}): \
-             resume from it with --from latest, or start over with --fresh, which discards them",
-            existing.len(),
+            "job '{job_id}' has {} in {location} (the newest is {}, {}): resume from it with \
+             --from latest, or start over with --fresh, which discards them",
+            crate::words::count(existing.len() as u64, "completed checkpoint"),
             newest.checkpoint_id,
             newest.pointer
         )));
@@ -417,8 +426,8 @@ fn discard_for_fresh(
     if !(opts.confirm_fresh)(&plan) {
         return Err(RunError::Lineage(format!(
             "--fresh was not confirmed (it asks on a terminal; --yes confirms without asking): \
-             the {} completed checkpoint(s) of job '{job_id}' are kept",
-            existing.len()
+             the {} of job '{job_id}' are kept",
+            crate::words::count(existing.len() as u64, "completed checkpoint")
         )));
     }
     for c in existing {
@@ -525,10 +534,18 @@ impl<J: Job> Runner<'_, J> {
     /// The state to start from `pointer` at the start of the run; on failure, whether the
     /// failure is one an older checkpoint could avoid (anything but a checkpoint of other
     /// settings or another job).
-    fn restore_at_start(&self, pointer: &str) -> Result<StartState<J>, (RunError, bool)> {
+    fn restore_at_start(
+        &self,
+        pointer: &str,
+    ) -> Result<(StartState<J>, SnapshotKind), (RunError, bool)> {
         let p = self.config.job.parallelism;
         match load_metadata(&self.calls, self.job.as_ref(), &self.config.job.id, pointer) {
-            Ok(meta) => start_state::<J>(&self.calls, p, pointer, meta).map_err(|e| (e, true)),
+            Ok(meta) => {
+                let kind = meta.kind;
+                start_state::<J>(&self.calls, p, pointer, meta)
+                    .map(|s| (s, kind))
+                    .map_err(|e| (e, true))
+            }
             Err(LoadError::Refused(why)) => Err((RunError::Restore(why), false)),
             Err(e) => Err((e.into_run_error(pointer), true)),
         }

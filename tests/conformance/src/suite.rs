@@ -246,7 +246,7 @@ pub fn run(subject: &Subject, opts: &RunOptions<'_>) -> Report {
             Some(earlier) => Outcome::Skip(format!(
                 "not run: case {earlier} hung, so the plugin may be stuck holding its locks"
             )),
-            None => run_one(subject, case, i, opts.case_timeout),
+            None => run_one(subject, case, &format!("{i:02}"), opts.case_timeout),
         };
         if matches!(&outcome, Outcome::Fail(m) if m.starts_with(TIMED_OUT)) {
             hung = Some(case.name);
@@ -265,8 +265,43 @@ pub fn run(subject: &Subject, opts: &RunOptions<'_>) -> Report {
 
 const TIMED_OUT: &str = "timed out";
 
-fn run_one(subject: &Subject, case: &'static Case, index: usize, timeout: Duration) -> Outcome {
-    let scratch = subject.scratch.join(format!("{index:02}-{}", case.name));
+/// What [`preflight`] runs, as a case: the instance answers a listing of a job no case uses.
+const PREFLIGHT: Case = Case {
+    name: "storage_answers",
+    checks: "the options open an instance, and it answers a listing of a job's checkpoints",
+    needs: Capabilities::empty(),
+    run: |ctx| {
+        let listed = ctx
+            .storage
+            .job(&ctx.job_id)
+            .and_then(|job| job.list_completed());
+        match listed {
+            Ok(_) => Ok(None),
+            Err(e) => Err(Fail(format!(
+                "listing the checkpoints of job '{}' failed: {e}",
+                ctx.job_id
+            ))),
+        }
+    },
+};
+
+/// Before the cases: open the backend with the suite's options and list the completed
+/// checkpoints of a job no case uses (which creates nothing a case sees), bounded by
+/// `timeout`. An error here (an endpoint that cannot be reached, refused credentials, options
+/// that do not open) is why every case would fail the same way, so a caller stops with it, once,
+/// instead of running them.
+pub fn preflight(subject: &Subject, timeout: Duration) -> Result<(), String> {
+    match run_one(subject, &PREFLIGHT, "preflight", timeout) {
+        Outcome::Pass | Outcome::Skip(_) => Ok(()),
+        Outcome::Fail(why) => Err(why),
+    }
+}
+
+/// Run `case` in a thread of its own, bounded by `timeout`; `tag` makes its job id and scratch
+/// directory its own.
+fn run_one(subject: &Subject, case: &'static Case, tag: &str, timeout: Duration) -> Outcome {
+    let scratch = subject.scratch.join(format!("{tag}-{}", case.name));
+    let job_id = format!("verify-{tag}");
     if let Err(e) = std::fs::create_dir_all(&scratch) {
         return Outcome::Fail(format!("harness: cannot create {}: {e}", scratch.display()));
     }
@@ -291,7 +326,7 @@ fn run_one(subject: &Subject, case: &'static Case, index: usize, timeout: Durati
                     subject,
                     storage,
                     info,
-                    job_id: format!("verify-{index:02}"),
+                    job_id,
                     scratch,
                 };
                 match (case.run)(&ctx) {
