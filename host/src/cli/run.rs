@@ -371,7 +371,7 @@ pub fn run(args: RunArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let on_summary = |summary: &Summary| {
         bar.finish_and_clear();
         term::clear_bar();
-        if summary.status == Status::Cancelled {
+        if summary.status == Status::Stopped {
             stopped.set(Some(summary.final_savepoint.is_some()));
         }
         printed.set(print_summary(summary, args.json, &config));
