@@ -54,7 +54,7 @@ pub use error::{ErrorKind, StorageError, StorageResult};
 pub use handle::{Scope, StateHandle};
 pub use job_id::{JobId, JobIdError};
 pub use manifest::{Capabilities, Manifest, StaticManifest};
-pub use options::parse_options;
+pub use options::{parse_duration, parse_options, parse_size};
 pub use storage::{
     read_handle_fully, CheckpointLocation, CheckpointStorage, CompletedCheckpoint, InlineInput,
     InputStream, JobStorage, LeaseRecord, OutputStream, ResolvedCheckpoint, StorageInfo,

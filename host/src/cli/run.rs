@@ -248,7 +248,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         printed.set(print_summary(summary, args.json, &config));
     };
     let services = Services::new(&config, config.job.kind.as_str());
-    let config_arg = args.config.config.display().to_string();
+    let config_arg = args.config.path().display().to_string();
     let on_started = || {
         if let Some(socket) = services.socket() {
             log(format!(
