@@ -23,7 +23,15 @@ pub fn parse_options<T: DeserializeOwned>(document: &str) -> Result<T, StorageEr
     toml::from_str(document).map_err(|e| {
         // toml's message starts with a line/column report against the serialized document, which
         // is not the user's file; keep only the explanation and let the host add the file name.
-        let msg = e.message().trim().to_string();
+        let mut msg = e.message().trim().to_string();
+        if let Some((unknown, expected)) = msg
+            .strip_prefix("unknown field ")
+            .and_then(|rest| rest.split_once(", expected "))
+        {
+            if let Some(near) = did_you_mean(unknown.trim_matches('`'), backquoted(expected)) {
+                msg = format!("{msg}; did you mean `{near}`?");
+            }
+        }
         match e.span().and_then(|span| key_at(document, span.start)) {
             Some(key) if !msg.contains(&format!("`{key}`")) => {
                 StorageError::InvalidConfig(format!("storage.options.{key}: {msg}"))
@@ -31,6 +39,26 @@ pub fn parse_options<T: DeserializeOwned>(document: &str) -> Result<T, StorageEr
             _ => StorageError::InvalidConfig(format!("storage.options: {msg}")),
         }
     })
+}
+
+/// The name in `known` closest to `unknown`, if one is close enough to be a likely misspelling
+/// (`dirr` → `dir`): the one "did you mean" rule of the host's config file and every plugin's
+/// options.
+pub fn did_you_mean<'a>(
+    unknown: &str,
+    known: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    known
+        .into_iter()
+        .map(|name| (strsim::damerau_levenshtein(unknown, name), name))
+        .filter(|&(distance, name)| distance <= (name.len().max(unknown.len()) / 3).max(1))
+        .min_by_key(|&(distance, _)| distance)
+        .map(|(_, name)| name)
+}
+
+/// The names serde lists in "unknown field `x`, expected one of `a`, `b`": `a`, `b`.
+pub(crate) fn backquoted(list: &str) -> impl Iterator<Item = &str> {
+    list.split('`').skip(1).step_by(2)
 }
 
 /// A size written as text: `"4096"`, `"64B"`, `"1kb"` (1024 bytes, as in Flink), `"1KiB"`,
@@ -132,6 +160,16 @@ mod tests {
             matches!(&err, StorageError::InvalidConfig(m) if m.contains("inline-treshold")),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_misspelt_option_gets_did_you_mean() {
+        let err = parse_options::<Opts>("dirr = \"/x\"\n").unwrap_err();
+        assert!(
+            matches!(&err, StorageError::InvalidConfig(m) if m.ends_with("did you mean `dir`?")),
+            "{err}"
+        );
+        assert_eq!(did_you_mean("zzzz", ["dir", "inline-threshold"]), None);
     }
 
     #[test]

@@ -7,20 +7,25 @@
 
 use std::{path::PathBuf, process::ExitCode};
 
-use cairn_host::config::{self, Config, ConfigError, PluginRef};
+use cairn_host::config::{self, Config, ConfigError, PluginRef, StorageCheck};
 use clap::Subcommand;
 use serde_json::json;
 
+use super::output;
+
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
-    /// Validate a config file and summarize it; exit code 1 and the error (file, line, key) if
-    /// it is invalid.
+    /// Validate a config file as `run` would start it: parse it, load the plugin it names and
+    /// have the plugin check [storage.options], creating nothing; summarize it, with warnings
+    /// (checkpointing off, ...). Exit code 1 and the error (file, line, key) if `run` would not
+    /// start.
     Check {
         /// The config file.
         #[arg(value_name = "FILE", default_value = "cairn.toml")]
         file: PathBuf,
-        /// Print JSON instead of text: the checkpointing getters and the other tables, or
-        /// `{"valid": false, "error", "line", "column", "key"}`.
+        /// Print JSON instead of text: the checkpointing getters, the other tables, the loaded
+        /// plugin and the warnings; or the error document `{"version", "error": {"kind",
+        /// "message", "file", "line"?, "column"?, "key"?}}`.
         #[arg(long)]
         json: bool,
     },
@@ -30,7 +35,7 @@ pub enum ConfigCommand {
 
 pub fn run(cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        ConfigCommand::Check { file, json } => Ok(check(&file, json)),
+        ConfigCommand::Check { file, json } => check(&file, json),
         ConfigCommand::Defaults => {
             print!("{}", config::defaults_toml());
             Ok(ExitCode::SUCCESS)
@@ -38,39 +43,61 @@ pub fn run(cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn check(file: &std::path::Path, as_json: bool) -> ExitCode {
-    match Config::load(file) {
-        Ok(c) => {
-            // The job's state must fit in this machine's memory (the rule is the runtime's).
-            match cairn_host::runtime::memory_fit(&c.job) {
-                cairn_host::runtime::memory::Fit::TooLarge(e) => {
-                    eprintln!("error: {}: {e}", file.display());
-                    if as_json {
-                        println!(
-                            "{:#}",
-                            json!({"file": file, "valid": false, "error": e, "key": "job.keys", "line": null})
-                        );
-                    }
-                    return ExitCode::FAILURE;
-                }
-                cairn_host::runtime::memory::Fit::Tight(w) => eprintln!("warning: {w}"),
-                cairn_host::runtime::memory::Fit::Fits => {}
-            }
-            if as_json {
-                println!("{:#}", report(&c, file));
-            } else {
-                print!("{}", summary(&c, file));
-            }
-            ExitCode::SUCCESS
+fn check(file: &std::path::Path, as_json: bool) -> anyhow::Result<ExitCode> {
+    // An error is printed here, once, as text on stderr and (with --json) as the contract's
+    // error document on stdout; the exit code says it failed.
+    let fail = |e: anyhow::Error| -> anyhow::Result<ExitCode> {
+        eprintln!("error: {e:#}");
+        if as_json {
+            output::print_error_json(&mut std::io::stdout(), &output::ErrorJson::from_error(&e))?;
         }
-        Err(e) => {
-            eprintln!("error: {e}");
-            if as_json {
-                println!("{:#}", error_report(&e));
-            }
-            ExitCode::FAILURE
+        Ok(ExitCode::FAILURE)
+    };
+    let c = match Config::load(file) {
+        Ok(c) => c,
+        Err(e) => return fail(e.into()),
+    };
+    // The job's state must fit in this machine's memory (the rule is the runtime's).
+    let mut warnings = Vec::new();
+    match cairn_host::runtime::memory_fit(&c.job) {
+        cairn_host::runtime::memory::Fit::TooLarge(e) => {
+            return fail(anyhow::Error::new(ConfigError {
+                file: file.to_path_buf(),
+                line: None,
+                column: None,
+                key: Some("job.keys".to_string()),
+                message: e,
+            }))
         }
+        cairn_host::runtime::memory::Fit::Tight(w) => warnings.push(w),
+        cairn_host::runtime::memory::Fit::Fits => {}
     }
+    // "Valid" means `run` will start: the plugin loads and accepts its options.
+    let storage = match config::check_storage(&c) {
+        Ok(s) => s,
+        Err(config::CheckError::Load(e)) => return fail(e.into()),
+        Err(config::CheckError::Options(e)) => return fail(e.into()),
+    };
+    if !storage.options_checked {
+        warnings.push(format!(
+            "plugin '{}' (API {}) has no validate-only call, so [storage.options] is checked \
+             only when `cairn run` opens the storage",
+            storage.plugin, storage.api_version
+        ));
+    }
+    warnings.extend(config::warnings(&c));
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
+    if as_json {
+        output::print_json(
+            &mut std::io::stdout(),
+            &report(&c, file, &storage, &warnings),
+        )?;
+    } else {
+        print!("{}", summary(&c, file, &storage));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn ms(d: std::time::Duration) -> u64 {
@@ -78,7 +105,12 @@ fn ms(d: std::time::Duration) -> u64 {
 }
 
 /// What `check --json` prints about a valid file.
-fn report(c: &Config, file: &std::path::Path) -> serde_json::Value {
+fn report(
+    c: &Config,
+    file: &std::path::Path,
+    storage: &StorageCheck,
+    warnings: &[String],
+) -> serde_json::Value {
     let k = &c.checkpointing;
     let (plugin, path) = match &c.storage.plugin {
         PluginRef::Name(name) => (Some(name.clone()), None),
@@ -121,6 +153,13 @@ fn report(c: &Config, file: &std::path::Path) -> serde_json::Value {
             "path": path,
             "sha256": c.storage.sha256,
             "options": c.storage.options,
+            "loaded": {
+                "name": storage.plugin,
+                "version": storage.version,
+                "api_version": storage.api_version.to_string(),
+                "path": storage.path,
+                "options_checked": storage.options_checked,
+            },
         },
         "savepoints": {
             "dir": c.savepoints.dir,
@@ -138,23 +177,12 @@ fn report(c: &Config, file: &std::path::Path) -> serde_json::Value {
             "ttl_ms": ms(c.lease.ttl),
             "local_dir": c.lease.local_dir(),
         },
-    })
-}
-
-/// What `check --json` prints about an invalid file.
-fn error_report(e: &ConfigError) -> serde_json::Value {
-    json!({
-        "file": e.file,
-        "valid": false,
-        "error": e.to_string(),
-        "line": e.line,
-        "column": e.column,
-        "key": e.key,
+        "warnings": warnings,
     })
 }
 
 /// What `check` prints about a valid file: one line per table.
-fn summary(c: &Config, file: &std::path::Path) -> String {
+fn summary(c: &Config, file: &std::path::Path, loaded: &StorageCheck) -> String {
     let storage = match &c.storage.plugin {
         PluginRef::Name(name) => format!("plugin {name:?}"),
         PluginRef::Path(path) => format!("plugin file {}", path.display()),
@@ -174,6 +202,11 @@ fn summary(c: &Config, file: &std::path::Path) -> String {
         ", pinned by sha256"
     } else {
         ""
+    };
+    let checked = if loaded.options_checked {
+        "options checked by the plugin"
+    } else {
+        "options not checked: the plugin has no validate-only call"
     };
     let j = &c.job;
     let mut rate = match j.rate {
@@ -203,6 +236,7 @@ fn summary(c: &Config, file: &std::path::Path) -> String {
     format!(
         "{file} is valid\n\
          \x20 storage:       {storage} ({options}){pin}\n\
+         \x20 plugin:        {name} {version} (API {api}) loaded from {path}; {checked}\n\
          \x20 checkpointing: {checkpointing}\n\
          \x20 savepoints:    {savepoints}; {sigterm}\n\
          \x20 job:           {id} ({kind}), {keys} keys x {state} of state, {rate}, parallelism {par}{fail}\n\
@@ -210,6 +244,10 @@ fn summary(c: &Config, file: &std::path::Path) -> String {
          \x20 metrics:       {metrics}\n\
          \x20 lease:         a holder that stops renewing keeps the job for {ttl}\n",
         file = file.display(),
+        name = loaded.plugin,
+        version = loaded.version,
+        api = loaded.api_version,
+        path = loaded.path.display(),
         checkpointing = c.checkpointing,
         id = j.id,
         kind = j.kind.as_str(),

@@ -85,9 +85,10 @@ impl<'a> Doc<'a> {
                 let (unknown, allowed) = rest
                     .split_once(", expected ")
                     .unwrap_or((rest, "a key this table has"));
-                message = match did_you_mean(unknown.trim_matches('`'), allowed) {
+                let names = allowed.split('`').skip(1).step_by(2);
+                message = match cairn_plugin_api::did_you_mean(unknown.trim_matches('`'), names) {
                     Some(near) => {
-                        format!("{k} is not a known key; did you mean {near}? expected {allowed}")
+                        format!("{k} is not a known key; did you mean `{near}`? expected {allowed}")
                     }
                     None => format!("{k} is not a known key; expected {allowed}"),
                 };
@@ -288,19 +289,6 @@ impl Value<'_> {
     }
 }
 
-/// The allowed name closest to `unknown`, from a list such as `` one of `a`, `b` `` (serde's), if
-/// one is close enough to be a likely misspelling.
-pub(super) fn did_you_mean(unknown: &str, allowed: &str) -> Option<String> {
-    allowed
-        .split('`')
-        .skip(1)
-        .step_by(2)
-        .map(|name| (strsim::damerau_levenshtein(unknown, name), name))
-        .filter(|&(distance, name)| distance <= (name.len().max(unknown.len()) / 3).max(1))
-        .min_by_key(|&(distance, _)| distance)
-        .map(|(_, name)| format!("`{name}`"))
-}
-
 /// `"a"`, `"a" or "b"`, `"a", "b" or "c"`.
 pub(super) fn one_of(names: &[String]) -> String {
     match names {
@@ -417,6 +405,11 @@ fn line_of_offset(text: &str, offset: usize) -> usize {
         .filter(|&&b| b == b'\n')
         .count()
         + 1
+}
+
+/// The 1-based line where `key` (`storage.options.dir`) is written, if a line writes it.
+pub(super) fn line_of_key(text: &str, key: &str) -> Option<usize> {
+    (1..=text.lines().count()).find(|&line| key_at_line(text, line).as_deref() == Some(key))
 }
 
 /// The table that line `line` (1-based) belongs to, and its key if the line is `key = value`:

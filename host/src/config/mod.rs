@@ -27,6 +27,7 @@ use std::{
 
 use serde::Deserialize;
 
+mod check;
 mod checkpointing;
 mod defaults;
 mod doc;
@@ -38,6 +39,7 @@ mod storage;
 #[cfg(test)]
 mod tests;
 
+pub use check::{check_storage, warnings, CheckError, StorageCheck};
 pub use checkpointing::{
     CheckpointingConfig, CheckpointingMode, ExternalizedRetention, DEFAULT_MAX_IN_FLIGHT_DATA,
     FORCE_UNALIGNED_NOTE, MIN_CHECKPOINT_TIME,

@@ -26,6 +26,14 @@ pub const DEFAULT_INLINE_THRESHOLD: u64 = 20 * 1024;
 /// Largest `inline-threshold`: inline bytes travel inside the metadata, which is read whole.
 pub const MAX_INLINE_THRESHOLD: u64 = 1024 * 1024;
 
+/// The manifest entry of the common `inline-threshold` option, for a plugin that takes it
+/// ([`CommonSpec::ALL`]).
+pub const INLINE_THRESHOLD: cairn_plugin_api::OptionSpec = cairn_plugin_api::OptionSpec::new(
+    "inline-threshold",
+    "20KiB",
+    "streams up to this size are stored inside the metadata; at most 1MiB",
+);
+
 /// Which common options a plugin takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CommonSpec {
