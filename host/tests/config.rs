@@ -551,3 +551,23 @@ fn a_flink_style_config_passes_check_and_runs() {
     let out = cairn(&["checkpoints", "list", "--json"], dir.path());
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+#[test]
+fn run_with_no_interval_says_checkpointing_is_off() {
+    let config = with_config("");
+    let dir = tempfile::tempdir().unwrap();
+    // The search path only: no interval, so checkpointing is off.
+    std::fs::copy(
+        config.path().join("cairn.toml"),
+        dir.path().join("cairn.toml"),
+    )
+    .unwrap();
+    let out = cairn(&["run", "--records", "100"], dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out)
+            .contains("warning: checkpointing is off: cairn.toml sets no checkpointing.interval"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -99,6 +99,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         runtime::memory::Fit::Tight(w) => eprintln!("warning: {w}"),
         runtime::memory::Fit::Fits => {}
     }
+    // Checkpointing off (no file, or no interval) is said, never silent.
+    for w in cairn_host::config::warnings(&config) {
+        eprintln!("warning: {w}");
+    }
     let (plugin, storage) = open_storage(&config)?;
     let cancel = Arc::new(AtomicBool::new(false));
     let (commands, commands_rx) = crossbeam_channel::unbounded();

@@ -1237,3 +1237,21 @@ fn sizes_follow_flink_kb_is_1024_and_kib_stays() {
     let c = ok("[checkpointing]\nunaligned = true\nmax-in-flight-data = \"3KiB\"\n");
     assert_eq!(c.checkpointing.max_in_flight_data(), 3 << 10);
 }
+
+#[test]
+fn checkpointing_off_is_a_warning_with_or_without_a_file() {
+    let none = warnings(&Config::default());
+    assert_eq!(none.len(), 1, "{none:?}");
+    assert!(
+        none[0].starts_with("checkpointing is off: there is no config file"),
+        "{none:?}"
+    );
+    let file = warnings(&ok("[job]\nid = \"j\"\n"));
+    assert!(
+        file[0].starts_with(&format!(
+            "checkpointing is off: {FILE} sets no checkpointing.interval"
+        )),
+        "{file:?}"
+    );
+    assert!(warnings(&ok("execution.checkpointing.interval = 1000\n")).is_empty());
+}
