@@ -197,6 +197,7 @@ fn a_state_too_large_for_the_machine_is_refused_not_aborted() {
     let out = cairn(&["config", "check", "cairn.toml", "--json"], dir.path());
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["error"]["key"], "job.keys", "{doc}");
+    assert_eq!(doc["error"]["kind"], "config");
     let out = cairn(&["run", "--records", "10"], dir.path());
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(

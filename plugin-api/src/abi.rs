@@ -178,6 +178,41 @@ pub struct Api11 {
         record: RSlice<'_, u8>,
         expected: ROption<RStr<'_>>,
     ) -> RResult<RString, RError>,
+    /// Since API 1.1: check an options document with the plugin's own rules, creating and
+    /// touching nothing (`StoragePlugin::validate`).
+    pub validate_options: extern "C" fn(options: RStr<'_>) -> RResult<(), RError>,
+    /// Since API 1.1: the options the plugin accepts, from its static manifest
+    /// (`StaticManifest::options`).
+    pub options: extern "C" fn() -> RResult<RVec<ROptionSpec>, RError>,
+}
+
+/// Since API 1.1: one option a plugin accepts (see `manifest::OptionSpec`).
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone)]
+pub struct ROptionSpec {
+    pub name: RString,
+    pub default: ROption<RString>,
+    pub description: RString,
+}
+
+impl From<&crate::manifest::OptionSpec> for ROptionSpec {
+    fn from(o: &crate::manifest::OptionSpec) -> Self {
+        ROptionSpec {
+            name: o.name.into(),
+            default: o.default.map(RString::from).into(),
+            description: o.description.into(),
+        }
+    }
+}
+
+impl From<ROptionSpec> for crate::manifest::OptionInfo {
+    fn from(o: ROptionSpec) -> Self {
+        crate::manifest::OptionInfo {
+            name: o.name.into_string(),
+            default: o.default.into_option().map(RString::into_string),
+            description: o.description.into_string(),
+        }
+    }
 }
 
 /// Since API 1.1: a job's lease record and its version (see `JobStorage::read_lease`).

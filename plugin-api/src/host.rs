@@ -220,6 +220,35 @@ impl LoadedPlugin {
         &self.manifest
     }
 
+    /// Check the serialized `[storage.options]` table with the plugin's own rules, creating
+    /// nothing (`StoragePlugin::validate`).
+    ///
+    /// Since API 1.1: a plugin built against API 1.0 answers the same `Unsupported` as the safe
+    /// trait's default.
+    pub fn validate(&self, options: &str) -> StorageResult<()> {
+        let api = self.api_1_1("validate")?;
+        into_result((api.validate_options)(RStr::from_str(options)))
+    }
+
+    /// The options the plugin accepts, with their defaults, from its static manifest (empty if
+    /// it declares none).
+    ///
+    /// Since API 1.1: a plugin built against API 1.0 answers `Unsupported`.
+    pub fn options(&self) -> StorageResult<Vec<crate::manifest::OptionInfo>> {
+        let api = self.api_1_1("options")?;
+        Ok(into_result((api.options)())?
+            .into_iter()
+            .map(Into::into)
+            .collect())
+    }
+
+    /// The API 1.1 module, or for a plugin built against API 1.0 the same `Unsupported` as the
+    /// safe trait's default for `call`.
+    fn api_1_1(&self, call: &str) -> StorageResult<&'static Api11> {
+        self.api_1_1
+            .ok_or_else(|| crate::version::unsupported_since(crate::version::API_1_1, call))
+    }
+
     /// Open a storage instance with the serialized `[storage.options]` table.
     pub fn open(&self, options: &str) -> StorageResult<Box<dyn CheckpointStorage>> {
         let inner = into_result((self.module.open())(

@@ -37,6 +37,20 @@ pub trait StoragePlugin: 'static {
     /// (parse it with [`parse_options`](crate::parse_options)). Reject unknown or invalid options
     /// with [`StorageError::InvalidConfig`] naming the option.
     fn open(options: &str) -> StorageResult<Box<dyn CheckpointStorage>>;
+
+    /// Check an options document with the same rules as [`StoragePlugin::open`], with no side
+    /// effect on storage: nothing is created, written or removed (no directory, no bucket), so
+    /// `cairn config check` can say "`run` will start" about a file. Checks that need the
+    /// storage itself (reachability, credentials) belong to `open`, not here.
+    ///
+    /// Since API 1.1. The default answers `Unsupported`, as the host does for a 1.0 plugin.
+    fn validate(options: &str) -> StorageResult<()> {
+        let _ = options;
+        Err(crate::version::unsupported_since(
+            crate::version::API_1_1,
+            "validate",
+        ))
+    }
 }
 
 /// What an opened storage instance reports about its configuration.

@@ -123,7 +123,12 @@ pub const API_1_0: ApiVersion = ApiVersion::new(1, 0);
 /// - the manifest section: a plugin may declare its manifest as constants
 ///   (`StoragePlugin::STATIC_MANIFEST`); the export macro writes it into the ELF section
 ///   `.cairn_manifest` (format in `section.rs`), so a host reads it without running plugin code.
-///   1.0 plugins, which have no section, load as before.
+///   1.0 plugins, which have no section, load as before;
+/// - [`StoragePlugin::validate`](crate::StoragePlugin::validate): check an options document
+///   with the plugin's own rules and no side effect on storage, for `cairn config check`;
+/// - the option list of the static manifest
+///   ([`StaticManifest::with_options`](crate::StaticManifest::with_options)), for
+///   `cairn plugins info`.
 pub const API_1_1: ApiVersion = ApiVersion::new(1, 1);
 
 /// The API version this crate implements. Always the last constant above.

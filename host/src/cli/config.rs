@@ -9,7 +9,7 @@ use std::{io::Write, path::PathBuf, process::ExitCode};
 
 use anyhow::Context;
 
-use cairn_host::config::{self, Config, ConfigError, PluginRef};
+use cairn_host::config::{self, Config, ConfigError, PluginRef, StorageCheck};
 use clap::Subcommand;
 use serde_json::json;
 
@@ -17,14 +17,17 @@ use super::output::print_json;
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
-    /// Validate a config file and summarize it; exit code 1 and the error (file, line, key) if
-    /// it is invalid.
+    /// Validate a config file as `run` would start it: parse it, load the plugin it names and
+    /// have the plugin check [storage.options], creating nothing; summarize it, with warnings
+    /// (checkpointing off, ...). Exit code 1 and the error (file, line, key) if `run` would not
+    /// start.
     Check {
         /// The config file.
         #[arg(value_name = "FILE", default_value = "cairn.toml")]
         file: PathBuf,
-        /// Print JSON instead of text: the checkpointing getters and the other tables; an
-        /// invalid file is the contract's error object (kind `config`, file, line, key).
+        /// Print JSON instead of text: the checkpointing getters, the other tables, the loaded
+        /// plugin and the warnings; or the error document `{"version", "error": {"kind",
+        /// "message", "file", "line"?, "column"?, "key"?}}`.
         #[arg(long)]
         json: bool,
     },
@@ -69,8 +72,10 @@ fn defaults(as_json: bool) -> anyhow::Result<ExitCode> {
 }
 
 fn check(file: &std::path::Path, as_json: bool) -> anyhow::Result<ExitCode> {
+    // Errors go back to `main`, which prints them once (text, and the error object under --json).
     let c = Config::load(file)?;
     // The job's state must fit in this machine's memory (the rule is the runtime's).
+    let mut warnings = Vec::new();
     match cairn_host::runtime::memory_fit(&c.job) {
         cairn_host::runtime::memory::Fit::TooLarge(e) => {
             return Err(ConfigError {
@@ -82,14 +87,31 @@ fn check(file: &std::path::Path, as_json: bool) -> anyhow::Result<ExitCode> {
             }
             .into());
         }
-        cairn_host::runtime::memory::Fit::Tight(w) => eprintln!("warning: {w}"),
+        cairn_host::runtime::memory::Fit::Tight(w) => warnings.push(w),
         cairn_host::runtime::memory::Fit::Fits => {}
+    }
+    // "Valid" means `run` will start: the plugin loads and accepts its options.
+    let storage = match config::check_storage(&c) {
+        Ok(s) => s,
+        Err(config::CheckError::Load(e)) => return Err(e.into()),
+        Err(config::CheckError::Options(e)) => return Err(e.into()),
+    };
+    if !storage.options_checked {
+        warnings.push(format!(
+            "plugin '{}' (API {}) has no validate-only call, so [storage.options] is checked \
+             only when `cairn run` opens the storage",
+            storage.plugin, storage.api_version
+        ));
+    }
+    warnings.extend(config::warnings(&c));
+    for w in &warnings {
+        eprintln!("warning: {w}");
     }
     let mut out = std::io::stdout().lock();
     if as_json {
-        print_json(&mut out, &report(&c, file))?;
+        print_json(&mut out, &report(&c, file, &storage, &warnings))?;
     } else {
-        write!(out, "{}", summary(&c, file))?;
+        write!(out, "{}", summary(&c, file, &storage))?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -99,7 +121,12 @@ fn ms(d: std::time::Duration) -> u64 {
 }
 
 /// What `check --json` prints about a valid file.
-fn report(c: &Config, file: &std::path::Path) -> serde_json::Value {
+fn report(
+    c: &Config,
+    file: &std::path::Path,
+    storage: &StorageCheck,
+    warnings: &[String],
+) -> serde_json::Value {
     let k = &c.checkpointing;
     let (plugin, path) = match &c.storage.plugin {
         PluginRef::Name(name) => (Some(name.clone()), None),
@@ -142,6 +169,13 @@ fn report(c: &Config, file: &std::path::Path) -> serde_json::Value {
             "path": path,
             "sha256": c.storage.sha256,
             "options": c.storage.options,
+            "loaded": {
+                "name": storage.plugin,
+                "version": storage.version,
+                "api_version": storage.api_version.to_string(),
+                "path": storage.path,
+                "options_checked": storage.options_checked,
+            },
         },
         "savepoints": {
             "dir": c.savepoints.dir,
@@ -159,11 +193,12 @@ fn report(c: &Config, file: &std::path::Path) -> serde_json::Value {
             "ttl_ms": ms(c.lease.ttl),
             "local_dir": c.lease.local_dir(),
         },
+        "warnings": warnings,
     })
 }
 
 /// What `check` prints about a valid file: one line per table.
-fn summary(c: &Config, file: &std::path::Path) -> String {
+fn summary(c: &Config, file: &std::path::Path, loaded: &StorageCheck) -> String {
     let storage = match &c.storage.plugin {
         PluginRef::Name(name) => format!("plugin {name:?}"),
         PluginRef::Path(path) => format!("plugin file {}", path.display()),
@@ -183,6 +218,11 @@ fn summary(c: &Config, file: &std::path::Path) -> String {
         ", pinned by sha256"
     } else {
         ""
+    };
+    let checked = if loaded.options_checked {
+        "options checked by the plugin"
+    } else {
+        "options not checked: the plugin has no validate-only call"
     };
     let j = &c.job;
     let mut rate = match j.rate {
@@ -212,6 +252,7 @@ fn summary(c: &Config, file: &std::path::Path) -> String {
     format!(
         "{file} is valid\n\
          \x20 storage:       {storage} ({options}){pin}\n\
+         \x20 plugin:        {name} {version} (API {api}) loaded from {path}; {checked}\n\
          \x20 checkpointing: {checkpointing}\n\
          \x20 savepoints:    {savepoints}; {sigterm}\n\
          \x20 job:           {id} ({kind}), {keys} keys x {state} of state, {rate}, parallelism {par}{fail}\n\
@@ -219,6 +260,10 @@ fn summary(c: &Config, file: &std::path::Path) -> String {
          \x20 metrics:       {metrics}\n\
          \x20 lease:         a holder that stops renewing keeps the job for {ttl}\n",
         file = file.display(),
+        name = loaded.plugin,
+        version = loaded.version,
+        api = loaded.api_version,
+        path = loaded.path.display(),
         checkpointing = c.checkpointing,
         id = j.id,
         kind = j.kind.as_str(),

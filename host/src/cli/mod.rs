@@ -81,19 +81,29 @@ pub fn json_requested(matches: &clap::ArgMatches) -> bool {
 /// Options shared by every command that reads the config file.
 #[derive(Debug, clap::Args)]
 pub struct ConfigArg {
-    /// The config file. The default, ./cairn.toml, may be absent: built-in defaults are used.
-    #[arg(long, short = 'c', value_name = "FILE", default_value = "cairn.toml")]
-    pub config: PathBuf,
+    /// The config file. Without this option ./cairn.toml is read if it exists, and built-in
+    /// defaults are used if it does not; a file named here must exist.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
+/// The file read when `--config` is not given.
+pub const DEFAULT_CONFIG: &str = "cairn.toml";
+
 impl ConfigArg {
-    /// Load the config; a missing file is an error only when it was named explicitly.
+    /// The file this command reads: the one named, or `./cairn.toml`.
+    pub fn path(&self) -> &std::path::Path {
+        self.config
+            .as_deref()
+            .unwrap_or(std::path::Path::new(DEFAULT_CONFIG))
+    }
+
+    /// Load the config; a missing file is an error whenever `--config` names it (even
+    /// `--config cairn.toml`), and gives the built-in defaults only when no file was named.
     pub fn load(&self) -> anyhow::Result<Config> {
-        let explicit = self.config != std::path::Path::new("cairn.toml");
-        let config = if explicit {
-            Config::load(&self.config)
-        } else {
-            Config::load_or_default(&self.config)
+        let config = match &self.config {
+            Some(file) => Config::load(file),
+            None => Config::load_or_default(std::path::Path::new(DEFAULT_CONFIG)),
         };
         Ok(config?)
     }

@@ -38,7 +38,8 @@ pub enum PluginsCommand {
         #[command(flatten)]
         config: ConfigArg,
     },
-    /// Show one plugin's manifest: by name (from the search path) or by file path.
+    /// Show one plugin's manifest: by name (from the search path) or by file path, with the
+    /// [storage.options] it accepts and their defaults.
     Info {
         /// A plugin name such as `filesystem`, or the path of a plugin library.
         plugin: String,
@@ -80,7 +81,22 @@ fn manifest_json(m: &Manifest, path: &Path, source: ManifestSource) -> serde_jso
 fn plugin_json(p: &Plugin) -> anyhow::Result<serde_json::Value> {
     let mut v = manifest_json(p.manifest(), p.path(), p.manifest_source());
     v["sha256"] = json!(p.sha256()?);
+    // `null` for a plugin without an option list (API 1.0).
+    v["options"] = json!(options_of(p)?);
     Ok(v)
+}
+
+/// The options the plugin's manifest lists; `None` for a plugin built against API 1.0, which
+/// has no option list.
+fn options_of(p: &Plugin) -> anyhow::Result<Option<Vec<cairn_plugin_api::OptionInfo>>> {
+    match p.options() {
+        Ok(options) => Ok(Some(options)),
+        Err(cairn_plugin_api::StorageError::Unsupported(_)) => Ok(None),
+        Err(e) => Err(anyhow::anyhow!(
+            "plugin '{}' could not list its options: {e}",
+            p.manifest().name
+        )),
+    }
 }
 
 fn refusal_json(path: &Path, e: &LoadError) -> serde_json::Value {
@@ -183,5 +199,34 @@ fn info(arg: &str, config: &ConfigArg, as_json: bool) -> anyhow::Result<ExitCode
     writeln!(out, "path:          {}", plugin.path().display())?;
     writeln!(out, "manifest from: {}", plugin.manifest_source().as_str())?;
     writeln!(out, "sha256:        {}", plugin.sha256()?)?;
+    match options_of(&plugin)? {
+        None => writeln!(
+            out,
+            "options:       not listed (built against plugin API {}, which has no option list)",
+            m.api_version
+        )?,
+        Some(options) if options.is_empty() => {
+            writeln!(out, "options:       none listed in the manifest")?
+        }
+        Some(options) => {
+            writeln!(out, "options ([storage.options]):")?;
+            let name_width = options.iter().map(|o| o.name.len()).max().unwrap_or(0);
+            let shown: Vec<String> = options
+                .iter()
+                .map(|o| match &o.default {
+                    Some(d) => format!("default {d}"),
+                    None => "no default".to_string(),
+                })
+                .collect();
+            let default_width = shown.iter().map(String::len).max().unwrap_or(0);
+            for (o, default) in options.iter().zip(&shown) {
+                writeln!(
+                    out,
+                    "  {:name_width$}  {:default_width$}  {}",
+                    o.name, default, o.description
+                )?;
+            }
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }

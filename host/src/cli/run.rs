@@ -198,6 +198,10 @@ pub fn run(args: RunArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         runtime::memory::Fit::Tight(w) => eprintln!("warning: {w}"),
         runtime::memory::Fit::Fits => {}
     }
+    // Checkpointing off (no file, or no interval) is said, never silent.
+    for w in cairn_host::config::warnings(&config) {
+        eprintln!("warning: {w}");
+    }
     let (plugin, storage) = open_storage(&config)?;
     let cancel = Arc::new(AtomicBool::new(false));
     let calls = runtime::PluginCalls::new(
@@ -388,7 +392,7 @@ pub fn run(args: RunArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         ))
     };
     let services = Services::new(&config, config.job.kind.as_str());
-    let config_arg = args.config.config.display().to_string();
+    let config_arg = args.config.path().display().to_string();
     let on_started = || {
         if let Some(socket) = services.socket() {
             log(format!(

@@ -27,7 +27,9 @@ pub fn defaults_toml() -> String {
 #
 # `cairn config defaults` prints this; `cairn config check FILE` validates a file. Every table
 # and key is optional, and unknown keys are errors. Durations are strings with a unit ("10ms",
-# "10s", "10min"); sizes are a number of bytes or a string such as "64B", "1KiB" or "5MiB".
+# "10s", "10min") or, as in Flink, a number of milliseconds; sizes are a number of bytes or a
+# string such as "64B", "1KiB" or "5MiB" ("1kb" is 1024 bytes, as in Flink). Flink's keys
+# (execution.checkpointing.*, state.checkpoints.dir, ...) are accepted too (see the README).
 # Relative paths are taken from this file's directory ([storage.options] excepted: the plugin
 # takes them from the current directory).
 

@@ -166,6 +166,7 @@ impl RawJob {
                         ("keyed-counter", JobKind::KeyedCounter),
                         ("word-count", JobKind::WordCount),
                     ],
+                    &[],
                 )
             })?
             .unwrap_or(d.kind);

@@ -13,6 +13,9 @@
 //! config means the same thing whatever directory `cairn` is started from. The one exception is
 //! `[storage.options]`, which belongs to the plugin and is handed over as written.
 //!
+//! Flink's own keys (`execution.checkpointing.*`, `state.checkpoints.dir`, ...) are accepted as
+//! aliases of cairn's (`flink`), so a Flink user's settings carry over.
+//!
 //! Submodules: `doc` reads values out of the text and locates them for errors;
 //! `storage`, `checkpointing`, `job`, `metrics` and `lease` hold one or two tables each;
 //! `defaults` writes the commented default file that `cairn config defaults` prints.
@@ -24,9 +27,11 @@ use std::{
 
 use serde::Deserialize;
 
+mod check;
 mod checkpointing;
 mod defaults;
 mod doc;
+mod flink;
 mod job;
 mod lease;
 mod metrics;
@@ -34,6 +39,7 @@ mod storage;
 #[cfg(test)]
 mod tests;
 
+pub use check::{check_storage, warnings, CheckError, StorageCheck};
 pub use checkpointing::{
     CheckpointingConfig, CheckpointingMode, ExternalizedRetention, DEFAULT_MAX_IN_FLIGHT_DATA,
     FORCE_UNALIGNED_NOTE, MIN_CHECKPOINT_TIME,
@@ -127,6 +133,12 @@ struct RawConfig {
     metrics: metrics::RawMetrics,
     #[serde(default)]
     lease: lease::RawLease,
+    /// Flink's `execution.checkpointing.*` keys.
+    #[serde(default)]
+    execution: flink::RawExecution,
+    /// Flink's `state.checkpoints.*` and `state.savepoints.*` keys.
+    #[serde(default)]
+    state: flink::RawState,
 }
 
 impl Config {
@@ -162,15 +174,38 @@ impl Config {
     pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
         let doc = doc::Doc { text, file };
         let raw: RawConfig = toml::from_str(text).map_err(|e| doc.serde_error(&e))?;
+        let flink = &raw.execution.checkpointing;
+        let storage_written = raw.storage.is_some();
+        let storage = match raw.storage {
+            None => StorageConfig::default(),
+            Some(s) => s.validate(&doc)?,
+        };
+        let checkpoint_dir = flink::one_of(
+            &doc,
+            &[
+                ("state.checkpoints.dir", raw.state.checkpoints.dir.as_ref()),
+                ("execution.checkpointing.dir", flink.dir.as_ref()),
+            ],
+        )?;
         Ok(Config {
             file: Some(file.to_path_buf()),
             plugins: raw.plugins.validate(&doc),
-            storage: match raw.storage {
-                None => StorageConfig::default(),
-                Some(s) => s.validate(&doc)?,
-            },
-            checkpointing: raw.checkpointing.validate(&doc)?,
-            savepoints: raw.savepoints.validate(&doc)?,
+            storage: flink::apply_checkpoint_dir(&doc, storage, storage_written, checkpoint_dir)?,
+            checkpointing: raw.checkpointing.validate(
+                flink,
+                raw.state.checkpoints.num_retained.as_ref(),
+                &doc,
+            )?,
+            savepoints: raw.savepoints.validate(
+                &[
+                    ("state.savepoints.dir", raw.state.savepoints.dir.as_ref()),
+                    (
+                        "execution.checkpointing.savepoint-dir",
+                        flink.savepoint_dir.as_ref(),
+                    ),
+                ],
+                &doc,
+            )?,
             job: raw.job.validate(&doc)?,
             restart: raw.restart.validate(&doc)?,
             metrics: raw.metrics.validate(&doc)?,

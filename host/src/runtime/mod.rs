@@ -116,13 +116,7 @@ pub fn run_with_config<J: api::Job>(
 pub fn open_storage(
     config: &Config,
 ) -> Result<(crate::loader::Plugin, Arc<dyn CheckpointStorage>), RunError> {
-    use crate::loader;
-    let pin = config.storage.sha256.as_deref();
-    let plugin = match &config.storage.plugin {
-        PluginRef::Name(name) => loader::load_by_name(&config.plugins.search_path(), name, pin),
-        PluginRef::Path(path) => loader::load_path(path, pin),
-    }
-    .map_err(RunError::Plugin)?;
+    let plugin = load_plugin(config).map_err(RunError::Plugin)?;
     let storage = plugin
         .open(&config.storage.options_document())
         .map_err(|error| RunError::Open {
@@ -130,6 +124,16 @@ pub fn open_storage(
             error,
         })?;
     Ok((plugin, Arc::from(storage)))
+}
+
+/// Find and load the plugin `[storage]` names (checking its pin), without opening storage.
+pub fn load_plugin(config: &Config) -> Result<crate::loader::Plugin, crate::loader::LoadError> {
+    use crate::loader;
+    let pin = config.storage.sha256.as_deref();
+    match &config.storage.plugin {
+        PluginRef::Name(name) => loader::load_by_name(&config.plugins.search_path(), name, pin),
+        PluginRef::Path(path) => loader::load_path(path, pin),
+    }
 }
 
 /// The fingerprint a checkpoint of the job `[job]` configures must carry, if the job can be
