@@ -255,7 +255,7 @@ fn an_unreachable_endpoint_is_one_error_that_names_the_refused_connection() {
     std::fs::write(
         dir.path().join("cairn.toml"),
         format!(
-            "[storage]\npath = {:?}\n\n[storage.options]\n{options}\n[job]\nid = \"it\"\n",
+            "[checkpointing]\ninterval = \"1s\"\n\n[storage]\npath = {:?}\n\n[storage.options]\n{options}\n[job]\nid = \"it\"\n",
             crate::util::lib("cairn-storage-object-cdylib")
                 .display()
                 .to_string()
