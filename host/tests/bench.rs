@@ -4,7 +4,6 @@
 
 use std::{path::Path, process::Command};
 
-use cairn_conformance::bench::{LINKED_RUNNER_BIN, LINKED_RUNNER_PACKAGE};
 use serde_json::Value;
 
 use crate::util::lib;
@@ -69,8 +68,7 @@ fn assert_figure(doc: &Value, pointer: &str, bytes: u64, calls: Option<u64>) {
 
 #[test]
 fn bench_storage_reports_every_figure_and_ratio() {
-    let runner = cairn_harness::artifacts::binary(LINKED_RUNNER_PACKAGE, LINKED_RUNNER_BIN)
-        .unwrap_or_else(|e| panic!("cannot build the linked runner: {e}"));
+    let runner = crate::util::linked_runner();
     let dir = tempfile::tempdir().unwrap();
     let (out, doc) = bench(
         dir.path(),

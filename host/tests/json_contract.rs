@@ -399,11 +399,26 @@ fn plugins_config_completions_and_man_follow_the_contract() {
     fails(d, &["man", "--out-dir", "a-file/man1", "--json"], "io");
 
     // Storage bench: a tiny run (the figures are not the point here), and an unknown plugin.
+    // The linked-in side runs in its companion executable, which a fresh clone has not built.
+    let runner = crate::util::linked_runner();
     let bench = ok(
         d,
         &[
-            "bench", "storage", "--plugin", "memory", "--size", "64KiB", "--chunk", "16KiB",
-            "--calls", "10", "--rounds", "1", "--json",
+            "bench",
+            "storage",
+            "--plugin",
+            "memory",
+            "--size",
+            "64KiB",
+            "--chunk",
+            "16KiB",
+            "--calls",
+            "10",
+            "--rounds",
+            "1",
+            "--linked-runner",
+            runner.to_str().unwrap(),
+            "--json",
         ],
     );
     let write = &bench["plugin_vs_raw"]["plugin_write_commit"];

@@ -452,11 +452,7 @@ fn bench_storage_compares_the_plugin_with_object_store_used_directly() {
     let options = server
         .endpoint()
         .plugin_options(&unique_prefix("bench"), "");
-    let runner = cairn_harness::artifacts::binary(
-        cairn_conformance::bench::LINKED_RUNNER_PACKAGE,
-        cairn_conformance::bench::LINKED_RUNNER_BIN,
-    )
-    .unwrap_or_else(|e| panic!("cannot build the linked runner: {e}"));
+    let runner = crate::util::linked_runner();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("s3.toml"), options).unwrap();
     // The loaded ÷ linked part measures the filesystem plugin, found in ./plugins only (a clean

@@ -4,6 +4,16 @@ use std::path::{Path, PathBuf};
 
 use cairn_host::loader::{self, Plugin};
 
+/// The `cairn-bench-linked` companion of `cairn bench storage` (its linked-in side), built on
+/// first use: a fresh clone's `cargo test` does not build other packages' executables.
+pub fn linked_runner() -> PathBuf {
+    cairn_harness::artifacts::binary(
+        cairn_conformance::bench::LINKED_RUNNER_PACKAGE,
+        cairn_conformance::bench::LINKED_RUNNER_BIN,
+    )
+    .unwrap_or_else(|e| panic!("cannot build the linked runner: {e}"))
+}
+
 /// The shared library of a workspace plugin or fixture package, built on first use.
 pub fn lib(package: &str) -> PathBuf {
     cairn_harness::artifacts::plugin_library(package)
