@@ -22,8 +22,8 @@ use cairn_host::{
 use cairn_plugin_api::CheckpointStorage;
 
 use crate::util::{
-    cairn, cairn_ok, copy_lib, fs_options, json_of, kill_after_checkpoints, load,
-    resume_latest_exactly,
+    cairn, cairn_ok, dir_with_plugins, fs_options, json_of, kill_after_checkpoints, load,
+    resume_latest_exactly, FS_PLUGIN,
 };
 
 /// Keys of the sequenced job: record `n` of a source has key `n % KEYS`.
@@ -475,14 +475,7 @@ fn the_aligned_checkpoint_timeout_switches_only_under_backpressure() {
 
 /// A job directory for the `cairn` binary, with the filesystem plugin in `plugins/`.
 fn setup(checkpointing: &str, job: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let plugins = dir.path().join("plugins");
-    std::fs::create_dir(&plugins).unwrap();
-    copy_lib(
-        "cairn-storage-fs-cdylib",
-        &plugins,
-        "libcairn_storage_fs.so",
-    );
+    let dir = dir_with_plugins(&[FS_PLUGIN]);
     let config = format!(
         "[plugins]\nsearch-path = [\"plugins\"]\n\n\
          [checkpointing]\ninterval = \"100ms\"\nnum-retained = 3\n\

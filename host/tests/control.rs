@@ -19,7 +19,7 @@ use std::{
 use cairn_host::runtime::keyed_counter;
 use serde_json::Value;
 
-use crate::util::{copy_lib, json_of};
+use crate::util::{dir_with_plugins, json_of, FS_PLUGIN};
 
 const KEYS: u64 = 200;
 const PARALLELISM: u32 = 2;
@@ -30,14 +30,7 @@ const LINE_LIMIT: Duration = Duration::from_secs(180);
 /// A job directory with the filesystem plugin in `plugins/`, a config and a runtime directory
 /// for the control socket (`run/`, given to every process as `XDG_RUNTIME_DIR`).
 fn setup(extra: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let plugins = dir.path().join("plugins");
-    std::fs::create_dir(&plugins).unwrap();
-    copy_lib(
-        "cairn-storage-fs-cdylib",
-        &plugins,
-        "libcairn_storage_fs.so",
-    );
+    let dir = dir_with_plugins(&[FS_PLUGIN]);
     std::fs::create_dir(dir.path().join("run")).unwrap();
     let config = format!(
         "[plugins]\nsearch-path = [\"plugins\"]\n\n\

@@ -11,8 +11,8 @@ use cairn_host::{metadata::CheckpointMetadata, runtime::keyed_counter};
 use serde_json::Value;
 
 use crate::util::{
-    cairn, cairn_ok, copy_lib, json_of, kill_after_checkpoints, lib, resume_latest_exactly,
-    run_until_checkpoints,
+    cairn, cairn_ok, dir_with_plugins, json_of, kill_after_checkpoints, lib, resume_latest_exactly,
+    run_until_checkpoints, FS_PLUGIN,
 };
 
 const KEYS: u64 = 500;
@@ -20,14 +20,7 @@ const PARALLELISM: u32 = 2;
 
 /// A job directory with the filesystem plugin in `plugins/` and a config.
 fn setup(extra: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let plugins = dir.path().join("plugins");
-    std::fs::create_dir(&plugins).unwrap();
-    copy_lib(
-        "cairn-storage-fs-cdylib",
-        &plugins,
-        "libcairn_storage_fs.so",
-    );
+    let dir = dir_with_plugins(&[FS_PLUGIN]);
     let config = format!(
         "[plugins]\nsearch-path = [\"plugins\"]\n\n\
          [checkpointing]\ninterval = \"100ms\"\nnum-retained = 3\nexternalized-retention = \"retain-on-cancellation\"\n\n\

@@ -22,7 +22,7 @@ use std::{
 
 use serde_json::Value;
 
-use crate::util::copy_lib;
+use crate::util::{dir_with_plugins, FS_PLUGIN, MEMORY_PLUGIN};
 
 /// The kinds of the contract's error object (README, "JSON contract").
 const KINDS: &[&str] = &[
@@ -73,19 +73,7 @@ const LINE_LIMIT: Duration = Duration::from_secs(180);
 /// A directory with both bundled plugins in `plugins/`, a config that finds them, and a
 /// runtime directory for control sockets (`run/`).
 fn setup(extra: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let plugins = dir.path().join("plugins");
-    std::fs::create_dir(&plugins).unwrap();
-    copy_lib(
-        "cairn-storage-fs-cdylib",
-        &plugins,
-        "libcairn_storage_fs.so",
-    );
-    copy_lib(
-        "cairn-storage-memory-cdylib",
-        &plugins,
-        "libcairn_storage_memory.so",
-    );
+    let dir = dir_with_plugins(&[FS_PLUGIN, MEMORY_PLUGIN]);
     std::fs::create_dir(dir.path().join("run")).unwrap();
     std::fs::write(
         dir.path().join("cairn.toml"),

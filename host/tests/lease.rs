@@ -14,7 +14,9 @@ use cairn_harness::s3::{unique_prefix, S3Server};
 use cairn_host::runtime::keyed_counter;
 use serde_json::Value;
 
-use crate::util::{cairn, cairn_ok, copy_lib, json_of, lib, run_until_checkpoints};
+use crate::util::{
+    cairn, cairn_ok, dir_with_plugins, json_of, lib, run_until_checkpoints, FS_PLUGIN,
+};
 
 const KEYS: u64 = 300;
 const PARALLELISM: u32 = 2;
@@ -33,14 +35,7 @@ pub fn fs_job(extra: &str) -> tempfile::TempDir {
 
 /// [`fs_job`] with more `[storage.options]` lines.
 pub fn fs_job_with(options: &str, extra: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let plugins = dir.path().join("plugins");
-    std::fs::create_dir(&plugins).unwrap();
-    copy_lib(
-        "cairn-storage-fs-cdylib",
-        &plugins,
-        "libcairn_storage_fs.so",
-    );
+    let dir = dir_with_plugins(&[FS_PLUGIN]);
     let storage = format!(
         "[plugins]\nsearch-path = [\"plugins\"]\n\n[storage.options]\ndir = {:?}\n{options}",
         dir.path().join("checkpoints").display().to_string()

@@ -7,20 +7,13 @@ use std::{path::Path, process::Command};
 
 use crate::{
     lease::Running,
-    util::{cairn, cairn_ok, copy_lib, json_of, run_until_checkpoints},
+    util::{cairn, cairn_ok, dir_with_plugins, json_of, run_until_checkpoints, FS_PLUGIN},
 };
 
 /// A job on the filesystem plugin (checkpoints under `checkpoints/`, kept on cancellation),
 /// with `job` appended to its `[job]` table.
 fn setup(job: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let plugins = dir.path().join("plugins");
-    std::fs::create_dir(&plugins).unwrap();
-    copy_lib(
-        "cairn-storage-fs-cdylib",
-        &plugins,
-        "libcairn_storage_fs.so",
-    );
+    let dir = dir_with_plugins(&[FS_PLUGIN]);
     let config = format!(
         "[plugins]\nsearch-path = [\"plugins\"]\n\n\
          [checkpointing]\ninterval = \"100ms\"\nexternalized-retention = \"retain-on-cancellation\"\n\n\

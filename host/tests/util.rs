@@ -28,6 +28,24 @@ pub fn copy_lib(package: &str, dir: &Path, file_name: &str) -> PathBuf {
     to
 }
 
+/// The bundled filesystem plugin's package and the file name it has in a plugins folder.
+pub const FS_PLUGIN: (&str, &str) = ("cairn-storage-fs-cdylib", "libcairn_storage_fs.so");
+/// The bundled memory plugin's package and the file name it has in a plugins folder.
+pub const MEMORY_PLUGIN: (&str, &str) =
+    ("cairn-storage-memory-cdylib", "libcairn_storage_memory.so");
+
+/// A test's own directory with `plugins/` holding `libs` (package, file name), for a config
+/// with `[plugins] search-path = ["plugins"]`.
+pub fn dir_with_plugins(libs: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir(&plugins).unwrap();
+    for (package, file_name) in libs {
+        copy_lib(package, &plugins, file_name);
+    }
+    dir
+}
+
 /// chmod.
 pub fn set_mode(path: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;

@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use crate::util::{cairn, cairn_ok, copy_lib, json_of};
+use crate::util::{cairn, cairn_ok, dir_with_plugins, json_of, FS_PLUGIN};
 
 /// A folder with the filesystem plugin, input files and a word-count config.
 fn setup(input: &[(String, Vec<u8>)]) -> tempfile::TempDir {
@@ -18,14 +18,7 @@ fn setup(input: &[(String, Vec<u8>)]) -> tempfile::TempDir {
 
 /// [`setup`] with `checkpointing` and `job` lines added to the config.
 fn setup_with(input: &[(String, Vec<u8>)], checkpointing: &str, job: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let plugins = dir.path().join("plugins");
-    std::fs::create_dir(&plugins).unwrap();
-    copy_lib(
-        "cairn-storage-fs-cdylib",
-        &plugins,
-        "libcairn_storage_fs.so",
-    );
+    let dir = dir_with_plugins(&[FS_PLUGIN]);
     std::fs::create_dir(dir.path().join("input")).unwrap();
     for (name, bytes) in input {
         std::fs::write(dir.path().join("input").join(name), bytes).unwrap();
