@@ -19,7 +19,7 @@ use std::{
 use cairn_host::runtime::keyed_counter;
 use serde_json::Value;
 
-use crate::util::{dir_with_plugins, json_of, FS_PLUGIN};
+use crate::util::{cairn_cmd, dir_with_plugins, json_of, FS_PLUGIN};
 
 const KEYS: u64 = 200;
 const PARALLELISM: u32 = 2;
@@ -43,16 +43,6 @@ fn setup(extra: &str) -> tempfile::TempDir {
 
 fn expected_digest(records: u64) -> String {
     keyed_counter::counts_digest(&keyed_counter::expected_counts(KEYS, PARALLELISM, records))
-}
-
-/// A `cairn` command run in `dir` with the job's runtime directory.
-fn cairn_cmd(dir: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cairn"));
-    cmd.args(args)
-        .current_dir(dir)
-        .env("XDG_RUNTIME_DIR", dir.join("run"))
-        .env_remove("RUST_LOG");
-    cmd
 }
 
 /// Run a control command to its end.

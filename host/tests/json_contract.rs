@@ -15,14 +15,14 @@ use std::{
     collections::BTreeSet,
     io::{BufRead, BufReader},
     path::Path,
-    process::{Child, Command, Output, Stdio},
+    process::{Child, Output, Stdio},
     sync::mpsc::{Receiver, RecvTimeoutError},
     time::Duration,
 };
 
 use serde_json::Value;
 
-use crate::util::{dir_with_plugins, FS_PLUGIN, MEMORY_PLUGIN};
+use crate::util::{cairn_cmd, dir_with_plugins, FS_PLUGIN, MEMORY_PLUGIN};
 
 /// The kinds of the contract's error object (README, "JSON contract").
 const KINDS: &[&str] = &[
@@ -84,15 +84,6 @@ fn setup(extra: &str) -> tempfile::TempDir {
     )
     .unwrap();
     dir
-}
-
-fn cairn_cmd(dir: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cairn"));
-    cmd.args(args)
-        .current_dir(dir)
-        .env("XDG_RUNTIME_DIR", dir.join("run"))
-        .env_remove("RUST_LOG");
-    cmd
 }
 
 fn cairn(dir: &Path, args: &[&str]) -> Output {

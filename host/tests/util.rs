@@ -63,6 +63,17 @@ pub fn fs_options(dir: &Path) -> String {
     format!("dir = {:?}\n", dir.display().to_string())
 }
 
+/// A `cairn` command run in `dir` with `dir/run` as its runtime directory (`XDG_RUNTIME_DIR`,
+/// where a job's control socket goes) and no `RUST_LOG` from the caller.
+pub fn cairn_cmd(dir: &Path, args: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"));
+    cmd.args(args)
+        .current_dir(dir)
+        .env("XDG_RUNTIME_DIR", dir.join("run"))
+        .env_remove("RUST_LOG");
+    cmd
+}
+
 /// Run the `cairn` binary in `cwd`.
 pub fn cairn(args: &[&str], cwd: &Path) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
