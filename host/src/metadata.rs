@@ -14,6 +14,7 @@
 //! a real document, plus random bytes).
 
 use base64::Engine as _;
+use bytesize::ByteSize;
 use cairn_plugin_api::StateHandle;
 use serde::{Deserialize, Serialize};
 
@@ -29,15 +30,23 @@ pub const FORMAT_1: u16 = 1;
 /// Format 1 documents still decode.
 pub const FORMAT_2: u16 = 2;
 
-/// Format 3 (incremental checkpoints): a keyed task's state may be a chain of
-/// [`SegmentRecord`]s, byte ranges of SHARED objects written by this or earlier checkpoints,
-/// instead of (or besides) its handles. A cairn that reads only format 2 must refuse such a
-/// document rather than restore an empty state from its empty `handles`, hence the new number.
-/// Format 1 and 2 documents still decode.
+/// Format 3 (every barrier mode): how the checkpoint's barriers were handled (`barriers`), and
+/// per task its own mode, the channel state of an unaligned checkpoint (the in-flight records,
+/// with their handles), its alignment time and start delay. Formats 1 and 2 still decode (as
+/// aligned, without channel state); a cairn that only knows format 2 refuses a format-3
+/// document, so a checkpoint with channel state is never restored without it.
 pub const FORMAT_3: u16 = 3;
 
+/// Format 4 (incremental checkpoints): a keyed task's state may be a chain of
+/// [`SegmentRecord`]s, byte ranges of SHARED objects written by this or earlier checkpoints,
+/// instead of its handles, and the checkpoint says where it stands in its chain
+/// (`incremental`). A cairn that reads only format 3 must refuse such a document rather than
+/// restore an empty state from its empty `handles`, hence the new number. Formats 1 to 3 still
+/// decode.
+pub const FORMAT_4: u16 = 4;
+
 /// The format this build writes. Always the last constant above.
-pub const FORMAT_VERSION: u16 = FORMAT_3;
+pub const FORMAT_VERSION: u16 = FORMAT_4;
 
 /// The operator name of keyed tasks in [`TaskState::operator`].
 pub const KEYED_OPERATOR: &str = "keyed";
@@ -88,6 +97,55 @@ pub enum SnapshotKind {
     Checkpoint,
     /// A savepoint.
     Savepoint,
+}
+
+/// How a checkpoint's barriers were handled (`checkpointing.mode`, `unaligned`,
+/// `aligned-checkpoint-timeout`; savepoints are always aligned).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Barriers {
+    /// Exactly-once, aligned: a task waited for the barrier on every input, holding back the
+    /// inputs that had delivered it; no in-flight record is part of the checkpoint.
+    #[default]
+    Aligned,
+    /// Exactly-once, unaligned from the start: barriers overtook the records queued ahead of
+    /// them, and those records are the checkpoint's channel state.
+    Unaligned,
+    /// Exactly-once: started aligned, and switched to unaligned when the checkpoint's age passed
+    /// `aligned-checkpoint-timeout` (in at least one task).
+    UnalignedAfterTimeout,
+    /// At-least-once: barriers were not aligned; a task went on reading an input that had
+    /// delivered the barrier, so a restore may count some records twice.
+    AtLeastOnce,
+}
+
+impl Barriers {
+    /// The name in metadata and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Barriers::Aligned => "aligned",
+            Barriers::Unaligned => "unaligned",
+            Barriers::UnalignedAfterTimeout => "unaligned-after-timeout",
+            Barriers::AtLeastOnce => "at-least-once",
+        }
+    }
+
+    /// Words for people: `aligned`, `unaligned`, `switched to unaligned after the timeout`,
+    /// `not aligned (at-least-once)`.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Barriers::Aligned => "aligned",
+            Barriers::Unaligned => "unaligned",
+            Barriers::UnalignedAfterTimeout => "switched to unaligned after the timeout",
+            Barriers::AtLeastOnce => "not aligned (at-least-once)",
+        }
+    }
+}
+
+impl std::fmt::Display for Barriers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A state handle as stored in metadata.
@@ -162,7 +220,7 @@ impl HandleRecord {
     }
 }
 
-/// A byte range of a stored object that holds part of a task's state (format 3): the pages an
+/// A byte range of a stored object that holds part of a task's state (format 4): the pages an
 /// incremental checkpoint uploaded, in the object one task wrote for one checkpoint.
 ///
 /// The plugin API's [`StateHandle`] names a whole object (locator, size, CRC32C of all its
@@ -200,7 +258,7 @@ impl SegmentRecord {
 }
 
 /// One task's snapshot.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct TaskState {
     /// The operator: [`KEYED_OPERATOR`] (format 1 wrote `counter`).
     pub operator: String,
@@ -225,7 +283,23 @@ pub struct TaskState {
     /// Pages changed since its previous snapshot (format 2).
     #[serde(default)]
     pub changed_pages: u64,
-    /// Its state as a chain of segments of SHARED objects, oldest first (format 3, incremental
+    /// How this task handled the checkpoint's barriers (format 3; older formats: aligned).
+    #[serde(default)]
+    pub barriers: Barriers,
+    /// Its channel state (format 3): the in-flight records of each input channel that its state
+    /// does not reflect, replayed in order before any new input on that channel at restore.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channel_state: Vec<ChannelStateRecord>,
+    /// Bytes of its channel state: the sum of its channel-state handles' sizes (format 3).
+    #[serde(default)]
+    pub channel_state_bytes: u64,
+    /// Milliseconds from the first barrier at this task to the last (format 3).
+    #[serde(default)]
+    pub alignment_ms: u64,
+    /// Milliseconds from the trigger to the first barrier at this task (format 3).
+    #[serde(default)]
+    pub start_delay_ms: u64,
+    /// Its state as a chain of segments of SHARED objects, oldest first (format 4, incremental
     /// checkpoints): each page's newest version in the chain is its state. Empty for state
     /// written whole into `handles`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -237,9 +311,45 @@ impl TaskState {
     pub fn is_segmented(&self) -> bool {
         !self.segments.is_empty()
     }
+
+    /// Every handle this task's snapshot references: its state, then its channel state.
+    pub fn every_handle(&self) -> impl Iterator<Item = &HandleRecord> {
+        self.handles
+            .iter()
+            .chain(self.channel_state.iter().map(|c| &c.handle))
+    }
+
+    /// One line per input channel with channel state, for people: `channel state of input 1:
+    /// 9 records, 30 B`.
+    pub fn channel_state_lines(&self) -> Vec<String> {
+        self.channel_state
+            .iter()
+            .map(|c| {
+                format!(
+                    "channel state of input {}: {} records, {}",
+                    c.channel,
+                    c.records,
+                    ByteSize(c.bytes).display().iec()
+                )
+            })
+            .collect()
+    }
 }
 
-/// How an incremental checkpoint relates to the ones before it (format 3): present on every
+/// The in-flight records of one input channel of a task, as a checkpoint holds them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelStateRecord {
+    /// The input channel: the source subtask the records came from.
+    pub channel: u32,
+    /// How many records.
+    pub records: u64,
+    /// Bytes of the stream (the records, encoded, and their framing).
+    pub bytes: u64,
+    /// Where they are.
+    pub handle: HandleRecord,
+}
+
+/// How an incremental checkpoint relates to the ones before it (format 4): present on every
 /// checkpoint taken with `checkpointing.incremental = true`, full ones included.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IncrementalInfo {
@@ -302,6 +412,9 @@ pub struct CheckpointMetadata {
     /// The settings behind the fingerprint, for people (`keys = 1000, parallelism = 2, ...`).
     #[serde(default)]
     pub job_settings: String,
+    /// How its barriers were handled (format 3; older formats: aligned).
+    #[serde(default)]
+    pub barriers: Barriers,
     /// When the coordinator triggered it (ms since the Unix epoch).
     pub triggered_at_ms: u64,
     /// When the last task acknowledged it (ms since the Unix epoch).
@@ -311,7 +424,7 @@ pub struct CheckpointMetadata {
     /// Each source subtask's offset at the barrier, as the source's offset type writes it
     /// (format 1: a count of records).
     pub source_offsets: Vec<serde_json::Value>,
-    /// Where it stands in a chain of incremental checkpoints (format 3; `None` when it was
+    /// Where it stands in a chain of incremental checkpoints (format 4; `None` when it was
     /// taken with `incremental = false`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub incremental: Option<IncrementalInfo>,
@@ -386,12 +499,12 @@ impl CheckpointMetadata {
             .any(|s| s.checkpoint_id != self.checkpoint_id)
     }
 
-    /// Every stored object it needs: the locators of its stored handles and of the objects its
-    /// segments lie in (each once, sorted).
+    /// Every stored object it needs: the locators of its stored handles (state and channel
+    /// state) and of the objects its segments lie in (each once, sorted).
     pub fn referenced_objects(&self) -> std::collections::BTreeSet<&str> {
         let mut all = std::collections::BTreeSet::new();
         for t in &self.tasks {
-            for h in &t.handles {
+            for h in t.every_handle() {
                 if let HandleRecord::Stored { locator, .. } = h {
                     all.insert(locator.as_str());
                 }
@@ -414,6 +527,33 @@ impl CheckpointMetadata {
             }
         }
         out
+    }
+
+    /// Bytes of channel state over every task.
+    pub fn channel_state_bytes(&self) -> u64 {
+        self.tasks.iter().map(|t| t.channel_state_bytes).sum()
+    }
+
+    /// The longest alignment of any task, in milliseconds.
+    pub fn alignment_ms(&self) -> u64 {
+        self.tasks.iter().map(|t| t.alignment_ms).max().unwrap_or(0)
+    }
+
+    /// How its barriers went, for people: `unaligned, 1.2 MiB of channel state, longest
+    /// alignment 3 ms`.
+    pub fn barriers_text(&self) -> String {
+        let mut text = self.barriers.describe().to_string();
+        if matches!(
+            self.barriers,
+            Barriers::Unaligned | Barriers::UnalignedAfterTimeout
+        ) {
+            text.push_str(&format!(
+                ", {} of channel state",
+                ByteSize(self.channel_state_bytes()).display().iec()
+            ));
+        }
+        text.push_str(&format!(", longest alignment {} ms", self.alignment_ms()));
+        text
     }
 
     /// Encode in the current format.
@@ -476,6 +616,7 @@ mod tests {
             job_kind: "keyed-counter".into(),
             config_fingerprint: "ab".repeat(32),
             job_settings: "keys = 1, parallelism = 1, state-bytes-per-key = 64".into(),
+            barriers: Barriers::Unaligned,
             triggered_at_ms: 1_700_000_000_000,
             completed_at_ms: 1_700_000_000_250,
             tasks: vec![TaskState {
@@ -510,6 +651,16 @@ mod tests {
                     pages: 2,
                     live_pages: 1,
                 }],
+                barriers: Barriers::Unaligned,
+                channel_state: vec![ChannelStateRecord {
+                    channel: 1,
+                    records: 9,
+                    bytes: 30,
+                    handle: HandleRecord::from(&StateHandle::Inline(vec![7; 30])),
+                }],
+                channel_state_bytes: 30,
+                alignment_ms: 2,
+                start_delay_ms: 1,
             }],
             source_offsets: vec![10.into(), serde_json::json!({"file": 1, "pos": 20})],
             incremental: Some(IncrementalInfo {
@@ -522,10 +673,10 @@ mod tests {
     #[test]
     fn sizes_count_what_was_written_and_what_is_referenced() {
         let mut m = sample();
-        // 3 inline bytes (counted as 3 from 4 base64 characters) + 99 stored + a 120 byte
-        // object written by checkpoint 40.
-        assert_eq!(m.state_size(), 3 + 99 + 120);
-        assert_eq!(m.incremental_size(), 3 + 99);
+        // 4 inline bytes (counted as 6 from 8 base64 characters) + 99 stored + a 120 byte
+        // object written by checkpoint 40; channel state is not state.
+        assert_eq!(m.state_size(), 6 + 99 + 120);
+        assert_eq!(m.incremental_size(), 6 + 99);
         assert!(m.is_incremental());
         assert_eq!(
             m.referenced_objects().into_iter().collect::<Vec<_>>(),
@@ -573,6 +724,18 @@ mod tests {
         assert_eq!(m.source_offsets, vec![serde_json::json!(5)]);
         assert_eq!(m.tasks[0].sink, None);
         assert_eq!(m.tasks[0].operator, "counter");
+        assert_eq!(m.barriers, Barriers::Aligned);
+        assert!(m.tasks[0].channel_state.is_empty());
+    }
+
+    #[test]
+    fn every_handle_includes_channel_state() {
+        let m = sample();
+        assert_eq!(m.tasks[0].every_handle().count(), 3);
+        assert_eq!(m.channel_state_bytes(), 30);
+        let json = serde_json::to_value(&m).unwrap();
+        assert_eq!(json["barriers"], "unaligned");
+        assert_eq!(json["tasks"][0]["channel_state_bytes"], 30);
     }
 
     #[test]

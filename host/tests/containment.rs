@@ -166,6 +166,15 @@ fn a_panic_in_every_vtable_entry_is_an_error_naming_it() {
                     .map(drop)
             },
         ),
+        ("list-savepoints", "list_savepoints", |s, _| {
+            s.job("j").unwrap().list_savepoints(None).map(drop)
+        }),
+        ("read-lease", "read_lease", |s, _| {
+            s.job("j").unwrap().read_lease().map(drop)
+        }),
+        ("write-lease", "write_lease", |s, _| {
+            s.job("j").unwrap().write_lease(b"r", None).map(drop)
+        }),
         ("create-stream", "create_stream", |s, _| {
             let loc = s.job("j").unwrap().begin_checkpoint(1).unwrap();
             loc.create_stream(Scope::Exclusive).map(drop)

@@ -90,7 +90,11 @@ pub(crate) fn object_header(checkpoint_id: u64, subtask: u32, epoch: u64) -> [u8
     h
 }
 
-fn check_object_header(h: &[u8; OBJECT_HEADER_LEN], seg: &SegmentRecord, subtask: u32) -> Result<(), String> {
+fn check_object_header(
+    h: &[u8; OBJECT_HEADER_LEN],
+    seg: &SegmentRecord,
+    subtask: u32,
+) -> Result<(), String> {
     if &h[..4] != MAGIC {
         return Err("the object does not start with the state segment magic number".into());
     }
@@ -245,7 +249,12 @@ pub(crate) fn scan_segment(
     let skip = seg
         .offset
         .checked_sub(OBJECT_HEADER_LEN as u64)
-        .ok_or_else(|| format!("the segment starts at {}, inside the object's header", seg.offset))?;
+        .ok_or_else(|| {
+            format!(
+                "the segment starts at {}, inside the object's header",
+                seg.offset
+            )
+        })?;
     std::io::copy(&mut r.take(skip), &mut std::io::sink())
         .map_err(|e| format!("skipping to the segment at {}: {e}", seg.offset))?;
     let mut left = seg.length;
@@ -255,7 +264,9 @@ pub(crate) fn scan_segment(
     let mut h = [0u8; RECORD_HEADER_LEN];
     while left > 0 {
         if left < RECORD_HEADER_LEN as u64 {
-            return Err(format!("the segment ends inside a page record ({left} bytes left)"));
+            return Err(format!(
+                "the segment ends inside a page record ({left} bytes left)"
+            ));
         }
         r.read_exact(&mut h)
             .map_err(|e| format!("the object ends early (a page record): {e}"))?;
@@ -379,7 +390,8 @@ where
         if let Some(missing) = self.pages.iter().position(Option::is_none) {
             return Err(format!("no segment holds page {missing}"));
         }
-        let pages: Vec<RestoredPage<K, V>> = self.pages.into_iter().map(|p| p.expect("all")).collect();
+        let pages: Vec<RestoredPage<K, V>> =
+            self.pages.into_iter().map(|p| p.expect("all")).collect();
         let entries: u64 = pages.iter().map(|p| p.entries.len() as u64).sum();
         if entries != task.entries {
             return Err(format!(
@@ -531,7 +543,9 @@ pub fn verify_segments(
     let mut seen = vec![false; n];
     let mut entries = 0u64;
     for (seg, found) in task.segments.iter().zip(&scanned).rev() {
-        let found = found.as_ref().expect("no problems, so every segment was scanned");
+        let found = found
+            .as_ref()
+            .expect("no problems, so every segment was scanned");
         let mut live = 0u64;
         for (&id, &e) in found.ids.iter().zip(&found.entries) {
             match seen.get_mut(id as usize) {

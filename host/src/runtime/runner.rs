@@ -20,14 +20,17 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use cairn_plugin_api::{CheckpointStorage, CompletedCheckpoint, JobStorage, StateHandle, StorageError};
+use cairn_plugin_api::{
+    CheckpointStorage, CompletedCheckpoint, JobStorage, StateHandle, StorageError,
+};
 
 use super::{
     api::{Job, JobEnd, OffsetOf},
     calls::{Location, PluginCalls},
     memory,
     report::{
-        Progress, RestoreFrom, RetainedView, RunError, RunOptions, Status, StopWhen, Summary,
+        BarrierCounts, FreshPlan, Phase, Progress, RestoreFrom, Restored, RetainedView, RunError,
+        RunOptions, Status, StopWhen, Summary,
     },
     restore::{fingerprint_of, load_metadata, start_state, LoadError, StartState},
     state::KeyedState,
@@ -35,6 +38,7 @@ use super::{
 use crate::{
     config::{ClaimMode, Config, ExternalizedRetention},
     coordinator::{Coordinator, Policy, Retained},
+    lease::{self, Fence, LeaseOptions, Wait},
     metadata::{CheckpointMetadata, SnapshotKind},
     registry::SharedRegistry,
 };
@@ -42,7 +46,8 @@ use crate::{
 /// Discards of SHARED objects run at most this many at once.
 const PARALLEL_DISCARDS: usize = 8;
 
-pub(super) fn epoch_ms() -> u64 {
+/// Milliseconds since the Unix epoch, now.
+pub(crate) fn epoch_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -87,19 +92,77 @@ pub fn run_job<J: Job>(
     opts: &RunOptions<'_>,
 ) -> Result<Summary, RunError> {
     let started = Instant::now();
+    opts.counters
+        .started_ms
+        .store(epoch_ms(), Ordering::Relaxed);
+    opts.counters.publish(|l| l.phase = Phase::Starting);
     if let Some(bytes) = job.state_estimate() {
         memory::check_fits(bytes, &memory::Machine::current()).map_err(RunError::Job)?;
     }
+    if opts.standby && (opts.from.is_some() || opts.fresh) {
+        return Err(RunError::Job(
+            "a standby resumes from the job's latest checkpoint: it takes neither --from nor \
+             --fresh"
+                .to_string(),
+        ));
+    }
+    if opts.fresh && opts.from.is_some() {
+        return Err(RunError::Job(
+            "--fresh starts from empty state; it cannot restore (--from) too".to_string(),
+        ));
+    }
     let job_id = config.job.id.clone();
-    let calls = PluginCalls::new(storage, config.checkpointing.timeout, opts.cancel.clone());
+    let calls = PluginCalls::observed(
+        storage,
+        config.checkpointing.timeout,
+        opts.cancel.clone(),
+        opts.counters.histograms.clone(),
+    );
     let location = calls.info()?.location;
+    // One live writer: the lease comes first, and everything after it is fenced by it.
+    let command = format!(
+        "{} run{}",
+        program_name(),
+        if opts.standby { " --standby" } else { "" }
+    );
+    let lease = lease::acquire(
+        &calls,
+        &LeaseOptions {
+            job_id: &job_id,
+            command: &command,
+            ttl: config.lease.ttl,
+            wait: if opts.standby {
+                Wait::Standby
+            } else {
+                Wait::Refuse
+            },
+            local_dir: config.lease.local_dir(),
+            hint: "stop it first, or start this run with --standby to take the job over when \
+                   its holder dies",
+            cancel: opts.cancel.clone(),
+            on_event: opts.on_lease,
+        },
+    )?;
+    calls.set_fence(lease.fence());
+    lease.publish(&opts.lease);
     let job_storage = calls.job(&job_id)?;
-    let existing = calls.list_completed(&job_storage, &job_id)?;
-    let next_id = existing
-        .iter()
-        .map(|c| c.checkpoint_id)
-        .max()
-        .map_or(1, |m| m.saturating_add(1));
+    let mut existing = calls.list_completed(&job_storage, &job_id)?;
+    let from = if opts.standby {
+        existing.last().map(|_| RestoreFrom::Latest)
+    } else {
+        opts.from.clone()
+    };
+    // Ids never repeat: not those of completed checkpoints (kept or discarded below), of
+    // locations left uncommitted, or of savepoints.
+    let mut highest = existing.iter().map(|c| c.checkpoint_id).max().unwrap_or(0);
+    if let Ok(open) = calls.list_uncommitted(&job_storage, &job_id) {
+        highest = highest.max(open.into_iter().max().unwrap_or(0));
+    }
+    highest = highest.max(highest_savepoint_id(&calls, &job_storage, config)?);
+    if from.is_none() && !existing.is_empty() {
+        discard_for_fresh(&calls, config, &location, opts, &existing)?;
+        existing.clear();
+    }
     let mut retained: Vec<Retained> = existing
         .iter()
         .map(|c| Retained {
@@ -107,11 +170,10 @@ pub fn run_job<J: Job>(
             pointer: c.pointer.clone(),
         })
         .collect();
-    let claim = opts
-        .claim_mode
-        .unwrap_or(config.checkpointing.claim_mode);
+    let claim = opts.claim_mode.unwrap_or(config.checkpointing.claim_mode);
+    // Rebuilt from the metadata of every checkpoint the storage lists, never from memory.
     let registry = registry_of(&calls, &existing);
-    let initial: Option<(u64, String)> = match &opts.from {
+    let initial: Option<(u64, String)> = match &from {
         None => None,
         Some(RestoreFrom::Latest) => match existing.last() {
             Some(c) => Some((c.checkpoint_id, c.pointer.clone())),
@@ -126,6 +188,7 @@ pub fn run_job<J: Job>(
     let settings = job.settings();
     let mut runner = Runner {
         config,
+        fence: lease.fence(),
         fingerprint: fingerprint_of(job.kind(), &settings),
         settings,
         job: Arc::new(job),
@@ -140,46 +203,71 @@ pub fn run_job<J: Job>(
         injected_checkpoints: false,
         last_completed: None,
         deferred: Vec::new(),
-        stopping_with_savepoint: false,
+        stopping: None,
+        stop_replies: Vec::new(),
         final_savepoint: None,
         savepoint_queue: VecDeque::new(),
         records_counted: 0,
+        barriers: BarrierCounts::default(),
+        channel_state_bytes: 0,
+        max_alignment_ms: 0,
         registry: Arc::new(Mutex::new(registry)),
         chain_base: None,
         claim,
         initial_pointer: initial.as_ref().map(|(_, p)| p.clone()),
     };
     let p = config.job.parallelism as usize;
+    // The job is ours now: what serves it (control socket, metrics) starts before the restore,
+    // so a long restore can be watched.
+    (opts.on_started)().map_err(RunError::Job)?;
     let mut state = match &initial {
         Some((_, pointer)) => {
-            let (state, meta) = runner.restore(pointer, false)?;
-            let listed = meta.kind == SnapshotKind::Checkpoint
-                && existing.iter().any(|c| c.checkpoint_id == meta.checkpoint_id);
-            match claim {
-                // Never subsumed: its files stay whatever this run does.
-                ClaimMode::NoClaim => {
-                    if listed {
-                        retained.retain(|r| r.id != meta.checkpoint_id);
+            opts.counters.publish(|l| l.phase = Phase::Restoring);
+            match runner.restore_at_start(pointer, claim == ClaimMode::Claim) {
+                Ok((s, meta)) => {
+                    (opts.on_restored)(&Restored {
+                        id: s.checkpoint_id,
+                        pointer: pointer.clone(),
+                        kind: meta.kind,
+                    });
+                    if claim == ClaimMode::Claim {
+                        runner.chain_base = chain_base(&meta);
                     }
-                }
-                // Owned: subsumed like the run's own checkpoints (a savepoint too).
-                ClaimMode::Claim => {
-                    if !listed {
-                        retained.insert(
-                            0,
-                            Retained {
-                                id: meta.checkpoint_id,
-                                pointer: pointer.clone(),
-                            },
-                        );
-                        runner.registry().register(
-                            meta.checkpoint_id,
-                            meta.shared_objects().into_iter().map(|(h, _)| h),
-                        );
+                    let listed = meta.kind == SnapshotKind::Checkpoint
+                        && existing
+                            .iter()
+                            .any(|c| c.checkpoint_id == meta.checkpoint_id);
+                    match claim {
+                        // Never subsumed: its files stay whatever this run does.
+                        ClaimMode::NoClaim => {
+                            if listed {
+                                retained.retain(|r| r.id != meta.checkpoint_id);
+                            }
+                        }
+                        // Owned: subsumed like the run's own checkpoints (a savepoint too).
+                        ClaimMode::Claim => {
+                            if !listed {
+                                retained.insert(
+                                    0,
+                                    Retained {
+                                        id: meta.checkpoint_id,
+                                        pointer: pointer.clone(),
+                                    },
+                                );
+                                runner.registry().register(
+                                    meta.checkpoint_id,
+                                    meta.shared_objects().into_iter().map(|(h, _)| h),
+                                );
+                            }
+                        }
                     }
+                    s
                 }
+                Err((e, diagnosable)) if diagnosable && from == Some(RestoreFrom::Latest) => {
+                    return Err(runner.damaged_latest(&existing, &e))
+                }
+                Err((e, _)) => return Err(e),
             }
-            state
         }
         None => StartState::fresh(p),
     };
@@ -187,6 +275,8 @@ pub fn run_job<J: Job>(
     if let Some(pointer) = &restored_from {
         tracing::info!(pointer = %pointer, claim_mode = %claim, "restored from checkpoint");
     }
+    // After the restored id too: a savepoint restored from another place never repeats.
+    let next_id = highest.max(state.checkpoint_id).saturating_add(1);
     let mut coordinator = Coordinator::new(
         Policy::from_config(&config.checkpointing),
         next_id,
@@ -196,14 +286,33 @@ pub fn run_job<J: Job>(
     let (end, attempts) = loop {
         attempt += 1;
         runner.progress.attempt = attempt;
-        match runner.attempt(&mut coordinator, state) {
+        if attempt > 1 {
+            opts.counters.failovers.fetch_add(1, Ordering::Relaxed);
+        }
+        opts.counters.publish(|l| {
+            l.phase = Phase::Running;
+            l.attempt = attempt;
+        });
+        let end = runner.attempt(&mut coordinator, state);
+        opts.counters.publish(|l| {
+            l.phase = match &end {
+                AttemptEnd::Failover(_) => Phase::Restarting,
+                _ => Phase::Stopping,
+            };
+        });
+        match end {
             AttemptEnd::Failover(reason) => {
-                tracing::warn!(attempt, "job failed: {reason}");
-                runner
-                    .opts
-                    .counters
-                    .failovers
-                    .fetch_add(1, Ordering::Relaxed);
+                // Reported once, by the caller: `on_failover`, or the error of the last attempt.
+                tracing::debug!(attempt, "job failed: {reason}");
+                opts.counters.publish(|l| {
+                    l.last_failure = Some(format!("attempt {attempt} failed: {reason}"));
+                });
+                // A holder that lost its lease stops here, touching nothing: the job is its new
+                // holder's. One whose lease merely expired goes on only if it renews it.
+                if let Err(e) = lease.regain() {
+                    runner.finish_background();
+                    return Err(e.into());
+                }
                 if attempt > config.restart.attempts {
                     runner.finish_background();
                     runner.on_terminal(&coordinator, Terminal::Failed);
@@ -220,8 +329,8 @@ pub fn run_job<J: Job>(
                     break (None, attempt);
                 }
                 state = match &from {
-                    Some((_, pointer)) => match runner.restore(pointer, true) {
-                        Ok((s, _)) => s,
+                    Some((_, pointer)) => match runner.restore(pointer) {
+                        Ok(s) => s,
                         Err(e) => {
                             runner.finish_background();
                             runner.on_terminal(&coordinator, Terminal::Failed);
@@ -253,7 +362,7 @@ pub fn run_job<J: Job>(
         status: if terminal == Terminal::Finished {
             Status::Finished
         } else {
-            Status::Cancelled
+            Status::Stopped
         },
         attempts,
         checkpoints_completed: runner.progress.completed,
@@ -272,19 +381,126 @@ pub fn run_job<J: Job>(
         records_counted: runner.records_counted,
         records_processed: counters.records.load(Ordering::Relaxed),
         first_record_ms: (first != u64::MAX).then(|| first as f64 / 1000.0),
+        checkpoint_barriers: runner.barriers.clone(),
+        channel_state_bytes: runner.channel_state_bytes,
+        max_alignment_ms: runner.max_alignment_ms,
         details,
     };
     // Report first, then wait for the discards and discard: a crash (or a plugin hanging) while
-    // discarding never loses the report.
+    // discarding never loses the report. Nothing is discarded without the lease.
     (opts.on_summary)(&summary);
     runner.discard_ready();
     runner.finish_background();
-    runner.on_terminal(&coordinator, terminal);
+    match lease.regain() {
+        Ok(()) => runner.on_terminal(&coordinator, terminal),
+        Err(e) => tracing::warn!("the job's checkpoints are left as they are: {e}"),
+    }
+    lease.release(match terminal {
+        Terminal::Finished => "finished",
+        Terminal::Cancelled => "stopped",
+        Terminal::Failed => "failed",
+    });
     Ok(summary)
+}
+
+/// The file name of this executable, for the lease record (`cairn`, or a program running its
+/// own job).
+fn program_name() -> String {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "cairn".to_string())
+}
+
+/// The highest id among the job's completed savepoints under `[savepoints] dir` and the
+/// plugin's default savepoint location (0 if none). A plugin that cannot list them (API 1.0)
+/// gets a warning: its savepoints' ids may then be repeated.
+fn highest_savepoint_id(
+    calls: &PluginCalls,
+    job: &Arc<dyn JobStorage>,
+    config: &Config,
+) -> Result<u64, RunError> {
+    let mut pointers = std::collections::BTreeSet::new();
+    for target in [config.savepoints.target(), None] {
+        match calls.list_savepoints(job, &config.job.id, target) {
+            Ok(found) => pointers.extend(found),
+            Err(e) if e.kind() == cairn_plugin_api::ErrorKind::Unsupported => {
+                tracing::warn!(
+                    "the ids of savepoints are not taken into account, so a new checkpoint may \
+                     repeat a savepoint's id: {}",
+                    e.message()
+                );
+                return Ok(0);
+            }
+            Err(e) => {
+                return Err(RunError::Lineage(format!(
+                    "cannot list the savepoints of job '{}', whose ids checkpoint ids must not \
+                     repeat: {e}",
+                    config.job.id
+                )))
+            }
+        }
+    }
+    Ok(pointers
+        .iter()
+        .filter_map(|p| {
+            let meta = calls.resolve(p).ok()?;
+            let meta = crate::metadata::CheckpointMetadata::decode(&meta.metadata).ok()?;
+            (meta.job_id == config.job.id).then_some(meta.checkpoint_id)
+        })
+        .max()
+        .unwrap_or(0))
+}
+
+/// A start without `from` on a job with completed checkpoints: refused, unless `fresh`, which
+/// discards them (oldest first, so a crash halfway leaves the newest) once confirmed.
+fn discard_for_fresh(
+    calls: &PluginCalls,
+    config: &Config,
+    location: &str,
+    opts: &RunOptions<'_>,
+    existing: &[cairn_plugin_api::CompletedCheckpoint],
+) -> Result<(), RunError> {
+    let job_id = &config.job.id;
+    let newest = existing.last().expect("not empty");
+    if !opts.fresh {
+        return Err(RunError::Lineage(format!(
+            "job '{job_id}' has {} in {location} (the newest is {}, {}): resume from it with \
+             --from latest, or start over with --fresh, which discards them",
+            crate::words::count(existing.len() as u64, "completed checkpoint"),
+            newest.checkpoint_id,
+            newest.pointer
+        )));
+    }
+    let plan = FreshPlan {
+        job_id: job_id.clone(),
+        location: location.to_string(),
+        checkpoints: existing.to_vec(),
+    };
+    if !(opts.confirm_fresh)(&plan) {
+        return Err(RunError::Lineage(format!(
+            "--fresh was not confirmed (it asks on a terminal; --yes confirms without asking): \
+             the {} of job '{job_id}' are kept",
+            crate::words::count(existing.len() as u64, "completed checkpoint")
+        )));
+    }
+    for c in existing {
+        calls.dispose(&c.pointer).map_err(|e| {
+            RunError::Lineage(format!(
+                "--fresh: discarding checkpoint {} ({}) failed: {e}; run it again to discard the \
+                 rest",
+                c.checkpoint_id, c.pointer
+            ))
+        })?;
+    }
+    tracing::info!(job = %job_id, count = existing.len(), "--fresh: discarded the job's checkpoints");
+    Ok(())
 }
 
 pub(super) struct Runner<'a, J: Job> {
     pub(super) config: &'a Config,
+    /// The job lease's fence: an attempt fails over once it says no.
+    pub(super) fence: Arc<dyn Fence>,
     pub(super) job: Arc<J>,
     pub(super) settings: String,
     pub(super) fingerprint: String,
@@ -302,13 +518,20 @@ pub(super) struct Runner<'a, J: Job> {
     pub(super) last_completed: Option<(u64, String)>,
     /// Locations to clean once the attempt's tasks have stopped.
     pub(super) deferred: Vec<Location>,
-    /// A stop-with-savepoint is under way.
-    pub(super) stopping_with_savepoint: bool,
+    /// A stop-with-savepoint under way.
+    pub(super) stopping: Option<super::attempt::Stopping>,
+    /// Whoever waits for its savepoint.
+    pub(super) stop_replies: Vec<super::attempt::SavepointReply>,
     /// Its savepoint, once taken.
     pub(super) final_savepoint: Option<String>,
     pub(super) savepoint_queue: VecDeque<super::attempt::SavepointRequest>,
     /// Records the last attempt's state reflects.
     pub(super) records_counted: u64,
+    /// Completed checkpoints by how their barriers went, their channel state and longest
+    /// alignment.
+    pub(super) barriers: BarrierCounts,
+    pub(super) channel_state_bytes: u64,
+    pub(super) max_alignment_ms: u64,
     /// Which SHARED objects the job's checkpoints reference.
     pub(super) registry: Arc<Mutex<SharedRegistry>>,
     /// The completed checkpoint the next incremental checkpoint extends, and its depth
@@ -318,6 +541,16 @@ pub(super) struct Runner<'a, J: Job> {
     pub(super) claim: ClaimMode,
     /// The pointer restored at start.
     pub(super) initial_pointer: Option<String>,
+}
+
+/// The chain a run may extend from checkpoint `meta`, with its depth: that of an incremental
+/// checkpoint whose every task's state is a chain (never a savepoint's, which is whole).
+fn chain_base(meta: &CheckpointMetadata) -> Option<(u64, u32)> {
+    meta.incremental
+        .as_ref()
+        .filter(|_| meta.kind == SnapshotKind::Checkpoint)
+        .filter(|_| meta.tasks.iter().all(|t| t.is_segmented()))
+        .map(|info| (meta.checkpoint_id, info.depth))
 }
 
 /// The registry of the SHARED objects the completed checkpoints `existing` reference, read from
@@ -337,7 +570,8 @@ fn registry_of(calls: &PluginCalls, existing: &[CompletedCheckpoint]) -> SharedR
             Err(e) => {
                 tracing::warn!(
                     id = c.checkpoint_id,
-                    "checkpoint {} cannot be read ({e}): no SHARED object is discarded while it                      exists, since it may reference any",
+                    "checkpoint {} cannot be read ({e}): no SHARED object is discarded while it \
+                     exists, since it may reference any",
                     c.pointer
                 );
                 registry.register_unknown(c.checkpoint_id);
@@ -368,31 +602,22 @@ impl<J: Job> Runner<'_, J> {
         self.should_stop()
     }
 
-    /// The state to start from `pointer`. On a failover, a checkpoint of this run that is gone
+    /// The state to start from `pointer` on a failover. A checkpoint of this run that is gone
     /// from the storage is explained (the job's folder disappeared) rather than reported as a
     /// bare "not found".
     ///
-    /// The run extends the restored chains (its first incremental checkpoint is not full) when
+    /// The run extends the restored chains (its next incremental checkpoint is not full) when
     /// it owns the checkpoint: its own, or the one restored at start in claim mode.
-    fn restore(
-        &mut self,
-        pointer: &str,
-        failover: bool,
-    ) -> Result<(StartState<J>, CheckpointMetadata), RunError> {
+    fn restore(&mut self, pointer: &str) -> Result<StartState<J>, RunError> {
         let p = self.config.job.parallelism;
-        let owned = self.claim == ClaimMode::Claim
-            || self.initial_pointer.as_deref() != Some(pointer);
+        let owned =
+            self.claim == ClaimMode::Claim || self.initial_pointer.as_deref() != Some(pointer);
         let restored =
             match load_metadata(&self.calls, self.job.as_ref(), &self.config.job.id, pointer) {
                 Ok(meta) => {
-                    let chains = owned && meta.kind == SnapshotKind::Checkpoint;
-                    let base = meta
-                        .incremental
-                        .as_ref()
-                        .filter(|_| chains && meta.tasks.iter().all(|t| t.is_segmented()))
-                        .map(|info| (meta.checkpoint_id, info.depth));
-                    start_state::<J>(&self.calls, p, pointer, meta.clone(), chains)
-                        .map(|s| (s, meta, base))
+                    let base = if owned { chain_base(&meta) } else { None };
+                    start_state::<J>(&self.calls, p, pointer, meta, base.is_some())
+                        .map(|s| (s, base))
                         .map_err(|e| (false, e))
                 }
                 Err(LoadError::Resolve(err)) => {
@@ -402,22 +627,88 @@ impl<J: Job> Runner<'_, J> {
                 Err(refused) => Err((false, refused.into_run_error(pointer))),
             };
         match restored {
-            Ok((s, meta, base)) => {
+            Ok((s, base)) => {
                 self.chain_base = base;
-                Ok((s, meta))
+                Ok(s)
             }
             Err((not_found, e)) => {
                 let ours = self
                     .last_completed
                     .as_ref()
                     .is_some_and(|(_, p)| p == pointer);
-                if failover && (not_found || (ours && !self.still_listed(pointer))) {
+                if not_found || (ours && !self.still_listed(pointer)) {
                     Err(RunError::Restore(self.vanished(pointer, &e)))
                 } else {
                     Err(e)
                 }
             }
         }
+    }
+
+    /// The state to start from `pointer` at the start of the run, with its metadata (and the
+    /// chains of its tasks when `chains`: the run extends them); on failure, whether the
+    /// failure is one an older checkpoint could avoid (anything but a checkpoint of other
+    /// settings or another job).
+    fn restore_at_start(
+        &self,
+        pointer: &str,
+        chains: bool,
+    ) -> Result<(StartState<J>, CheckpointMetadata), (RunError, bool)> {
+        let p = self.config.job.parallelism;
+        match load_metadata(&self.calls, self.job.as_ref(), &self.config.job.id, pointer) {
+            Ok(meta) => {
+                let chains = chains && chain_base(&meta).is_some();
+                start_state::<J>(&self.calls, p, pointer, meta.clone(), chains)
+                    .map(|s| (s, meta))
+                    .map_err(|e| (e, true))
+            }
+            Err(LoadError::Refused(why)) => Err((RunError::Restore(why), false)),
+            Err(e) => Err((e.into_run_error(pointer), true)),
+        }
+    }
+
+    /// `--from latest` found the newest checkpoint unusable: say which older one restores, and
+    /// how to use it, without picking it (the caller may want to look first).
+    fn damaged_latest(
+        &self,
+        existing: &[cairn_plugin_api::CompletedCheckpoint],
+        error: &RunError,
+    ) -> RunError {
+        let Some((newest, older)) = existing.split_last() else {
+            return RunError::Restore(error.to_string());
+        };
+        let why = error.to_string();
+        let why = why.strip_prefix("cannot restore: ").unwrap_or(&why);
+        let mut tried = Vec::new();
+        for c in older.iter().rev() {
+            match self.restore_at_start(&c.pointer, false) {
+                Ok(_) => {
+                    return RunError::Restore(format!(
+                        "the newest checkpoint of job '{}', {} ({}), cannot be restored: {why}; \
+                         the older checkpoint {} restores (every handle read back and matched \
+                         its checksum): resume from it with `cairn run --from {}`, and remove \
+                         the damaged one with `cairn checkpoints delete --force {}`",
+                        self.config.job.id,
+                        newest.checkpoint_id,
+                        newest.pointer,
+                        c.checkpoint_id,
+                        c.pointer,
+                        newest.checkpoint_id
+                    ))
+                }
+                Err((e, _)) => tried.push(format!("{}: {e}", c.checkpoint_id)),
+            }
+        }
+        let others = if tried.is_empty() {
+            "there is no older checkpoint".to_string()
+        } else {
+            format!("no older checkpoint restores either ({})", tried.join("; "))
+        };
+        RunError::Restore(format!(
+            "the newest checkpoint of job '{}', {} ({}), cannot be restored: {why}; {others}; \
+             `cairn run --fresh` starts over",
+            self.config.job.id, newest.checkpoint_id, newest.pointer
+        ))
     }
 
     /// Whether the checkpoint at `pointer` is still among the job's completed checkpoints.
@@ -504,7 +795,7 @@ impl<J: Job> Runner<'_, J> {
         self.background.retain(|h| !h.is_finished());
     }
 
-    /// Discard `handles` (SHARED objects no checkpoint references) in the background.
+    /// Discard `handles` (objects no checkpoint references) in the background.
     pub(super) fn discard_shared(&mut self, handles: Vec<StateHandle>) {
         if handles.is_empty() {
             return;
