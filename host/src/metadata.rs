@@ -385,9 +385,11 @@ pub struct SharedObjectView {
     pub locator: String,
     /// Its size.
     pub size_bytes: u64,
-    /// The checkpoint that wrote it.
-    pub written_by: u64,
-    /// The task whose pages it holds.
+    /// The checkpoint that wrote it (the JSON contract's name for another checkpoint's id).
+    pub from_id: u64,
+    /// The operator of the task whose pages it holds.
+    pub operator: String,
+    /// That task's subtask index.
     pub subtask: u32,
     /// Pages of the checkpoint's state read from it, and pages it holds.
     pub live_pages: u64,
@@ -469,14 +471,15 @@ impl CheckpointMetadata {
                 t.segments.iter().map(move |s| SharedObjectView {
                     locator: s.stored_locator().unwrap_or("inline").to_string(),
                     size_bytes: s.object.size(),
-                    written_by: s.checkpoint_id,
+                    from_id: s.checkpoint_id,
+                    operator: t.operator.clone(),
                     subtask: t.subtask,
                     live_pages: s.live_pages,
                     pages: s.pages,
                 })
             })
             .collect();
-        shared.sort_by_key(|o| (o.written_by, o.subtask));
+        shared.sort_by_key(|o| (o.from_id, o.subtask));
         StateSummary {
             kind: if self.is_incremental() {
                 "incremental"

@@ -87,3 +87,7 @@ mod copy;
 // Honest terminal output (issue 14.4): no colour codes in pipes, one line per failover, -q,
 // signals' exit codes and summaries, `run --from` by id or relative path, fitted tables.
 mod terminal;
+
+// Issue 15's GC test: `kill -9` inside an incremental checkpoint, then `checkpoints gc` removes
+// exactly the unreferenced objects (filesystem and SeaweedFS); `show` and `verify` on chains.
+mod gc_incremental;

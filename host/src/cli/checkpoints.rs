@@ -12,7 +12,7 @@ use anyhow::{bail, Context};
 use cairn_host::{
     config::Config,
     lease::{self, Lease, LeaseEvent, LeaseOptions, Wait},
-    metadata::{CheckpointMetadata, HandleRecord, SnapshotKind},
+    metadata::{CheckpointMetadata, HandleRecord, SnapshotKind, StateSummary},
     runtime::{self, incremental, state},
 };
 use cairn_plugin_api::{
@@ -392,7 +392,9 @@ fn rfc3339(ms: u64) -> String {
 /// What `show --json` prints: the checkpoint's id, kind, pointer, times and size, then its
 /// metadata. The metadata's own field names are those of the stored format
 /// (`checkpoint_id`, `triggered_at_ms`, a handle's `size`, ...); in this document they follow
-/// the JSON contract (`id`, `triggered_ms` and `triggered`, `size_bytes`, ...).
+/// the JSON contract (`id`, `triggered_ms` and `triggered`, `size_bytes`, a segment's
+/// `from_id`, ...). `state` is the summary of its state: full and incremental bytes, and the
+/// SHARED objects it references with the checkpoint each came from.
 #[derive(serde::Serialize)]
 struct ShowJson<'a> {
     id: u64,
@@ -403,6 +405,7 @@ struct ShowJson<'a> {
     completed_ms: u64,
     completed: String,
     state_bytes: u64,
+    state: StateSummary,
     metadata: serde_json::Value,
 }
 
@@ -435,6 +438,13 @@ impl<'a> ShowJson<'a> {
                 {
                     rename(h, "size", "size_bytes");
                 }
+                let segments = t.get_mut("segments").and_then(Value::as_array_mut);
+                for seg in segments.into_iter().flatten() {
+                    rename(seg, "checkpoint_id", "from_id");
+                    if let Some(h) = seg.get_mut("object") {
+                        rename(h, "size", "size_bytes");
+                    }
+                }
                 let channel_state = t.get_mut("channel_state").and_then(Value::as_array_mut);
                 for c in channel_state.into_iter().flatten() {
                     rename(c, "bytes", "size_bytes");
@@ -443,6 +453,9 @@ impl<'a> ShowJson<'a> {
                     }
                 }
             }
+        }
+        if let Some(i) = metadata.get_mut("incremental") {
+            rename(i, "base", "base_id");
         }
         Ok(ShowJson {
             id: m.checkpoint_id,
@@ -453,6 +466,7 @@ impl<'a> ShowJson<'a> {
             completed_ms: m.completed_at_ms,
             completed: rfc3339(m.completed_at_ms),
             state_bytes: m.state_size(),
+            state: m.state_summary(),
             metadata,
         })
     }
@@ -499,8 +513,34 @@ fn show(config: &Config, arg: &str, as_json: bool) -> anyhow::Result<ExitCode> {
         "offsets:      {}",
         serde_json::Value::from(m.source_offsets.clone())
     )?;
-    writeln!(out, "state:        {}", HumanBytes(m.state_size()))?;
+    let summary = m.state_summary();
+    writeln!(out, "state:        {}", state_line(&summary))?;
     writeln!(out, "barriers:     {}", m.barriers_text())?;
+    if !summary.shared_objects.is_empty() {
+        writeln!(
+            out,
+            "shared:       {} referenced",
+            cairn_host::words::count(summary.shared_objects.len() as u64, "shared object")
+        )?;
+        for o in &summary.shared_objects {
+            let this = if o.from_id == m.checkpoint_id {
+                " (this one)"
+            } else {
+                ""
+            };
+            writeln!(
+                out,
+                "  {}[{}]: '{}', {}, from checkpoint {}{this}, {} of its {} pages live",
+                o.operator,
+                o.subtask,
+                o.locator,
+                HumanBytes(o.size_bytes),
+                o.from_id,
+                o.live_pages,
+                o.pages
+            )?;
+        }
+    }
     for t in &m.tasks {
         for h in &t.handles {
             let desc = match h {
@@ -525,6 +565,26 @@ fn show(config: &Config, arg: &str, as_json: bool) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `show`'s state line: the bytes a restore reads and, for a checkpoint taken with
+/// `incremental = true`, the bytes it wrote itself and where it stands in its chain.
+fn state_line(s: &StateSummary) -> String {
+    let Some(depth) = s.depth else {
+        return HumanBytes(s.full_bytes).to_string();
+    };
+    let chain = match s.base_id {
+        Some(base) => format!(
+            "incremental: extends checkpoint {base}, {} since the last full one",
+            cairn_host::words::count(depth, "checkpoint")
+        ),
+        None => "full".to_string(),
+    };
+    format!(
+        "{} referenced (full), {} written by this checkpoint (incremental); {chain}",
+        HumanBytes(s.full_bytes),
+        HumanBytes(s.incremental_bytes),
+    )
 }
 
 /// One problem `verify` found in a checkpoint.

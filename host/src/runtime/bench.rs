@@ -29,6 +29,9 @@ use crate::{
     metadata::Barriers,
 };
 
+// `cairn bench job --incremental`: incremental checkpoints ÷ full ones, and restores.
+pub mod incremental;
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct JobBench {

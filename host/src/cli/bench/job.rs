@@ -34,9 +34,35 @@ impl JobArgs {
         self.rate.unwrap_or(20_000)
     }
     fn checkpoints(&self) -> u32 {
-        self.checkpoints
-            .unwrap_or(if self.backpressure { 3 } else { 10 })
+        self.checkpoints.unwrap_or(if self.backpressure {
+            3
+        } else if self.incremental {
+            5
+        } else {
+            10
+        })
     }
+}
+
+/// `--changed` when not given.
+const DEFAULT_CHANGED: f64 = 0.01;
+/// `--chain` when not given: the chain of 20 incremental checkpoints.
+const DEFAULT_CHAIN: u32 = 20;
+
+/// A percentage such as `1%` or `0.5%`, as a fraction.
+fn parse_percent(text: &str) -> Result<f64, String> {
+    let number = text
+        .trim()
+        .strip_suffix('%')
+        .ok_or_else(|| format!("'{text}' is not a percentage such as 1% or 0.5%"))?;
+    let p: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{text}' is not a percentage such as 1% or 0.5%"))?;
+    if !(p > 0.0 && p <= 100.0) {
+        return Err(format!("'{text}' is not above 0% and at most 100%"));
+    }
+    Ok(p / 100.0)
 }
 
 /// Arguments of `cairn bench job`. The defaults are the 819 MB peer configuration (with
@@ -73,6 +99,21 @@ pub struct JobArgs {
     /// With --backpressure: records per second the slow operator processes over the job.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub operator_rate: Option<u64>,
+    /// Compare incremental checkpoints with full ones, in one run: the keyed counter changes
+    /// --changed of its keys per interval (its rate is set from that), first checkpointed with
+    /// incremental = false, then with incremental = true; then it is restored from the end of a
+    /// chain of --chain incremental checkpoints and from a full checkpoint. Prints bytes
+    /// uploaded per checkpoint and checkpoint duration, incremental ÷ full, restore time, chain
+    /// ÷ full, and stored objects per checkpoint per task [default checkpoints: 5 full ones].
+    #[arg(long, conflicts_with = "backpressure")]
+    pub incremental: bool,
+    /// With --incremental: the share of keys changed per interval, as a percentage [default:
+    /// 1%].
+    #[arg(long, value_name = "PERCENT", value_parser = parse_percent)]
+    pub changed: Option<f64>,
+    /// With --incremental: incremental checkpoints in the chain restored from [default: 20].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub chain: Option<u32>,
     /// The storage plugin: a name from the search path, or a library path.
     #[arg(long, value_name = "NAME|PATH", default_value = FILESYSTEM)]
     pub plugin: String,
@@ -225,6 +266,14 @@ pub fn run(a: &JobArgs, config: &ConfigArg) -> anyhow::Result<ExitCode> {
     let config = config.load()?;
     if a.backpressure {
         return backpressure(a, config, started);
+    }
+    if a.incremental {
+        return incremental(a, &config);
+    }
+    for (set, flag) in [(a.changed.is_some(), "--changed"), (a.chain.is_some(), "--chain")] {
+        if set {
+            return Err(Usage(format!("{flag} applies only with --incremental")).into());
+        }
     }
     if a.operator_rate.is_some() {
         return Err(Usage("--operator-rate applies only with --backpressure".into()).into());
@@ -513,6 +562,191 @@ fn backpressure(
         for t in &targets {
             let value = t.value.map_or("-".to_string(), |v| format!("{v:.3}"));
             writeln!(out, "  {:<72} {value:>9}  {}", t.name, t.describe())?;
+        }
+    }
+    drop(scratch);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn incremental_targets(a: &JobArgs, r: &bench::incremental::IncrementalBenchReport) -> Vec<Target> {
+    let big = a.keys() == 200_000 && a.state_bytes() == 4096 && a.parallelism == 2;
+    let one_percent = (a.changed.unwrap_or(DEFAULT_CHANGED) - 0.01).abs() < 1e-9;
+    let na = |applies: bool, why: &str| (!applies).then(|| why.to_string());
+    vec![
+        Target {
+            name: "1% of keys changed: bytes per checkpoint, incremental ÷ full ≤ 0.03",
+            ratio: "figures.bytes_incremental_vs_full",
+            at_least: false,
+            bound: 0.03,
+            value: Some(r.bytes_incremental_vs_full),
+            not_applicable: na(one_percent, "applies to --changed 1%"),
+        },
+        Target {
+            name: "819 MB, 1% changed: checkpoint duration, incremental ÷ full ≤ 0.1",
+            ratio: "figures.duration_incremental_vs_full",
+            at_least: false,
+            bound: 0.1,
+            value: Some(r.duration_incremental_vs_full),
+            not_applicable: na(
+                big && one_percent,
+                "applies to --keys 200000 --state-bytes 4KiB --parallelism 2 --changed 1%",
+            ),
+        },
+        Target {
+            name: "restore from a chain of 20 incrementals ÷ from a full checkpoint ≤ 1.5",
+            ratio: "figures.restore_chain_vs_full",
+            at_least: false,
+            bound: 1.5,
+            value: Some(r.restore_chain_vs_full),
+            not_applicable: na(r.chain_depth == 20, "applies to --chain 20"),
+        },
+        Target {
+            name: "stored objects per incremental checkpoint per task ≤ 4",
+            ratio: "figures.max_objects_per_checkpoint_per_task",
+            at_least: false,
+            bound: 4.0,
+            value: Some(r.max_objects_per_checkpoint_per_task),
+            not_applicable: None,
+        },
+    ]
+}
+
+/// `cairn bench job --incremental`.
+fn incremental(a: &JobArgs, config: &cairn_host::config::Config) -> anyhow::Result<ExitCode> {
+    for (set, flag, why) in [
+        (
+            a.rate.is_some(),
+            "--rate",
+            "the rate follows from --changed, --keys and --interval",
+        ),
+        (
+            a.operator_rate.is_some(),
+            "--operator-rate",
+            "it applies only with --backpressure",
+        ),
+    ] {
+        if set {
+            return Err(
+                Usage(format!("{flag} does not apply with --incremental: {why}")).into(),
+            );
+        }
+    }
+    let Opened {
+        plugin,
+        name,
+        storage,
+        dir,
+        scratch,
+    } = open(a, config)?;
+    let spec = bench::incremental::IncrementalBench {
+        keys: a.keys(),
+        state_bytes: a.state_bytes(),
+        parallelism: a.parallelism,
+        interval: a.interval,
+        changed: a.changed.unwrap_or(DEFAULT_CHANGED),
+        checkpoints: a.checkpoints(),
+        chain: a.chain.unwrap_or(DEFAULT_CHAIN),
+    };
+    let quiet = a.json;
+    let on_checkpoint = |phase: &str, c: &cairn_host::runtime::CheckpointReport, measured: bool| {
+        if !quiet {
+            let depth = c
+                .incremental
+                .as_ref()
+                .map_or(String::new(), |i| format!(", depth {}", i.depth));
+            eprintln!(
+                "{phase}: checkpoint {} {}: {:.1} ms, {} uploaded of {}, {} objects{depth}",
+                c.id,
+                if measured { "measured" } else { "(not measured)" },
+                c.duration().as_secs_f64() * 1000.0,
+                human(c.incremental_bytes),
+                human(c.state_bytes),
+                c.objects_written,
+            );
+        }
+    };
+    let on_restore = |from: &str, ms: f64| {
+        if !quiet {
+            eprintln!("restore from the {from} checkpoint: {ms:.1} ms");
+        }
+    };
+    let report =
+        bench::incremental::run(&spec, config, storage, &on_checkpoint, &on_restore)?;
+    let targets = incremental_targets(a, &report);
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        let doc = json!({
+            "plugin": {"name": name, "path": plugin.path()},
+            "dir": dir,
+            "keys": a.keys(),
+            "state_bytes_per_key": a.state_bytes(),
+            "parallelism": a.parallelism,
+            "interval_ms": a.interval.as_millis() as u64,
+            "changed_percent": spec.changed * 100.0,
+            "chain": spec.chain,
+            "checkpoints": a.checkpoints(),
+            "figures": report,
+            "targets": targets.iter().map(Target::to_json).collect::<Vec<_>>(),
+            "notes": [
+                "both phases and the restores run in this process one after the other, with the same storage, keys, rate and interval",
+                "the rate is changed × keys ÷ interval records/s to pseudo-random keys, so a little under that share of keys changes between checkpoints; changed_pages_fraction is what the checkpoints found",
+                "uploaded bytes are what a checkpoint wrote itself (a full checkpoint: all its state); durations are trigger to commit",
+                "a restore is timed from the start of the run to its state restored (the chain's every object read whole and checked); the files were just written, so they come from the page cache",
+            ],
+        });
+        crate::cli::output::print_json(&mut out, &doc)?;
+    } else {
+        writeln!(
+            out,
+            "cairn bench job --incremental: {} keys × {} = {} of state, parallelism {}, interval {}, {:.2}% of keys changed per interval ({} records/s), plugin {name}",
+            a.keys(),
+            human(a.state_bytes()),
+            human(report.state_bytes),
+            a.parallelism,
+            humantime::format_duration(a.interval),
+            spec.changed * 100.0,
+            report.rate,
+        )?;
+        writeln!(
+            out,
+            "  full checkpoints         median {:>9.1} ms, {} uploaded, over {}",
+            report.full.median_ms,
+            human(report.full.median_uploaded_bytes),
+            report.full.checkpoints.len()
+        )?;
+        writeln!(
+            out,
+            "  incremental checkpoints  median {:>9.1} ms, {} uploaded, over {} (pages changed: {:.2}%)",
+            report.incremental.median_ms,
+            human(report.incremental.median_uploaded_bytes),
+            report.incremental.checkpoints.len(),
+            report.changed_pages_fraction * 100.0
+        )?;
+        writeln!(
+            out,
+            "  bytes per checkpoint, incremental ÷ full {:.4}; duration, incremental ÷ full {:.3}",
+            report.bytes_incremental_vs_full, report.duration_incremental_vs_full
+        )?;
+        writeln!(
+            out,
+            "  restore from a chain of {} incrementals {:.1} ms, from a full checkpoint {:.1} ms: ratio {:.3}",
+            report.chain_depth,
+            report.restore_chain_median_ms,
+            report.restore_full_median_ms,
+            report.restore_chain_vs_full
+        )?;
+        writeln!(
+            out,
+            "  stored objects per incremental checkpoint per task: at most {:.1}",
+            report.max_objects_per_checkpoint_per_task
+        )?;
+        for t in &targets {
+            let value = t.value.map_or("-".to_string(), |v| format!("{v:.3}"));
+            let why = t
+                .not_applicable
+                .as_deref()
+                .map_or(String::new(), |w| format!(" ({w})"));
+            writeln!(out, "  {:<72} {value:>9}  {}{why}", t.name, t.describe())?;
         }
     }
     drop(scratch);
