@@ -17,10 +17,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::util::{cairn_ok, json_of, lib, load, resume_latest_exactly};
 use cairn_harness::s3::{unique_prefix, S3Server};
 use cairn_host::{metadata::CheckpointMetadata, runtime::keyed_counter};
 use cairn_plugin_api::{CheckpointStorage, JobStorage, StateHandle};
-use crate::util::{cairn_ok, json_of, lib, load, resume_latest_exactly};
+use serde_json::Value;
 
 const JOB: &str = "gc-inc";
 const KEYS: u64 = 4000;
@@ -77,15 +78,24 @@ fn spawn(dir: &Path, args: &[&str]) -> Child {
         .current_dir(dir)
         .env("XDG_RUNTIME_DIR", dir)
         .env_remove("RUST_LOG")
-        .stdout(Stdio::from(std::fs::File::create(dir.join("run.out")).unwrap()))
-        .stderr(Stdio::from(std::fs::File::create(dir.join("run.err")).unwrap()))
+        .stdout(Stdio::from(
+            std::fs::File::create(dir.join("run.out")).unwrap(),
+        ))
+        .stderr(Stdio::from(
+            std::fs::File::create(dir.join("run.err")).unwrap(),
+        ))
         .spawn()
         .expect("run cairn")
 }
 
 /// Watch the storage while `child` runs and kill it (SIGKILL) the moment a SHARED object of a
 /// checkpoint newer than every completed one exists. Returns that checkpoint's id.
-fn kill_when_in_flight(dir: &Path, child: &mut Child, storage: &dyn CheckpointStorage, job: &dyn JobStorage) -> u64 {
+fn kill_when_in_flight(
+    dir: &Path,
+    child: &mut Child,
+    storage: &dyn CheckpointStorage,
+    job: &dyn JobStorage,
+) -> u64 {
     let mut headers: BTreeMap<String, Option<u64>> = BTreeMap::new();
     let started = Instant::now();
     loop {
@@ -101,8 +111,12 @@ fn kill_when_in_flight(dir: &Path, child: &mut Child, storage: &dyn CheckpointSt
         );
         // Objects first, then the completed ones: a checkpoint that commits in between is seen
         // as completed.
-        let Ok(objects) = job.list_objects() else { continue };
-        let Ok(completed) = job.list_completed() else { continue };
+        let Ok(objects) = job.list_objects() else {
+            continue;
+        };
+        let Ok(completed) = job.list_completed() else {
+            continue;
+        };
         let newest = completed.iter().map(|c| c.checkpoint_id).max().unwrap_or(0);
         if newest == 0 {
             continue;
@@ -128,7 +142,10 @@ fn referenced(storage: &dyn CheckpointStorage, job: &dyn JobStorage) -> BTreeSet
         let r = storage.resolve(&c.pointer).unwrap();
         let m = CheckpointMetadata::decode(&r.metadata).unwrap();
         for t in &m.tasks {
-            let handles = t.handles.iter().chain(t.channel_state.iter().map(|c| &c.handle));
+            let handles = t
+                .handles
+                .iter()
+                .chain(t.channel_state.iter().map(|c| &c.handle));
             let segments = t.segments.iter().map(|s| &s.object);
             for h in handles.chain(segments) {
                 if let Ok(StateHandle::Stored { locator, .. }) = h.to_handle() {
@@ -161,15 +178,26 @@ fn gc_after_a_kill_in_an_incremental_checkpoint(package: &str, options: &str) {
 
     let mut caught = None;
     for attempt in 0..ATTEMPTS {
-        let args: &[&str] = if attempt == 0 { &["run"] } else { &["run", "--from", "latest"] };
+        let args: &[&str] = if attempt == 0 {
+            &["run"]
+        } else {
+            &["run", "--from", "latest"]
+        };
         let mut child = spawn(dir.path(), args);
         let in_flight = kill_when_in_flight(dir.path(), &mut child, storage.as_ref(), job.as_ref());
-        let completed: BTreeSet<u64> = job.list_completed().unwrap().iter().map(|c| c.checkpoint_id).collect();
+        let completed: BTreeSet<u64> = job
+            .list_completed()
+            .unwrap()
+            .iter()
+            .map(|c| c.checkpoint_id)
+            .collect();
         if !completed.contains(&in_flight) {
             caught = Some(in_flight);
             break;
         }
-        eprintln!("attempt {attempt}: checkpoint {in_flight} committed before the kill landed; again");
+        eprintln!(
+            "attempt {attempt}: checkpoint {in_flight} committed before the kill landed; again"
+        );
     }
     let in_flight = caught.unwrap_or_else(|| {
         panic!("in {ATTEMPTS} kills none landed inside an incremental checkpoint")
@@ -198,7 +226,10 @@ fn gc_after_a_kill_in_an_incremental_checkpoint(package: &str, options: &str) {
     );
 
     // The dry run lists exactly the unreferenced objects, with their sizes, and removes nothing.
-    let dry = json_of(&cairn_ok(&["checkpoints", "gc", "--dry-run", "--json"], dir.path()));
+    let dry = json_of(&cairn_ok(
+        &["checkpoints", "gc", "--dry-run", "--json"],
+        dir.path(),
+    ));
     let listed: BTreeMap<String, u64> = dry["orphaned_objects"]
         .as_array()
         .unwrap()
@@ -233,7 +264,12 @@ fn gc_after_a_kill_in_an_incremental_checkpoint(package: &str, options: &str) {
     // the job resumes exactly once from the latest.
     cairn_ok(&["checkpoints", "verify", "--json"], dir.path());
     let list = json_of(&cairn_ok(&["checkpoints", "list", "--json"], dir.path()));
-    let latest = list["checkpoints"].as_array().unwrap().last().unwrap().clone();
+    let latest = list["checkpoints"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
     let records = latest["records"].as_u64().unwrap() + 10_000;
     resume_latest_exactly(
         dir.path(),
@@ -257,4 +293,108 @@ fn gc_after_kill_9_in_an_incremental_checkpoint_on_s3() {
         .endpoint()
         .plugin_options(&unique_prefix("gc-inc"), "");
     gc_after_a_kill_in_an_incremental_checkpoint("cairn-storage-object-cdylib", &options);
+}
+
+/// `show` reports an incremental checkpoint's full and incremental bytes and the SHARED objects
+/// it references with the checkpoint each came from (text and JSON, in the contract's names);
+/// `verify` reads those objects too, so damage to one an older checkpoint wrote is found in
+/// every checkpoint that references it.
+#[test]
+fn show_and_verify_cover_the_shared_objects_of_a_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage_dir = dir.path().join("storage");
+    let options = format!("dir = {:?}\n", storage_dir.display().to_string());
+    write_config(dir.path(), "cairn-storage-fs-cdylib", &options);
+    crate::util::run_until_checkpoints(&["run"], dir.path(), 4);
+
+    let shown = json_of(&cairn_ok(
+        &["checkpoints", "show", "latest", "--json"],
+        dir.path(),
+    ));
+    let id = shown["id"].as_u64().unwrap();
+    let state = &shown["state"];
+    assert_eq!(state["kind"], "incremental", "{shown:#}");
+    assert_eq!(state["full_bytes"], shown["state_bytes"], "{shown:#}");
+    let full = state["full_bytes"].as_u64().unwrap();
+    let written = state["incremental_bytes"].as_u64().unwrap();
+    assert!(written < full, "{shown:#}");
+    assert!(state["depth"].as_u64().unwrap() >= 1, "{shown:#}");
+    assert!(state["base_id"].as_u64().unwrap() < id, "{shown:#}");
+    // One row per segment object, each with the checkpoint that wrote it; they add up to the
+    // full bytes, and those this checkpoint wrote to its incremental bytes.
+    let objects = state["shared_objects"].as_array().unwrap();
+    let segments: Vec<&Value> = shown["metadata"]["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|t| t["segments"].as_array().unwrap())
+        .collect();
+    assert_eq!(objects.len(), segments.len(), "{shown:#}");
+    for seg in &segments {
+        assert!(
+            seg["from_id"].is_u64() && seg.get("checkpoint_id").is_none(),
+            "{seg}"
+        );
+        assert!(seg["object"]["size_bytes"].is_u64(), "{seg}");
+    }
+    let size = |o: &Value| o["size_bytes"].as_u64().unwrap();
+    assert_eq!(objects.iter().map(size).sum::<u64>(), full, "{shown:#}");
+    let own = objects.iter().filter(|o| o["from_id"] == id);
+    assert_eq!(own.map(size).sum::<u64>(), written, "{shown:#}");
+    let older: Vec<&Value> = objects
+        .iter()
+        .filter(|o| o["from_id"].as_u64().unwrap() < id)
+        .collect();
+    assert!(!older.is_empty(), "{shown:#}");
+
+    let text =
+        String::from_utf8(cairn_ok(&["checkpoints", "show", "latest"], dir.path()).stdout).unwrap();
+    assert!(
+        text.contains(&format!(
+            "shared:       {} shared objects referenced",
+            objects.len()
+        )),
+        "{text}"
+    );
+    let victim = older[0]["locator"].as_str().unwrap();
+    let from = older[0]["from_id"].as_u64().unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.contains(victim) && l.contains(&format!("from checkpoint {from}"))),
+        "{text}"
+    );
+
+    // Damage that object (an older checkpoint's, which may be subsumed by now): the latest
+    // checkpoint is damaged, and verify names the object.
+    let verified = json_of(&cairn_ok(&["checkpoints", "verify", "--json"], dir.path()));
+    assert_eq!(verified["ok"], true, "{verified:#}");
+    let path = storage_dir.join(victim);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x5a;
+    std::fs::write(&path, &bytes).unwrap();
+    let out = crate::util::cairn(&["checkpoints", "verify", "--json"], dir.path());
+    assert!(!out.status.success());
+    let report = json_of(&out);
+    let damaged: Vec<u64> = report["checkpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["status"] == "damaged")
+        .map(|c| c["id"].as_u64().unwrap())
+        .collect();
+    assert!(damaged.contains(&id), "{report:#}");
+    for c in report["checkpoints"].as_array().unwrap() {
+        if c["status"] == "damaged" {
+            let problems = c["problems"].to_string();
+            assert!(problems.contains(victim), "{c}");
+        }
+    }
+    // A missing one is damage too, not a checkpoint removed while verifying.
+    std::fs::remove_file(&path).unwrap();
+    let report = json_of(&crate::util::cairn(
+        &["checkpoints", "verify", "latest", "--json"],
+        dir.path(),
+    ));
+    assert_eq!(report["checkpoints"][0]["status"], "damaged", "{report:#}");
 }

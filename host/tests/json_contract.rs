@@ -544,6 +544,71 @@ fn the_job_control_and_checkpoints_commands_follow_the_contract() {
 }
 
 #[test]
+fn incremental_checkpoints_and_the_incremental_bench_follow_the_contract() {
+    let dir = setup(
+        "\n[checkpointing]\ninterval = \"20ms\"\nincremental = true\nnum-retained = 2\n\
+         externalized-retention = \"retain-on-cancellation\"\n",
+    );
+    let d = dir.path();
+    let mut job = Job::start(d, &[]);
+    for _ in 0..3 {
+        job.wait_for("a checkpoint", |l| {
+            l.starts_with("checkpoint ") && l.contains(" completed in ")
+        });
+    }
+    ok(d, &["cancel", "--json"]);
+    job.finish();
+    // `show` of an incremental checkpoint: its segments and shared objects in the contract's
+    // names (`from_id`, `size_bytes`, `base_id`; no `checkpoint_id`).
+    let shown = ok(d, &["checkpoints", "show", "latest", "--json"]);
+    assert!(shown["state"]["depth"].is_u64(), "{shown}");
+    assert!(
+        !shown["state"]["shared_objects"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "{shown}"
+    );
+    let verified = ok(d, &["checkpoints", "verify", "--json"]);
+    assert_eq!(verified["ok"], true, "{verified}");
+    let gc = ok(d, &["checkpoints", "gc", "--dry-run", "--json"]);
+    assert_eq!(gc["dry_run"], true, "{gc}");
+
+    let bench = ok(
+        d,
+        &[
+            "bench",
+            "job",
+            "--incremental",
+            "--changed",
+            "5%",
+            "--chain",
+            "2",
+            "--plugin",
+            "filesystem",
+            "--keys",
+            "200",
+            "--state-bytes",
+            "1KiB",
+            "--interval",
+            "100ms",
+            "--checkpoints",
+            "2",
+            "--json",
+        ],
+    );
+    assert_eq!(bench["figures"]["chain_depth"], 2, "{bench}");
+    assert!(bench["figures"]["restore_chain_us"].is_array(), "{bench}");
+    // --changed without --incremental, and a percentage that is not one.
+    fails(d, &["bench", "job", "--changed", "1%", "--json"], "usage");
+    fails(
+        d,
+        &["bench", "job", "--incremental", "--changed", "1", "--json"],
+        "usage",
+    );
+}
+
+#[test]
 fn the_job_and_crash_benchmarks_follow_the_contract() {
     let dir = setup("");
     let d = dir.path();

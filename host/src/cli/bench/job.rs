@@ -270,7 +270,10 @@ pub fn run(a: &JobArgs, config: &ConfigArg) -> anyhow::Result<ExitCode> {
     if a.incremental {
         return incremental(a, &config);
     }
-    for (set, flag) in [(a.changed.is_some(), "--changed"), (a.chain.is_some(), "--chain")] {
+    for (set, flag) in [
+        (a.changed.is_some(), "--changed"),
+        (a.chain.is_some(), "--chain"),
+    ] {
         if set {
             return Err(Usage(format!("{flag} applies only with --incremental")).into());
         }
@@ -626,9 +629,7 @@ fn incremental(a: &JobArgs, config: &cairn_host::config::Config) -> anyhow::Resu
         ),
     ] {
         if set {
-            return Err(
-                Usage(format!("{flag} does not apply with --incremental: {why}")).into(),
-            );
+            return Err(Usage(format!("{flag} does not apply with --incremental: {why}")).into());
         }
     }
     let Opened {
@@ -657,7 +658,11 @@ fn incremental(a: &JobArgs, config: &cairn_host::config::Config) -> anyhow::Resu
             eprintln!(
                 "{phase}: checkpoint {} {}: {:.1} ms, {} uploaded of {}, {} objects{depth}",
                 c.id,
-                if measured { "measured" } else { "(not measured)" },
+                if measured {
+                    "measured"
+                } else {
+                    "(not measured)"
+                },
                 c.duration().as_secs_f64() * 1000.0,
                 human(c.incremental_bytes),
                 human(c.state_bytes),
@@ -670,8 +675,7 @@ fn incremental(a: &JobArgs, config: &cairn_host::config::Config) -> anyhow::Resu
             eprintln!("restore from the {from} checkpoint: {ms:.1} ms");
         }
     };
-    let report =
-        bench::incremental::run(&spec, config, storage, &on_checkpoint, &on_restore)?;
+    let report = bench::incremental::run(&spec, config, storage, &on_checkpoint, &on_restore)?;
     let targets = incremental_targets(a, &report);
     let mut out = std::io::stdout().lock();
     if a.json {

@@ -126,7 +126,10 @@ pub struct Phase {
 
 impl Phase {
     fn of(measured: &[CheckpointReport]) -> Self {
-        let uploaded: Vec<f64> = measured.iter().map(|r| r.incremental_bytes as f64).collect();
+        let uploaded: Vec<f64> = measured
+            .iter()
+            .map(|r| r.incremental_bytes as f64)
+            .collect();
         let ms: Vec<f64> = measured
             .iter()
             .map(|r| r.duration().as_secs_f64() * 1000.0)
@@ -135,7 +138,10 @@ impl Phase {
             checkpoints: measured.iter().map(MeasuredCheckpoint::of).collect(),
             median_uploaded_bytes: median(&uploaded).round() as u64,
             median_ms: median(&ms),
-            last_pointer: measured.last().map(|r| r.pointer.clone()).unwrap_or_default(),
+            last_pointer: measured
+                .last()
+                .map(|r| r.pointer.clone())
+                .unwrap_or_default(),
         }
     }
 }
@@ -214,13 +220,16 @@ fn measure(
     let complete_at: Mutex<Option<Duration>> = Mutex::default();
     let on_cp = |r: &CheckpointReport| {
         let mut complete = complete_at.lock().unwrap_or_else(|p| p.into_inner());
-        if complete.is_none() && counters.state_entries.load(std::sync::atomic::Ordering::Relaxed) >= keys {
+        if complete.is_none()
+            && counters
+                .state_entries
+                .load(std::sync::atomic::Ordering::Relaxed)
+                >= keys
+        {
             *complete = Some(r.completed);
         }
         let mut m = measured.lock().unwrap_or_else(|p| p.into_inner());
-        let counted = !r.savepoint
-            && complete.is_some_and(|c| r.triggered >= c)
-            && counts(r, &m);
+        let counted = !r.savepoint && complete.is_some_and(|c| r.triggered >= c) && counts(r, &m);
         on_checkpoint(r, counted);
         if counted {
             m.push(r.clone());
@@ -328,7 +337,10 @@ pub fn run(
         bench.keys,
         &|r, m| {
             let depth = r.incremental.as_ref().map_or(0, |i| i.depth);
-            let next = m.last().and_then(|l| l.incremental.as_ref()).map_or(0, |i| i.depth + 1);
+            let next = m
+                .last()
+                .and_then(|l| l.incremental.as_ref())
+                .map_or(0, |i| i.depth + 1);
             depth == next || depth == 0
         },
         &|m| {
