@@ -1063,21 +1063,13 @@ fn gc(config: &Config, dry_run: bool, as_json: bool) -> anyhow::Result<ExitCode>
         .into_iter()
         .filter(|o| !referenced.contains(&o.locator))
         .partition(|_| unreadable.is_empty());
+    let orphaned_bytes: u64 = orphans.iter().map(|o| o.size).sum();
     let mut removed_bytes = 0;
     let mut errors = Vec::new();
     if !dry_run {
-        let storage: Arc<dyn CheckpointStorage> = storage.clone();
-        for o in &orphans {
-            let h = StateHandle::Stored {
-                locator: o.locator.clone(),
-                size: o.size,
-                crc32c: 0,
-            };
-            match storage.discard(&h) {
-                Ok(()) => removed_bytes += o.size,
-                Err(e) => errors.push(format!("{}: {e}", o.locator)),
-            }
-        }
+        let (removed, failed) = discard_objects(storage.as_ref(), &orphans);
+        removed_bytes = removed;
+        errors = failed;
         for id in &uncommitted {
             let cleaned = job
                 .begin_checkpoint(*id)
@@ -1103,6 +1095,8 @@ fn gc(config: &Config, dry_run: bool, as_json: bool) -> anyhow::Result<ExitCode>
             "uncommitted_savepoints": savepoints,
             "unreadable_checkpoints": unreadable,
             "kept_unreferenced_objects": objects_json(&kept),
+            "referenced_objects": referenced.len(),
+            "orphaned_bytes": orphaned_bytes,
             "removed_bytes": removed_bytes,
             "notes": notes,
             "errors": errors,
@@ -1132,12 +1126,18 @@ fn gc(config: &Config, dry_run: bool, as_json: bool) -> anyhow::Result<ExitCode>
         }
         writeln!(
             out,
-            "gc {verb} {} orphaned objects, {} uncommitted checkpoints and {} uncommitted \
-             savepoints; {} completed checkpoints kept",
+            "gc {verb} {} orphaned objects ({}), {} uncommitted checkpoints and {} uncommitted \
+             savepoints; {} completed checkpoints and the {} objects they reference kept",
             orphans.len(),
+            HumanBytes(if dry_run {
+                orphaned_bytes
+            } else {
+                removed_bytes
+            }),
             uncommitted.len(),
             savepoints.len(),
-            all.len()
+            all.len(),
+            referenced.len()
         )?;
     }
     Ok(if errors.is_empty() {
@@ -1145,6 +1145,63 @@ fn gc(config: &Config, dry_run: bool, as_json: bool) -> anyhow::Result<ExitCode>
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Discards of orphaned objects that `gc` runs at once (on an object store each is a request).
+const GC_PARALLEL_DISCARDS: usize = 8;
+
+/// Discard `objects`, [`GC_PARALLEL_DISCARDS`] at a time, with a progress bar on a terminal:
+/// the bytes removed, and one error line per object that could not be.
+fn discard_objects(
+    storage: &dyn CheckpointStorage,
+    objects: &[cairn_plugin_api::StoredObject],
+) -> (u64, Vec<String>) {
+    let bar = ProgressBar::new(objects.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {pos}/{len} orphaned objects removed {wide_msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    let shown = super::term::show(&bar);
+    let per_thread = objects.len().div_ceil(GC_PARALLEL_DISCARDS).max(1);
+    let results: Vec<(u64, Vec<String>)> = std::thread::scope(|s| {
+        let workers: Vec<_> = objects
+            .chunks(per_thread)
+            .map(|chunk| {
+                let bar = &bar;
+                s.spawn(move || {
+                    let mut removed = 0;
+                    let mut errors = Vec::new();
+                    for o in chunk {
+                        let h = StateHandle::Stored {
+                            locator: o.locator.clone(),
+                            size: o.size,
+                            crc32c: 0,
+                        };
+                        match storage.discard(&h) {
+                            Ok(()) => removed += o.size,
+                            Err(e) => errors.push(format!("{}: {e}", o.locator)),
+                        }
+                        bar.inc(1);
+                    }
+                    (removed, errors)
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| {
+                w.join()
+                    .unwrap_or_else(|_| (0, vec!["a discard thread panicked".to_string()]))
+            })
+            .collect()
+    });
+    drop(shown);
+    results
+        .into_iter()
+        .fold((0, Vec::new()), |(bytes, mut errors), (b, e)| {
+            errors.extend(e);
+            (bytes + b, errors)
+        })
 }
 
 /// The job's uncommitted savepoint locations under `[savepoints] dir` and under the plugin's
