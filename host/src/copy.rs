@@ -70,6 +70,19 @@ pub enum CopyError {
         /// The destination's job.
         destination_job: String,
     },
+    /// The checkpoint was taken with `incremental = true`: its state lies in SHARED objects
+    /// (some written by earlier checkpoints), which a copy of its handles would leave behind.
+    #[error(
+        "{pointer} was taken with incremental checkpoints (its state is in SHARED objects of \
+         checkpoints {chain}), which copy does not carry over yet; copy a savepoint of the job instead \
+         (`cairn savepoint`, which is self-contained)"
+    )]
+    Incremental {
+        /// The pointer.
+        pointer: String,
+        /// The checkpoints whose objects it references, for the message.
+        chain: String,
+    },
 }
 
 /// Where the copy goes.
@@ -106,6 +119,22 @@ pub fn copy(
             pointer: pointer.to_string(),
             source_job: meta.job_id,
             destination_job: to.job_id.to_string(),
+        });
+    }
+    if meta.tasks.iter().any(|t| t.is_segmented()) {
+        let from: std::collections::BTreeSet<u64> = meta
+            .state_summary()
+            .shared_objects
+            .iter()
+            .map(|o| o.from_id)
+            .collect();
+        return Err(CopyError::Incremental {
+            pointer: pointer.to_string(),
+            chain: from
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
         });
     }
     let dst = |what: &str, e: &dyn std::fmt::Display| CopyError::Destination {

@@ -364,6 +364,27 @@ fn show_and_verify_cover_the_shared_objects_of_a_chain() {
         "{text}"
     );
 
+    // copy refuses it (it would leave the SHARED objects behind) and commits nothing.
+    let other = format!(
+        "[storage]\npath = {:?}\n[storage.options]\ndir = \"copies\"\n\n[job]\nid = \"{JOB}\"\n",
+        lib("cairn-storage-fs-cdylib").display().to_string()
+    );
+    std::fs::write(dir.path().join("other.toml"), other).unwrap();
+    let out = crate::util::cairn(
+        &["checkpoints", "copy", "latest", "--to-config", "other.toml"],
+        dir.path(),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("was taken with incremental checkpoints"),
+        "{err}"
+    );
+    let copied = crate::util::cairn(
+        &["checkpoints", "list", "--config", "other.toml", "--json"],
+        dir.path(),
+    );
+    assert_eq!(json_of(&copied)["checkpoints"], serde_json::json!([]));
+
     // Damage that object (an older checkpoint's, which may be subsumed by now): the latest
     // checkpoint is damaged, and verify names the object.
     let verified = json_of(&cairn_ok(&["checkpoints", "verify", "--json"], dir.path()));
