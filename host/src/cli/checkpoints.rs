@@ -42,7 +42,9 @@ pub enum CheckpointsCommand {
         json: bool,
     },
     /// Decode one checkpoint's or savepoint's metadata: by id (of the config's job) or by
-    /// pointer.
+    /// pointer. For a checkpoint taken with incremental = true: its full bytes (what a restore
+    /// reads), its incremental bytes (what it wrote), and every SHARED object it references
+    /// with the checkpoint that wrote it.
     Show {
         /// A checkpoint or savepoint id, `latest` (checkpoint), or a pointer.
         checkpoint: String,
@@ -52,7 +54,8 @@ pub enum CheckpointsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Read every state handle of checkpoints back and check its checksum, without restoring.
+    /// Read every state handle of checkpoints back and check its checksum, without restoring;
+    /// for incremental checkpoints, every SHARED object of their chains too (each read once).
     /// Exit code 1 if anything is damaged or missing. On a running job, a checkpoint that is
     /// subsumed while it is read (not found, and no longer listed) is reported as removed while
     /// verifying, which is not damage.
@@ -100,14 +103,15 @@ pub enum CheckpointsCommand {
         json: bool,
     },
     /// Remove what no completed checkpoint needs: stored objects no completed checkpoint
-    /// references, checkpoint locations that were never committed, and this job's savepoint
+    /// references (SHARED objects of incremental checkpoints included: one a completed
+    /// checkpoint's chain reads is never removed), checkpoint locations that were never committed, and this job's savepoint
     /// locations that were never committed (under [savepoints] dir and the plugin's default
     /// savepoint location). Never touches a completed checkpoint or savepoint. Refused while
     /// the job runs (its lease is live): an in-flight checkpoint or savepoint looks abandoned.
     Gc {
         #[command(flatten)]
         config: ConfigArg,
-        /// Only report what would be removed.
+        /// Only list what would be removed, each object with its size, and the total.
         #[arg(long)]
         dry_run: bool,
         /// Print JSON.
