@@ -316,13 +316,12 @@ pub fn run(a: &JobArgs, config: &ConfigArg) -> anyhow::Result<ExitCode> {
     let targets = targets(a, &name, &report);
     let mut out = std::io::stdout().lock();
     if a.json {
-        let doc = json!({
-            "plugin": {"name": name, "path": plugin.path()},
-            "dir": dir,
-            "keys": a.keys(),
-            "state_bytes_per_key": a.state_bytes(),
-            "parallelism": a.parallelism,
-            "interval_ms": a.interval.as_millis() as u64,
+        let doc = with_run_fields(
+            a,
+            &name,
+            &plugin,
+            &dir,
+            json!({
             "rate": a.rate(),
             "checkpoints": a.checkpoints(),
             "figures": report,
@@ -340,7 +339,8 @@ pub fn run(a: &JobArgs, config: &ConfigArg) -> anyhow::Result<ExitCode> {
                 "vs_flink divides by issue 10's Flink 2.3 medians on this machine (not measured here)",
                 "peak RSS is this whole process's VmHWM",
             ],
-        });
+            }),
+        );
         crate::cli::output::print_json(&mut out, &doc)?;
     } else {
         writeln!(
@@ -391,14 +391,7 @@ pub fn run(a: &JobArgs, config: &ConfigArg) -> anyhow::Result<ExitCode> {
             "  pages changed (median checkpoint) {} of {}",
             report.changed_pages, report.pages
         )?;
-        for t in &targets {
-            let value = t.value.map_or("-".to_string(), |v| format!("{v:.3}"));
-            let why = t
-                .not_applicable
-                .as_deref()
-                .map_or(String::new(), |w| format!(" ({w})"));
-            writeln!(out, "  {:<72} {value:>9}  {}{why}", t.name, t.describe())?;
-        }
+        write_targets(&mut out, &targets)?;
     }
     drop(scratch);
     Ok(ExitCode::SUCCESS)
@@ -489,13 +482,12 @@ fn backpressure(
     let targets = backpressure_targets(&report);
     let mut out = std::io::stdout().lock();
     if a.json {
-        let doc = json!({
-            "plugin": {"name": name, "path": plugin.path()},
-            "dir": dir,
-            "keys": a.keys(),
-            "state_bytes_per_key": a.state_bytes(),
-            "parallelism": a.parallelism,
-            "interval_ms": a.interval.as_millis() as u64,
+        let doc = with_run_fields(
+            a,
+            &name,
+            &plugin,
+            &dir,
+            json!({
             "operator_rate": operator_rate,
             "checkpoints": a.checkpoints(),
             "aligned_checkpoint_timeout_ms": bench::BENCH_ALIGNED_TIMEOUT.as_millis() as u64,
@@ -508,7 +500,8 @@ fn backpressure(
                 "the unthrottled runs have sources and operator unlimited; their records_per_s is measured from the first measured trigger to the last completion",
                 "queued_ms is the median channel-state records of the unaligned run ÷ its records/s",
             ],
-        });
+            }),
+        );
         crate::cli::output::print_json(&mut out, &doc)?;
     } else {
         writeln!(
@@ -562,10 +555,7 @@ fn backpressure(
             f(report.queued_s, 2),
             f(report.at_least_once_vs_exactly_once, 2)
         )?;
-        for t in &targets {
-            let value = t.value.map_or("-".to_string(), |v| format!("{v:.3}"));
-            writeln!(out, "  {:<72} {value:>9}  {}", t.name, t.describe())?;
-        }
+        write_targets(&mut out, &targets)?;
     }
     drop(scratch);
     Ok(ExitCode::SUCCESS)
@@ -679,13 +669,12 @@ fn incremental(a: &JobArgs, config: &cairn_host::config::Config) -> anyhow::Resu
     let targets = incremental_targets(a, &report);
     let mut out = std::io::stdout().lock();
     if a.json {
-        let doc = json!({
-            "plugin": {"name": name, "path": plugin.path()},
-            "dir": dir,
-            "keys": a.keys(),
-            "state_bytes_per_key": a.state_bytes(),
-            "parallelism": a.parallelism,
-            "interval_ms": a.interval.as_millis() as u64,
+        let doc = with_run_fields(
+            a,
+            &name,
+            &plugin,
+            &dir,
+            json!({
             "changed_percent": spec.changed * 100.0,
             "chain": spec.chain,
             "checkpoints": a.checkpoints(),
@@ -697,7 +686,8 @@ fn incremental(a: &JobArgs, config: &cairn_host::config::Config) -> anyhow::Resu
                 "uploaded bytes are what a checkpoint wrote itself (a full checkpoint: all its state); durations are trigger to commit",
                 "a restore is timed from the start of the run to its state restored (the chain's every object read whole and checked); the files were just written, so they come from the page cache",
             ],
-        });
+            }),
+        );
         crate::cli::output::print_json(&mut out, &doc)?;
     } else {
         writeln!(
@@ -744,15 +734,44 @@ fn incremental(a: &JobArgs, config: &cairn_host::config::Config) -> anyhow::Resu
             "  stored objects per incremental checkpoint per task: at most {:.1}",
             report.max_objects_per_checkpoint_per_task
         )?;
-        for t in &targets {
-            let value = t.value.map_or("-".to_string(), |v| format!("{v:.3}"));
-            let why = t
-                .not_applicable
-                .as_deref()
-                .map_or(String::new(), |w| format!(" ({w})"));
-            writeln!(out, "  {:<72} {value:>9}  {}{why}", t.name, t.describe())?;
-        }
+        write_targets(&mut out, &targets)?;
     }
     drop(scratch);
     Ok(ExitCode::SUCCESS)
+}
+
+/// `doc` with what every `bench job` document starts with: the plugin, the directory and the
+/// job's shape.
+fn with_run_fields(
+    a: &JobArgs,
+    name: &str,
+    plugin: &cairn_host::loader::Plugin,
+    dir: &std::path::Path,
+    mut doc: serde_json::Value,
+) -> serde_json::Value {
+    let common = json!({
+        "plugin": {"name": name, "path": plugin.path()},
+        "dir": dir,
+        "keys": a.keys(),
+        "state_bytes_per_key": a.state_bytes(),
+        "parallelism": a.parallelism,
+        "interval_ms": a.interval.as_millis() as u64,
+    });
+    if let (Some(d), serde_json::Value::Object(c)) = (doc.as_object_mut(), common) {
+        d.extend(c);
+    }
+    doc
+}
+
+/// The targets, one line each: name, value, verdict, and why one does not apply.
+fn write_targets(out: &mut impl Write, targets: &[Target]) -> std::io::Result<()> {
+    for t in targets {
+        let value = t.value.map_or("-".to_string(), |v| format!("{v:.3}"));
+        let why = t
+            .not_applicable
+            .as_deref()
+            .map_or(String::new(), |w| format!(" ({w})"));
+        writeln!(out, "  {:<72} {value:>9}  {}{why}", t.name, t.describe())?;
+    }
+    Ok(())
 }
