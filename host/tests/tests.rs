@@ -87,3 +87,8 @@ mod copy;
 // Honest terminal output (issue 14.4): no colour codes in pipes, one line per failover, -q,
 // signals' exit codes and summaries, `run --from` by id or relative path, fitted tables.
 mod terminal;
+
+// Incremental checkpoints (issue 15): exactly once after a failover and after kill -9, the
+// shared-state registry across subsumption, failover and restart, claim and no-claim restores,
+// one SHARED object per task per checkpoint; on the filesystem and on SeaweedFS.
+mod incremental;
