@@ -91,3 +91,8 @@ mod terminal;
 // Issue 15's GC test: `kill -9` inside an incremental checkpoint, then `checkpoints gc` removes
 // exactly the unreferenced objects (filesystem and SeaweedFS); `show` and `verify` on chains.
 mod gc_incremental;
+
+// Incremental checkpoints (issue 15): exactly once after a failover and after kill -9, the
+// shared-state registry across subsumption, failover and restart, claim and no-claim restores,
+// one SHARED object per task per checkpoint; on the filesystem and on SeaweedFS.
+mod incremental;

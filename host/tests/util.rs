@@ -104,6 +104,31 @@ pub fn kill_after_checkpoints(args: &[&str], cwd: &Path, checkpoints: usize) {
 
 /// The two above: `signal` is `-INT` (and then a clean exit is required) or `-KILL`.
 fn run_until(args: &[&str], cwd: &Path, checkpoints: usize, signal: &str) -> std::process::Output {
+    let mut completed = 0;
+    run_until_line(
+        args,
+        cwd,
+        signal,
+        &format!("{checkpoints} checkpoints"),
+        |plain| {
+            if plain.starts_with("checkpoint ") && plain.contains(" completed in ") {
+                completed += 1;
+            }
+            completed >= checkpoints
+        },
+    )
+}
+
+/// Run `cairn ARGS` in `cwd` until `done` says yes to a line of its stderr (colour codes
+/// removed), then send it `signal` as `run_until_checkpoints` does; `what` names what was
+/// awaited, for the failure message of a job that ends or stalls first.
+pub fn run_until_line(
+    args: &[&str],
+    cwd: &Path,
+    signal: &str,
+    what: &str,
+    mut done: impl FnMut(&str) -> bool,
+) -> std::process::Output {
     use std::io::BufRead;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
         .args(args)
@@ -128,15 +153,13 @@ fn run_until(args: &[&str], cwd: &Path, checkpoints: usize, signal: &str) -> std
         }
     });
     let mut log = Vec::new();
-    let mut completed = 0;
-    while completed < checkpoints {
+    loop {
         let line = rx
             .recv_timeout(std::time::Duration::from_secs(300))
             .unwrap_or_else(|e| {
                 let _ = child.kill();
                 panic!(
-                    "cairn {args:?} completed {completed} of {checkpoints} checkpoints before it \
-                 {}:\n{}",
+                    "cairn {args:?} did not get to {what} before it {}:\n{}",
                     match e {
                         std::sync::mpsc::RecvTimeoutError::Timeout => "had run 300s",
                         std::sync::mpsc::RecvTimeoutError::Disconnected => "ended",
@@ -145,10 +168,10 @@ fn run_until(args: &[&str], cwd: &Path, checkpoints: usize, signal: &str) -> std
                 )
             });
         let plain = without_ansi(&line);
-        if plain.starts_with("checkpoint ") && plain.contains(" completed in ") {
-            completed += 1;
-        }
         log.push(line);
+        if done(&plain) {
+            break;
+        }
     }
     let pid = child.id().to_string();
     let sent = std::process::Command::new("kill")

@@ -286,11 +286,13 @@ const T: &str = "checkpointing";
 
 impl RawCheckpointing {
     /// Check every key, under cairn's name or Flink's (`flink`: `execution.checkpointing`;
-    /// `state_num_retained`: `state.checkpoints.num-retained`), and the rules between them.
+    /// `state_num_retained`: `state.checkpoints.num-retained`; `flink_claim_mode`:
+    /// `execution.state-recovery.claim-mode`), and the rules between them.
     pub(super) fn validate(
         self,
         flink: &RawFlinkCheckpointing,
         state_num_retained: Option<&Field>,
+        flink_claim_mode: Option<&Field>,
         doc: &Doc<'_>,
     ) -> Result<CheckpointingConfig, ConfigError> {
         let d = CheckpointingConfig::default();
@@ -544,9 +546,17 @@ impl RawCheckpointing {
         )?
         .unwrap_or(d.num_retained);
 
-        let incremental = doc
-            .read(T, "incremental", self.incremental.as_ref(), |v| v.boolean())?
-            .unwrap_or(d.incremental);
+        let incremental = boolean(one_of(
+            doc,
+            &[
+                ("checkpointing.incremental", self.incremental.as_ref()),
+                (
+                    "execution.checkpointing.incremental",
+                    flink.incremental.as_ref(),
+                ),
+            ],
+        )?)?
+        .unwrap_or(d.incremental);
         let full_every = doc.read(T, "full-every", self.full_every.as_ref(), |v| {
             v.integer_u32(1..=u32::MAX)
         })?;
@@ -562,11 +572,18 @@ impl RawCheckpointing {
                 ),
             ));
         }
-        let claim_mode = doc
-            .read(T, "claim-mode", self.claim_mode.as_ref(), |v| {
-                v.choice("a claim mode", &ClaimMode::CHOICES, &[])
-            })?
-            .unwrap_or(d.claim_mode);
+        let claim_mode = read(
+            doc,
+            one_of(
+                doc,
+                &[
+                    ("checkpointing.claim-mode", self.claim_mode.as_ref()),
+                    ("execution.state-recovery.claim-mode", flink_claim_mode),
+                ],
+            )?,
+            |v| v.choice("a claim mode", &ClaimMode::CHOICES, &[]),
+        )?
+        .unwrap_or(d.claim_mode);
 
         if unaligned {
             let (key, at) = unaligned_at.expect("unaligned = true was written");

@@ -11,7 +11,8 @@
 //!   `externalized-checkpoint-retention`, ...), read by `checkpointing.rs` as an alias of
 //!   cairn's key;
 //! - `state.checkpoints.dir`, `state.checkpoints.num-retained`, `state.savepoints.dir` (Flink 1.x
-//!   names) and `execution.checkpointing.dir` / `savepoint-dir` / `num-retained` (Flink 2.x).
+//!   names) and `execution.checkpointing.dir` / `savepoint-dir` / `num-retained` (Flink 2.x);
+//! - `execution.state-recovery.claim-mode`, an alias of `checkpointing.claim-mode`.
 //!
 //! An alias and cairn's key both set is an error naming both, never a silent precedence. Flink's
 //! enum spellings (`EXACTLY_ONCE`) and bare-millisecond durations are read by `doc.rs` for every
@@ -26,12 +27,21 @@ use super::{
     ConfigError,
 };
 
-/// `execution` as written: only `checkpointing`.
+/// `execution` as written: `checkpointing` and `state-recovery`.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub(super) struct RawExecution {
     #[serde(default)]
     pub checkpointing: RawFlinkCheckpointing,
+    #[serde(default)]
+    pub state_recovery: RawStateRecovery,
+}
+
+/// `execution.state-recovery` as written: only `claim-mode` (Flink's `CLAIM`, `NO_CLAIM`).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(super) struct RawStateRecovery {
+    pub claim_mode: Option<Field>,
 }
 
 /// `execution.checkpointing` as written: Flink's names.
@@ -49,6 +59,7 @@ pub(super) struct RawFlinkCheckpointing {
     pub aligned_checkpoint_timeout: Option<Field>,
     pub alignment_timeout: Option<Field>,
     pub num_retained: Option<Field>,
+    pub incremental: Option<Field>,
     pub dir: Option<Field>,
     pub savepoint_dir: Option<Field>,
 }
@@ -193,8 +204,7 @@ const MISSING: &[(&str, &str)] = &[
     ("state.checkpoint-storage", "cairn calls this storage.plugin (\"filesystem\", \"memory\" or \"object-store\")"),
     ("state.backend.type", "cairn has no such setting, because a job's state always lives in the host's memory (Flink's hashmap backend); where checkpoints go is storage.plugin"),
     ("state.backend", "cairn has no such setting, because a job's state always lives in the host's memory (Flink's hashmap backend); where checkpoints go is storage.plugin"),
-    ("state.backend.incremental", "cairn has no such setting, because every checkpoint is a full one for now (incremental checkpoints are not built yet)"),
-    ("execution.checkpointing.incremental", "cairn has no such setting, because every checkpoint is a full one for now (incremental checkpoints are not built yet)"),
+    ("state.backend.incremental", "cairn calls this checkpointing.incremental (or execution.checkpointing.incremental, Flink 2.x's name)"),
     ("state.checkpoints.create-subdir", "cairn has no such setting, because checkpoints always go into a folder named after job.id"),
     ("execution.checkpointing.create-subdir", "cairn has no such setting, because checkpoints always go into a folder named after job.id"),
     ("execution.checkpointing.cleaner.parallel-mode", "cairn has no such setting, because subsumed checkpoints are always discarded in parallel, in the background"),

@@ -194,6 +194,7 @@ impl Config {
             checkpointing: raw.checkpointing.validate(
                 flink,
                 raw.state.checkpoints.num_retained.as_ref(),
+                raw.execution.state_recovery.claim_mode.as_ref(),
                 &doc,
             )?,
             savepoints: raw.savepoints.validate(

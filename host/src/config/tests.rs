@@ -261,6 +261,31 @@ fn incremental_keys_have_their_defaults_and_rules() {
 }
 
 #[test]
+fn flink_names_incremental_and_claim_mode() {
+    let c = ok("execution.checkpointing.incremental = true\n\
+                execution.state-recovery.claim-mode = \"CLAIM\"\n")
+    .checkpointing;
+    assert!(c.is_incremental());
+    assert_eq!(c.claim_mode, ClaimMode::Claim);
+    let c = ok("execution.state-recovery.claim-mode = \"NO_CLAIM\"\n").checkpointing;
+    assert_eq!(c.claim_mode, ClaimMode::NoClaim);
+    refused(
+        "execution.checkpointing.incremental = true\n[checkpointing]\nincremental = false\n",
+        1,
+        "execution.checkpointing.incremental",
+        "checkpointing.incremental and execution.checkpointing.incremental are both set; they are one \
+         setting under cairn's and Flink's names, so keep only one",
+    );
+    refused(
+        "execution.state-recovery.claim-mode = \"claim\"\n[checkpointing]\nclaim-mode = \"claim\"\n",
+        1,
+        "execution.state-recovery.claim-mode",
+        "checkpointing.claim-mode and execution.state-recovery.claim-mode are both set; they are one \
+         setting under cairn's and Flink's names, so keep only one",
+    );
+}
+
+#[test]
 fn interval_is_at_least_10ms() {
     refused(
         "[storage]\nplugin = \"memory\"\n\n# comment\n\n[checkpointing]\ninterval = \"5ms\"\n",
@@ -1245,8 +1270,8 @@ fn flink_keys_cairn_lacks_say_what_cairn_calls_them_or_why_there_is_none() {
         "state.backend.incremental = true\n",
         1,
         "state.backend.incremental",
-        "state.backend.incremental is Flink's key, and cairn has no such setting, because every \
-         checkpoint is a full one for now (incremental checkpoints are not built yet)",
+        "state.backend.incremental is Flink's key, and cairn calls this \
+         checkpointing.incremental (or execution.checkpointing.incremental, Flink 2.x's name)",
     );
     refused(
         "[execution.checkpointing]\ninterval = \"1s\"\nstorage = \"filesystem\"\n",
