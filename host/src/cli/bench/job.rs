@@ -264,19 +264,19 @@ fn open(a: &JobArgs, config: &cairn_host::config::Config) -> anyhow::Result<Open
 pub fn run(a: &JobArgs, config: &ConfigArg) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let config = config.load()?;
+    for (set, flag) in [
+        (a.changed.is_some(), "--changed"),
+        (a.chain.is_some(), "--chain"),
+    ] {
+        if set && !a.incremental {
+            return Err(Usage(format!("{flag} applies only with --incremental")).into());
+        }
+    }
     if a.backpressure {
         return backpressure(a, config, started);
     }
     if a.incremental {
         return incremental(a, &config);
-    }
-    for (set, flag) in [
-        (a.changed.is_some(), "--changed"),
-        (a.chain.is_some(), "--chain"),
-    ] {
-        if set {
-            return Err(Usage(format!("{flag} applies only with --incremental")).into());
-        }
     }
     if a.operator_rate.is_some() {
         return Err(Usage("--operator-rate applies only with --backpressure".into()).into());
