@@ -291,6 +291,7 @@ fn list(config: &Config, kind: Option<Kind>, as_json: bool) -> anyhow::Result<Ex
                 "completed_ms": m.completed_at_ms,
                 "completed": rfc3339(m.completed_at_ms),
                 "state_bytes": m.state_size(),
+                "incremental_bytes": m.incremental_size(),
                 "records": m.tasks.iter().map(|t| t.records).sum::<u64>(), "readable": true,
             }),
             Err(e) => {
