@@ -347,6 +347,11 @@ fn show_and_verify_cover_the_shared_objects_of_a_chain() {
         .collect();
     assert!(!older.is_empty(), "{shown:#}");
 
+    let list = json_of(&cairn_ok(&["checkpoints", "list", "--json"], dir.path()));
+    let row = list["checkpoints"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(row["incremental_bytes"], written, "{list:#}");
+    assert_eq!(row["state_bytes"], full, "{list:#}");
+
     let text =
         String::from_utf8(cairn_ok(&["checkpoints", "show", "latest"], dir.path()).stdout).unwrap();
     assert!(
