@@ -197,6 +197,9 @@ listen = "127.0.0.1:9249"
         "max_concurrent": 1,
         "tolerable_failures": null,
         "num_retained": 1,
+        "incremental": false,
+        "full_every": null,
+        "claim_mode": "no-claim",
         "job": {
             "id": "j1",
             "kind": "keyed-counter",

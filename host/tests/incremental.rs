@@ -466,7 +466,8 @@ fn on_s3_incremental_checkpoints_restore_exactly_and_keep_exactly_what_is_refere
     assert_eq!(summary["counts_sha256"], digest(records), "{summary}");
     let listed: Vec<u64> = job.listed().iter().map(|m| m.checkpoint_id).collect();
     assert_eq!(listed, vec![restored.checkpoint_id]);
-    assert_exactly_referenced(&job, "on s3, after the no-claim run");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_exactly_referenced(&job, &format!("on s3, after the no-claim run ({log})"));
     assert_eq!(job.shared_objects(), kept);
 
     // Claim: once subsumed, the restored checkpoint and its objects go.

@@ -62,9 +62,14 @@ fn kill_dash_nine_then_from_latest_is_exactly_once() {
     assert!(!before.is_empty());
     let latest_id = before.last().unwrap()["id"].as_u64().unwrap();
     let summary = resume_latest_exactly(dir.path(), records, latest_id, &expected_digest(records));
-    // A finished job needs no checkpoints: they are discarded, as in Flink.
+    // A finished job needs no checkpoints: its own are discarded, as in Flink; the one it
+    // restored without claiming it (claim-mode no-claim, the default) stays the user's.
     assert_eq!(summary["checkpoints_kept"], false);
-    assert!(list(dir.path()).is_empty());
+    let after: Vec<u64> = list(dir.path())
+        .iter()
+        .map(|c| c["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(after, vec![latest_id]);
 }
 
 /// A checkpoint's source offsets (the keyed counter's are record counts).

@@ -584,7 +584,9 @@ impl<J: Job> Runner<'_, J> {
                     }),
                 ),
                 _ => (
-                    StateWrite::Full,
+                    StateWrite::Full {
+                        keep_from: self.chain_base.map(|(id, _)| id),
+                    },
                     Some(IncrementalInfo {
                         base: None,
                         depth: 0,
@@ -656,6 +658,11 @@ impl<J: Job> Runner<'_, J> {
         self.discard_in_background(Vec::new(), location.into_iter().collect());
         self.registry().end(id);
         self.discard_ready();
+        // The next checkpoint is full: a chain a task lost (or never had) then fails one
+        // checkpoint, not every later one.
+        if !savepoint {
+            self.chain_base = None;
+        }
         let failure = format!("{what} {id} failed: {reason}");
         self.opts
             .counters
@@ -936,7 +943,9 @@ impl<J: Job> Runner<'_, J> {
                     registry.register(id, shared.iter().map(|(h, _)| h.clone()));
                     registry.end(id);
                 }
-                if !savepoint {
+                // The newest completed checkpoint is the next one's base (one completing after a
+                // newer one never moves it back).
+                if !savepoint && self.chain_base.is_none_or(|(base, _)| base < id) {
                     self.chain_base = flight.incremental.as_ref().map(|info| (id, info.depth));
                 }
                 let report = CheckpointReport {

@@ -71,7 +71,11 @@ pub(crate) enum StateWrite {
     /// which are self-contained).
     Whole,
     /// Every page, into one SHARED object: the start of a new chain.
-    Full,
+    Full {
+        /// The newest completed checkpoint when it was triggered: later deltas extend it or a
+        /// newer one, so the task drops the chains of older checkpoints (`None`: none yet).
+        keep_from: Option<u64>,
+    },
     /// The pages changed since completed checkpoint `base`, extending its chain.
     Delta {
         /// The completed checkpoint whose chain is extended.
@@ -580,4 +584,178 @@ pub fn verify_segments(
         )));
     }
     problems
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::runtime::state::write_page_records;
+
+    /// The error of a read expected to fail.
+    fn refused(r: Result<(State, Chain), String>) -> String {
+        match r {
+            Ok(_) => panic!("a bad chain was read"),
+            Err(e) => e,
+        }
+    }
+
+    type State = KeyedState<u64, u64>;
+
+    /// The object task 0 writes for checkpoint `id`: the header, then the page records of the
+    /// pages changed after `after` (every page for `None`), with its segment and page ids.
+    /// The epoch of the snapshot comes last.
+    fn object(
+        state: &mut State,
+        id: u64,
+        after: Option<u64>,
+    ) -> (Vec<u8>, SegmentRecord, Vec<u32>, u64) {
+        let view = state.snapshot();
+        let epoch = view.epoch();
+        let header = object_header(id, 0, epoch);
+        let mut bytes = Vec::new();
+        let written = write_page_records(view, after, &header, &mut |buf: Vec<u8>| {
+            bytes.extend_from_slice(&buf);
+            Ok(buf)
+        })
+        .unwrap();
+        let handle = StateHandle::Stored {
+            locator: format!("j/shared/{id}"),
+            size: bytes.len() as u64,
+            crc32c: crc32c::crc32c(&bytes),
+        };
+        let ids = written.ids.clone();
+        (bytes, new_segment(&handle, id, &written), ids, epoch)
+    }
+
+    fn task(state: &State, epoch: u64, chain: &Chain) -> TaskState {
+        TaskState {
+            subtask: 0,
+            pages: state.pages() as u64,
+            entries: state.len() as u64,
+            epoch,
+            segments: chain.segments.clone(),
+            ..TaskState::default()
+        }
+    }
+
+    /// Read `task`'s chain from `objects` (by the checkpoint that wrote each), newest first.
+    fn read(
+        task: &TaskState,
+        objects: &BTreeMap<u64, Vec<u8>>,
+        id: u64,
+    ) -> Result<(State, Chain), String> {
+        let mut reader = ChainReader::<u64, u64>::new(task, 1)?;
+        for (i, seg) in task.segments.iter().enumerate().rev() {
+            let mut bytes = &objects[&seg.checkpoint_id][..];
+            reader = reader.read_segment(i, seg, &mut bytes)?;
+        }
+        reader.finish(task, id)
+    }
+
+    fn sorted(state: &State) -> Vec<(u64, u64)> {
+        let mut all: Vec<_> = state.iter().map(|(k, v)| (*k, *v)).collect();
+        all.sort_unstable();
+        all
+    }
+
+    #[test]
+    fn a_delta_holds_only_the_changed_pages_and_the_chain_reads_back_the_same_state() {
+        let mut state = State::new();
+        for k in 0..5000 {
+            state.insert(k, k).unwrap();
+        }
+        let mut objects = BTreeMap::new();
+        let (a, seg_a, _, epoch1) = object(&mut state, 1, None);
+        let pages = state.pages();
+        assert!(pages > 10, "{pages} pages");
+        let chain1 = Chain::full(1, epoch1, seg_a);
+        objects.insert(1, a);
+        *state.get_mut(&7).unwrap() = 70;
+        *state.get_mut(&4000).unwrap() = 40;
+        let (b, seg_b, ids, epoch2) = object(&mut state, 2, Some(epoch1));
+        assert!(!ids.is_empty() && ids.len() <= 2, "{ids:?}");
+        assert!(b.len() * 5 < objects[&1].len(), "the delta is not small");
+        let chain2 = chain1.extend(2, epoch2, Some(seg_b), &ids, pages).unwrap();
+        assert_eq!(chain2.segments.len(), 2);
+        assert_eq!(chain2.segments[0].live_pages, (pages - ids.len()) as u64);
+        objects.insert(2, b);
+
+        let t = task(&state, epoch2, &chain2);
+        let (restored, chain) = read(&t, &objects, 2).unwrap();
+        assert_eq!(sorted(&restored), sorted(&state));
+        assert_eq!(chain, chain2);
+        // The restored pages keep their ids: the next delta holds only the page changed now.
+        let mut restored = restored;
+        *restored.get_mut(&7).unwrap() = 71;
+        let view = restored.snapshot();
+        assert_eq!(view.changed_since(epoch2).len(), 1);
+    }
+
+    #[test]
+    fn a_damaged_or_misnamed_segment_is_refused() {
+        let mut state = State::new();
+        for k in 0..2000 {
+            state.insert(k, k).unwrap();
+        }
+        let (mut a, seg, _, epoch) = object(&mut state, 1, None);
+        let chain = Chain::full(1, epoch, seg);
+        let t = task(&state, chain.epoch, &chain);
+        // A flipped byte inside the range: its CRC32C no longer matches the metadata.
+        let last = a.len() - 1;
+        a[last] ^= 1;
+        let e = refused(read(&t, &BTreeMap::from([(1, a.clone())]), 1));
+        assert!(e.contains("crc32c") || e.contains("page"), "{e}");
+        a[last] ^= 1;
+        // Metadata naming the object as another checkpoint's.
+        let mut other = t.clone();
+        other.segments[0].checkpoint_id = 9;
+        let e = refused(read(&other, &BTreeMap::from([(9, a.clone())]), 9));
+        assert!(e.contains("written by task 0 for checkpoint 1"), "{e}");
+        // A live count that does not add up.
+        let mut other = t.clone();
+        other.segments[0].live_pages -= 1;
+        let e = refused(read(&other, &BTreeMap::from([(1, a)]), 1));
+        assert!(e.contains("live"), "{e}");
+    }
+
+    fn seg(id: u64, pages: u64) -> SegmentRecord {
+        SegmentRecord {
+            object: HandleRecord::from(&StateHandle::Stored {
+                locator: format!("j/shared/{id}"),
+                size: 100,
+                crc32c: 0,
+            }),
+            checkpoint_id: id,
+            offset: OBJECT_HEADER_LEN as u64,
+            length: 68,
+            crc32c: 0,
+            pages,
+            live_pages: pages,
+        }
+    }
+
+    #[test]
+    fn a_segment_whose_pages_all_changed_again_drops_out_of_the_chain() {
+        let c1 = Chain::full(1, 1, seg(1, 3));
+        let c2 = c1.extend(2, 2, Some(seg(2, 2)), &[0, 1], 3).unwrap();
+        assert_eq!(c2.owner, vec![1, 1, 0]);
+        let c3 = c2.extend(3, 3, Some(seg(3, 2)), &[2, 3], 4).unwrap();
+        // Checkpoint 1's segment has no live page left: it is no longer referenced.
+        assert_eq!(
+            c3.segments
+                .iter()
+                .map(|s| s.checkpoint_id)
+                .collect::<Vec<_>>(),
+            vec![2, 3]
+        );
+        assert_eq!(c3.owner, vec![0, 0, 1, 1]);
+        // Nothing changed: the same segments under the new id.
+        let c4 = c3.extend(4, 4, None, &[], 4).unwrap();
+        assert_eq!((c4.checkpoint_id, &c4.segments), (4, &c3.segments));
+        // A page that skips an id, or a page count that does not match, is refused.
+        assert!(c3.extend(5, 5, Some(seg(5, 1)), &[9], 10).is_err());
+        assert!(c3.extend(5, 5, None, &[], 7).is_err());
+    }
 }

@@ -857,7 +857,14 @@ impl<J: Job> KeyedTask<J> {
                     }
                 }
             }
-            StateWrite::Whole | StateWrite::Full => None,
+            StateWrite::Full { keep_from } => {
+                if let Some(keep) = keep_from {
+                    let mut chains = self.chains.lock().unwrap_or_else(|p| p.into_inner());
+                    chains.retain(|&id, _| id >= keep);
+                }
+                None
+            }
+            StateWrite::Whole => None,
         };
         let chains = self.chains.clone();
         let (alive, stop) = (self.shared.alive.clone(), self.shared.stop.clone());
@@ -873,8 +880,10 @@ impl<J: Job> KeyedTask<J> {
             // A delta with no page changed writes no object: its chain is its base's.
             let unchanged = write != StateWrite::Whole
                 && after.is_some_and(|e| view.changed_since(e).is_empty());
-            // The state goes first; the stream is closed only once the aligner said how the
-            // barriers went, so a checkpoint given up meanwhile leaves nothing behind.
+            // The state goes first; its stream is closed last, once the aligner said how the
+            // barriers went and the channel state is written, so a checkpoint given up (or an
+            // attempt stopped) meanwhile leaves no SHARED object behind: a dropped stream
+            // deletes what it wrote.
             let mut records_written = None;
             let open = if write == StateWrite::Whole {
                 let (stream, bytes) =
@@ -902,6 +911,8 @@ impl<J: Job> KeyedTask<J> {
                 )
             })??;
             counters.histograms.observe_alignment(alignment.alignment);
+            let channel_state =
+                write_channel_state(&*location, subtask, &alignment.channels, &stop)?;
             let closing = Instant::now();
             let (handle, bytes) = match open {
                 Some((stream, bytes)) => (Some(close_stream(stream, subtask)?), bytes),
@@ -916,8 +927,6 @@ impl<J: Job> KeyedTask<J> {
                 close_ms = closing.elapsed().as_secs_f64() * 1000.0,
                 "snapshot uploaded"
             );
-            let channel_state =
-                write_channel_state(&*location, subtask, &alignment.channels, &stop)?;
             let mut snapshot = TaskSnapshot {
                 handles: Vec::new(),
                 segments: Vec::new(),
