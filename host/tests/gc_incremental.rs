@@ -348,7 +348,12 @@ fn show_and_verify_cover_the_shared_objects_of_a_chain() {
     assert!(!older.is_empty(), "{shown:#}");
 
     let list = json_of(&cairn_ok(&["checkpoints", "list", "--json"], dir.path()));
-    let row = list["checkpoints"].as_array().unwrap().last().unwrap().clone();
+    let row = list["checkpoints"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
     assert_eq!(row["incremental_bytes"], written, "{list:#}");
     assert_eq!(row["state_bytes"], full, "{list:#}");
 
