@@ -87,7 +87,7 @@ pub struct JobArgs {
     #[arg(long)]
     pub rate: Option<u64>,
     /// Checkpoints to measure once the state is complete [default: 10; with --backpressure 3
-    /// per mode].
+    /// per mode; with --incremental 5 full ones].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub checkpoints: Option<u32>,
     /// Run the keyed counter with a slow operator (--operator-rate, the sources unlimited), so
