@@ -260,6 +260,27 @@ fn base_of(line: &str) -> Option<u64> {
     rest.split(':').next()?.parse().ok()
 }
 
+/// `cairn run --from latest --records RECORDS --json` (no claim mode given): it must finish
+/// with the digest of an uninterrupted run. Its output and summary.
+fn resume_exactly(job: &Job, records: u64) -> (std::process::Output, Value) {
+    let records_arg = records.to_string();
+    let out = cairn_ok(
+        &[
+            "run",
+            "--from",
+            "latest",
+            "--records",
+            &records_arg,
+            "--json",
+        ],
+        job.path(),
+    );
+    let summary = json_of(&out);
+    assert_eq!(summary["status"], "finished", "{summary}");
+    assert_eq!(summary["counts_sha256"], digest(records), "{summary}");
+    (out, summary)
+}
+
 /// Run until a failover happened and then `after` more checkpoints completed, then Ctrl-C.
 fn run_through_a_failover(job: &Job, after: usize) -> std::process::Output {
     let mut failed = false;
@@ -337,20 +358,7 @@ fn kill_dash_nine_then_from_latest_is_exactly_once_and_no_claim_keeps_the_restor
 
     // Restored without claim (the default): exactly once, and its files stay.
     let records = records_of(&latest) + 8_000;
-    let out = cairn_ok(
-        &[
-            "run",
-            "--from",
-            "latest",
-            "--records",
-            &records.to_string(),
-            "--json",
-        ],
-        job.path(),
-    );
-    let summary = json_of(&out);
-    assert_eq!(summary["status"], "finished", "{summary}");
-    assert_eq!(summary["counts_sha256"], digest(records), "{summary}");
+    let (out, summary) = resume_exactly(&job, records);
     assert_eq!(summary["claim_mode"], "no-claim", "{summary}");
     let lines = completed_lines(&out.stderr);
     assert!(!lines.is_empty(), "no checkpoint completed");
@@ -484,20 +492,7 @@ fn on_s3_incremental_checkpoints_restore_exactly_and_keep_exactly_what_is_refere
     // No claim: exactly once, and the restored checkpoint with every object it references stays
     // while the run's own go.
     let records = records_of(&restored) + 8_000;
-    let out = cairn_ok(
-        &[
-            "run",
-            "--from",
-            "latest",
-            "--records",
-            &records.to_string(),
-            "--json",
-        ],
-        job.path(),
-    );
-    let summary: Value = json_of(&out);
-    assert_eq!(summary["status"], "finished", "{summary}");
-    assert_eq!(summary["counts_sha256"], digest(records), "{summary}");
+    let (out, _) = resume_exactly(&job, records);
     let listed: Vec<u64> = job.listed().iter().map(|m| m.checkpoint_id).collect();
     assert_eq!(listed, vec![restored.checkpoint_id]);
     let log = String::from_utf8_lossy(&out.stderr);
