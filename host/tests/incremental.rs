@@ -34,6 +34,8 @@ struct Job {
     dir: tempfile::TempDir,
     package: &'static str,
     options: String,
+    /// The config's storage part, kept for `reconfigure`.
+    storage: String,
 }
 
 impl Job {
@@ -42,16 +44,13 @@ impl Job {
     fn fs(checkpointing: &str, rest: &str) -> Job {
         let dir = dir_with_plugins(&[FS_PLUGIN]);
         let options = fs_options(&dir.path().join("checkpoints"));
-        write_config(
-            dir.path(),
-            "[plugins]\nsearch-path = [\"plugins\"]\n",
-            checkpointing,
-            rest,
-        );
+        let storage = "[plugins]\nsearch-path = [\"plugins\"]\n".to_string();
+        write_config(dir.path(), &storage, checkpointing, rest);
         Job {
             dir,
             package: FS_PLUGIN.0,
             options,
+            storage,
         }
     }
 
@@ -69,7 +68,13 @@ impl Job {
             dir,
             package: OBJECT_STORE,
             options,
+            storage,
         }
+    }
+
+    /// The same storage and job, other checkpointing settings.
+    fn reconfigure(&self, checkpointing: &str, rest: &str) {
+        write_config(self.path(), &self.storage, checkpointing, rest);
     }
 
     fn path(&self) -> &Path {
@@ -142,6 +147,14 @@ fn write_config(dir: &Path, storage: &str, checkpointing: &str, rest: &str) {
          [job]\nid = \"{JOB}\"\nkeys = {KEYS}\nparallelism = {PARALLELISM}\nrate = 4000\n{rest}"
     );
     std::fs::write(dir.join("cairn.toml"), config).unwrap();
+}
+
+/// The records a checkpoint's state reflects: its sources' offsets, which count records.
+fn records_of(meta: &CheckpointMetadata) -> u64 {
+    meta.source_offsets
+        .iter()
+        .map(|o| o.as_u64().expect("a record count"))
+        .sum()
 }
 
 fn digest(records: u64) -> String {
@@ -247,6 +260,27 @@ fn base_of(line: &str) -> Option<u64> {
     rest.split(':').next()?.parse().ok()
 }
 
+/// `cairn run --from latest --records RECORDS --json` (no claim mode given): it must finish
+/// with the digest of an uninterrupted run. Its output and summary.
+fn resume_exactly(job: &Job, records: u64) -> (std::process::Output, Value) {
+    let records_arg = records.to_string();
+    let out = cairn_ok(
+        &[
+            "run",
+            "--from",
+            "latest",
+            "--records",
+            &records_arg,
+            "--json",
+        ],
+        job.path(),
+    );
+    let summary = json_of(&out);
+    assert_eq!(summary["status"], "finished", "{summary}");
+    assert_eq!(summary["counts_sha256"], digest(records), "{summary}");
+    (out, summary)
+}
+
 /// Run until a failover happened and then `after` more checkpoints completed, then Ctrl-C.
 fn run_through_a_failover(job: &Job, after: usize) -> std::process::Output {
     let mut failed = false;
@@ -271,9 +305,9 @@ fn run_through_a_failover(job: &Job, after: usize) -> std::process::Output {
 fn incremental_checkpoints_after_a_failover_are_exactly_once_and_all_go_when_the_job_ends() {
     let job = Job::fs(
         "full-every = 1000\n",
-        "fail-after-checkpoints = 4\n\n[restart]\nattempts = 2\ndelay = \"50ms\"\n",
+        "fail-after-checkpoints = 2\n\n[restart]\nattempts = 2\ndelay = \"50ms\"\n",
     );
-    let records = 12_000u64;
+    let records = 24_000u64;
     let out = cairn_ok(
         &["run", "--records", &records.to_string(), "--json"],
         job.path(),
@@ -300,7 +334,15 @@ fn incremental_checkpoints_after_a_failover_are_exactly_once_and_all_go_when_the
     assert_eq!(base_of(&first_after), Some(restored), "{first_after}");
     // A finished job keeps no checkpoint, and so no SHARED object.
     assert!(job.listed().is_empty());
-    assert_eq!(job.shared_objects(), BTreeMap::new());
+    let left: Vec<_> = job
+        .shared_objects()
+        .into_iter()
+        .map(|(l, size)| (job.written_by(&l, size), l))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "left (checkpoint, object): {left:?}\n{log}"
+    );
 }
 
 #[test]
@@ -309,40 +351,17 @@ fn kill_dash_nine_then_from_latest_is_exactly_once_and_no_claim_keeps_the_restor
     kill_after_checkpoints(&["run"], job.path(), 4);
     let listed = job.listed();
     let latest = listed.last().expect("a checkpoint survived").clone();
-    let listed_ids: BTreeSet<u64> = listed.iter().map(|m| m.checkpoint_id).collect();
     assert!(latest.is_incremental(), "{latest:?}");
-    // It references objects of checkpoints already subsumed, which the registry kept.
-    assert!(
-        latest
-            .tasks
-            .iter()
-            .flat_map(|t| &t.segments)
-            .any(|s| !listed_ids.contains(&s.checkpoint_id)),
-        "{latest:?}"
-    );
     let kept = references(&latest);
     assert_referenced_exist(&job, "after kill -9");
     assert_one_object_per_task(&job);
 
     // Restored without claim (the default): exactly once, and its files stay.
-    let records = 12_000u64;
-    let out = cairn_ok(
-        &[
-            "run",
-            "--from",
-            "latest",
-            "--records",
-            &records.to_string(),
-            "--json",
-        ],
-        job.path(),
-    );
-    let summary = json_of(&out);
-    assert_eq!(summary["status"], "finished", "{summary}");
-    assert_eq!(summary["counts_sha256"], digest(records), "{summary}");
+    let records = records_of(&latest) + 8_000;
+    let (out, summary) = resume_exactly(&job, records);
     assert_eq!(summary["claim_mode"], "no-claim", "{summary}");
     let lines = completed_lines(&out.stderr);
-    assert!(lines.len() >= 2, "{lines:?}");
+    assert!(!lines.is_empty(), "no checkpoint completed");
     // The first checkpoint after a no-claim restore is full.
     assert_eq!(base_of(&lines[0]), None, "{}", lines[0]);
     assert!(lines[1..].iter().all(|l| base_of(l).is_some()), "{lines:?}");
@@ -354,15 +373,15 @@ fn kill_dash_nine_then_from_latest_is_exactly_once_and_no_claim_keeps_the_restor
         vec![latest.checkpoint_id]
     );
     assert_referenced_exist(&job, "after the no-claim run");
-    // Anything else stored is what the killed run was writing when it died (for `gc`): never
-    // an object of the resumed run.
+    // Anything else stored is what the killed run was writing or discarding when it died (for
+    // `gc`): never an object of the resumed run, which cleaned up after itself.
     for (locator, size) in job.shared_objects() {
         if kept.contains_key(&locator) {
             continue;
         }
         let by = job.written_by(&locator, size);
         assert!(
-            by > latest.checkpoint_id && by < first_new,
+            by < first_new,
             "{locator} of checkpoint {by} is left after the run (restored {}, the run's first \
              {first_new})",
             latest.checkpoint_id
@@ -390,48 +409,71 @@ fn the_registry_keeps_what_is_referenced_across_failover_and_restart_and_claim_h
     assert_exactly_referenced(&job, "after a failover and a stop");
     assert_one_object_per_task(&job);
 
-    // A new process, which rebuilds the registry from the metadata, claims the checkpoint: it
-    // goes on with its chain, and once subsumed its files go.
+    // A new process claims the checkpoint: its first checkpoint extends the restored chain.
+    job.reconfigure("full-every = 1000\n", "");
+    let restored = job.listed().pop().expect("a checkpoint was kept");
+    let lines = claim_run(&job, 3);
+    assert_eq!(
+        base_of(&lines[0]),
+        Some(restored.checkpoint_id),
+        "{lines:?}"
+    );
+    assert_exactly_referenced(&job, "after the first claim run");
+    // With num-retained = 1, what the listed checkpoint reads from earlier checkpoints (the
+    // claimed one's objects among them) is held for it although they were subsumed.
+    let newest = job.listed().pop().unwrap();
+    assert!(
+        newest
+            .tasks
+            .iter()
+            .flat_map(|t| &t.segments)
+            .any(|s| s.checkpoint_id <= restored.checkpoint_id),
+        "{newest:?}"
+    );
+    assert_one_object_per_task(&job);
+
+    // Another claims that run's last checkpoint and takes only full checkpoints: once it is
+    // subsumed, nothing references its objects, which only a registry rebuilt from the stored
+    // metadata knows of; they all go, and nothing else.
+    job.reconfigure("full-every = 1\n", "");
     let restored = job.listed().pop().expect("a checkpoint was kept");
     let restored_objects = references(&restored);
-    let mut seen = 0;
-    let out = run_until_line(
-        &["run", "--from", "latest", "--claim-mode", "claim"],
-        job.path(),
-        "-INT",
-        "6 checkpoints",
-        |line| {
-            seen += usize::from(completed(line).is_some());
-            seen >= 6
-        },
-    );
-    let lines = completed_lines(&out.stderr);
-    if restored
-        .incremental
-        .as_ref()
-        .is_some_and(|i| i.depth + 1 < 3)
-    {
-        assert_eq!(
-            base_of(&lines[0]),
-            Some(restored.checkpoint_id),
-            "{lines:?}"
-        );
-    }
+    assert!(!restored_objects.is_empty());
+    let lines = claim_run(&job, 3);
+    assert!(lines.iter().all(|l| base_of(l).is_none()), "{lines:?}");
     let now = job.listed();
     assert!(
         now.iter()
             .all(|m| m.checkpoint_id != restored.checkpoint_id),
         "the claimed checkpoint was not subsumed"
     );
-    assert_exactly_referenced(&job, "after the claim run");
+    assert_exactly_referenced(&job, "after the second claim run");
     let present = job.shared_objects();
-    let still: BTreeSet<_> = now.iter().flat_map(|m| references(m).into_keys()).collect();
-    for locator in restored_objects.keys() {
-        assert!(
-            still.contains(locator) || !present.contains_key(locator),
-            "{locator} of the claimed checkpoint outlived it unreferenced"
-        );
-    }
+    let kept: Vec<_> = restored_objects
+        .keys()
+        .filter(|l| present.contains_key(*l))
+        .collect();
+    assert!(
+        kept.is_empty(),
+        "objects of the claimed checkpoint outlived it: {kept:?}"
+    );
+}
+
+/// `cairn run --from latest --claim-mode claim` until `n` checkpoints completed, then Ctrl-C;
+/// its completed lines.
+fn claim_run(job: &Job, n: usize) -> Vec<String> {
+    let mut seen = 0;
+    let out = run_until_line(
+        &["run", "--from", "latest", "--claim-mode", "claim"],
+        job.path(),
+        "-INT",
+        &format!("{n} checkpoints"),
+        |line| {
+            seen += usize::from(completed(line).is_some());
+            seen >= n
+        },
+    );
+    completed_lines(&out.stderr)
 }
 
 #[test]
@@ -449,42 +491,24 @@ fn on_s3_incremental_checkpoints_restore_exactly_and_keep_exactly_what_is_refere
 
     // No claim: exactly once, and the restored checkpoint with every object it references stays
     // while the run's own go.
-    let records = 12_000u64;
-    let out = cairn_ok(
-        &[
-            "run",
-            "--from",
-            "latest",
-            "--records",
-            &records.to_string(),
-            "--json",
-        ],
-        job.path(),
-    );
-    let summary: Value = json_of(&out);
-    assert_eq!(summary["status"], "finished", "{summary}");
-    assert_eq!(summary["counts_sha256"], digest(records), "{summary}");
+    let records = records_of(&restored) + 8_000;
+    let (out, _) = resume_exactly(&job, records);
     let listed: Vec<u64> = job.listed().iter().map(|m| m.checkpoint_id).collect();
     assert_eq!(listed, vec![restored.checkpoint_id]);
     let log = String::from_utf8_lossy(&out.stderr);
     assert_exactly_referenced(&job, &format!("on s3, after the no-claim run ({log})"));
     assert_eq!(job.shared_objects(), kept);
 
-    // Claim: once subsumed, the restored checkpoint and its objects go.
-    let mut seen = 0;
-    run_until_line(
-        &["run", "--from", "latest", "--claim-mode", "claim"],
-        job.path(),
-        "-INT",
-        "4 checkpoints",
-        |line| {
-            seen += usize::from(completed(line).is_some());
-            seen >= 4
-        },
-    );
+    // Claim, with full checkpoints only: once subsumed, the restored checkpoint and its
+    // objects go.
+    job.reconfigure("full-every = 1\n", "");
+    let lines = claim_run(&job, 3);
+    assert!(lines.iter().all(|l| base_of(l).is_none()), "{lines:?}");
     assert!(job
         .listed()
         .iter()
         .all(|m| m.checkpoint_id != restored.checkpoint_id));
     assert_exactly_referenced(&job, "on s3, after the claim run");
+    let present = job.shared_objects();
+    assert!(kept.keys().all(|l| !present.contains_key(l)), "{present:?}");
 }

@@ -831,10 +831,16 @@ impl<J: Job> Runner<'_, J> {
                     Ok(f) => states[f.subtask as usize] = Some(f.state),
                     Err(_) => return AttemptEnd::Failover("a keyed task ended without its final state".into()),
                 },
-                recv(a.events) -> event => {
-                    if let Ok(TaskEvent::Failed { task, error }) = event {
+                recv(a.events) -> event => match event {
+                    Ok(TaskEvent::Failed { task, error }) => {
                         return AttemptEnd::Failover(format!("{task}: {error}"));
                     }
+                    // The snapshot of a checkpoint that will not complete now: the SHARED
+                    // objects it wrote go (its location is cleaned with the checkpoint's).
+                    Ok(TaskEvent::TaskAck { result: Ok(snapshot), .. }) => {
+                        self.discard_shared(snapshot.written);
+                    }
+                    _ => {}
                 },
                 default(deadline) => return AttemptEnd::Failover(
                     "the keyed tasks did not hand back their final state within 60s".into()),

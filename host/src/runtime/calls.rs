@@ -39,6 +39,10 @@ use crate::metrics::{CallOutcome, Histograms};
 
 use crate::lease::Fence;
 
+/// How long a stopping run still waits for each dispose of a subsumed checkpoint and each
+/// discard of a SHARED object (a run that is not stopping waits for the call's deadline).
+pub(crate) const STOPPING_BOUND: Duration = Duration::from_secs(5);
+
 /// Whether an undo may still change the storage: not once the lease is lost or expired, since
 /// the job may be someone else's by now.
 fn may_write(fence: Option<&dyn Fence>, what: &str) -> bool {
@@ -480,13 +484,33 @@ impl PluginCalls {
         )
     }
 
-    /// `discard(handle)`.
+    /// `dispose(pointer)` of a subsumed checkpoint, which a stopping run still waits for (up
+    /// to [`STOPPING_BOUND`]): the shared-state registry releases its SHARED objects only once
+    /// the dispose is known to have succeeded, so one given up at Ctrl-C would leave them.
+    pub(crate) fn dispose_subsumed(&self, pointer: &str) -> Result<(), StorageError> {
+        self.fenced(&format!("dispose({pointer})"))?;
+        let storage = self.storage.clone();
+        let p = pointer.to_string();
+        self.call_while_stopping(
+            "dispose",
+            &format!("dispose({pointer})"),
+            self.deadline.min(STOPPING_BOUND),
+            move || storage.dispose(&p),
+        )
+    }
+
+    /// `discard(handle)` of an object no checkpoint references (a SHARED one, or what a failed
+    /// checkpoint wrote), which a stopping run still waits for (up to [`STOPPING_BOUND`]), so a
+    /// clean stop leaves no orphan.
     pub(crate) fn discard(&self, handle: StateHandle) -> Result<(), StorageError> {
         self.fenced("discard()")?;
         let storage = self.storage.clone();
-        self.call("discard", "discard()", self.deadline, None, move || {
-            storage.discard(&handle)
-        })
+        self.call_while_stopping(
+            "discard",
+            "discard()",
+            self.deadline.min(STOPPING_BOUND),
+            move || storage.discard(&handle),
+        )
     }
 }
 

@@ -237,6 +237,9 @@ fn drain(r: &mut dyn Read) -> Result<(), String> {
         .map_err(|e| format!("reading the rest of the object: {e}"))
 }
 
+/// What [`scan_segment`] hands each page record to: its header and its body.
+pub(crate) type RecordVisitor<'a> = dyn FnMut(&RecordHeader, &[u8]) -> Result<(), String> + 'a;
+
 /// Walk the page records of `seg` in the object `r` streams (from its first byte): the header
 /// is checked, each record's header and body go to `each`, the range's length, CRC32C and page
 /// count are checked, and the object is read to its end.
@@ -244,7 +247,7 @@ pub(crate) fn scan_segment(
     r: &mut dyn Read,
     seg: &SegmentRecord,
     subtask: u32,
-    each: &mut dyn FnMut(&RecordHeader, &[u8]) -> Result<(), String>,
+    each: &mut RecordVisitor<'_>,
 ) -> Result<(), String> {
     let mut header = [0u8; OBJECT_HEADER_LEN];
     r.read_exact(&mut header)

@@ -232,6 +232,9 @@ fn read_task_state<J: Job>(
     Ok(all.unwrap_or_default())
 }
 
+/// A keyed task's state and the chain it was read from.
+type StateAndChain<J> = (KeyedState<<J as Job>::Key, <J as Job>::State>, Chain);
+
 /// Read one keyed task's state from its chain of segments, newest first, each object through
 /// its own bounded call.
 fn read_task_chain<J: Job>(
@@ -240,7 +243,7 @@ fn read_task_chain<J: Job>(
     parallelism: u32,
     checkpoint_id: u64,
     task: &TaskState,
-) -> Result<(KeyedState<J::Key, J::State>, Chain), RunError> {
+) -> Result<StateAndChain<J>, RunError> {
     let subtask = task.subtask;
     let refuse =
         |why: String| RunError::Restore(format!("{pointer}: keyed task {subtask}'s state: {why}"));

@@ -767,7 +767,7 @@ impl<J: Job> Runner<'_, J> {
             std::thread::scope(|s| {
                 for r in &subsumed {
                     let (calls, registry) = (&calls, &registry);
-                    s.spawn(move || match calls.dispose(&r.pointer) {
+                    s.spawn(move || match calls.dispose_subsumed(&r.pointer) {
                         Ok(()) => registry
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())

@@ -509,13 +509,7 @@ pub fn write_snapshot<K: Serialize + Clone, V: Serialize + Clone>(
             buf[start + 4..start + 8].copy_from_slice(&body.to_le_bytes());
             written_entries += page.entries.len() as u64;
             drop(page);
-            if buf.len() >= WRITE_BYTES {
-                total += buf.len() as u64;
-                buf = write(buf)?;
-                buf.clear();
-                buf.try_reserve(WRITE_BYTES + PAGE_BYTES)
-                    .map_err(|e| format!("cannot allocate the snapshot write buffer: {e}"))?;
-            }
+            flush_full(&mut buf, &mut total, write)?;
         }
     }
     if !buf.is_empty() {
@@ -529,6 +523,25 @@ pub fn write_snapshot<K: Serialize + Clone, V: Serialize + Clone>(
         ));
     }
     Ok(total)
+}
+
+/// Hand `buf` to `write` once it holds [`WRITE_BYTES`] or more (counting them in `total`),
+/// and take back an empty buffer with room for the next ones.
+fn flush_full(
+    buf: &mut Vec<u8>,
+    total: &mut u64,
+    write: &mut dyn FnMut(Vec<u8>) -> Result<Vec<u8>, String>,
+) -> Result<(), String> {
+    if buf.len() < WRITE_BYTES {
+        return Ok(());
+    }
+    *total += buf.len() as u64;
+    let mut next = write(std::mem::take(buf))?;
+    next.clear();
+    next.try_reserve(WRITE_BYTES + PAGE_BYTES)
+        .map_err(|e| format!("cannot allocate the snapshot write buffer: {e}"))?;
+    *buf = next;
+    Ok(())
 }
 
 /// The length of a page record's header.
@@ -610,13 +623,7 @@ pub fn write_page_records<K: Serialize + Clone, V: Serialize + Clone>(
         written.entries += page.entries.len() as u64;
         written.ids.push(id);
         drop(page);
-        if buf.len() >= WRITE_BYTES {
-            total += buf.len() as u64;
-            buf = write(buf)?;
-            buf.clear();
-            buf.try_reserve(WRITE_BYTES + PAGE_BYTES)
-                .map_err(|e| format!("cannot allocate the snapshot write buffer: {e}"))?;
-        }
+        flush_full(&mut buf, &mut total, write)?;
     }
     if !buf.is_empty() {
         total += buf.len() as u64;
