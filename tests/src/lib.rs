@@ -13,4 +13,7 @@
 #![warn(missing_docs)]
 
 pub mod artifacts;
+pub mod azure;
+pub mod gcs;
 pub mod s3;
+pub mod server;
