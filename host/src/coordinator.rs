@@ -497,9 +497,11 @@ mod tests {
             vec![],
         );
         for i in 1..=50u64 {
-            c.poll(ms(100 * i));
+            // Each failure is of a checkpoint really pending: the one this poll triggered.
+            assert_eq!(triggered(&c.poll(ms(100 * i))), vec![i], "poll {i}");
             assert_eq!(c.on_failed(i, &FailureReason::Expired), Verdict::Continue);
         }
+        assert_eq!(c.total_failures(), 50);
     }
 
     #[test]

@@ -271,6 +271,18 @@ impl Plugin {
     pub fn open(&self, options: &str) -> Result<Box<dyn CheckpointStorage>, StorageError> {
         self.inner.open(options)
     }
+
+    /// Check the serialized `[storage.options]` table with the plugin's own rules, creating
+    /// nothing; `Unsupported` from a plugin built against API 1.0 (see `plugin-api`).
+    pub fn validate(&self, options: &str) -> Result<(), StorageError> {
+        self.inner.validate(options)
+    }
+
+    /// The options the plugin accepts, from its manifest; `Unsupported` from a plugin built
+    /// against API 1.0.
+    pub fn options(&self) -> Result<Vec<cairn_plugin_api::OptionInfo>, StorageError> {
+        self.inner.options()
+    }
 }
 
 /// A file that passed the checks that run before any of its code (steps 1 to 5).

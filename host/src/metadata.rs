@@ -14,6 +14,7 @@
 //! a real document, plus random bytes).
 
 use base64::Engine as _;
+use bytesize::ByteSize;
 use cairn_plugin_api::StateHandle;
 use serde::{Deserialize, Serialize};
 
@@ -29,8 +30,15 @@ pub const FORMAT_1: u16 = 1;
 /// Format 1 documents still decode.
 pub const FORMAT_2: u16 = 2;
 
+/// Format 3 (every barrier mode): how the checkpoint's barriers were handled (`barriers`), and
+/// per task its own mode, the channel state of an unaligned checkpoint (the in-flight records,
+/// with their handles), its alignment time and start delay. Formats 1 and 2 still decode (as
+/// aligned, without channel state); a cairn that only knows format 2 refuses a format-3
+/// document, so a checkpoint with channel state is never restored without it.
+pub const FORMAT_3: u16 = 3;
+
 /// The format this build writes. Always the last constant above.
-pub const FORMAT_VERSION: u16 = FORMAT_2;
+pub const FORMAT_VERSION: u16 = FORMAT_3;
 
 /// The operator name of keyed tasks in [`TaskState::operator`].
 pub const KEYED_OPERATOR: &str = "keyed";
@@ -81,6 +89,55 @@ pub enum SnapshotKind {
     Checkpoint,
     /// A savepoint.
     Savepoint,
+}
+
+/// How a checkpoint's barriers were handled (`checkpointing.mode`, `unaligned`,
+/// `aligned-checkpoint-timeout`; savepoints are always aligned).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Barriers {
+    /// Exactly-once, aligned: a task waited for the barrier on every input, holding back the
+    /// inputs that had delivered it; no in-flight record is part of the checkpoint.
+    #[default]
+    Aligned,
+    /// Exactly-once, unaligned from the start: barriers overtook the records queued ahead of
+    /// them, and those records are the checkpoint's channel state.
+    Unaligned,
+    /// Exactly-once: started aligned, and switched to unaligned when the checkpoint's age passed
+    /// `aligned-checkpoint-timeout` (in at least one task).
+    UnalignedAfterTimeout,
+    /// At-least-once: barriers were not aligned; a task went on reading an input that had
+    /// delivered the barrier, so a restore may count some records twice.
+    AtLeastOnce,
+}
+
+impl Barriers {
+    /// The name in metadata and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Barriers::Aligned => "aligned",
+            Barriers::Unaligned => "unaligned",
+            Barriers::UnalignedAfterTimeout => "unaligned-after-timeout",
+            Barriers::AtLeastOnce => "at-least-once",
+        }
+    }
+
+    /// Words for people: `aligned`, `unaligned`, `switched to unaligned after the timeout`,
+    /// `not aligned (at-least-once)`.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Barriers::Aligned => "aligned",
+            Barriers::Unaligned => "unaligned",
+            Barriers::UnalignedAfterTimeout => "switched to unaligned after the timeout",
+            Barriers::AtLeastOnce => "not aligned (at-least-once)",
+        }
+    }
+}
+
+impl std::fmt::Display for Barriers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A state handle as stored in metadata.
@@ -156,7 +213,7 @@ impl HandleRecord {
 }
 
 /// One task's snapshot.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct TaskState {
     /// The operator: [`KEYED_OPERATOR`] (format 1 wrote `counter`).
     pub operator: String,
@@ -181,6 +238,60 @@ pub struct TaskState {
     /// Pages changed since its previous snapshot (format 2).
     #[serde(default)]
     pub changed_pages: u64,
+    /// How this task handled the checkpoint's barriers (format 3; older formats: aligned).
+    #[serde(default)]
+    pub barriers: Barriers,
+    /// Its channel state (format 3): the in-flight records of each input channel that its state
+    /// does not reflect, replayed in order before any new input on that channel at restore.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channel_state: Vec<ChannelStateRecord>,
+    /// Bytes of its channel state: the sum of its channel-state handles' sizes (format 3).
+    #[serde(default)]
+    pub channel_state_bytes: u64,
+    /// Milliseconds from the first barrier at this task to the last (format 3).
+    #[serde(default)]
+    pub alignment_ms: u64,
+    /// Milliseconds from the trigger to the first barrier at this task (format 3).
+    #[serde(default)]
+    pub start_delay_ms: u64,
+}
+
+impl TaskState {
+    /// Every handle this task's snapshot references: its state, then its channel state.
+    pub fn every_handle(&self) -> impl Iterator<Item = &HandleRecord> {
+        self.handles
+            .iter()
+            .chain(self.channel_state.iter().map(|c| &c.handle))
+    }
+
+    /// One line per input channel with channel state, for people: `channel state of input 1:
+    /// 9 records, 30 B`.
+    pub fn channel_state_lines(&self) -> Vec<String> {
+        self.channel_state
+            .iter()
+            .map(|c| {
+                format!(
+                    "channel state of input {}: {} records, {}",
+                    c.channel,
+                    c.records,
+                    ByteSize(c.bytes).display().iec()
+                )
+            })
+            .collect()
+    }
+}
+
+/// The in-flight records of one input channel of a task, as a checkpoint holds them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelStateRecord {
+    /// The input channel: the source subtask the records came from.
+    pub channel: u32,
+    /// How many records.
+    pub records: u64,
+    /// Bytes of the stream (the records, encoded, and their framing).
+    pub bytes: u64,
+    /// Where they are.
+    pub handle: HandleRecord,
 }
 
 /// Everything a checkpoint needs to restore the job.
@@ -200,6 +311,9 @@ pub struct CheckpointMetadata {
     /// The settings behind the fingerprint, for people (`keys = 1000, parallelism = 2, ...`).
     #[serde(default)]
     pub job_settings: String,
+    /// How its barriers were handled (format 3; older formats: aligned).
+    #[serde(default)]
+    pub barriers: Barriers,
     /// When the coordinator triggered it (ms since the Unix epoch).
     pub triggered_at_ms: u64,
     /// When the last task acknowledged it (ms since the Unix epoch).
@@ -219,6 +333,33 @@ impl CheckpointMetadata {
             .flat_map(|t| &t.handles)
             .map(HandleRecord::size)
             .sum()
+    }
+
+    /// Bytes of channel state over every task.
+    pub fn channel_state_bytes(&self) -> u64 {
+        self.tasks.iter().map(|t| t.channel_state_bytes).sum()
+    }
+
+    /// The longest alignment of any task, in milliseconds.
+    pub fn alignment_ms(&self) -> u64 {
+        self.tasks.iter().map(|t| t.alignment_ms).max().unwrap_or(0)
+    }
+
+    /// How its barriers went, for people: `unaligned, 1.2 MiB of channel state, longest
+    /// alignment 3 ms`.
+    pub fn barriers_text(&self) -> String {
+        let mut text = self.barriers.describe().to_string();
+        if matches!(
+            self.barriers,
+            Barriers::Unaligned | Barriers::UnalignedAfterTimeout
+        ) {
+            text.push_str(&format!(
+                ", {} of channel state",
+                ByteSize(self.channel_state_bytes()).display().iec()
+            ));
+        }
+        text.push_str(&format!(", longest alignment {} ms", self.alignment_ms()));
+        text
     }
 
     /// Encode in the current format.
@@ -281,6 +422,7 @@ mod tests {
             job_kind: "keyed-counter".into(),
             config_fingerprint: "ab".repeat(32),
             job_settings: "keys = 1, parallelism = 1, state-bytes-per-key = 64".into(),
+            barriers: Barriers::Unaligned,
             triggered_at_ms: 1_700_000_000_000,
             completed_at_ms: 1_700_000_000_250,
             tasks: vec![TaskState {
@@ -302,6 +444,16 @@ mod tests {
                 entries: 3,
                 pages: 1,
                 changed_pages: 1,
+                barriers: Barriers::Unaligned,
+                channel_state: vec![ChannelStateRecord {
+                    channel: 1,
+                    records: 9,
+                    bytes: 30,
+                    handle: HandleRecord::from(&StateHandle::Inline(vec![7; 30])),
+                }],
+                channel_state_bytes: 30,
+                alignment_ms: 2,
+                start_delay_ms: 1,
             }],
             source_offsets: vec![10.into(), serde_json::json!({"file": 1, "pos": 20})],
         }
@@ -330,6 +482,18 @@ mod tests {
         assert_eq!(m.source_offsets, vec![serde_json::json!(5)]);
         assert_eq!(m.tasks[0].sink, None);
         assert_eq!(m.tasks[0].operator, "counter");
+        assert_eq!(m.barriers, Barriers::Aligned);
+        assert!(m.tasks[0].channel_state.is_empty());
+    }
+
+    #[test]
+    fn every_handle_includes_channel_state() {
+        let m = sample();
+        assert_eq!(m.tasks[0].every_handle().count(), 3);
+        assert_eq!(m.channel_state_bytes(), 30);
+        let json = serde_json::to_value(&m).unwrap();
+        assert_eq!(json["barriers"], "unaligned");
+        assert_eq!(json["tasks"][0]["channel_state_bytes"], 30);
     }
 
     #[test]

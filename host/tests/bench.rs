@@ -4,7 +4,6 @@
 
 use std::{path::Path, process::Command};
 
-use cairn_conformance::bench::{LINKED_RUNNER_BIN, LINKED_RUNNER_PACKAGE};
 use serde_json::Value;
 
 use crate::util::lib;
@@ -35,6 +34,14 @@ fn bench(dir: &Path, runner: &Path, extra: &[&str]) -> (std::process::Output, Va
     (out, doc)
 }
 
+/// Whether `ratio` is `a ÷ b` measured before `a` and `b` were rounded to whole microseconds
+/// (the JSON contract's integers): within the error that rounding each by up to half a unit
+/// makes.
+fn close_rounded(ratio: f64, a: f64, b: f64) -> bool {
+    let bound = ratio * (0.5 / a.max(0.5) + 0.5 / b.max(0.5)) * 1.01 + 1e-12;
+    (ratio - a / b).abs() <= bound
+}
+
 fn ratio(doc: &Value, pointer: &str) -> f64 {
     let r = doc
         .pointer(pointer)
@@ -48,21 +55,20 @@ fn assert_figure(doc: &Value, pointer: &str, bytes: u64, calls: Option<u64>) {
     let fig = doc
         .pointer(pointer)
         .unwrap_or_else(|| panic!("{pointer} is missing in {doc:#}"));
-    assert_eq!(fig["bytes"], bytes, "{pointer}: {fig}");
+    assert_eq!(fig["size_bytes"], bytes, "{pointer}: {fig}");
     if let Some(calls) = calls {
         assert_eq!(fig["calls"], calls, "{pointer}: {fig}");
     }
-    for key in ["seconds", "mib_per_s", "ns_per_call"] {
+    for key in ["duration_us", "mib_per_s", "ns_per_call"] {
         let v = fig[key].as_f64().unwrap_or(-1.0);
         assert!(v.is_finite() && v > 0.0, "{pointer}.{key} = {}", fig[key]);
     }
-    assert_eq!(fig["samples_seconds"].as_array().map(Vec::len), Some(3));
+    assert_eq!(fig["samples_us"].as_array().map(Vec::len), Some(3));
 }
 
 #[test]
 fn bench_storage_reports_every_figure_and_ratio() {
-    let runner = cairn_harness::artifacts::binary(LINKED_RUNNER_PACKAGE, LINKED_RUNNER_BIN)
-        .unwrap_or_else(|e| panic!("cannot build the linked runner: {e}"));
+    let runner = crate::util::linked_runner();
     let dir = tempfile::tempdir().unwrap();
     let (out, doc) = bench(
         dir.path(),
@@ -77,7 +83,7 @@ fn bench_storage_reports_every_figure_and_ratio() {
     assert_eq!(doc["complete"], true);
     assert_eq!(doc["plugin"]["name"], "filesystem");
     assert_eq!(
-        (doc["size"].as_u64(), doc["calls"].as_u64()),
+        (doc["size_bytes"].as_u64(), doc["calls"].as_u64()),
         (Some(SIZE), Some(CALLS))
     );
 
@@ -189,9 +195,9 @@ fn bench_job_reports_every_figure() {
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
     let f = &doc["figures"];
     for key in [
-        "median_ms",
+        "median_us",
         "mb_per_s",
-        "raw_median_ms",
+        "raw_median_us",
         "vs_raw",
         "start_to_first_record_ms",
         "rss_vs_state",
@@ -201,8 +207,8 @@ fn bench_job_reports_every_figure() {
             .unwrap_or_else(|| panic!("{key} missing: {doc:#}"));
         assert!(v.is_finite() && v > 0.0, "{key} = {v}");
     }
-    assert_eq!(f["durations_ms"].as_array().unwrap().len(), 3);
-    assert_eq!(f["raw_ms"].as_array().unwrap().len(), 3);
+    assert_eq!(f["durations_us"].as_array().unwrap().len(), 3);
+    assert_eq!(f["raw_us"].as_array().unwrap().len(), 3);
     assert_eq!(f["state_bytes"], 2000 * 1024);
     assert!(f["checkpoint_bytes"].as_u64().unwrap() >= 2000 * 1024);
     assert!(f["peak_rss_bytes"].as_u64().unwrap() > 2000 * 1024);
@@ -213,10 +219,13 @@ fn bench_job_reports_every_figure() {
     assert!((ratio - during / between).abs() < 1e-9);
     let vs_raw = f["vs_raw"].as_f64().unwrap();
     let (median, raw) = (
-        f["median_ms"].as_f64().unwrap(),
-        f["raw_median_ms"].as_f64().unwrap(),
+        f["median_us"].as_f64().unwrap(),
+        f["raw_median_us"].as_f64().unwrap(),
     );
-    assert!((vs_raw - median / raw).abs() < 1e-9);
+    assert!(
+        close_rounded(vs_raw, median, raw),
+        "{vs_raw} vs {median} / {raw}"
+    );
     let targets = doc["targets"].as_array().unwrap();
     assert_eq!(targets.len(), 7, "{doc:#}");
     let first_record = targets
@@ -228,4 +237,106 @@ fn bench_job_reports_every_figure() {
         .iter()
         .filter(|t| t["ratio"] == "vs_raw")
         .all(|t| t["not_applicable"].is_string()));
+}
+
+/// `cairn bench job --backpressure --json` runs every barrier mode under a slow operator and
+/// reports each run's figures and the ratios between them, consistent with those figures; no
+/// speed is asserted. `--rate` and `--operator-rate` are refused where they do not apply.
+#[test]
+fn bench_job_backpressure_reports_every_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = lib("cairn-storage-fs-cdylib");
+    let bench = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .args(["bench", "job", "--keys", "500", "--state-bytes", "64B"])
+            .args(["--interval", "100ms", "--checkpoints", "2", "--dir", "."])
+            .args(extra)
+            .arg("--plugin")
+            .arg(&fs)
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    let out = bench(&["--backpressure", "--operator-rate", "200000", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let f = &doc["figures"];
+    let runs = [
+        ("aligned", "aligned"),
+        ("unaligned", "unaligned"),
+        ("aligned_timeout_100ms", ""),
+        ("unaligned_without_backpressure", "unaligned"),
+        ("exactly_once_unthrottled", "aligned"),
+        ("at_least_once_unthrottled", "at-least-once"),
+    ];
+    for (run, barriers) in runs {
+        let r = &f[run];
+        assert_eq!(r["durations_us"].as_array().unwrap().len(), 2, "{run}");
+        assert!(r["median_us"].as_f64().unwrap() > 0.0, "{run}");
+        for b in r["barriers"].as_array().unwrap() {
+            if barriers.is_empty() {
+                assert!(
+                    b == "aligned" || b == "unaligned-after-timeout",
+                    "{run}: {b}"
+                );
+            } else {
+                assert_eq!(b, barriers, "{run}");
+            }
+        }
+    }
+    assert!(f["unaligned"]["channel_state_bytes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|b| b.as_u64().unwrap() > 0));
+    assert!(f["aligned"]["channel_state_bytes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|b| b == 0));
+    let median = |run: &str| f[run]["median_us"].as_f64().unwrap();
+    let close = |a: f64, b: f64| (a - b).abs() < 1e-9 * b.abs().max(1.0);
+    assert!(close_rounded(
+        f["unaligned_vs_aligned"].as_f64().unwrap(),
+        median("unaligned"),
+        median("aligned")
+    ));
+    assert!(close_rounded(
+        f["timeout_vs_aligned"].as_f64().unwrap(),
+        median("aligned_timeout_100ms"),
+        median("aligned")
+    ));
+    assert!(close_rounded(
+        f["unaligned_backpressure_vs_without"].as_f64().unwrap(),
+        median("unaligned"),
+        median("unaligned_without_backpressure")
+    ));
+    assert!(f["channel_state_vs_queued"].as_f64().unwrap() > 0.0);
+    assert!(f["queued_ms"].as_u64().unwrap() > 0);
+    let rate = |run: &str| f[run]["records_per_s"].as_f64().unwrap();
+    assert!(close(
+        f["at_least_once_vs_exactly_once"].as_f64().unwrap(),
+        rate("at_least_once_unthrottled") / rate("exactly_once_unthrottled")
+    ));
+    assert_eq!(doc["targets"].as_array().unwrap().len(), 4, "{doc:#}");
+
+    for (args, message) in [
+        (
+            &["--backpressure", "--rate", "1000"][..],
+            "error: --rate does not apply with --backpressure",
+        ),
+        (
+            &["--operator-rate", "1000"][..],
+            "error: --operator-rate applies only with --backpressure",
+        ),
+    ] {
+        let out = bench(args);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.starts_with(message), "{err}");
+    }
 }

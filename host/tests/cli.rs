@@ -96,12 +96,34 @@ fn plugins_info_by_name_and_by_path() {
     );
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["name"], "memory");
+    // The options the manifest lists, with their defaults.
+    let options = doc["options"].as_array().unwrap();
+    let max = options
+        .iter()
+        .find(|o| o["name"] == "max-state-size")
+        .unwrap();
+    assert_eq!(max["default"], "5MiB", "{doc}");
+    let dir_option = options
+        .iter()
+        .find(|o| o["name"] == "checkpoint-dir")
+        .unwrap();
+    assert_eq!(dir_option["default"], serde_json::Value::Null, "{doc}");
 
     let path = dir.path().join("plugins").join("libcairn_storage_fs.so");
     let out = cairn(&["plugins", "info", path.to_str().unwrap()], dir.path());
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("name:          filesystem"), "{text}");
+    assert!(text.contains("\noptions ([storage.options]):\n"), "{text}");
+    let line = |name: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} line in {text}"))
+            .to_string()
+    };
+    assert!(line("dir").contains("no default"), "{text}");
+    assert!(line("inline-threshold").contains("default 20KiB"), "{text}");
+    assert!(line("write-buffer").contains("default 4KiB"), "{text}");
 }
 
 #[test]

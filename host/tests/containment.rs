@@ -3,7 +3,9 @@
 
 use std::sync::{Arc, Mutex};
 
-use cairn_plugin_api::{read_handle_fully, Capabilities, Scope, StorageError};
+use cairn_plugin_api::{
+    read_handle_fully, Capabilities, CheckpointStorage, Scope, StateHandle, StorageError,
+};
 use tracing_subscriber::{layer::SubscriberExt, Layer};
 
 use crate::util::{fs_options, load};
@@ -89,6 +91,180 @@ fn a_panic_in_any_call_leaves_the_host_working() {
         read_handle_fully(memory.as_ref(), &h).unwrap(),
         b"still fine"
     );
+}
+
+/// A stored handle and a completed checkpoint's pointer, made with calls that do not panic in a
+/// fixture that panics only in `at`.
+fn prepared(storage: &dyn CheckpointStorage) -> (StateHandle, String) {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let loc = storage.job("prep").unwrap().begin_checkpoint(id).unwrap();
+    let mut s = loc.create_stream(Scope::Exclusive).unwrap();
+    s.write(&[5u8; 1000]).unwrap();
+    let handle = s.close_and_get_handle().unwrap().unwrap();
+    assert!(!handle.is_inline(), "the fixture should store 1000 bytes");
+    let pointer = loc.commit(b"meta").unwrap().pointer;
+    (handle, pointer)
+}
+
+/// Every entry of every vtable, each in a fixture that panics there and only there: the host
+/// gets `Panicked` naming the call, and the same instance keeps working for other calls.
+#[test]
+fn a_panic_in_every_vtable_entry_is_an_error_naming_it() {
+    type Call = fn(&dyn CheckpointStorage, &std::path::Path) -> Result<(), StorageError>;
+    let cases: &[(&str, &str, Call)] = &[
+        ("job", "job", |s, _| s.job("j").map(drop)),
+        ("resolve", "resolve", |s, _| {
+            let (_, pointer) = prepared(s);
+            s.resolve(&pointer).map(drop)
+        }),
+        ("open-handle", "open_handle", |s, _| {
+            let (handle, _) = prepared(s);
+            s.open_handle(&handle).map(drop)
+        }),
+        ("discard", "discard", |s, _| {
+            let (handle, _) = prepared(s);
+            s.discard(&handle)
+        }),
+        ("dispose", "dispose", |s, _| {
+            let (_, pointer) = prepared(s);
+            s.dispose(&pointer)
+        }),
+        ("corrupt-for-testing", "corrupt_for_testing", |s, _| {
+            let (handle, _) = prepared(s);
+            s.corrupt_for_testing(&handle)
+        }),
+        ("begin-checkpoint", "begin_checkpoint", |s, _| {
+            s.job("j").unwrap().begin_checkpoint(1).map(drop)
+        }),
+        ("begin-savepoint", "begin_savepoint", |s, dir| {
+            let target = dir.to_string_lossy().into_owned();
+            s.job("j")
+                .unwrap()
+                .begin_savepoint(1, Some(&target))
+                .map(drop)
+        }),
+        ("create-stream", "create_task_owned_stream", |s, _| {
+            s.job("j").unwrap().create_task_owned_stream().map(drop)
+        }),
+        ("list-completed", "list_completed", |s, _| {
+            s.job("j").unwrap().list_completed().map(drop)
+        }),
+        ("list-objects", "list_objects", |s, _| {
+            s.job("j").unwrap().list_objects().map(drop)
+        }),
+        ("list-uncommitted", "list_uncommitted", |s, _| {
+            s.job("j").unwrap().list_uncommitted().map(drop)
+        }),
+        (
+            "list-uncommitted-savepoints",
+            "list_uncommitted_savepoints",
+            |s, _| {
+                s.job("j")
+                    .unwrap()
+                    .list_uncommitted_savepoints(None)
+                    .map(drop)
+            },
+        ),
+        ("list-savepoints", "list_savepoints", |s, _| {
+            s.job("j").unwrap().list_savepoints(None).map(drop)
+        }),
+        ("read-lease", "read_lease", |s, _| {
+            s.job("j").unwrap().read_lease().map(drop)
+        }),
+        ("write-lease", "write_lease", |s, _| {
+            s.job("j").unwrap().write_lease(b"r", None).map(drop)
+        }),
+        ("create-stream", "create_stream", |s, _| {
+            let loc = s.job("j").unwrap().begin_checkpoint(1).unwrap();
+            loc.create_stream(Scope::Exclusive).map(drop)
+        }),
+        ("commit", "commit", |s, _| {
+            s.job("j")
+                .unwrap()
+                .begin_checkpoint(1)
+                .unwrap()
+                .commit(b"m")
+                .map(drop)
+        }),
+        ("dispose-on-failure", "dispose_on_failure", |s, _| {
+            s.job("j")
+                .unwrap()
+                .begin_checkpoint(1)
+                .unwrap()
+                .dispose_on_failure()
+        }),
+        ("write", "write", |s, _| {
+            let loc = s.job("j").unwrap().begin_checkpoint(1).unwrap();
+            loc.create_stream(Scope::Exclusive).unwrap().write(b"x")
+        }),
+        ("pos", "pos", |s, _| {
+            let loc = s.job("j").unwrap().begin_checkpoint(1).unwrap();
+            loc.create_stream(Scope::Exclusive).unwrap().pos().map(drop)
+        }),
+        ("close", "close_and_get_handle", |s, _| {
+            let loc = s.job("j").unwrap().begin_checkpoint(1).unwrap();
+            let mut stream = loc.create_stream(Scope::Exclusive).unwrap();
+            stream.write(b"abc").unwrap();
+            stream.close_and_get_handle().map(drop)
+        }),
+        ("read", "read", |s, _| {
+            let (handle, _) = prepared(s);
+            let mut input = s.open_handle(&handle).unwrap();
+            input.read(&mut [0u8; 64]).map(drop)
+        }),
+    ];
+    let plugin = load("cairn-fixture-panicking");
+    for (at, call, run) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = plugin.open(&panicking_options(at)).unwrap();
+        expect_panicked(run(storage.as_ref(), dir.path()), call);
+        // Again: the instance survived its panic, and another job on it works.
+        expect_panicked(run(storage.as_ref(), dir.path()), call);
+        if *at != "job" {
+            let other = storage.job("other").unwrap();
+            assert!(other.list_completed().is_ok() || *at == "list-completed");
+        }
+    }
+}
+
+/// Every object the host holds, dropped in a fixture that panics in its drop: the process goes
+/// on, and the panic is reported through the log, naming the object.
+#[test]
+fn a_panic_while_any_object_is_dropped_is_logged_and_contained() {
+    let plugin = load("cairn-fixture-panicking");
+    type Drops = fn(Box<dyn CheckpointStorage>);
+    let cases: &[(&str, &str, Drops)] = &[
+        ("drop", "Drop", |s| {
+            let job = s.job("j").unwrap();
+            drop(job.create_task_owned_stream().unwrap());
+        }),
+        ("drop-input", "DropInput", |s| {
+            let (handle, _) = prepared(s.as_ref());
+            drop(s.open_handle(&handle).unwrap());
+        }),
+        ("drop-location", "DropLocation", |s| {
+            drop(s.job("j").unwrap().begin_checkpoint(1).unwrap());
+        }),
+        ("drop-job", "DropJob", |s| drop(s.job("j").unwrap())),
+        ("drop-storage", "DropStorage", drop),
+    ];
+    for (at, object, run) in cases {
+        let capture = Capture::default();
+        let subscriber = tracing_subscriber::registry().with(capture.clone());
+        tracing::subscriber::with_default(subscriber, || {
+            run(plugin.open(&panicking_options(at)).unwrap());
+        });
+        let lines = capture.0.lock().unwrap().clone();
+        assert!(
+            lines.iter().any(|l| l.starts_with("ERROR cairn::plugin")
+                && l.contains("panicked while being dropped")
+                && l.contains(&format!("panic in {object},"))),
+            "{at}: no forwarded drop-panic event naming {object} in {lines:#?}"
+        );
+    }
+    // The library still works after all of them.
+    assert!(plugin.open(&panicking_options("nowhere")).is_ok());
 }
 
 /// Collects every event's target, level and message.

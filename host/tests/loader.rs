@@ -139,7 +139,10 @@ fn a_world_writable_file_is_refused() {
 
 #[test]
 fn a_pin_that_does_not_match_is_refused_before_loading() {
-    let path = lib("cairn-storage-memory-cdylib");
+    // A copy at a path of its own, so "never mapped" means this refusal loaded nothing (other
+    // tests load the original; libraries are never unloaded).
+    let dir = tempfile::tempdir().unwrap();
+    let path = copy_lib("cairn-storage-memory-cdylib", dir.path(), "libpinned.so");
     let wrong = "0".repeat(64);
     let e = loader::load_path(&path, Some(&wrong)).unwrap_err();
     assert!(
@@ -147,28 +150,59 @@ fn a_pin_that_does_not_match_is_refused_before_loading() {
         "{e}"
     );
     assert_eq!(e.kind(), "sha256-mismatch");
+    assert!(!is_mapped(&path), "a file refused by its pin was loaded");
+    // The pin is checked before the file's contents are judged: a file that is not a plugin, or
+    // not a shared library at all, is refused for its pin too.
+    for (package, name) in [
+        ("cairn-fixture-not-a-plugin", "libnot_a_plugin_pinned.so"),
+        ("cairn-fixture-panicking", "libpanicking_pinned.so"),
+    ] {
+        let other = copy_lib(package, dir.path(), name);
+        let e = loader::load_path(&other, Some(&wrong)).unwrap_err();
+        assert!(
+            matches!(e, LoadError::Sha256Mismatch { .. }),
+            "{package}: {e}"
+        );
+        assert!(
+            !is_mapped(&other),
+            "{package}: refused by its pin, yet loaded"
+        );
+    }
+    let junk = dir.path().join("libjunk.so");
+    std::fs::write(&junk, "not a library").unwrap();
+    let e = loader::load_path(&junk, Some(&wrong)).unwrap_err();
+    assert!(matches!(e, LoadError::Sha256Mismatch { .. }), "{e}");
     // The right pin loads.
-    let plugin = loader::load_path(&path, None).unwrap();
-    let pinned = loader::load_path(&path, Some(&plugin.sha256().unwrap().to_uppercase())).unwrap();
+    let right = sha256_hex(&path);
+    let pinned = loader::load_path(&path, Some(&right.to_uppercase())).unwrap();
     assert_eq!(pinned.manifest().name, "memory");
+    assert!(is_mapped(&path));
 }
 
 #[test]
 fn a_pin_by_name_only_opens_matching_files() {
     let dir = tempfile::tempdir().unwrap();
-    copy_lib(
+    let plugin = copy_lib(
         "cairn-storage-memory-cdylib",
         dir.path(),
-        "libcairn_storage_memory.so",
+        "libcairn_storage_memory_by_name.so",
     );
+    // A second plugin and a file that is not one, beside it: with a pin, neither is opened.
+    let other = copy_lib("cairn-fixture-panicking", dir.path(), "libother_by_name.so");
+    std::fs::write(dir.path().join("libjunk_by_name.so"), "not a library").unwrap();
     let search = SearchPath::new(vec![dir.path().to_path_buf()]);
     let e = loader::load_by_name(&search, "memory", Some(&"ab".repeat(32))).unwrap_err();
+    assert!(matches!(e, LoadError::PinMatchesNothing { .. }), "{e}");
     assert_eq!(e.kind(), "sha256-mismatch", "{e}");
-    let right = loader::load_by_name(&search, "memory", None)
-        .unwrap()
-        .sha256()
-        .unwrap()
-        .to_string();
+    assert!(
+        !is_mapped(&plugin),
+        "a file whose digest differs from the pin was loaded"
+    );
+    assert!(
+        !is_mapped(&other),
+        "a file whose digest differs from the pin was loaded"
+    );
+    let right = sha256_hex(&plugin);
     assert_eq!(
         loader::load_by_name(&search, "memory", Some(&right))
             .unwrap()
@@ -176,6 +210,16 @@ fn a_pin_by_name_only_opens_matching_files() {
             .name,
         "memory"
     );
+    assert!(
+        !is_mapped(&other),
+        "loading by a pin opened another file too"
+    );
+}
+
+/// The SHA-256 of a file, as `cairn plugins info` prints it.
+fn sha256_hex(path: &std::path::Path) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use crate::util::{cairn, copy_lib, lib};
+use crate::util::{cairn, dir_with_plugins, lib, FS_PLUGIN};
 
 /// A config on the hanging fixture, hanging in `call`, with a one-second deadline.
 fn hanging(dir: &Path, call: &str, extra: &str) {
@@ -123,14 +123,7 @@ fn the_summary_is_out_before_the_checkpoints_are_discarded() {
 
 #[test]
 fn a_job_folder_that_disappears_is_named_on_failover() {
-    let dir = tempfile::tempdir().unwrap();
-    let plugins = dir.path().join("plugins");
-    std::fs::create_dir(&plugins).unwrap();
-    copy_lib(
-        "cairn-storage-fs-cdylib",
-        &plugins,
-        "libcairn_storage_fs.so",
-    );
+    let dir = dir_with_plugins(&[FS_PLUGIN]);
     std::fs::write(
         dir.path().join("cairn.toml"),
         "[plugins]\nsearch-path = [\"plugins\"]\n\n[checkpointing]\ninterval = \"100ms\"\n\n\
@@ -175,14 +168,7 @@ fn a_job_folder_that_disappears_is_named_on_failover() {
 
 #[test]
 fn a_state_too_large_for_the_machine_is_refused_not_aborted() {
-    let dir = tempfile::tempdir().unwrap();
-    let plugins = dir.path().join("plugins");
-    std::fs::create_dir(&plugins).unwrap();
-    copy_lib(
-        "cairn-storage-fs-cdylib",
-        &plugins,
-        "libcairn_storage_fs.so",
-    );
+    let dir = dir_with_plugins(&[FS_PLUGIN]);
     // About an exbibyte of state: more than any machine this runs on.
     std::fs::write(
         dir.path().join("cairn.toml"),
@@ -196,7 +182,8 @@ fn a_state_too_large_for_the_machine_is_refused_not_aborted() {
     assert!(err.contains("more than this machine's"), "{err}");
     let out = cairn(&["config", "check", "cairn.toml", "--json"], dir.path());
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(doc["valid"], false);
+    assert_eq!(doc["error"]["key"], "job.keys", "{doc}");
+    assert_eq!(doc["error"]["kind"], "config");
     let out = cairn(&["run", "--records", "10"], dir.path());
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(

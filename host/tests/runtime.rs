@@ -440,13 +440,13 @@ fn commands_take_a_savepoint_and_cancel() {
         reply,
     })
     .unwrap();
-    let pointer = answer.recv().unwrap().expect("a savepoint pointer");
+    let pointer = answer.recv().unwrap().expect("a savepoint").pointer;
     assert!(Path::new(&pointer).join("_metadata").is_file(), "{pointer}");
     let meta = metadata(storage.as_ref(), &pointer);
     assert_eq!(meta.kind, cairn_host::metadata::SnapshotKind::Savepoint);
     tx.send(Command::Cancel).unwrap();
     let summary = runner.join().unwrap().unwrap();
-    assert_eq!(summary.status, Status::Cancelled);
+    assert_eq!(summary.status, Status::Stopped);
 }
 
 #[test]

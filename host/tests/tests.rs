@@ -35,6 +35,10 @@ mod config_mutations;
 // `cairn run` and `cairn checkpoints`: exactly-once, restore, failover, verify, gc, delete.
 mod job;
 
+// Every barrier mode: unaligned channel state replayed in order, at-least-once, savepoints,
+// the aligned-checkpoint timeout, the in-flight bound.
+mod barriers;
+
 // `cairn bench crash` with a short N: kill -9 trials lose nothing, digests match.
 mod crash;
 
@@ -60,3 +64,26 @@ mod recovery;
 // The word count through `cairn run`: exactly once after kill -9 at random points, part files
 // visible only once their checkpoint completed, non-UTF-8 input.
 mod word_count;
+
+// The `--json` contract on every command, on success and on failure (README, "JSON contract").
+mod json_contract;
+
+// Control of a running job from other processes: savepoint, stop --savepoint, cancel and status
+// over the control socket, the Prometheus endpoint scraped during a run, another user refused.
+mod control;
+// The job lease: a second run, gc and delete refused while a job runs (filesystem and
+// SeaweedFS), takeover after the ttl, `run --standby` after `kill -9`, and lineage (`--fresh`,
+// ids that never repeat).
+mod lease;
+
+// Ways out of damage: a truncated `_metadata` through `run --from latest`, `gc` and
+// `delete --force`.
+mod damage;
+
+// `checkpoints copy`: filesystem to SeaweedFS, restored there exactly; a failed copy commits
+// nothing.
+mod copy;
+
+// Honest terminal output (issue 14.4): no colour codes in pipes, one line per failover, -q,
+// signals' exit codes and summaries, `run --from` by id or relative path, fitted tables.
+mod terminal;

@@ -235,7 +235,9 @@ fn files_that_are_not_loadable_get_their_own_one_line_error() {
     for (path, expected) in cases {
         let (code, doc, stderr) = verify(&[path.to_str().unwrap()], dir.path());
         assert_eq!(code, 1, "{}", path.display());
-        assert_eq!(doc, Value::Null, "no report for a refused file");
+        // No report for a refused file: the contract's error object instead.
+        assert_eq!(doc["error"]["kind"], "plugin", "{doc}");
+        assert!(doc.get("cases").is_none(), "{doc}");
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
         assert!(
             stderr.starts_with("error: ") && stderr.contains(expected),

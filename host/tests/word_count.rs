@@ -9,27 +9,27 @@ use std::{
     time::Duration,
 };
 
-use crate::util::{cairn, cairn_ok, copy_lib, json_of};
+use crate::util::{cairn, cairn_ok, dir_with_plugins, json_of, FS_PLUGIN};
 
 /// A folder with the filesystem plugin, input files and a word-count config.
 fn setup(input: &[(String, Vec<u8>)]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let plugins = dir.path().join("plugins");
-    std::fs::create_dir(&plugins).unwrap();
-    copy_lib(
-        "cairn-storage-fs-cdylib",
-        &plugins,
-        "libcairn_storage_fs.so",
-    );
+    setup_with(input, "", "rate = 40000\n")
+}
+
+/// [`setup`] with `checkpointing` and `job` lines added to the config.
+fn setup_with(input: &[(String, Vec<u8>)], checkpointing: &str, job: &str) -> tempfile::TempDir {
+    let dir = dir_with_plugins(&[FS_PLUGIN]);
     std::fs::create_dir(dir.path().join("input")).unwrap();
     for (name, bytes) in input {
         std::fs::write(dir.path().join("input").join(name), bytes).unwrap();
     }
     std::fs::write(
         dir.path().join("cairn.toml"),
-        "[plugins]\nsearch-path = [\"plugins\"]\n\n[checkpointing]\ninterval = \"100ms\"\n\
-         num-retained = 2\n\n[job]\nid = \"wc\"\nkind = \"word-count\"\ninput = \"input\"\n\
-         output = \"output\"\nrate = 40000\n",
+        format!(
+            "[plugins]\nsearch-path = [\"plugins\"]\n\n[checkpointing]\ninterval = \"100ms\"\n\
+             num-retained = 2\n{checkpointing}\n[job]\nid = \"wc\"\nkind = \"word-count\"\n\
+             input = \"input\"\noutput = \"output\"\n{job}"
+        ),
     )
     .unwrap();
     dir
@@ -309,4 +309,40 @@ fn settings_of_the_other_job_kind_are_refused() {
         err.contains("job.keys does not apply to job.kind = \"word-count\""),
         "{err}"
     );
+}
+
+/// Under `unaligned = true` with a slow operator, a failover restores a checkpoint holding
+/// channel state, and the committed output is the uninterrupted run's.
+#[test]
+fn unaligned_failover_commits_the_uninterrupted_output() {
+    let input = input(3, 5000);
+    let clean = setup(&input);
+    let (finished, stdout) = run_once(clean.path(), false, None);
+    assert!(finished, "{stdout}");
+    let expected = committed_lines(clean.path());
+
+    let dir = setup_with(
+        &input,
+        "unaligned = true\n",
+        "rate = 40000\noperator-rate = 10000\nfail-after-records = 3000\n\n\
+         [restart]\nattempts = 1\ndelay = \"10ms\"\n",
+    );
+    let out = cairn_ok(&["run", "--json"], dir.path());
+    let summary = json_of(&out);
+    assert_eq!(summary["status"], "finished", "{summary}");
+    assert_eq!(summary["attempts"], 2, "{summary}");
+    // The checkpoint the failover restored from held channel state, as its line says.
+    let log = String::from_utf8_lossy(&out.stderr);
+    let from = log
+        .lines()
+        .find_map(|l| l.split_once("; restarting from ").map(|(_, p)| p.trim()))
+        .unwrap_or_else(|| panic!("no restart from a checkpoint: {log}"));
+    let line = log
+        .lines()
+        .find(|l| l.ends_with(&format!(": {from}")) && l.contains(" completed in "))
+        .unwrap_or_else(|| panic!("no line for {from}: {log}"));
+    assert!(line.contains("(unaligned, "), "{line}");
+    assert!(!line.contains(", 0 B of channel state"), "{line}");
+    assert_eq!(committed_lines(dir.path()), expected);
+    assert!(parts(dir.path()).iter().all(|(_, _, hidden)| !hidden));
 }

@@ -170,6 +170,57 @@ pub type RInputBox = RInput_TO<'static, RBox<()>>;
 pub struct Api11 {
     pub list_uncommitted_savepoints:
         extern "C" fn(job: &RJobBox, target: ROption<RStr<'_>>) -> RResult<RVec<RString>, RError>,
+    pub list_savepoints:
+        extern "C" fn(job: &RJobBox, target: ROption<RStr<'_>>) -> RResult<RVec<RString>, RError>,
+    pub read_lease: extern "C" fn(job: &RJobBox) -> RResult<ROption<RLeaseRecord>, RError>,
+    pub write_lease: extern "C" fn(
+        job: &RJobBox,
+        record: RSlice<'_, u8>,
+        expected: ROption<RStr<'_>>,
+    ) -> RResult<RString, RError>,
+    /// Since API 1.1: check an options document with the plugin's own rules, creating and
+    /// touching nothing (`StoragePlugin::validate`).
+    pub validate_options: extern "C" fn(options: RStr<'_>) -> RResult<(), RError>,
+    /// Since API 1.1: the options the plugin accepts, from its static manifest
+    /// (`StaticManifest::options`).
+    pub options: extern "C" fn() -> RResult<RVec<ROptionSpec>, RError>,
+}
+
+/// Since API 1.1: one option a plugin accepts (see `manifest::OptionSpec`).
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone)]
+pub struct ROptionSpec {
+    pub name: RString,
+    pub default: ROption<RString>,
+    pub description: RString,
+}
+
+impl From<&crate::manifest::OptionSpec> for ROptionSpec {
+    fn from(o: &crate::manifest::OptionSpec) -> Self {
+        ROptionSpec {
+            name: o.name.into(),
+            default: o.default.map(RString::from).into(),
+            description: o.description.into(),
+        }
+    }
+}
+
+impl From<ROptionSpec> for crate::manifest::OptionInfo {
+    fn from(o: ROptionSpec) -> Self {
+        crate::manifest::OptionInfo {
+            name: o.name.into_string(),
+            default: o.default.into_option().map(RString::into_string),
+            description: o.description.into_string(),
+        }
+    }
+}
+
+/// Since API 1.1: a job's lease record and its version (see `JobStorage::read_lease`).
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone)]
+pub struct RLeaseRecord {
+    pub bytes: RVec<u8>,
+    pub version: RString,
 }
 
 /// What a plugin exports under [`API_1_1_SYMBOL`]: the module and its layout, which the host
@@ -209,9 +260,27 @@ use crate::{
     error::{ErrorKind, StorageError},
     handle::{Scope, StateHandle},
     manifest::{Capabilities, Manifest},
-    storage::{CompletedCheckpoint, ResolvedCheckpoint, StorageInfo, StoredObject},
+    storage::{CompletedCheckpoint, LeaseRecord, ResolvedCheckpoint, StorageInfo, StoredObject},
     version::ApiVersion,
 };
+
+impl From<LeaseRecord> for RLeaseRecord {
+    fn from(r: LeaseRecord) -> Self {
+        RLeaseRecord {
+            bytes: r.bytes.into(),
+            version: r.version.into(),
+        }
+    }
+}
+
+impl From<RLeaseRecord> for LeaseRecord {
+    fn from(r: RLeaseRecord) -> Self {
+        LeaseRecord {
+            bytes: r.bytes.into_vec(),
+            version: r.version.into_string(),
+        }
+    }
+}
 
 impl From<StorageError> for RError {
     fn from(e: StorageError) -> Self {

@@ -21,9 +21,9 @@ use abi_stable::{
 use crate::{
     abi::{
         scope_from_raw, Api11, Api11Export, PluginModule, PluginModuleRef, RCompleted, RError,
-        RHandle, RHostLog, RInput, RInputBox, RInput_TO, RJob, RJobBox, RJob_TO, RLocation,
-        RLocationBox, RLocation_TO, RManifest, ROutput, ROutputBox, ROutput_TO, RResolved,
-        RStorage, RStorageBox, RStorageInfo, RStorage_TO, RStoredObject,
+        RHandle, RHostLog, RInput, RInputBox, RInput_TO, RJob, RJobBox, RJob_TO, RLeaseRecord,
+        RLocation, RLocationBox, RLocation_TO, RManifest, ROutput, ROutputBox, ROutput_TO,
+        RResolved, RStorage, RStorageBox, RStorageInfo, RStorage_TO, RStoredObject,
     },
     error::StorageError,
     handle::StateHandle,
@@ -89,7 +89,7 @@ macro_rules! export_storage_plugin {
         pub static __CAIRN_ROOT_MODULE: $crate::__private::ExportedModule =
             $crate::__private::export_module::<$plugin>();
 
-        $crate::__cairn_export_api_1_1!();
+        $crate::__cairn_export_api_1_1!($plugin);
     };
 }
 
@@ -98,10 +98,11 @@ macro_rules! export_storage_plugin {
 #[cfg(not(feature = "__api_1_0"))]
 #[macro_export]
 macro_rules! __cairn_export_api_1_1 {
-    () => {
+    ($plugin:ty) => {
         #[doc(hidden)]
         #[unsafe(export_name = "cairn_plugin_api_1_1")]
-        pub static __CAIRN_API_1_1: $crate::__private::Api11Export = $crate::__private::API_1_1;
+        pub static __CAIRN_API_1_1: $crate::__private::Api11Export =
+            $crate::__private::api_1_1::<$plugin>();
     };
 }
 
@@ -110,7 +111,7 @@ macro_rules! __cairn_export_api_1_1 {
 #[cfg(feature = "__api_1_0")]
 #[macro_export]
 macro_rules! __cairn_export_api_1_1 {
-    () => {};
+    ($plugin:ty) => {};
 }
 
 /// The root module header of a plugin library, as a static.
@@ -218,13 +219,34 @@ fn job_box(job: Box<dyn JobStorage>) -> RJobBox {
     RJob_TO::from_value(Guarded::new(job), TD_CanDowncast)
 }
 
-/// The API 1.1 module every plugin built against API 1.1 or later exports.
-pub const API_1_1: Api11Export = Api11Export {
-    layout: <Api11 as abi_stable::StableAbi>::LAYOUT,
-    api: Api11 {
-        list_uncommitted_savepoints,
-    },
-};
+/// The API 1.1 module every plugin built against API 1.1 or later exports, for plugin `P`.
+pub const fn api_1_1<P: StoragePlugin>() -> Api11Export {
+    Api11Export {
+        layout: <Api11 as abi_stable::StableAbi>::LAYOUT,
+        api: Api11 {
+            list_uncommitted_savepoints,
+            list_savepoints,
+            read_lease,
+            write_lease,
+            validate_options: validate_options::<P>,
+            options: options::<P>,
+        },
+    }
+}
+
+extern "C" fn validate_options<P: StoragePlugin>(options: RStr<'_>) -> RResult<(), RError> {
+    guard("validate", || P::validate(options.as_str()))
+}
+
+extern "C" fn options<P: StoragePlugin>() -> RResult<RVec<crate::abi::ROptionSpec>, RError> {
+    guard("options", || {
+        Ok(P::STATIC_MANIFEST
+            .map_or(&[][..], |m| m.options)
+            .iter()
+            .map(crate::abi::ROptionSpec::from)
+            .collect())
+    })
+}
 
 /// The job behind a vtable object the host handed back, if this plugin made it.
 fn job_of(job: &RJobBox) -> Result<&dyn JobStorage, StorageError> {
@@ -247,6 +269,39 @@ extern "C" fn list_uncommitted_savepoints(
             .into_iter()
             .map(abi_stable::std_types::RString::from)
             .collect())
+    })
+}
+
+extern "C" fn list_savepoints(
+    job: &RJobBox,
+    target: ROption<RStr<'_>>,
+) -> RResult<RVec<abi_stable::std_types::RString>, RError> {
+    guard("list_savepoints", || {
+        let target = target.into_option();
+        Ok(job_of(job)?
+            .list_savepoints(target.as_ref().map(|t| t.as_str()))?
+            .into_iter()
+            .map(abi_stable::std_types::RString::from)
+            .collect())
+    })
+}
+
+extern "C" fn read_lease(job: &RJobBox) -> RResult<ROption<RLeaseRecord>, RError> {
+    guard("read_lease", || {
+        Ok(job_of(job)?.read_lease()?.map(RLeaseRecord::from).into())
+    })
+}
+
+extern "C" fn write_lease(
+    job: &RJobBox,
+    record: RSlice<'_, u8>,
+    expected: ROption<RStr<'_>>,
+) -> RResult<abi_stable::std_types::RString, RError> {
+    guard("write_lease", || {
+        let expected = expected.into_option();
+        job_of(job)?
+            .write_lease(record.as_slice(), expected.as_ref().map(|e| e.as_str()))
+            .map(Into::into)
     })
 }
 

@@ -30,7 +30,7 @@ use crate::{
     manifest::Manifest,
     storage::{
         CheckpointLocation, CheckpointStorage, CompletedCheckpoint, InputStream, JobStorage,
-        OutputStream, ResolvedCheckpoint, StorageInfo, StoredObject,
+        LeaseRecord, OutputStream, ResolvedCheckpoint, StorageInfo, StoredObject,
     },
 };
 
@@ -220,6 +220,35 @@ impl LoadedPlugin {
         &self.manifest
     }
 
+    /// Check the serialized `[storage.options]` table with the plugin's own rules, creating
+    /// nothing (`StoragePlugin::validate`).
+    ///
+    /// Since API 1.1: a plugin built against API 1.0 answers the same `Unsupported` as the safe
+    /// trait's default.
+    pub fn validate(&self, options: &str) -> StorageResult<()> {
+        let api = self.api_1_1("validate")?;
+        into_result((api.validate_options)(RStr::from_str(options)))
+    }
+
+    /// The options the plugin accepts, with their defaults, from its static manifest (empty if
+    /// it declares none).
+    ///
+    /// Since API 1.1: a plugin built against API 1.0 answers `Unsupported`.
+    pub fn options(&self) -> StorageResult<Vec<crate::manifest::OptionInfo>> {
+        let api = self.api_1_1("options")?;
+        Ok(into_result((api.options)())?
+            .into_iter()
+            .map(Into::into)
+            .collect())
+    }
+
+    /// The API 1.1 module, or for a plugin built against API 1.0 the same `Unsupported` as the
+    /// safe trait's default for `call`.
+    fn api_1_1(&self, call: &str) -> StorageResult<&'static Api11> {
+        self.api_1_1
+            .ok_or_else(|| crate::version::unsupported_since(crate::version::API_1_1, call))
+    }
+
     /// Open a storage instance with the serialized `[storage.options]` table.
     pub fn open(&self, options: &str) -> StorageResult<Box<dyn CheckpointStorage>> {
         let inner = into_result((self.module.open())(
@@ -326,15 +355,10 @@ impl JobStorage for LoadedJob {
         Ok(into_result(self.inner.list_uncommitted())?.into_vec())
     }
 
-    // A plugin built against API 1.0 has no API 1.1 module: the same `Unsupported` as the safe
-    // trait's default, so the host has one path for "not supported".
+    // The functions of API 1.1: a plugin built against API 1.0 has no API 1.1 module, and each
+    // answers the same `Unsupported` as the safe trait's default (see `LoadedJob::api_1_1`).
     fn list_uncommitted_savepoints(&self, target: Option<&str>) -> StorageResult<Vec<String>> {
-        let Some(api) = self.api_1_1 else {
-            return Err(crate::version::unsupported_since(
-                crate::version::API_1_1,
-                "list_uncommitted_savepoints",
-            ));
-        };
+        let api = self.api_1_1("list_uncommitted_savepoints")?;
         let target: ROption<RStr<'_>> = target.map(RStr::from_str).into();
         Ok(
             into_result((api.list_uncommitted_savepoints)(&self.inner, target))?
@@ -342,6 +366,42 @@ impl JobStorage for LoadedJob {
                 .map(|p| p.into_string())
                 .collect(),
         )
+    }
+
+    fn list_savepoints(&self, target: Option<&str>) -> StorageResult<Vec<String>> {
+        let api = self.api_1_1("list_savepoints")?;
+        let target: ROption<RStr<'_>> = target.map(RStr::from_str).into();
+        Ok(into_result((api.list_savepoints)(&self.inner, target))?
+            .into_iter()
+            .map(|p| p.into_string())
+            .collect())
+    }
+
+    fn read_lease(&self) -> StorageResult<Option<LeaseRecord>> {
+        let api = self.api_1_1("read_lease")?;
+        Ok(into_result((api.read_lease)(&self.inner))?
+            .into_option()
+            .map(Into::into))
+    }
+
+    fn write_lease(&self, record: &[u8], expected: Option<&str>) -> StorageResult<String> {
+        let api = self.api_1_1("write_lease")?;
+        let expected: ROption<RStr<'_>> = expected.map(RStr::from_str).into();
+        into_result((api.write_lease)(
+            &self.inner,
+            RSlice::from_slice(record),
+            expected,
+        ))
+        .map(|v| v.into_string())
+    }
+}
+
+impl LoadedJob {
+    /// The API 1.1 module, or for a plugin built against API 1.0 the same `Unsupported` as the
+    /// safe trait's default for `call`, so the host has one path for "not supported".
+    fn api_1_1(&self, call: &str) -> StorageResult<&'static Api11> {
+        self.api_1_1
+            .ok_or_else(|| crate::version::unsupported_since(crate::version::API_1_1, call))
     }
 }
 

@@ -53,12 +53,12 @@ mod version;
 pub use error::{ErrorKind, StorageError, StorageResult};
 pub use handle::{Scope, StateHandle};
 pub use job_id::{JobId, JobIdError};
-pub use manifest::{Capabilities, Manifest, StaticManifest};
-pub use options::parse_options;
+pub use manifest::{Capabilities, Manifest, OptionInfo, OptionSpec, StaticManifest};
+pub use options::{did_you_mean, parse_duration, parse_options, parse_size};
 pub use storage::{
     read_handle_fully, CheckpointLocation, CheckpointStorage, CompletedCheckpoint, InlineInput,
-    InputStream, JobStorage, OutputStream, ResolvedCheckpoint, StorageInfo, StoragePlugin,
-    StoredObject,
+    InputStream, JobStorage, LeaseRecord, OutputStream, ResolvedCheckpoint, StorageInfo,
+    StoragePlugin, StoredObject, MAX_LEASE_RECORD_BYTES,
 };
 pub use version::{unsupported_since, ApiVersion, API_1_0, API_1_1, API_VERSION};
 
@@ -67,6 +67,6 @@ pub use version::{unsupported_since, ApiVersion, API_1_0, API_1_1, API_VERSION};
 #[doc(hidden)]
 pub mod __private {
     pub use crate::abi::Api11Export;
-    pub use crate::export::{export_module, probe_word, ExportedModule, API_1_1};
+    pub use crate::export::{api_1_1, export_module, probe_word, ExportedModule};
     pub use crate::section::{section_bytes, section_len};
 }

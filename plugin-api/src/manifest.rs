@@ -145,6 +145,58 @@ pub struct StaticManifest {
     pub capabilities: Capabilities,
     /// See [`Manifest::test_options`].
     pub test_options: &'static str,
+    /// The `[storage.options]` the plugin accepts, with their defaults, for
+    /// `cairn plugins info`. Set it with [`StaticManifest::with_options`].
+    ///
+    /// Since API 1.1.
+    pub options: &'static [OptionSpec],
+}
+
+/// One option of `[storage.options]` a plugin accepts, as constants in its [`StaticManifest`].
+///
+/// Since API 1.1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OptionSpec {
+    /// The option's name, as written in `[storage.options]` (`dir`).
+    pub name: &'static str,
+    /// Its default as a config file writes it (`"20KiB"`); `None` when it has none (required,
+    /// or unset by default: the description says which).
+    pub default: Option<&'static str>,
+    /// One line about what it does.
+    pub description: &'static str,
+}
+
+impl OptionSpec {
+    /// An option with a default.
+    pub const fn new(name: &'static str, default: &'static str, description: &'static str) -> Self {
+        Self {
+            name,
+            default: Some(default),
+            description,
+        }
+    }
+
+    /// An option without a default.
+    pub const fn no_default(name: &'static str, description: &'static str) -> Self {
+        Self {
+            name,
+            default: None,
+            description,
+        }
+    }
+}
+
+/// One option a loaded plugin accepts, as the host reads it (see [`OptionSpec`]).
+///
+/// Since API 1.1.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OptionInfo {
+    /// See [`OptionSpec::name`].
+    pub name: String,
+    /// See [`OptionSpec::default`].
+    pub default: Option<String>,
+    /// See [`OptionSpec::description`].
+    pub description: String,
 }
 
 impl StaticManifest {
@@ -161,7 +213,14 @@ impl StaticManifest {
             description,
             capabilities,
             test_options: "",
+            options: &[],
         }
+    }
+
+    /// The options the plugin accepts (see [`StaticManifest::options`]).
+    pub const fn with_options(mut self, options: &'static [OptionSpec]) -> Self {
+        self.options = options;
+        self
     }
 
     /// Like [`Manifest::with_test_options`].

@@ -37,6 +37,20 @@ pub trait StoragePlugin: 'static {
     /// (parse it with [`parse_options`](crate::parse_options)). Reject unknown or invalid options
     /// with [`StorageError::InvalidConfig`] naming the option.
     fn open(options: &str) -> StorageResult<Box<dyn CheckpointStorage>>;
+
+    /// Check an options document with the same rules as [`StoragePlugin::open`], with no side
+    /// effect on storage: nothing is created, written or removed (no directory, no bucket), so
+    /// `cairn config check` can say "`run` will start" about a file. Checks that need the
+    /// storage itself (reachability, credentials) belong to `open`, not here.
+    ///
+    /// Since API 1.1. The default answers `Unsupported`, as the host does for a 1.0 plugin.
+    fn validate(options: &str) -> StorageResult<()> {
+        let _ = options;
+        Err(crate::version::unsupported_since(
+            crate::version::API_1_1,
+            "validate",
+        ))
+    }
 }
 
 /// What an opened storage instance reports about its configuration.
@@ -157,6 +171,69 @@ pub trait JobStorage: Send + Sync {
             "list_uncommitted_savepoints",
         ))
     }
+
+    /// Since API 1.1. Pointers of this job's *completed* savepoints under `target` (or under
+    /// the backend's default savepoint location), in any order, for `cairn checkpoints list` and
+    /// so that checkpoint ids never repeat a savepoint's. Uncommitted locations and savepoints
+    /// of other jobs are never listed; a location whose name carries only a prefix of the job
+    /// id (written by older versions) may be, so the caller checks the job id in the metadata.
+    /// With neither a target nor a default, an empty list.
+    ///
+    /// The default returns `Unsupported`, as the host's wrapper does for a plugin built against
+    /// API 1.0.
+    fn list_savepoints(&self, target: Option<&str>) -> StorageResult<Vec<String>> {
+        let _ = target;
+        Err(crate::version::unsupported_since(
+            crate::version::API_1_1,
+            "list_savepoints",
+        ))
+    }
+
+    /// Since API 1.1. The job's lease record, as last written with
+    /// [`JobStorage::write_lease`], and its version; `None` if none was ever written. The
+    /// record is the host's (it says who holds the job and until when); the backend stores its
+    /// bytes and nothing else. See ARCHITECTURE.md, "The job lease", for the protocol on top.
+    ///
+    /// The default returns `Unsupported`, as the host's wrapper does for a plugin built against
+    /// API 1.0; the host then falls back to a lock file on the local machine.
+    fn read_lease(&self) -> StorageResult<Option<LeaseRecord>> {
+        Err(crate::version::unsupported_since(
+            crate::version::API_1_1,
+            "read_lease",
+        ))
+    }
+
+    /// Since API 1.1. Replace the job's lease record with `record`, only if its version is
+    /// still `expected` (`None`: only if there is no record), atomically against every other
+    /// writer, in this process or on another host: of two writers with the same `expected`,
+    /// exactly one succeeds and the other gets `AlreadyExists`. Returns the new version, which
+    /// differs from every earlier one. A record longer than [`MAX_LEASE_RECORD_BYTES`] may be
+    /// refused with `InvalidConfig`. A write whose answer is lost (a timeout) may still have
+    /// happened; the host reads the record back to find out.
+    ///
+    /// The default returns `Unsupported`, as the host's wrapper does for a plugin built against
+    /// API 1.0.
+    fn write_lease(&self, record: &[u8], expected: Option<&str>) -> StorageResult<String> {
+        let _ = (record, expected);
+        Err(crate::version::unsupported_since(
+            crate::version::API_1_1,
+            "write_lease",
+        ))
+    }
+}
+
+/// Since API 1.1. The largest lease record a backend must store (the host's are a few hundred
+/// bytes).
+pub const MAX_LEASE_RECORD_BYTES: usize = 64 * 1024;
+
+/// Since API 1.1. A job's lease record and its version, as [`JobStorage::read_lease`] returns
+/// them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseRecord {
+    /// The bytes last written with [`JobStorage::write_lease`].
+    pub bytes: Vec<u8>,
+    /// Its version, opaque to the host: pass it to [`JobStorage::write_lease`] as `expected`.
+    pub version: String,
 }
 
 /// A stored state object, as [`JobStorage::list_objects`] reports it.

@@ -110,14 +110,25 @@ impl fmt::Display for ApiVersion {
 /// typed error kinds; a logging callback handed to the plugin at open.
 pub const API_1_0: ApiVersion = ApiVersion::new(1, 0);
 
-/// API 1.1, two additions:
+/// API 1.1, these additions:
 ///
 /// - [`JobStorage::list_uncommitted_savepoints`](crate::JobStorage::list_uncommitted_savepoints),
 ///   so that garbage collection finds savepoint locations a crash left uncommitted;
+/// - [`JobStorage::list_savepoints`](crate::JobStorage::list_savepoints), the job's completed
+///   savepoints, so that they are listed beside checkpoints and ids never repeat theirs;
+/// - [`JobStorage::read_lease`](crate::JobStorage::read_lease) and
+///   [`JobStorage::write_lease`](crate::JobStorage::write_lease): a compare-and-swap register
+///   per job in the storage itself, on which the host keeps one live writer per job (the job
+///   lease, see ARCHITECTURE.md); a 1.0 plugin has none, and the host uses a local lock;
 /// - the manifest section: a plugin may declare its manifest as constants
 ///   (`StoragePlugin::STATIC_MANIFEST`); the export macro writes it into the ELF section
 ///   `.cairn_manifest` (format in `section.rs`), so a host reads it without running plugin code.
-///   1.0 plugins, which have no section, load as before.
+///   1.0 plugins, which have no section, load as before;
+/// - [`StoragePlugin::validate`](crate::StoragePlugin::validate): check an options document
+///   with the plugin's own rules and no side effect on storage, for `cairn config check`;
+/// - the option list of the static manifest
+///   ([`StaticManifest::with_options`](crate::StaticManifest::with_options)), for
+///   `cairn plugins info`.
 pub const API_1_1: ApiVersion = ApiVersion::new(1, 1);
 
 /// The API version this crate implements. Always the last constant above.

@@ -228,6 +228,29 @@ impl S3Server {
         owned.launch().map_err(|e| e.message)
     }
 
+    /// A GET from SeaweedFS's filer (its own HTTP API, beside S3), for tests that look at what
+    /// S3 does not list, such as the parts of unfinished multipart uploads: the response body,
+    /// with JSON asked for. Only for servers started by [`S3Server::start`].
+    pub fn filer_get(&self, path: &str) -> Result<String, String> {
+        let port = self
+            .owned
+            .as_ref()
+            .ok_or("only a server this test started has a known filer")?
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .ports
+            .filer;
+        let response =
+            server::request(port, "GET", path, &[("Accept", "application/json")], b"")?;
+        if !(200..300).contains(&response.status) && response.status != 404 {
+            return Err(format!(
+                "filer answered {} to GET {path}: {}",
+                response.status, response.body
+            ));
+        }
+        Ok(response.body)
+    }
+
     /// SeaweedFS's log, for failure messages (empty for a server we did not start).
     pub fn log_tail(&self) -> String {
         self.owned.as_ref().map_or_else(String::new, |o| {

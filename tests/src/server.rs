@@ -1,6 +1,6 @@
 //! What every test server needs, written once: ports reserved without races, a guard that kills
 //! the server when the test process ends, a bounded retry when a port was taken anyway, the
-//! installers that put a server into `target/`, and a minimal HTTP/1.1 client for readiness
+//! installers that put a server into `target/`, and a minimal HTTP/1.0 client for readiness
 //! probes and set-up requests. The S3 server ([`crate::s3`]), Azurite ([`crate::azure`]) and
 //! the GCS emulator ([`crate::gcs`]) are built on it.
 //!
@@ -289,7 +289,8 @@ pub(crate) struct Response {
     pub(crate) body: String,
 }
 
-/// A minimal HTTP/1.1 request to 127.0.0.1:`port` with extra `headers`.
+/// A minimal HTTP/1.0 request to 127.0.0.1:`port` with extra `headers` (1.0, so that the
+/// answer is never chunked and its body can be read as it comes).
 pub(crate) fn request(
     port: u16,
     method: &str,
@@ -303,7 +304,7 @@ pub(crate) fn request(
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(|e| e.to_string())?;
     let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\nConnection: close\r\n",
         body.len()
     );
     for (name, value) in headers {

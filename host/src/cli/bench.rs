@@ -163,15 +163,21 @@ impl Samples {
         match self.best() {
             None => Value::Null,
             Some(best) => json!({
-                "bytes": best.bytes,
+                "size_bytes": best.bytes,
                 "calls": best.calls,
-                "seconds": best.seconds,
+                "duration_us": whole_us(best.seconds),
                 "mib_per_s": best.mib_per_sec(),
                 "ns_per_call": best.nanos_per_call(),
-                "samples_seconds": self.0.iter().map(|s| s.seconds).collect::<Vec<_>>(),
+                "samples_us": self.0.iter().map(|s| whole_us(s.seconds)).collect::<Vec<_>>(),
             }),
         }
     }
+}
+
+/// Seconds as whole microseconds, the unit of the contract for a benchmark's timings.
+fn whole_us(seconds: f64) -> u64 {
+    // `as` saturates: a negative or NaN figure is 0.
+    (seconds * 1e6).round() as u64
 }
 
 /// `a ÷ b` of the best throughputs, if both were measured.
@@ -517,12 +523,12 @@ fn storage(args: &StorageArgs, config: &ConfigArg) -> anyhow::Result<ExitCode> {
                 "path": plugin.path(),
             },
             "dir": dir,
-            "size": args.size,
-            "chunk": chunk,
+            "size_bytes": args.size,
+            "chunk_bytes": chunk,
             "calls": args.calls,
             "rounds": args.rounds,
             "plugin_vs_raw": {
-                "chunk": chunk,
+                "chunk_bytes": chunk,
                 "plugin_write_commit": plugin_write.to_json(),
                 "raw_write_sync": raw_write.to_json(),
                 "plugin_read": plugin_read.to_json(),
@@ -535,7 +541,7 @@ fn storage(args: &StorageArgs, config: &ConfigArg) -> anyhow::Result<ExitCode> {
                 .map(|d| d.to_json(&plugin_write, &plugin_read)),
             "loaded_vs_linked": {
                 "backend": FILESYSTEM,
-                "chunk": LINKED_CHUNK,
+                "chunk_bytes": LINKED_CHUNK,
                 "loaded_path": loaded.as_ref().ok().map(|(p, ..)| p.path().to_path_buf()),
                 "linked_runner": runner.as_ref().ok(),
                 "loaded": loaded_side.to_json(),
@@ -549,7 +555,7 @@ fn storage(args: &StorageArgs, config: &ConfigArg) -> anyhow::Result<ExitCode> {
             "notes": notes,
             "complete": complete,
         });
-        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+        super::output::print_json(&mut out, &doc)?;
     } else {
         writeln!(
             out,

@@ -49,6 +49,7 @@ impl Job {
             job_kind: "keyed-counter".to_string(),
             config_fingerprint: String::new(),
             job_settings: String::new(),
+            barriers: Default::default(),
             triggered_at_ms: 0,
             completed_at_ms: 0,
             tasks: vec![TaskState {
@@ -61,6 +62,7 @@ impl Job {
                 entries: 0,
                 pages: 0,
                 changed_pages: 0,
+                ..TaskState::default()
             }],
             source_offsets: vec![serde_json::json!(0)],
         };

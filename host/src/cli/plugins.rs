@@ -11,7 +11,7 @@ use cairn_plugin_api::{Manifest, API_VERSION};
 use clap::Subcommand;
 use serde_json::json;
 
-use super::ConfigArg;
+use super::{term, ConfigArg};
 
 #[derive(Debug, Subcommand)]
 pub enum PluginsCommand {
@@ -38,7 +38,8 @@ pub enum PluginsCommand {
         #[command(flatten)]
         config: ConfigArg,
     },
-    /// Show one plugin's manifest: by name (from the search path) or by file path.
+    /// Show one plugin's manifest: by name (from the search path) or by file path, with the
+    /// [storage.options] it accepts and their defaults.
     Info {
         /// A plugin name such as `filesystem`, or the path of a plugin library.
         plugin: String,
@@ -80,7 +81,22 @@ fn manifest_json(m: &Manifest, path: &Path, source: ManifestSource) -> serde_jso
 fn plugin_json(p: &Plugin) -> anyhow::Result<serde_json::Value> {
     let mut v = manifest_json(p.manifest(), p.path(), p.manifest_source());
     v["sha256"] = json!(p.sha256()?);
+    // `null` for a plugin without an option list (API 1.0).
+    v["options"] = json!(options_of(p)?);
     Ok(v)
+}
+
+/// The options the plugin's manifest lists; `None` for a plugin built against API 1.0, which
+/// has no option list.
+fn options_of(p: &Plugin) -> anyhow::Result<Option<Vec<cairn_plugin_api::OptionInfo>>> {
+    match p.options() {
+        Ok(options) => Ok(Some(options)),
+        Err(cairn_plugin_api::StorageError::Unsupported(_)) => Ok(None),
+        Err(e) => Err(anyhow::anyhow!(
+            "plugin '{}' could not list its options: {e}",
+            p.manifest().name
+        )),
+    }
 }
 
 fn refusal_json(path: &Path, e: &LoadError) -> serde_json::Value {
@@ -110,42 +126,25 @@ fn list(config: &ConfigArg, as_json: bool, load: bool) -> anyhow::Result<ExitCod
             "plugins": found.plugins.iter().map(|f| manifest_json(f.manifest(), f.path(), f.manifest_source())).collect::<Vec<_>>(),
             "refused": found.refused.iter().map(|(p, e)| refusal_json(p, e)).collect::<Vec<_>>(),
         });
-        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+        crate::cli::output::print_json(&mut out, &doc)?;
         return Ok(ExitCode::SUCCESS);
     }
     writeln!(out, "search path: {search}")?;
     if found.plugins.is_empty() {
         writeln!(out, "no plugins found")?;
     } else {
-        let rows: Vec<[String; 5]> = found
-            .plugins
-            .iter()
-            .map(|p| {
-                let m = p.manifest();
-                [
-                    m.name.clone(),
-                    m.version.clone(),
-                    m.api_version.to_string(),
-                    m.capabilities.to_string(),
-                    p.path().display().to_string(),
-                ]
-            })
-            .collect();
-        let header = ["NAME", "VERSION", "API", "CAPABILITIES", "PATH"].map(String::from);
-        let mut widths = header.clone().map(|h| h.len());
-        for row in &rows {
-            for (w, cell) in widths.iter_mut().zip(row) {
-                *w = (*w).max(cell.len());
-            }
+        let mut table = term::table(&["name", "version", "api", "capabilities", "path"]);
+        for p in &found.plugins {
+            let m = p.manifest();
+            table.add_row(vec![
+                m.name.clone(),
+                m.version.clone(),
+                m.api_version.to_string(),
+                m.capabilities.to_string(),
+                p.path().display().to_string(),
+            ]);
         }
-        for row in std::iter::once(&header).chain(&rows) {
-            let line: Vec<String> = row
-                .iter()
-                .zip(widths)
-                .map(|(c, w)| format!("{c:<w$}"))
-                .collect();
-            writeln!(out, "{}", line.join("  ").trim_end())?;
-        }
+        writeln!(out, "{}", term::render(&table))?;
     }
     if !found.refused.is_empty() {
         writeln!(out, "\nrefused:")?;
@@ -184,11 +183,7 @@ fn info(arg: &str, config: &ConfigArg, as_json: bool) -> anyhow::Result<ExitCode
     let plugin = load(arg, config)?;
     let mut out = std::io::stdout().lock();
     if as_json {
-        writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&plugin_json(&plugin)?)?
-        )?;
+        crate::cli::output::print_json(&mut out, &plugin_json(&plugin)?)?;
         return Ok(ExitCode::SUCCESS);
     }
     let m = plugin.manifest();
@@ -204,5 +199,34 @@ fn info(arg: &str, config: &ConfigArg, as_json: bool) -> anyhow::Result<ExitCode
     writeln!(out, "path:          {}", plugin.path().display())?;
     writeln!(out, "manifest from: {}", plugin.manifest_source().as_str())?;
     writeln!(out, "sha256:        {}", plugin.sha256()?)?;
+    match options_of(&plugin)? {
+        None => writeln!(
+            out,
+            "options:       not listed (built against plugin API {}, which has no option list)",
+            m.api_version
+        )?,
+        Some(options) if options.is_empty() => {
+            writeln!(out, "options:       none listed in the manifest")?
+        }
+        Some(options) => {
+            writeln!(out, "options ([storage.options]):")?;
+            let name_width = options.iter().map(|o| o.name.len()).max().unwrap_or(0);
+            let shown: Vec<String> = options
+                .iter()
+                .map(|o| match &o.default {
+                    Some(d) => format!("default {d}"),
+                    None => "no default".to_string(),
+                })
+                .collect();
+            let default_width = shown.iter().map(String::len).max().unwrap_or(0);
+            for (o, default) in options.iter().zip(&shown) {
+                writeln!(
+                    out,
+                    "  {:name_width$}  {:default_width$}  {}",
+                    o.name, default, o.description
+                )?;
+            }
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -57,12 +57,21 @@ pub fn verify(plugin: Plugin, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
         scratch: scratch_path.join("cases"),
     };
 
+    // One check first: a storage every case would fail to reach is one error, not a FAIL per
+    // case.
+    suite::preflight(&subject, args.case_timeout).map_err(|why| {
+        anyhow::anyhow!(
+            "plugin {} cannot be used with these options, so no case was run: {why}",
+            manifest.name
+        )
+    })?;
     let bar = ProgressBar::new(suite::CASES.len() as u64);
     bar.set_style(
         ProgressStyle::with_template("{spinner} [{pos}/{len}] {wide_msg} {elapsed}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar.enable_steady_tick(Duration::from_millis(120));
+    let shown = super::term::show(&bar);
     if !args.json {
         println!(
             "verifying {} {} (plugin API {}) from {}",
@@ -99,7 +108,7 @@ pub fn verify(plugin: Plugin, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
             },
         },
     );
-    bar.finish_and_clear();
+    drop(shown);
     let (passed, failed, skipped) = report.counts();
     let mut out = std::io::stdout().lock();
     if args.json {
@@ -116,12 +125,12 @@ pub fn verify(plugin: Plugin, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
             "summary": { "passed": passed, "failed": failed, "skipped": skipped },
             "ok": failed == 0,
         });
-        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+        crate::cli::output::print_json(&mut out, &doc)?;
     } else {
         writeln!(
             out,
-            "{} cases: {passed} passed, {failed} failed, {skipped} skipped",
-            report.cases.len()
+            "{}: {passed} passed, {failed} failed, {skipped} skipped",
+            cairn_host::words::count(report.cases.len() as u64, "case")
         )?;
     }
     if args.keep_scratch {

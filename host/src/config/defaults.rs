@@ -8,8 +8,8 @@
 
 use super::{
     doc::{format_duration, format_size},
-    CheckpointingConfig, JobConfig, RestartConfig, SavepointsConfig, StorageConfig,
-    MIN_CHECKPOINT_TIME,
+    CheckpointingConfig, JobConfig, LeaseConfig, RestartConfig, SavepointsConfig, StorageConfig,
+    MIN_CHECKPOINT_TIME, MIN_LEASE_TTL,
 };
 
 /// A TOML file with every key and its default, commented; it passes `cairn config check`.
@@ -19,6 +19,7 @@ pub fn defaults_toml() -> String {
     let r = RestartConfig::default();
     let s = SavepointsConfig::default();
     let storage = StorageConfig::default();
+    let l = LeaseConfig::default();
     let min = format_duration(MIN_CHECKPOINT_TIME);
     let d = |d| format!("{:?}", format_duration(d));
     let mut out = format!(
@@ -26,7 +27,9 @@ pub fn defaults_toml() -> String {
 #
 # `cairn config defaults` prints this; `cairn config check FILE` validates a file. Every table
 # and key is optional, and unknown keys are errors. Durations are strings with a unit ("10ms",
-# "10s", "10min"); sizes are a number of bytes or a string such as "64B", "1KiB" or "5MiB".
+# "10s", "10min") or, as in Flink, a number of milliseconds; sizes are a number of bytes or a
+# string such as "64B", "1KiB" or "5MiB" ("1kb" is 1024 bytes, as in Flink). Flink's keys
+# (execution.checkpointing.*, state.checkpoints.dir, ...) are accepted too (see the README).
 # Relative paths are taken from this file's directory ([storage.options] excepted: the plugin
 # takes them from the current directory).
 
@@ -71,14 +74,22 @@ tolerable-failures = {tolerable}
 # What cancelling the job does to completed checkpoints: "no-externalized" (they are not kept
 # beyond the job), "retain-on-cancellation" or "delete-on-cancellation".
 externalized-retention = "{retention}"
-# Let barriers overtake buffered records; only with mode = "exactly-once" and max-concurrent = 1.
+# Unaligned checkpoints: barriers overtake the records queued in the exchange, and those
+# records are stored with the checkpoint (channel state) and replayed at restore, so a
+# checkpoint does not wait for a backpressured exchange to drain. Only with exactly-once
+# checkpoints and max-concurrent = 1. At-least-once never aligns barriers at all.
 unaligned = {unaligned}
-# With unaligned = true: start aligned, and switch to unaligned after this long (0: at once).
-aligned-checkpoint-timeout = {aligned_timeout}
+# The keys below apply only with unaligned = true.
+# Start aligned, and switch to unaligned once the checkpoint is this old (0: unaligned at once).
+# aligned-checkpoint-timeout = {aligned_timeout}
 # The older name of aligned-checkpoint-timeout (not together with it).
 # alignment-timeout = "0s"
-# Take unaligned checkpoints even where they would normally be refused.
-force-unaligned = {force_unaligned}
+# Take unaligned checkpoints even where they would normally be refused (cairn refuses them
+# nowhere, so this changes nothing; accepted for Flink configurations).
+# force-unaligned = {force_unaligned}
+# The most channel state one unaligned checkpoint may hold over all its tasks; past it the
+# checkpoint fails (a failure like any other, under tolerable-failures).
+# max-in-flight-data = "{max_in_flight}"
 # Completed checkpoints kept; older ones are discarded. At least 1.
 num-retained = {num_retained}
 
@@ -106,6 +117,10 @@ state-bytes-per-key = "{state}"
 # Records per second over the whole job; "unlimited" (or 0) for no limit (the word count's
 # default).
 rate = {rate}
+# Records per second the keyed operator processes over the whole job; "unlimited" (the
+# default) for as fast as it can. Below rate, the operator is slow: the exchange fills and
+# backpressures the sources (to see what unaligned checkpoints do).
+# operator-rate = 1000
 # Parallel tasks per operator; 1 to {max_par}.
 parallelism = {parallelism}
 # Inject one task failure after this many records of an attempt, to exercise failover.
@@ -118,6 +133,25 @@ parallelism = {parallelism}
 attempts = {attempts}
 # The wait before each restart.
 delay = {delay}
+
+[metrics]
+# Serve Prometheus metrics at http://ADDRESS/metrics while the job runs (port 0: any free
+# port; `cairn run` prints it). Absent: no metrics. {flink} is the port of Flink's reporter.
+# listen = "127.0.0.1:{flink}"
+# The endpoint has no authentication: an address other machines can reach (not loopback)
+# needs this.
+# allow-remote = true
+
+[lease]
+# One live writer per job: `cairn run` holds a lease on its job in the storage, renewed every
+# quarter of this. A holder that stops renewing (it died, hangs or lost the storage) keeps the
+# job this long before `cairn run --standby` (or another run) takes it over; one that cannot
+# renew for three quarters of it stops committing. At least {min_ttl}.
+ttl = {ttl}
+# Where the lock files of jobs go when the storage plugin has no lease support (built against
+# plugin API 1.0). Default: $XDG_RUNTIME_DIR/cairn/leases, else cairn-<uid>/leases in the
+# temporary directory.
+# local-dir = "/run/cairn/leases"
 "#,
         mode = c.mode,
         timeout = d(c.timeout),
@@ -128,6 +162,7 @@ delay = {delay}
         unaligned = c.unaligned,
         aligned_timeout = d(c.aligned_checkpoint_timeout),
         force_unaligned = c.force_unaligned,
+        max_in_flight = format_size(c.max_in_flight_data),
         num_retained = c.num_retained,
         on_sigterm = s.on_sigterm,
         id = j.id,
@@ -144,6 +179,9 @@ delay = {delay}
         parallelism = j.parallelism,
         attempts = r.attempts,
         delay = d(r.delay),
+        flink = super::FLINK_PROMETHEUS_PORT,
+        min_ttl = format_duration(MIN_LEASE_TTL),
+        ttl = d(l.ttl),
     ));
     out
 }

@@ -76,14 +76,22 @@ impl<'a> Doc<'a> {
             .collect::<Vec<_>>()
             .join("; ");
         if let Some(k) = &key {
-            if let Some(rest) = message.strip_prefix("unknown field ") {
+            if let Some(why) = super::flink::missing(k) {
+                // A Flink key cairn lacks: whatever serde made of it, say what cairn has instead.
+                message = format!("{k} is Flink's key, and {why}");
+            } else if let Some(rest) = message.strip_prefix("unknown field ") {
                 // "unknown field `intervall`, expected one of `interval`, ..." names neither the
                 // table nor what a key is; say both.
-                let allowed = rest
+                let (unknown, allowed) = rest
                     .split_once(", expected ")
-                    .map(|(_, allowed)| allowed)
-                    .unwrap_or("a key this table has");
-                message = format!("{k} is not a known key; expected {allowed}");
+                    .unwrap_or((rest, "a key this table has"));
+                let names = allowed.split('`').skip(1).step_by(2);
+                message = match cairn_plugin_api::did_you_mean(unknown.trim_matches('`'), names) {
+                    Some(near) => {
+                        format!("{k} is not a known key; did you mean `{near}`? expected {allowed}")
+                    }
+                    None => format!("{k} is not a known key; expected {allowed}"),
+                };
             } else if !message.contains(k.rsplit('.').next().unwrap_or(k)) {
                 message = format!("{k}: {message}");
             }
@@ -106,11 +114,21 @@ impl<'a> Doc<'a> {
         field: Option<&Field>,
         read: impl FnOnce(&Value<'_>) -> Result<T, ConfigError>,
     ) -> Result<Option<T>, ConfigError> {
+        self.read_key(&format!("{table}.{name}"), field, read)
+    }
+
+    /// [`Doc::read`] of a value whose full key is `key` (`execution.checkpointing.interval`).
+    pub fn read_key<T>(
+        &self,
+        key: &str,
+        field: Option<&Field>,
+        read: impl FnOnce(&Value<'_>) -> Result<T, ConfigError>,
+    ) -> Result<Option<T>, ConfigError> {
         field
             .map(|field| {
                 read(&Value {
                     doc: self,
-                    key: format!("{table}.{name}"),
+                    key: key.to_string(),
                     field,
                 })
             })
@@ -145,22 +163,23 @@ impl Value<'_> {
         )
     }
 
-    /// A duration written as a string with a unit, at least `min`.
+    /// A duration: a string with a unit, or a number of milliseconds (an integer or a string of
+    /// digits, as Flink reads durations); at least `min`.
     pub fn duration(&self, min: Duration) -> Result<Duration, ConfigError> {
         let d = match self.field.get_ref() {
-            toml::Value::String(s) => humantime::parse_duration(s.trim()).map_err(|e| {
+            toml::Value::String(s) => cairn_plugin_api::parse_duration(s).map_err(|e| {
                 self.fail(format!(
-                    "is not a duration ({e}); write a number and a unit, such as \"500ms\", \"10s\" or \"10min\""
+                    "is not a duration ({e}); write a number and a unit, such as \"500ms\", \"10s\" or \"10min\", or a number of milliseconds"
                 ))
             })?,
-            toml::Value::Integer(n) => {
-                return Err(self.fail(format!(
-                    "has no unit; write a duration as a string with a unit, such as \"{n}ms\", \"{n}s\" or \"{n}min\""
-                )))
+            // A bare number is milliseconds, as in Flink.
+            toml::Value::Integer(n) if *n >= 0 => Duration::from_millis(*n as u64),
+            toml::Value::Integer(_) => {
+                return Err(self.fail(format!("is below the minimum of {}", format_duration(min))))
             }
             _ => {
                 return Err(self.fail(
-                    "is not a duration; write a string with a unit, such as \"500ms\", \"10s\" or \"10min\"",
+                    "is not a duration; write a string with a unit, such as \"500ms\", \"10s\" or \"10min\", or a number of milliseconds",
                 ))
             }
         };
@@ -225,14 +244,23 @@ impl Value<'_> {
     }
 
     /// One of `choices`, by its name; `what` names the kind of thing ("a checkpointing mode").
-    pub fn choice<T: Copy>(&self, what: &str, choices: &[(&str, T)]) -> Result<T, ConfigError> {
+    /// Flink's spellings of the same names are accepted too: any case, `_` for `-`
+    /// (`EXACTLY_ONCE`), as Flink reads an enum option; `aliases` adds Flink names that differ
+    /// further (`NO_EXTERNALIZED_CHECKPOINTS`).
+    pub fn choice<T: Copy>(
+        &self,
+        what: &str,
+        choices: &[(&str, T)],
+        aliases: &[(&str, T)],
+    ) -> Result<T, ConfigError> {
         let name = match self.field.get_ref() {
-            toml::Value::String(s) => Some(s.as_str()),
+            toml::Value::String(s) => Some(s.trim().to_ascii_lowercase().replace('_', "-")),
             _ => None,
         };
         choices
             .iter()
-            .find(|(n, _)| Some(*n) == name)
+            .chain(aliases)
+            .find(|(n, _)| Some(*n) == name.as_deref())
             .map(|(_, v)| *v)
             .ok_or_else(|| {
                 let names: Vec<String> = choices.iter().map(|(n, _)| format!("{n:?}")).collect();
@@ -240,8 +268,8 @@ impl Value<'_> {
             })
     }
 
-    /// A size in bytes: an integer, or a string such as `"64B"`, `"1KiB"` or `"5MiB"`; at least
-    /// `min` bytes.
+    /// A size in bytes: an integer, or a string such as `"64B"`, `"1KiB"`, `"5MiB"` or Flink's
+    /// `"1kb"` (1024 bytes, `cairn_plugin_api::parse_size`); at least `min` bytes.
     pub fn size(&self, min: u64) -> Result<u64, ConfigError> {
         let not_a_size = || {
             self.fail("is not a size; write a number of bytes, or a string such as \"64B\", \"1KiB\" or \"5MiB\"")
@@ -251,11 +279,7 @@ impl Value<'_> {
             toml::Value::Integer(_) => {
                 return Err(self.fail(format!("is below the minimum of {}", format_size(min))))
             }
-            toml::Value::String(s) => s
-                .trim()
-                .parse::<bytesize::ByteSize>()
-                .map_err(|_| not_a_size())?
-                .as_u64(),
+            toml::Value::String(s) => cairn_plugin_api::parse_size(s).ok_or_else(not_a_size)?,
             _ => return Err(not_a_size()),
         };
         if bytes < min {
@@ -381,6 +405,11 @@ fn line_of_offset(text: &str, offset: usize) -> usize {
         .filter(|&&b| b == b'\n')
         .count()
         + 1
+}
+
+/// The 1-based line where `key` (`storage.options.dir`) is written, if a line writes it.
+pub(super) fn line_of_key(text: &str, key: &str) -> Option<usize> {
+    (1..=text.lines().count()).find(|&line| key_at_line(text, line).as_deref() == Some(key))
 }
 
 /// The table that line `line` (1-based) belongs to, and its key if the line is `key = value`:

@@ -63,6 +63,11 @@ pub struct JobConfig {
     /// `rate`: records per second over the whole job; `None` is unlimited. Default 100 000 for
     /// the keyed counter, unlimited for the word count.
     pub rate: Option<u64>,
+    /// `operator-rate`: records per second the keyed operator processes, over the whole job;
+    /// `None` (the default) is as fast as it can. Below the sources' rate it is a slow
+    /// operator: the exchange fills and backpressures the sources (what unaligned checkpoints
+    /// are for).
+    pub operator_rate: Option<u64>,
     /// `parallelism`: parallel tasks per operator. Default 2; 1 to 64.
     pub parallelism: u32,
     /// `fail-after-records`: inject one task failure after this many records were processed in
@@ -85,6 +90,7 @@ impl Default for JobConfig {
             keys: 1000,
             state_bytes_per_key: 64,
             rate: Some(100_000),
+            operator_rate: None,
             parallelism: 2,
             fail_after_records: None,
             fail_after_checkpoints: None,
@@ -121,6 +127,7 @@ pub(super) struct RawJob {
     keys: Option<Field>,
     state_bytes_per_key: Option<Field>,
     rate: Option<Field>,
+    operator_rate: Option<Field>,
     parallelism: Option<Field>,
     fail_after_records: Option<Field>,
     fail_after_checkpoints: Option<Field>,
@@ -159,6 +166,7 @@ impl RawJob {
                         ("keyed-counter", JobKind::KeyedCounter),
                         ("word-count", JobKind::WordCount),
                     ],
+                    &[],
                 )
             })?
             .unwrap_or(d.kind);
@@ -182,25 +190,29 @@ impl RawJob {
                 },
             )?
             .unwrap_or(d.state_bytes_per_key);
-        let rate = doc
-            .read(T, "rate", self.rate.as_ref(), |v| match v.string("") {
-                Ok("unlimited") => Ok(None),
-                Ok(_) => Err(v.fail(
-                    "is not a rate; expected records per second as an integer, or \"unlimited\"",
+        let read_rate = |v: &super::doc::Value<'_>| match v.string("") {
+            Ok("unlimited") => Ok(None),
+            Ok(_) => Err(v.fail(
+                "is not a rate; expected records per second as an integer, or \"unlimited\"",
+            )),
+            Err(_) => match v.integer(0..=u64::MAX) {
+                Ok(0) => Ok(None),
+                Ok(n) => Ok(Some(n)),
+                Err(_) => Err(v.fail(
+                    "is not a rate; expected records per second as an integer of at least \
+                     0, or \"unlimited\" (0 also means no limit)",
                 )),
-                Err(_) => match v.integer(0..=u64::MAX) {
-                    Ok(0) => Ok(None),
-                    Ok(n) => Ok(Some(n)),
-                    Err(_) => Err(v.fail(
-                        "is not a rate; expected records per second as an integer of at least \
-                         0, or \"unlimited\" (0 also means no limit)",
-                    )),
-                },
-            })?
+            },
+        };
+        let rate = doc
+            .read(T, "rate", self.rate.as_ref(), read_rate)?
             .unwrap_or(match kind {
                 JobKind::KeyedCounter => d.rate,
                 JobKind::WordCount => None,
             });
+        let operator_rate = doc
+            .read(T, "operator-rate", self.operator_rate.as_ref(), read_rate)?
+            .unwrap_or(d.operator_rate);
         let parallelism = doc
             .read(T, "parallelism", self.parallelism.as_ref(), |v| {
                 v.integer_u32(1..=MAX_PARALLELISM)
@@ -287,6 +299,7 @@ impl RawJob {
             keys,
             state_bytes_per_key,
             rate,
+            operator_rate,
             parallelism,
             fail_after_records,
             fail_after_checkpoints,

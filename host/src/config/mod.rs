@@ -1,6 +1,6 @@
 //! The config file (TOML): where plugins are found and which one stores checkpoints, how
-//! checkpoints are taken (Flink's `CheckpointConfig`), where savepoints go, which job runs, and
-//! how it restarts.
+//! checkpoints are taken (Flink's `CheckpointConfig`), where savepoints go, which job runs, how
+//! it restarts, and how its one live writer is kept (`[lease]`).
 //!
 //! Every error names the file, the line and the key, and says what is allowed, for example
 //! `config error at cairn.toml:7: checkpointing.interval = "5ms" is below the minimum of 10ms`.
@@ -13,9 +13,12 @@
 //! config means the same thing whatever directory `cairn` is started from. The one exception is
 //! `[storage.options]`, which belongs to the plugin and is handed over as written.
 //!
+//! Flink's own keys (`execution.checkpointing.*`, `state.checkpoints.dir`, ...) are accepted as
+//! aliases of cairn's (`flink`), so a Flink user's settings carry over.
+//!
 //! Submodules: `doc` reads values out of the text and locates them for errors;
-//! `storage`, `checkpointing` and `job` hold one or two tables each; `defaults` writes the
-//! commented default file that `cairn config defaults` prints.
+//! `storage`, `checkpointing`, `job`, `metrics` and `lease` hold one or two tables each;
+//! `defaults` writes the commented default file that `cairn config defaults` prints.
 
 use std::{
     fmt,
@@ -24,16 +27,22 @@ use std::{
 
 use serde::Deserialize;
 
+mod check;
 mod checkpointing;
 mod defaults;
 mod doc;
+mod flink;
 mod job;
+mod lease;
+mod metrics;
 mod storage;
 #[cfg(test)]
 mod tests;
 
+pub use check::{check_storage, warnings, CheckError, StorageCheck};
 pub use checkpointing::{
-    CheckpointingConfig, CheckpointingMode, ExternalizedRetention, MIN_CHECKPOINT_TIME,
+    CheckpointingConfig, CheckpointingMode, ExternalizedRetention, DEFAULT_MAX_IN_FLIGHT_DATA,
+    FORCE_UNALIGNED_NOTE, MIN_CHECKPOINT_TIME,
 };
 pub use defaults::defaults_toml;
 pub use doc::{format_duration, format_size, terminal_safe, MAX_DURATION};
@@ -41,6 +50,8 @@ pub use job::{
     is_valid_job_id, JobConfig, JobKind, RestartConfig, MAX_JOB_ID_LEN, MAX_PARALLELISM,
     MAX_STATE_BYTES_PER_KEY, MIN_STATE_BYTES_PER_KEY,
 };
+pub use lease::{LeaseConfig, MIN_LEASE_TTL};
+pub use metrics::{MetricsConfig, FLINK_PROMETHEUS_PORT};
 pub use storage::{
     PluginRef, PluginsConfig, SavepointsConfig, StorageConfig, DEFAULT_CHECKPOINT_DIR,
     DEFAULT_PLUGIN,
@@ -97,6 +108,10 @@ pub struct Config {
     pub job: JobConfig,
     /// `[restart]`.
     pub restart: RestartConfig,
+    /// `[metrics]`.
+    pub metrics: MetricsConfig,
+    /// `[lease]`.
+    pub lease: LeaseConfig,
 }
 
 /// The file as written: the tables, each checked by its own module.
@@ -114,6 +129,16 @@ struct RawConfig {
     job: job::RawJob,
     #[serde(default)]
     restart: job::RawRestart,
+    #[serde(default)]
+    metrics: metrics::RawMetrics,
+    #[serde(default)]
+    lease: lease::RawLease,
+    /// Flink's `execution.checkpointing.*` keys.
+    #[serde(default)]
+    execution: flink::RawExecution,
+    /// Flink's `state.checkpoints.*` and `state.savepoints.*` keys.
+    #[serde(default)]
+    state: flink::RawState,
 }
 
 impl Config {
@@ -149,17 +174,42 @@ impl Config {
     pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
         let doc = doc::Doc { text, file };
         let raw: RawConfig = toml::from_str(text).map_err(|e| doc.serde_error(&e))?;
+        let flink = &raw.execution.checkpointing;
+        let storage_written = raw.storage.is_some();
+        let storage = match raw.storage {
+            None => StorageConfig::default(),
+            Some(s) => s.validate(&doc)?,
+        };
+        let checkpoint_dir = flink::one_of(
+            &doc,
+            &[
+                ("state.checkpoints.dir", raw.state.checkpoints.dir.as_ref()),
+                ("execution.checkpointing.dir", flink.dir.as_ref()),
+            ],
+        )?;
         Ok(Config {
             file: Some(file.to_path_buf()),
             plugins: raw.plugins.validate(&doc),
-            storage: match raw.storage {
-                None => StorageConfig::default(),
-                Some(s) => s.validate(&doc)?,
-            },
-            checkpointing: raw.checkpointing.validate(&doc)?,
-            savepoints: raw.savepoints.validate(&doc)?,
+            storage: flink::apply_checkpoint_dir(&doc, storage, storage_written, checkpoint_dir)?,
+            checkpointing: raw.checkpointing.validate(
+                flink,
+                raw.state.checkpoints.num_retained.as_ref(),
+                &doc,
+            )?,
+            savepoints: raw.savepoints.validate(
+                &[
+                    ("state.savepoints.dir", raw.state.savepoints.dir.as_ref()),
+                    (
+                        "execution.checkpointing.savepoint-dir",
+                        flink.savepoint_dir.as_ref(),
+                    ),
+                ],
+                &doc,
+            )?,
             job: raw.job.validate(&doc)?,
             restart: raw.restart.validate(&doc)?,
+            metrics: raw.metrics.validate(&doc)?,
+            lease: raw.lease.validate(&doc)?,
         })
     }
 }

@@ -93,6 +93,20 @@ pub struct SavepointsConfig {
     pub on_sigterm: bool,
 }
 
+impl SavepointsConfig {
+    /// `dir` as the target handed to the plugin: absolute (a relative one is taken from the
+    /// current directory, as when it was written), since plugins refuse to *look up* relative
+    /// places.
+    pub fn target(&self) -> Option<String> {
+        self.dir.as_ref().map(|d| {
+            std::path::absolute(d)
+                .unwrap_or_else(|_| d.clone())
+                .to_string_lossy()
+                .into_owned()
+        })
+    }
+}
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub(super) struct RawPlugins {
@@ -174,14 +188,30 @@ pub(super) struct RawSavepoints {
 }
 
 impl RawSavepoints {
-    pub(super) fn validate(self, doc: &Doc<'_>) -> Result<SavepointsConfig, ConfigError> {
+    /// Check the table; `flink` gives Flink's names of `dir` (`state.savepoints.dir`, ...).
+    pub(super) fn validate(
+        self,
+        flink: &[(&'static str, Option<&Field>)],
+        doc: &Doc<'_>,
+    ) -> Result<SavepointsConfig, ConfigError> {
         const T: &str = "savepoints";
-        let dir = doc.read(T, "dir", self.dir.as_ref(), |v| {
+        let mut names = vec![("savepoints.dir", self.dir.as_ref())];
+        names.extend_from_slice(flink);
+        let dir = super::flink::read(doc, super::flink::one_of(doc, &names)?, |v| {
             let dir = v.string("a directory path")?;
             if dir.is_empty() {
                 return Err(v.fail("is empty; give a directory path, or leave the key out"));
             }
-            Ok(doc.resolve(PathBuf::from(dir)))
+            // Flink writes directories as `file:///...` URLs.
+            let path =
+                match dir.strip_prefix("file://") {
+                    Some(path) if path.starts_with('/') => path,
+                    Some(_) => return Err(v.fail(
+                        "is a file:// URL without an absolute path; write file:///DIR or a path",
+                    )),
+                    None => dir,
+                };
+            Ok(doc.resolve(PathBuf::from(path)))
         })?;
         let on_sigterm = doc
             .read(T, "on-sigterm", self.on_sigterm.as_ref(), |v| v.boolean())?

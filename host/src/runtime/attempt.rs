@@ -21,26 +21,38 @@ use serde_json::Value;
 use super::{
     api::Job,
     calls::Location,
-    exchange::{Barrier, Control, Gate},
-    report::{CheckpointReport, Command},
+    exchange::{Barrier, BarrierSender, Control, Gate},
+    report::{CheckpointReport, Command, CompletedView, IfSavepointFails, PendingView},
     restore::{context, StartState},
     runner::{epoch_ms, AttemptEnd, Runner},
     state::KeyedState,
     tasks::{
-        offset_from, Final, KeyedTask, Shared, SinkRunner, SourceTask, TaskEvent, TaskSnapshot,
-        CHANNEL_BYTES,
+        checkpoint_barriers, offset_from, Final, KeyedTask, Shared, SinkRunner, SourceTask,
+        TaskEvent, TaskSnapshot, CHANNEL_BYTES,
     },
 };
 use crate::{
     coordinator::{Action, Coordinator, FailureReason, Verdict},
-    metadata::{CheckpointMetadata, HandleRecord, SnapshotKind, TaskState, KEYED_OPERATOR},
+    metadata::{Barriers, CheckpointMetadata, SnapshotKind},
 };
+
+/// Where a savepoint's outcome goes.
+pub(super) type SavepointReply = Sender<Result<CheckpointReport, String>>;
 
 /// A savepoint asked for, waiting for its trigger.
 pub(super) struct SavepointRequest {
     pub(super) target: Option<String>,
-    pub(super) reply: Option<Sender<Result<String, String>>>,
-    pub(super) then_stop: bool,
+    pub(super) reply: Option<SavepointReply>,
+    /// The savepoint of a stop-with-savepoint (whose replies are the runner's
+    /// `stop_replies`), and what to do if it fails.
+    pub(super) then_stop: Option<IfSavepointFails>,
+}
+
+/// A stop-with-savepoint under way.
+#[derive(Clone)]
+pub(super) struct Stopping {
+    target: Option<String>,
+    if_it_fails: IfSavepointFails,
 }
 
 /// A checkpoint in flight.
@@ -57,7 +69,7 @@ struct InFlight {
 /// The channels and handles of a running attempt.
 struct Attempt<J: Job> {
     gates: Vec<Arc<Gate>>,
-    barriers: Vec<Sender<Arc<Barrier>>>,
+    barriers: Vec<BarrierSender>,
     events: Receiver<TaskEvent>,
     finals: Receiver<Final<J>>,
     has_sink: bool,
@@ -103,7 +115,16 @@ impl<J: Job> Runner<'_, J> {
             states,
             sinks,
             records,
+            channel_state,
         } = state;
+        // Restored channel state goes first, in order, on its channel: before any new input.
+        for (c, channels) in channel_state.into_iter().enumerate() {
+            for (ch, buffers) in channels.into_iter().enumerate() {
+                for b in buffers {
+                    let _ = gates[c].push(ch, Arc::new(b));
+                }
+            }
+        }
         let mut barrier_senders = Vec::new();
         let mut spawned: Result<(), String> = Ok(());
         let mut has_sink = false;
@@ -117,7 +138,7 @@ impl<J: Job> Runner<'_, J> {
                 }
             };
             let (btx, brx) = unbounded();
-            barrier_senders.push(btx);
+            barrier_senders.push(BarrierSender::new(btx, gates.clone()));
             let task = SourceTask {
                 job: self.job.clone(),
                 ctx,
@@ -170,6 +191,7 @@ impl<J: Job> Runner<'_, J> {
                     records,
                     last_barrier: checkpoint_id,
                     fail_after,
+                    operator_rate: config.job.operator_rate.map(|r| r as f64 / p as f64),
                     prefill: self.job.prefill(&ctx),
                     finals: final_tx.clone(),
                     shared: shared.clone(),
@@ -243,19 +265,32 @@ impl<J: Job> Runner<'_, J> {
             if self.should_stop() {
                 break AttemptEnd::Cancelled;
             }
-            if !self.stopping_with_savepoint
-                && self.opts.stop_with_savepoint.load(Ordering::Relaxed)
-            {
-                self.stop_with_savepoint(coordinator);
+            // A holder whose lease expired or was lost stops writing: it fails over.
+            if let Err(why) = self.fence.check() {
+                break AttemptEnd::Failover(why);
             }
             let now = self.started.elapsed();
             let mut outcome = None;
-            for action in coordinator.poll(now) {
+            // Once the final checkpoint is complete the attempt only waits for the sinks'
+            // commits: a checkpoint triggered now would pre-commit transactions that nothing
+            // ever commits or aborts.
+            let actions = if a.final_commit.is_some() {
+                Vec::new()
+            } else {
+                coordinator.poll(now)
+            };
+            for action in actions {
                 outcome = match action {
                     Action::Trigger { id, savepoint } => {
                         self.trigger(coordinator, a, &mut in_flight, id, savepoint, timeout)
                     }
                     Action::Expire { id } => {
+                        if !coordinator.is_savepoint(id) {
+                            self.opts
+                                .counters
+                                .checkpoints_expired
+                                .fetch_add(1, Ordering::Relaxed);
+                        }
                         // Tasks may still write into an expired location: clean it after they
                         // stop, at the end of the attempt.
                         let request = in_flight.remove(&id).and_then(|f| {
@@ -281,12 +316,10 @@ impl<J: Job> Runner<'_, J> {
             if a.final_from.is_some() && a.final_commit.is_none() && coordinator.pending() == 0 {
                 coordinator.request_checkpoint();
             }
-            self.opts
-                .counters
-                .checkpoints_in_flight
-                .store(in_flight.len() as u64, Ordering::Relaxed);
+            self.publish_in_flight(&in_flight);
             let wait = coordinator
                 .next_wakeup(now)
+                .filter(|_| a.final_commit.is_none())
                 .map_or(Duration::from_millis(250), |at| at.saturating_sub(now))
                 .min(Duration::from_millis(250));
             let step = crossbeam_channel::select! {
@@ -311,31 +344,131 @@ impl<J: Job> Runner<'_, J> {
                 self.progress.failures = coordinator.total_failures();
                 last_records = records;
                 last_progress = Instant::now();
+                let per_sec = self.progress.records_per_sec;
+                self.opts.counters.publish(|l| l.records_per_sec = per_sec);
                 (self.opts.on_progress)(&self.progress);
             }
         };
         // Whatever was in flight will never complete in this attempt; its locations are cleaned
         // once the tasks have stopped writing into them, and savepoint requests are answered.
+        let first = match &end {
+            AttemptEnd::Failover(_) => "the job failed over first",
+            _ => "the job stopped first",
+        };
         for f in in_flight.into_values() {
             self.deferred.push(f.barrier.location.clone());
             if let Some(reply) = f.request.and_then(|r| r.reply) {
-                let _ = reply.send(Err("the job stopped or failed over first".to_string()));
+                let _ = reply.send(Err(first.to_string()));
             }
         }
+        self.publish_in_flight(&BTreeMap::new());
         let _ = p;
         coordinator.abort_all();
+        // A stop asked for and not done. After a failover its savepoint is asked for again
+        // (the job stops once it restarted and took it), except for SIGTERM's, which stops the
+        // job now; a job that stopped or finished some other way answers that it did.
+        if let Some(stop) = self.stopping.clone() {
+            match (&end, stop.if_it_fails) {
+                (AttemptEnd::Failover(_), IfSavepointFails::KeepRunning) => {
+                    if !self.savepoint_queue.iter().any(|r| r.then_stop.is_some()) {
+                        self.savepoint_queue.push_back(SavepointRequest {
+                            target: stop.target,
+                            reply: None,
+                            then_stop: Some(stop.if_it_fails),
+                        });
+                        coordinator.request_savepoint();
+                    }
+                }
+                (AttemptEnd::Failover(why), IfSavepointFails::StopAnyway) => {
+                    self.stopping = None;
+                    self.answer_stop(Err(format!(
+                        "the job failed before the savepoint of the stop completed ({why}); \
+                         it stops without one"
+                    )));
+                    tracing::error!(
+                        "the job failed while stopping ({why}); stopping without a savepoint"
+                    );
+                    return AttemptEnd::Cancelled;
+                }
+                (AttemptEnd::Finished { .. }, _) => {
+                    self.stopping = None;
+                    self.answer_stop(Err("the job finished (its input ended) before the \
+                         savepoint of the stop completed"
+                        .to_string()));
+                }
+                (AttemptEnd::Cancelled, _) => {
+                    self.stopping = None;
+                    self.answer_stop(Err(
+                        "the job was cancelled before the savepoint of the stop completed"
+                            .to_string(),
+                    ));
+                }
+            }
+        }
         end
     }
 
-    fn stop_with_savepoint(&mut self, coordinator: &mut Coordinator) {
-        tracing::info!("stop requested: taking a savepoint first");
-        self.stopping_with_savepoint = true;
-        self.savepoint_queue.push_back(SavepointRequest {
-            target: None,
-            reply: None,
-            then_stop: true,
+    /// Publish the checkpoints in flight (count and list) for status and metrics.
+    fn publish_in_flight(&self, in_flight: &BTreeMap<u64, InFlight>) {
+        self.opts
+            .counters
+            .checkpoints_in_flight
+            .store(in_flight.len() as u64, Ordering::Relaxed);
+        self.opts.counters.publish(|l| {
+            l.pending = in_flight
+                .iter()
+                .map(|(&id, f)| PendingView {
+                    id,
+                    savepoint: f.barrier.savepoint,
+                    triggered_ms: f.triggered_at_ms,
+                })
+                .collect();
         });
-        coordinator.request_savepoint();
+    }
+
+    /// Answer everyone waiting for the stop's savepoint.
+    fn answer_stop(&mut self, outcome: Result<CheckpointReport, String>) {
+        for reply in self.stop_replies.drain(..) {
+            let _ = reply.send(outcome.clone());
+        }
+    }
+
+    /// Start a stop-with-savepoint, or join the one under way.
+    fn stop_with_savepoint(
+        &mut self,
+        coordinator: &mut Coordinator,
+        target: Option<String>,
+        reply: Option<SavepointReply>,
+        if_it_fails: IfSavepointFails,
+    ) {
+        self.stop_replies.extend(reply);
+        match &mut self.stopping {
+            Some(stop) => {
+                // SIGTERM's wish to stop in any case wins over a request that would keep the
+                // job running; the target of the stop under way stays.
+                if if_it_fails == IfSavepointFails::StopAnyway {
+                    stop.if_it_fails = IfSavepointFails::StopAnyway;
+                    for r in &mut self.savepoint_queue {
+                        if r.then_stop.is_some() {
+                            r.then_stop = Some(IfSavepointFails::StopAnyway);
+                        }
+                    }
+                }
+            }
+            None => {
+                tracing::info!("stop requested: taking a savepoint first");
+                self.stopping = Some(Stopping {
+                    target: target.clone(),
+                    if_it_fails,
+                });
+                self.savepoint_queue.push_back(SavepointRequest {
+                    target,
+                    reply: None,
+                    then_stop: Some(if_it_fails),
+                });
+                coordinator.request_savepoint();
+            }
+        }
     }
 
     fn on_command(
@@ -352,17 +485,20 @@ impl<J: Job> Runner<'_, J> {
                 self.savepoint_queue.push_back(SavepointRequest {
                     target,
                     reply: Some(reply),
-                    then_stop: false,
+                    then_stop: None,
                 });
                 coordinator.request_savepoint();
                 None
             }
-            Command::StopWithSavepoint => {
-                if !self.stopping_with_savepoint {
-                    self.stop_with_savepoint(coordinator);
-                }
+            Command::StopWithSavepoint {
+                target,
+                reply,
+                if_it_fails,
+            } => {
+                self.stop_with_savepoint(coordinator, target, reply, if_it_fails);
                 None
             }
+            Command::Fail(why) => Some(AttemptEnd::Failover(why)),
         }
     }
 
@@ -390,13 +526,16 @@ impl<J: Job> Runner<'_, J> {
             })
         });
         let triggered = self.started.elapsed();
+        let triggered_at = Instant::now();
         match self.calls.begin(&self.job_storage, id, target, timeout) {
             Ok(location) => {
-                let barrier = Arc::new(Barrier {
+                let barrier = Arc::new(Barrier::new(
                     id,
                     location,
                     savepoint,
-                });
+                    &self.config.checkpointing,
+                    triggered_at,
+                ));
                 for tx in &a.barriers {
                     let _ = tx.send(barrier.clone());
                 }
@@ -439,20 +578,42 @@ impl<J: Job> Runner<'_, J> {
         location: Option<Location>,
         request: Option<SavepointRequest>,
     ) -> Option<AttemptEnd<J>> {
-        let then_stop = request.as_ref().is_some_and(|r| r.then_stop);
+        let then_stop = request.as_ref().and_then(|r| r.then_stop);
+        let savepoint = coordinator.is_savepoint(id);
+        let what = if savepoint { "savepoint" } else { "checkpoint" };
         if let Some(reply) = request.and_then(|r| r.reply) {
             let _ = reply.send(Err(format!("savepoint {id} failed: {reason}")));
         }
         self.discard_in_background(Vec::new(), location.into_iter().collect());
-        if then_stop {
-            tracing::error!(
-                id,
-                "the savepoint before stopping failed ({reason}); stopping without it"
-            );
-            let _ = coordinator.on_failed(id, &reason);
-            return Some(AttemptEnd::Cancelled);
+        let failure = format!("{what} {id} failed: {reason}");
+        self.opts
+            .counters
+            .publish(|l| l.last_failure = Some(failure.clone()));
+        if let Some(mode) = then_stop {
+            self.stopping = None;
+            match mode {
+                IfSavepointFails::StopAnyway => {
+                    self.answer_stop(Err(format!("{failure}; the job stops without it")));
+                    tracing::error!(
+                        id,
+                        "the savepoint before stopping failed ({reason}); stopping without it"
+                    );
+                    let _ = coordinator.on_failed(id, &reason);
+                    return Some(AttemptEnd::Cancelled);
+                }
+                IfSavepointFails::KeepRunning => {
+                    self.answer_stop(Err(format!(
+                        "{failure}; the job keeps running (try again, or `cairn cancel` to stop \
+                         it without a savepoint)"
+                    )));
+                    tracing::warn!(
+                        id,
+                        "the savepoint before stopping failed ({reason}); the job keeps running"
+                    );
+                }
+            }
         }
-        tracing::warn!(id, "checkpoint failed: {reason}");
+        tracing::warn!(id, "{what} failed: {reason}");
         // A call given up because the run is stopping is no failure of the job's: it stops.
         if self.opts.cancel.load(Ordering::Relaxed) {
             let _ = coordinator.on_failed(id, &reason);
@@ -464,6 +625,10 @@ impl<J: Job> Runner<'_, J> {
             .counters
             .checkpoints_failed
             .store(coordinator.total_failures(), Ordering::Relaxed);
+        let in_a_row = coordinator.consecutive_failures();
+        self.opts
+            .counters
+            .publish(|l| l.consecutive_failures = in_a_row);
         (verdict == Verdict::FailJob).then(|| {
             AttemptEnd::Failover(format!(
                 "checkpoint {id} {reason}, and checkpoint failures in a row exceed \
@@ -529,7 +694,7 @@ impl<J: Job> Runner<'_, J> {
                     if let Ok(snapshot) = result {
                         let calls = self.calls.clone();
                         std::thread::spawn(move || {
-                            for h in snapshot.handles {
+                            for h in snapshot.into_handles() {
                                 let _ = calls.discard(h);
                             }
                         });
@@ -615,6 +780,30 @@ impl<J: Job> Runner<'_, J> {
         }
     }
 
+    /// Count how a completed checkpoint's barriers went, for progress, counters and summary.
+    fn note_barriers(&mut self, r: &CheckpointReport) {
+        let alignment_ms = u64::try_from(r.alignment.as_millis()).unwrap_or(u64::MAX);
+        self.barriers.add(r.barriers);
+        self.channel_state_bytes += r.channel_state_bytes;
+        self.max_alignment_ms = self.max_alignment_ms.max(alignment_ms);
+        self.progress.last_barriers = Some(r.barriers);
+        self.progress.last_channel_state_bytes = r.channel_state_bytes;
+        self.progress.last_alignment_ms = alignment_ms;
+        let c = &self.opts.counters;
+        c.last_checkpoint_channel_state_bytes
+            .store(r.channel_state_bytes, Ordering::Relaxed);
+        c.last_checkpoint_alignment_us.store(
+            u64::try_from(r.alignment.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        if matches!(
+            r.barriers,
+            Barriers::Unaligned | Barriers::UnalignedAfterTimeout
+        ) {
+            c.checkpoints_unaligned.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Commit checkpoint `id` if every task has acknowledged it.
     fn maybe_complete(
         &mut self,
@@ -643,20 +832,11 @@ impl<J: Job> Runner<'_, J> {
             job_settings: self.settings.clone(),
             triggered_at_ms: flight.triggered_at_ms,
             completed_at_ms: epoch_ms(),
+            barriers: checkpoint_barriers(&flight.barrier, &tasks),
             tasks: tasks
                 .iter()
                 .enumerate()
-                .map(|(i, t)| TaskState {
-                    operator: KEYED_OPERATOR.to_string(),
-                    subtask: i as u32,
-                    handles: t.handles.iter().map(HandleRecord::from).collect(),
-                    records: t.records,
-                    sink: t.sink.clone(),
-                    epoch: t.epoch,
-                    entries: t.entries,
-                    pages: t.pages,
-                    changed_pages: t.changed_pages,
-                })
+                .map(|(i, t)| t.task_state(i as u32))
                 .collect(),
             source_offsets: flight
                 .offsets
@@ -683,7 +863,22 @@ impl<J: Job> Runner<'_, J> {
                     state_bytes: size,
                     pages: tasks.iter().map(|t| t.pages).sum(),
                     changed_pages: tasks.iter().map(|t| t.changed_pages).sum(),
+                    barriers: metadata.barriers,
+                    channel_state_bytes: metadata.channel_state_bytes(),
+                    channel_state_records: tasks
+                        .iter()
+                        .flat_map(|t| &t.channel_state)
+                        .map(|c| c.records)
+                        .sum(),
+                    queued_bytes: tasks.iter().map(|t| t.queued_bytes).sum(),
+                    alignment: tasks.iter().map(|t| t.alignment).max().unwrap_or_default(),
+                    start_delay: tasks
+                        .iter()
+                        .map(|t| t.start_delay)
+                        .max()
+                        .unwrap_or_default(),
                 };
+                self.note_barriers(&report);
                 let took = u64::try_from(report.duration().as_millis()).unwrap_or(u64::MAX);
                 self.progress.completed += 1;
                 let counters = &self.opts.counters;
@@ -697,6 +892,25 @@ impl<J: Job> Runner<'_, J> {
                 counters
                     .last_checkpoint_bytes
                     .store(size, Ordering::Relaxed);
+                counters
+                    .histograms
+                    .observe_checkpoint(report.duration(), size);
+                let view = CompletedView {
+                    id,
+                    pointer: done.pointer.clone(),
+                    duration_ms: took,
+                    state_bytes: size,
+                    completed_ms: epoch_ms(),
+                };
+                let in_a_row = coordinator.consecutive_failures();
+                counters.publish(|l| {
+                    l.consecutive_failures = in_a_row;
+                    if savepoint {
+                        l.last_savepoint = Some(view);
+                    } else {
+                        l.last_checkpoint = Some(view);
+                    }
+                });
                 (self.opts.on_checkpoint)(&report);
                 // The checkpoint is durable: now the sinks may commit what it covers.
                 for g in &a.gates {
@@ -704,10 +918,12 @@ impl<J: Job> Runner<'_, J> {
                 }
                 if let Some(request) = flight.request {
                     if let Some(reply) = request.reply {
-                        let _ = reply.send(Ok(done.pointer.clone()));
+                        let _ = reply.send(Ok(report.clone()));
                     }
-                    if request.then_stop {
+                    if request.then_stop.is_some() {
                         tracing::info!(pointer = %done.pointer, "savepoint taken; stopping");
+                        self.stopping = None;
+                        self.answer_stop(Ok(report.clone()));
                         self.final_savepoint = Some(done.pointer.clone());
                         return Some(AttemptEnd::Cancelled);
                     }
@@ -723,8 +939,9 @@ impl<J: Job> Runner<'_, J> {
                         if !self.injected_checkpoints && a.completed >= n {
                             self.injected_checkpoints = true;
                             a.gates[0].control(Control::Fail(format!(
-                                "injected failure in keyed task 0 after {n} completed \
-                                 checkpoint(s) (job.fail-after-checkpoints)"
+                                "injected failure in keyed task 0 after {} \
+                                 (job.fail-after-checkpoints)",
+                                crate::words::count(n, "completed checkpoint")
                             )));
                         }
                     }

@@ -24,11 +24,16 @@ use serde::Serialize;
 use super::{
     keyed_counter::KeyedCounter, run_job, CheckpointReport, Command, Counters, RunOptions,
 };
-use crate::config::Config;
+use crate::{
+    config::{CheckpointingConfig, CheckpointingMode, Config},
+    metadata::Barriers,
+};
 
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct JobBench {
+    /// The job id its checkpoints go under.
+    pub job_id: String,
     /// Distinct keys.
     pub keys: u64,
     /// Bytes of state per key.
@@ -43,6 +48,41 @@ pub struct JobBench {
     pub checkpoints: u32,
     /// A scratch directory for the raw baseline (on the plugin's filesystem, for a fair one).
     pub scratch: std::path::PathBuf,
+    /// Records per second the keyed operator processes (`[job] operator-rate`); `None` is
+    /// unlimited. Below `rate` it backpressures the sources.
+    pub operator_rate: Option<u64>,
+    /// How barriers are handled.
+    pub barriers: BenchBarriers,
+}
+
+/// The barrier modes a benchmark run can use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BenchBarriers {
+    /// Exactly-once, aligned.
+    Aligned,
+    /// Exactly-once, unaligned from the start.
+    Unaligned,
+    /// Exactly-once, aligned, switching to unaligned after this `aligned-checkpoint-timeout`.
+    AlignedThenUnaligned(Duration),
+    /// At-least-once.
+    AtLeastOnce,
+}
+
+impl BenchBarriers {
+    fn apply(self, c: &mut CheckpointingConfig) {
+        let (mode, unaligned, timeout) = match self {
+            BenchBarriers::Aligned => (CheckpointingMode::ExactlyOnce, false, Duration::ZERO),
+            BenchBarriers::Unaligned => (CheckpointingMode::ExactlyOnce, true, Duration::ZERO),
+            BenchBarriers::AlignedThenUnaligned(d) => (CheckpointingMode::ExactlyOnce, true, d),
+            BenchBarriers::AtLeastOnce => (CheckpointingMode::AtLeastOnce, false, Duration::ZERO),
+        };
+        c.mode = mode;
+        c.unaligned = unaligned;
+        c.aligned_checkpoint_timeout = timeout;
+        if unaligned {
+            c.max_concurrent = 1;
+        }
+    }
 }
 
 /// Every figure of a run.
@@ -53,14 +93,30 @@ pub struct JobBenchReport {
     /// Bytes the median checkpoint wrote (state plus keys and framing).
     pub checkpoint_bytes: u64,
     /// Every measured checkpoint's duration, trigger to commit, in ms.
+    #[serde(
+        serialize_with = "crate::runtime::report::whole_units::vec_ms_as_us",
+        rename = "durations_us"
+    )]
     pub durations_ms: Vec<f64>,
     /// The median of those.
+    #[serde(
+        serialize_with = "crate::runtime::report::whole_units::ms_as_us",
+        rename = "median_us"
+    )]
     pub median_ms: f64,
     /// Checkpoint bytes ÷ median duration.
     pub mb_per_s: f64,
     /// The raw write + fsync of the same bytes: every round, in ms.
+    #[serde(
+        serialize_with = "crate::runtime::report::whole_units::vec_ms_as_us",
+        rename = "raw_us"
+    )]
     pub raw_ms: Vec<f64>,
     /// Their median.
+    #[serde(
+        serialize_with = "crate::runtime::report::whole_units::ms_as_us",
+        rename = "raw_median_us"
+    )]
     pub raw_median_ms: f64,
     /// Median checkpoint ÷ raw median.
     pub vs_raw: f64,
@@ -71,6 +127,7 @@ pub struct JobBenchReport {
     /// During ÷ between (`None` if either was not seen).
     pub during_vs_between: Option<f64>,
     /// From the start of the command (before the plugin was loaded) to the first record.
+    #[serde(serialize_with = "crate::runtime::report::whole_units::ms")]
     pub start_to_first_record_ms: f64,
     /// Peak resident memory of this process (`VmHWM`).
     pub peak_rss_bytes: u64,
@@ -81,7 +138,22 @@ pub struct JobBenchReport {
     /// See `pages`.
     pub changed_pages: u64,
     /// Seconds the state took to become complete (the warm-up, not measured).
+    #[serde(
+        serialize_with = "crate::runtime::report::whole_units::secs_as_ms",
+        rename = "warmup_ms"
+    )]
     pub warmup_s: f64,
+    /// Records per second from the first measured trigger to the last measured completion.
+    pub records_per_s: Option<f64>,
+    /// How each measured checkpoint's barriers went.
+    pub barriers: Vec<Barriers>,
+    /// Each measured checkpoint's channel-state bytes.
+    pub channel_state_bytes: Vec<u64>,
+    /// Each measured checkpoint's channel-state records.
+    pub channel_state_records: Vec<u64>,
+    /// Bytes queued in the keyed tasks' inputs at each measured checkpoint's unaligned
+    /// snapshots (0 when aligned).
+    pub queued_bytes: Vec<u64>,
 }
 
 /// Why a benchmark could not measure.
@@ -136,11 +208,13 @@ pub fn run(
     started: Instant,
     on_checkpoint: &dyn Fn(&CheckpointReport, bool),
 ) -> Result<JobBenchReport, BenchError> {
-    config.job.id = "bench-job".to_string();
+    config.job.id = bench.job_id.clone();
     config.job.keys = bench.keys;
     config.job.state_bytes_per_key = bench.state_bytes;
     config.job.parallelism = bench.parallelism;
     config.job.rate = bench.rate;
+    config.job.operator_rate = bench.operator_rate;
+    bench.barriers.apply(&mut config.checkpointing);
     config.checkpointing.interval = Some(bench.interval);
     // Half an interval at least between a completion and the next trigger, so that even
     // checkpoints slower than the interval leave time "between checkpoints" to measure.
@@ -264,6 +338,14 @@ pub fn run(
         .collect();
     let (rec_out, t_out) = sum(gaps.into_iter().map(span).collect());
     let during = (t_in > 0.0).then(|| rec_in / t_in);
+    let whole = (
+        windows.first().map_or(Duration::ZERO, |w| w.0),
+        windows.last().map_or(Duration::ZERO, |w| w.1),
+    );
+    let records_per_s = (whole.1 > whole.0).then(|| {
+        let (records, seconds) = span(whole);
+        records / seconds
+    });
     let between = (t_out > 0.0).then(|| rec_out / t_out);
 
     // The raw baseline: the same bytes, written and synced, three times.
@@ -306,6 +388,156 @@ pub fn run(
         pages: mid.pages,
         changed_pages: mid.changed_pages,
         warmup_s: warmup,
+        records_per_s,
+        barriers: measured.iter().map(|r| r.barriers).collect(),
+        channel_state_bytes: measured.iter().map(|r| r.channel_state_bytes).collect(),
+        channel_state_records: measured.iter().map(|r| r.channel_state_records).collect(),
+        queued_bytes: measured.iter().map(|r| r.queued_bytes).collect(),
+    })
+}
+
+/// What `cairn bench job --backpressure` runs: the keyed counter with a slow operator, so the
+/// exchange stays full, in every barrier mode, one after the other in this process.
+#[derive(Debug, Clone)]
+pub struct BackpressureBench {
+    /// Distinct keys.
+    pub keys: u64,
+    /// Bytes of state per key.
+    pub state_bytes: u64,
+    /// Parallel tasks.
+    pub parallelism: u32,
+    /// Checkpoint interval.
+    pub interval: Duration,
+    /// Records per second the slow operator processes over the job (the sources are
+    /// unlimited).
+    pub operator_rate: u64,
+    /// Checkpoints measured per mode.
+    pub checkpoints: u32,
+    /// A scratch directory for the raw baselines.
+    pub scratch: std::path::PathBuf,
+}
+
+/// The `aligned-checkpoint-timeout` the backpressure benchmark's switching run uses.
+pub const BENCH_ALIGNED_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// Every figure of `cairn bench job --backpressure`, and the ratios between runs.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackpressureReport {
+    /// Exactly-once, aligned, under backpressure.
+    pub aligned: JobBenchReport,
+    /// Exactly-once, unaligned, under backpressure.
+    pub unaligned: JobBenchReport,
+    /// Exactly-once, aligned then unaligned after [`BENCH_ALIGNED_TIMEOUT`], under
+    /// backpressure.
+    pub aligned_timeout_100ms: JobBenchReport,
+    /// Exactly-once, unaligned, the sources at half the operator's rate (no backpressure).
+    pub unaligned_without_backpressure: JobBenchReport,
+    /// Exactly-once (aligned), sources and operator unlimited: throughput.
+    pub exactly_once_unthrottled: JobBenchReport,
+    /// At-least-once, sources and operator unlimited: throughput.
+    pub at_least_once_unthrottled: JobBenchReport,
+    /// Median unaligned checkpoint ÷ median aligned, under backpressure.
+    pub unaligned_vs_aligned: f64,
+    /// Median checkpoint with the 100 ms timeout ÷ median aligned, under backpressure.
+    pub timeout_vs_aligned: f64,
+    /// Median unaligned checkpoint under backpressure ÷ without.
+    pub unaligned_backpressure_vs_without: f64,
+    /// Median over the unaligned checkpoints of channel-state bytes ÷ bytes queued in the
+    /// exchange at the barrier.
+    pub channel_state_vs_queued: Option<f64>,
+    /// Seconds of records queued at the unaligned barrier: the median channel-state records ÷
+    /// the records per second processed meanwhile.
+    #[serde(
+        serialize_with = "crate::runtime::report::whole_units::opt_secs_as_ms",
+        rename = "queued_ms"
+    )]
+    pub queued_s: Option<f64>,
+    /// At-least-once records/s ÷ exactly-once records/s, unthrottled.
+    pub at_least_once_vs_exactly_once: Option<f64>,
+}
+
+/// Run the backpressure benchmark; `on_checkpoint` sees every checkpoint, with the name of the
+/// run and whether it is measured.
+pub fn backpressure(
+    bench: &BackpressureBench,
+    config: &Config,
+    storage: Arc<dyn CheckpointStorage>,
+    started: Instant,
+    on_checkpoint: &dyn Fn(&str, &CheckpointReport, bool),
+) -> Result<BackpressureReport, BenchError> {
+    let op = Some(bench.operator_rate);
+    let phase = |name: &str,
+                 barriers: BenchBarriers,
+                 rate: Option<u64>,
+                 operator_rate: Option<u64>|
+     -> Result<JobBenchReport, BenchError> {
+        let spec = JobBench {
+            job_id: format!("bench-job-{name}"),
+            keys: bench.keys,
+            state_bytes: bench.state_bytes,
+            parallelism: bench.parallelism,
+            interval: bench.interval,
+            rate,
+            checkpoints: bench.checkpoints,
+            scratch: bench.scratch.clone(),
+            operator_rate,
+            barriers,
+        };
+        run(&spec, config.clone(), storage.clone(), started, &|r, m| {
+            on_checkpoint(name, r, m)
+        })
+    };
+    let aligned = phase("aligned", BenchBarriers::Aligned, None, op)?;
+    let unaligned = phase("unaligned", BenchBarriers::Unaligned, None, op)?;
+    let timeout = phase(
+        "aligned-timeout-100ms",
+        BenchBarriers::AlignedThenUnaligned(BENCH_ALIGNED_TIMEOUT),
+        None,
+        op,
+    )?;
+    let free = phase(
+        "unaligned-without-backpressure",
+        BenchBarriers::Unaligned,
+        Some((bench.operator_rate / 2).max(1)),
+        None,
+    )?;
+    let eo = phase(
+        "exactly-once-unthrottled",
+        BenchBarriers::Aligned,
+        None,
+        None,
+    )?;
+    let alo = phase(
+        "at-least-once-unthrottled",
+        BenchBarriers::AtLeastOnce,
+        None,
+        None,
+    )?;
+    let per_checkpoint: Vec<f64> = unaligned
+        .channel_state_bytes
+        .iter()
+        .zip(&unaligned.queued_bytes)
+        .filter(|(_, &q)| q > 0)
+        .map(|(&c, &q)| c as f64 / q as f64)
+        .collect();
+    let records: Vec<f64> = unaligned
+        .channel_state_records
+        .iter()
+        .map(|&r| r as f64)
+        .collect();
+    Ok(BackpressureReport {
+        unaligned_vs_aligned: unaligned.median_ms / aligned.median_ms,
+        timeout_vs_aligned: timeout.median_ms / aligned.median_ms,
+        unaligned_backpressure_vs_without: unaligned.median_ms / free.median_ms,
+        channel_state_vs_queued: (!per_checkpoint.is_empty()).then(|| median(&per_checkpoint)),
+        queued_s: unaligned.records_per_s.map(|r| median(&records) / r),
+        at_least_once_vs_exactly_once: alo.records_per_s.zip(eo.records_per_s).map(|(a, e)| a / e),
+        aligned,
+        unaligned,
+        aligned_timeout_100ms: timeout,
+        unaligned_without_backpressure: free,
+        exactly_once_unthrottled: eo,
+        at_least_once_unthrottled: alo,
     })
 }
 

@@ -10,13 +10,21 @@
 //! deadline is cleaned up rather than leaked. Workers that return in time are reused, so a call
 //! costs two channel messages, not a thread.
 //!
+//! Each call's latency goes, by call and outcome, into the run's
+//! [`Histograms`](crate::metrics::Histograms) when the calls are [`PluginCalls::observed`]: the
+//! `cairn_plugin_call_duration_seconds` metric.
+//!
 //! Calls made on task threads (creating and writing state streams) are not here: they belong
 //! to a checkpoint, and a checkpoint that hangs expires.
+//!
+//! Every call that changes the storage (begin, commit, dispose, discard) first asks the job
+//! lease's [`Fence`], once the run holds a lease: a holder whose lease expired or was taken over
+//! writes nothing more (see `crate::lease`).
 
 use std::{
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc, Condvar, Mutex,
+        Arc, Condvar, Mutex, OnceLock,
     },
     time::{Duration, Instant},
 };
@@ -26,6 +34,22 @@ use cairn_plugin_api::{
     ResolvedCheckpoint, StateHandle, StorageError, StorageInfo,
 };
 use crossbeam_channel::{unbounded, Sender};
+
+use crate::metrics::{CallOutcome, Histograms};
+
+use crate::lease::Fence;
+
+/// Whether an undo may still change the storage: not once the lease is lost or expired, since
+/// the job may be someone else's by now.
+fn may_write(fence: Option<&dyn Fence>, what: &str) -> bool {
+    match fence.map(|f| f.check()) {
+        Some(Err(why)) => {
+            tracing::warn!("not {what}: {why}");
+            false
+        }
+        _ => true,
+    }
+}
 
 /// What to do with the result of a call that was abandoned at its deadline.
 pub(crate) type Undo<T> = Box<dyn FnOnce(Result<T, StorageError>) + Send>;
@@ -51,6 +75,8 @@ pub struct PluginCalls {
     deadline: Duration,
     cancel: Arc<AtomicBool>,
     idle: Mutex<Vec<Worker>>,
+    latency: Option<Histograms>,
+    fence: OnceLock<Arc<dyn Fence>>,
 }
 
 /// A location of a checkpoint in flight, usable only through [`PluginCalls`] and the tasks.
@@ -75,7 +101,56 @@ impl PluginCalls {
             deadline,
             cancel,
             idle: Mutex::new(Vec::new()),
+            latency: None,
+            fence: OnceLock::new(),
         })
+    }
+
+    /// As [`PluginCalls::new`], and each call's latency is observed in `histograms`.
+    pub fn observed(
+        storage: Arc<dyn CheckpointStorage>,
+        deadline: Duration,
+        cancel: Arc<AtomicBool>,
+        histograms: Histograms,
+    ) -> Arc<Self> {
+        Arc::new(PluginCalls {
+            storage,
+            deadline,
+            cancel,
+            idle: Mutex::new(Vec::new()),
+            latency: Some(histograms),
+            fence: OnceLock::new(),
+        })
+    }
+
+    fn observe<T>(
+        &self,
+        name: &'static str,
+        started: Instant,
+        result: &Result<T, StorageError>,
+        abandoned: bool,
+    ) {
+        if let Some(h) = &self.latency {
+            let outcome = match result {
+                _ if abandoned => CallOutcome::Abandoned,
+                Ok(_) => CallOutcome::Ok,
+                Err(_) => CallOutcome::Error,
+            };
+            h.observe_call(name, outcome, started.elapsed());
+        }
+    }
+
+    /// Fence every call that changes the storage with `fence` from now on (once per run).
+    pub fn set_fence(&self, fence: Arc<dyn Fence>) {
+        let _ = self.fence.set(fence);
+    }
+
+    /// `Err` if the fence forbids writing: the call `what` is refused before it starts.
+    fn fenced(&self, what: &str) -> Result<(), StorageError> {
+        match self.fence.get().map(|f| f.check()) {
+            Some(Err(why)) => Err(StorageError::Other(format!("refusing {what}: {why}"))),
+            _ => Ok(()),
+        }
     }
 
     /// The deadline of calls that are not part of a checkpoint.
@@ -99,15 +174,43 @@ impl PluginCalls {
         Ok(Worker { work: tx })
     }
 
-    /// Run `f` with `deadline`; see the module docs. `what` names the call in errors, such as
+    /// Run `f` with `deadline`; see the module docs. `name` is the plugin API's name of the
+    /// call (its latency's label); `what` names the call in errors, such as
     /// `list_completed() of job 'j'`.
     pub(crate) fn call<T: Send + 'static>(
         &self,
+        name: &'static str,
         what: &str,
         deadline: Duration,
         undo: Option<Undo<T>>,
         f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
     ) -> Result<T, StorageError> {
+        self.call_with(name, what, deadline, undo, true, f)
+    }
+
+    /// As [`PluginCalls::call`], but a stopping job still waits for it, up to `deadline`: for
+    /// the last words of a run (releasing its lease), which would otherwise be given up the
+    /// moment Ctrl-C sets the cancel flag and race the process's exit.
+    pub(crate) fn call_while_stopping<T: Send + 'static>(
+        &self,
+        name: &'static str,
+        what: &str,
+        deadline: Duration,
+        f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
+    ) -> Result<T, StorageError> {
+        self.call_with(name, what, deadline, None, false, f)
+    }
+
+    fn call_with<T: Send + 'static>(
+        &self,
+        name: &'static str,
+        what: &str,
+        deadline: Duration,
+        undo: Option<Undo<T>>,
+        honour_cancel: bool,
+        f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
+    ) -> Result<T, StorageError> {
+        let started = Instant::now();
         let slot = Arc::new((Mutex::new(Slot::Waiting(undo)), Condvar::new()));
         let theirs = slot.clone();
         let work: Work = Box::new(move || {
@@ -149,9 +252,10 @@ impl PluginCalls {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .push(worker);
+                self.observe(name, started, &result, false);
                 return result;
             }
-            let cancelled = self.cancel.load(Ordering::Relaxed);
+            let cancelled = honour_cancel && self.cancel.load(Ordering::Relaxed);
             let now = Instant::now();
             if cancelled || until.is_some_and(|u| now >= u) {
                 // Leave the undo for the worker, which finds the slot abandoned.
@@ -159,13 +263,15 @@ impl PluginCalls {
                     *s = Slot::Abandoned(undo);
                 }
                 drop(s);
-                return Err(if cancelled {
+                let err: Result<T, StorageError> = Err(if cancelled {
                     StorageError::Timeout(format!(
                         "the storage plugin's {what} was abandoned: the job is stopping"
                     ))
                 } else {
                     what_timed_out(what, deadline)
                 });
+                self.observe(name, started, &err, true);
+                return err;
             }
             let slice = until
                 .map_or(Duration::from_millis(50), |u| {
@@ -182,7 +288,9 @@ impl PluginCalls {
     /// `info()`.
     pub fn info(&self) -> Result<StorageInfo, StorageError> {
         let storage = self.storage.clone();
-        self.call("info()", self.deadline, None, move || Ok(storage.info()))
+        self.call("info", "info()", self.deadline, None, move || {
+            Ok(storage.info())
+        })
     }
 
     /// `job(id)`.
@@ -190,6 +298,7 @@ impl PluginCalls {
         let storage = self.storage.clone();
         let id = job_id.to_string();
         self.call(
+            "job",
             &format!("job('{job_id}')"),
             self.deadline,
             None,
@@ -205,6 +314,7 @@ impl PluginCalls {
     ) -> Result<Vec<CompletedCheckpoint>, StorageError> {
         let job = job.clone();
         self.call(
+            "list_completed",
             &format!("list_completed() of job '{job_id}'"),
             self.deadline,
             None,
@@ -212,11 +322,45 @@ impl PluginCalls {
         )
     }
 
-    /// `resolve(pointer)`.
-    pub(crate) fn resolve(&self, pointer: &str) -> Result<ResolvedCheckpoint, StorageError> {
+    /// `list_uncommitted()`.
+    pub(crate) fn list_uncommitted(
+        &self,
+        job: &Arc<dyn JobStorage>,
+        job_id: &str,
+    ) -> Result<Vec<u64>, StorageError> {
+        let job = job.clone();
+        self.call(
+            "list_uncommitted",
+            &format!("list_uncommitted() of job '{job_id}'"),
+            self.deadline,
+            None,
+            move || job.list_uncommitted(),
+        )
+    }
+
+    /// `list_savepoints(target)` (API 1.1).
+    pub(crate) fn list_savepoints(
+        &self,
+        job: &Arc<dyn JobStorage>,
+        job_id: &str,
+        target: Option<String>,
+    ) -> Result<Vec<String>, StorageError> {
+        let job = job.clone();
+        self.call(
+            "list_savepoints",
+            &format!("list_savepoints() of job '{job_id}'"),
+            self.deadline,
+            None,
+            move || job.list_savepoints(target.as_deref()),
+        )
+    }
+
+    /// `resolve(pointer)`, bounded by the checkpoint timeout like every call here.
+    pub fn resolve(&self, pointer: &str) -> Result<ResolvedCheckpoint, StorageError> {
         let storage = self.storage.clone();
         let p = pointer.to_string();
         self.call(
+            "resolve",
             &format!("resolve({pointer})"),
             self.deadline,
             None,
@@ -235,7 +379,7 @@ impl PluginCalls {
             + 'static,
     ) -> Result<T, StorageError> {
         let storage = self.storage.clone();
-        self.call(what, self.deadline, None, move || {
+        self.call("open_handle", what, self.deadline, None, move || {
             let input = storage.open_handle(&handle)?;
             read(&handle, input)
         })
@@ -251,9 +395,12 @@ impl PluginCalls {
         deadline: Duration,
     ) -> Result<Location, StorageError> {
         let job = job.clone();
-        let undo: Undo<Location> = Box::new(|begun| {
+        let fence = self.fence.get().cloned();
+        let undo: Undo<Location> = Box::new(move |begun| {
             if let Ok(location) = begun {
-                let _ = location.dispose_on_failure();
+                if may_write(fence.as_deref(), "cleaning a location begun late") {
+                    let _ = location.dispose_on_failure();
+                }
             }
         });
         let what = if savepoint_target.is_some() {
@@ -261,7 +408,9 @@ impl PluginCalls {
         } else {
             "begin_checkpoint"
         };
+        self.fenced(&format!("{what}({id})"))?;
         self.call(
+            what,
             &format!("{what}({id})"),
             deadline,
             Some(undo),
@@ -281,28 +430,36 @@ impl PluginCalls {
         metadata: Vec<u8>,
         deadline: Duration,
     ) -> Result<CompletedCheckpoint, StorageError> {
+        self.fenced("commit")?;
         let storage = self.storage.clone();
         let undo_location = location.clone();
+        let fence = self.fence.get().cloned();
         let undo: Undo<CompletedCheckpoint> = Box::new(move |late| match late {
             Ok(done) => {
                 tracing::warn!(pointer = %done.pointer, "a commit abandoned at its deadline completed late; disposing it");
-                let _ = storage.dispose(&done.pointer);
+                if may_write(fence.as_deref(), "disposing a commit that completed late") {
+                    let _ = storage.dispose(&done.pointer);
+                }
             }
             Err(_) => {
-                let _ = undo_location.dispose_on_failure();
+                if may_write(fence.as_deref(), "cleaning a failed commit's location") {
+                    let _ = undo_location.dispose_on_failure();
+                }
             }
         });
         let location = location.clone();
-        self.call("commit", deadline, Some(undo), move || {
+        self.call("commit", "commit", deadline, Some(undo), move || {
             location.commit(&metadata)
         })
     }
 
     /// `dispose(pointer)`.
     pub(crate) fn dispose(&self, pointer: &str) -> Result<(), StorageError> {
+        self.fenced(&format!("dispose({pointer})"))?;
         let storage = self.storage.clone();
         let p = pointer.to_string();
         self.call(
+            "dispose",
             &format!("dispose({pointer})"),
             self.deadline,
             None,
@@ -312,16 +469,22 @@ impl PluginCalls {
 
     /// `dispose_on_failure()` of a location.
     pub(crate) fn dispose_on_failure(&self, location: &Location) -> Result<(), StorageError> {
+        self.fenced("dispose_on_failure()")?;
         let location = location.clone();
-        self.call("dispose_on_failure()", self.deadline, None, move || {
-            location.dispose_on_failure()
-        })
+        self.call(
+            "dispose_on_failure",
+            "dispose_on_failure()",
+            self.deadline,
+            None,
+            move || location.dispose_on_failure(),
+        )
     }
 
     /// `discard(handle)`.
     pub(crate) fn discard(&self, handle: StateHandle) -> Result<(), StorageError> {
+        self.fenced("discard()")?;
         let storage = self.storage.clone();
-        self.call("discard()", self.deadline, None, move || {
+        self.call("discard", "discard()", self.deadline, None, move || {
             storage.discard(&handle)
         })
     }
@@ -378,24 +541,18 @@ mod tests {
     fn a_call_returns_its_result_and_its_worker_is_reused() {
         let (c, _) = calls(Duration::from_secs(60));
         let first = c
-            .call(
-                "a()",
-                c.deadline(),
-                None,
-                || Ok(std::thread::current().id()),
-            )
+            .call("a", "a()", c.deadline(), None, || {
+                Ok(std::thread::current().id())
+            })
             .unwrap();
         let second = c
-            .call(
-                "b()",
-                c.deadline(),
-                None,
-                || Ok(std::thread::current().id()),
-            )
+            .call("b", "b()", c.deadline(), None, || {
+                Ok(std::thread::current().id())
+            })
             .unwrap();
         assert_eq!(first, second, "the idle worker runs the next call");
         let err = c
-            .call::<()>("c()", c.deadline(), None, || {
+            .call::<()>("c", "c()", c.deadline(), None, || {
                 Err(StorageError::NotFound("x".into()))
             })
             .unwrap_err();
@@ -412,6 +569,7 @@ mod tests {
         });
         let err = c
             .call(
+                "list_completed",
                 "list_completed() of job 'j'",
                 c.deadline(),
                 Some(undo),
@@ -435,7 +593,7 @@ mod tests {
         );
         // The abandoned worker is not reused: the next call still works.
         assert_eq!(
-            c.call("d()", Duration::from_secs(60), None, || Ok(1))
+            c.call("d", "d()", Duration::from_secs(60), None, || Ok(1))
                 .unwrap(),
             1
         );
@@ -447,11 +605,41 @@ mod tests {
         cancel.store(true, Ordering::Relaxed);
         let (_hold, wait) = crossbeam_channel::bounded::<()>(0);
         let err = c
-            .call("job('j')", c.deadline(), None, move || {
+            .call("job", "job('j')", c.deadline(), None, move || {
                 let _ = wait.recv();
                 Ok(())
             })
             .unwrap_err();
         assert!(err.to_string().contains("the job is stopping"), "{err}");
+    }
+
+    #[test]
+    fn a_last_call_while_stopping_is_waited_for_and_still_has_its_deadline() {
+        let (c, cancel) = calls(Duration::from_secs(600));
+        cancel.store(true, Ordering::Relaxed);
+        // Answers only once the caller is already stopping: a plain call would have given up.
+        let (go, wait) = crossbeam_channel::bounded::<()>(0);
+        let answer = std::thread::spawn(move || go.send(()));
+        let got = c.call_while_stopping("write_lease", "write_lease()", c.deadline(), move || {
+            wait.recv()
+                .map_err(|e| StorageError::Other(e.to_string()))?;
+            Ok(7)
+        });
+        assert_eq!(got.unwrap(), 7);
+        answer.join().unwrap().unwrap();
+        // A call that never answers still ends at its deadline.
+        let (_hold, wait) = crossbeam_channel::bounded::<()>(0);
+        let err = c
+            .call_while_stopping(
+                "write_lease",
+                "write_lease()",
+                Duration::from_millis(50),
+                move || {
+                    let _ = wait.recv();
+                    Ok(())
+                },
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("write_lease()"), "{err}");
     }
 }

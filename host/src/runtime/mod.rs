@@ -6,7 +6,10 @@
 //! - [`state`]: keyed state with copy-on-write pages, O(1) snapshots and changed-page tracking.
 //! - `codec`: records and keys as bytes (serde + postcard), key groups.
 //! - `exchange`: the byte-bounded channels between sources and keyed tasks, where barriers are
-//!   aligned (and can overtake, for the next issue's unaligned checkpoints).
+//!   queued in order or overtake (unaligned checkpoints, and the aligned-checkpoint timeout).
+//! - `align`: a keyed task's barrier handling in every mode (aligned, unaligned, aligned then
+//!   unaligned, at-least-once), as a state machine.
+//! - [`channel_state`]: the in-flight records of an unaligned checkpoint, as stream bytes.
 //! - `tasks`: source and keyed tasks, the asynchronous snapshot upload, the sink's
 //!   transactions.
 //! - `calls`: every plugin call of the coordinator side, with a deadline.
@@ -20,10 +23,12 @@
 //!
 //! [`run`] runs the built-in job the config names; [`run_job`] runs any job.
 
+mod align;
 pub mod api;
 mod attempt;
 pub mod bench;
 mod calls;
+pub mod channel_state;
 mod codec;
 mod exchange;
 pub mod keyed_counter;
@@ -39,11 +44,13 @@ use std::sync::Arc;
 
 use cairn_plugin_api::CheckpointStorage;
 
+pub(crate) use self::runner::epoch_ms;
 pub use self::{
     calls::PluginCalls,
     report::{
-        CheckpointReport, Command, Counters, Progress, RestoreFrom, RetainedView, RunError,
-        RunOptions, Status, StopWhen, Summary,
+        BarrierCounts, CheckpointReport, Command, CompletedView, Counters, FreshPlan,
+        IfSavepointFails, Live, PendingView, Phase, Progress, RestoreFrom, Restored, RetainedView,
+        RunError, RunOptions, Status, StopWhen, Summary,
     },
     restore::fingerprint_of,
     runner::run_job,
@@ -92,36 +99,41 @@ pub fn run(
 }
 
 /// Load the storage plugin `config` names, open it, and run `job` with it: the one call a
-/// program running its own job needs. See [`run_job`].
+/// program running its own job needs. While it runs, the job is served as `cairn run` serves
+/// it ([`crate::control::Services`]): `cairn status`, `savepoint`, `stop` and `cancel` reach
+/// it, and `[metrics] listen` is honoured. See [`run_job`].
 pub fn run_with_config<J: api::Job>(
     job: J,
     config: &Config,
     opts: &RunOptions<'_>,
 ) -> Result<Summary, RunError> {
     let (_, storage) = open_storage(config)?;
-    run_job(job, config, storage, opts)
+    let services = crate::control::Services::new(config, job.kind());
+    services.run(opts, |opts| run_job(job, config, storage, opts))
 }
 
 /// Load the configured storage plugin (checking its pin) and open it with its options.
 pub fn open_storage(
     config: &Config,
 ) -> Result<(crate::loader::Plugin, Arc<dyn CheckpointStorage>), RunError> {
+    let plugin = load_plugin(config).map_err(RunError::Plugin)?;
+    let storage = plugin
+        .open(&config.storage.options_document())
+        .map_err(|error| RunError::Open {
+            plugin: plugin.manifest().name.clone(),
+            error,
+        })?;
+    Ok((plugin, Arc::from(storage)))
+}
+
+/// Find and load the plugin `[storage]` names (checking its pin), without opening storage.
+pub fn load_plugin(config: &Config) -> Result<crate::loader::Plugin, crate::loader::LoadError> {
     use crate::loader;
     let pin = config.storage.sha256.as_deref();
-    let plugin = match &config.storage.plugin {
+    match &config.storage.plugin {
         PluginRef::Name(name) => loader::load_by_name(&config.plugins.search_path(), name, pin),
         PluginRef::Path(path) => loader::load_path(path, pin),
     }
-    .map_err(|e| RunError::Job(e.to_string()))?;
-    let storage = plugin
-        .open(&config.storage.options_document())
-        .map_err(|e| {
-            RunError::Job(format!(
-                "storage plugin '{}' could not be opened: {e}",
-                plugin.manifest().name
-            ))
-        })?;
-    Ok((plugin, Arc::from(storage)))
 }
 
 /// The fingerprint a checkpoint of the job `[job]` configures must carry, if the job can be

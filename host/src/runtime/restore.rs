@@ -15,12 +15,13 @@ use serde_json::Value;
 use super::{
     api::{Job, OffsetOf, TaskContext, TwoPhaseCommitSink},
     calls::PluginCalls,
-    codec::{key_group, task_of},
+    channel_state,
+    codec::{key_group, task_of, Buffer},
     state::{read_state, KeyedState},
     tasks::{offset_from, sink_state_from, SinkState},
     RunError,
 };
-use crate::metadata::{CheckpointMetadata, KEYED_OPERATOR};
+use crate::metadata::{ChannelStateRecord, CheckpointMetadata, KEYED_OPERATOR};
 
 /// What one attempt starts from.
 pub(crate) struct StartState<J: Job> {
@@ -30,6 +31,8 @@ pub(crate) struct StartState<J: Job> {
     pub(crate) states: Vec<KeyedState<J::Key, J::State>>,
     pub(crate) records: Vec<u64>,
     pub(crate) sinks: Vec<Option<SinkState<<J::Sink as TwoPhaseCommitSink>::Transaction>>>,
+    /// Each keyed task's restored channel state: per input channel, its buffers in order.
+    pub(crate) channel_state: Vec<Vec<Vec<Buffer>>>,
 }
 
 impl<J: Job> StartState<J> {
@@ -41,6 +44,7 @@ impl<J: Job> StartState<J> {
             states: (0..parallelism).map(|_| KeyedState::new()).collect(),
             records: vec![0; parallelism],
             sinks: (0..parallelism).map(|_| None).collect(),
+            channel_state: (0..parallelism).map(|_| Vec::new()).collect(),
         }
     }
 }
@@ -56,6 +60,8 @@ pub fn fingerprint_of(kind: &str, settings: &str) -> String {
 pub(crate) enum LoadError {
     /// The plugin's `resolve` failed (the error keeps its kind).
     Resolve(StorageError),
+    /// It resolved, but the bytes are not valid metadata.
+    Damaged(String),
     /// It resolved, but is not a checkpoint of this job with these settings.
     Refused(String),
 }
@@ -64,7 +70,7 @@ impl LoadError {
     pub(crate) fn into_run_error(self, pointer: &str) -> RunError {
         match self {
             LoadError::Resolve(e) => RunError::Restore(format!("{pointer}: {e}")),
-            LoadError::Refused(why) => RunError::Restore(why),
+            LoadError::Damaged(why) | LoadError::Refused(why) => RunError::Restore(why),
         }
     }
 }
@@ -78,7 +84,7 @@ pub(crate) fn load_metadata<J: Job>(
 ) -> Result<CheckpointMetadata, LoadError> {
     let resolved = calls.resolve(pointer).map_err(LoadError::Resolve)?;
     let meta = CheckpointMetadata::decode(&resolved.metadata)
-        .map_err(|e| LoadError::Refused(format!("{pointer}: {e}")))?;
+        .map_err(|e| LoadError::Damaged(format!("{pointer}: {e}")))?;
     if meta.job_id != job_id {
         return Err(LoadError::Refused(format!(
             "{pointer} belongs to job '{}', not to job.id = '{job_id}'",
@@ -219,6 +225,55 @@ fn read_task_state<J: Job>(
     Ok(all.unwrap_or_default())
 }
 
+/// Read one keyed task's channel state: per input channel, its buffers in their order.
+fn read_channel_state(
+    calls: &PluginCalls,
+    pointer: &str,
+    subtask: u32,
+    parallelism: u32,
+    records: &[ChannelStateRecord],
+) -> Result<Vec<Vec<Buffer>>, RunError> {
+    let refuse = |why: String| RunError::Restore(format!("{pointer}: {why}"));
+    let mut channels: Vec<Vec<Buffer>> = (0..parallelism).map(|_| Vec::new()).collect();
+    let mut seen = vec![false; parallelism as usize];
+    for r in records {
+        let ch = r.channel as usize;
+        if ch >= seen.len() || std::mem::replace(&mut seen[ch], true) {
+            return Err(refuse(format!(
+                "keyed task {subtask} has channel state for input {} twice or out of range \
+                 (parallelism {parallelism})",
+                r.channel
+            )));
+        }
+        let handle = r.handle.to_handle().map_err(|e| refuse(e.to_string()))?;
+        if handle.size() != r.bytes {
+            return Err(refuse(format!(
+                "keyed task {subtask}'s channel state of input {ch} is {} bytes, the metadata \
+                 says {}",
+                handle.size(),
+                r.bytes
+            )));
+        }
+        let what = format!(
+            "reading keyed task {subtask}'s channel state of input {ch} ({}) of {pointer}",
+            handle.describe()
+        );
+        let expected = r.records;
+        let buffers = calls
+            .read_handle(&what, handle, move |h, input| {
+                let mut bytes = Vec::with_capacity(usize::try_from(h.size()).unwrap_or(0));
+                CheckedReader::new(h, input)
+                    .read_to_end(&mut bytes)
+                    .map_err(|e| StorageError::Corrupt(e.to_string()))?;
+                channel_state::decode(&bytes, Some(expected))
+                    .map_err(|e| StorageError::Corrupt(format!("{}: {e}", h.describe())))
+            })
+            .map_err(|e| RunError::Restore(format!("{pointer}: {e}")))?;
+        channels[ch] = buffers;
+    }
+    Ok(channels)
+}
+
 /// Everything an attempt needs from the checkpoint at `pointer`.
 pub(crate) fn start_state<J: Job>(
     calls: &PluginCalls,
@@ -241,6 +296,7 @@ pub(crate) fn start_state<J: Job>(
         .collect::<Result<Vec<_>, _>>()
         .map_err(refuse)?;
     let mut handles: Vec<Option<Vec<StateHandle>>> = vec![None; p];
+    let mut channel_records: Vec<Vec<ChannelStateRecord>> = vec![Vec::new(); p];
     let mut records = vec![0; p];
     let mut sinks = Vec::with_capacity(p);
     sinks.resize_with(p, || None);
@@ -261,6 +317,7 @@ pub(crate) fn start_state<J: Job>(
                 .map_err(|e| refuse(e.to_string()))?,
         );
         records[i] = task.records;
+        channel_records[i] = task.channel_state.clone();
         sinks[i] = match &task.sink {
             None | Some(Value::Null) => None,
             Some(v) => Some(sink_state_from::<J>(v).map_err(refuse)?),
@@ -269,14 +326,20 @@ pub(crate) fn start_state<J: Job>(
     if let Some(missing) = handles.iter().position(Option::is_none) {
         return Err(refuse(format!("it has no state for keyed task {missing}")));
     }
-    // Every task's state is read in parallel, each through its own bounded call.
-    let states = std::thread::scope(|s| {
+    // Every task's state (and channel state) is read in parallel, each handle through its own
+    // bounded call.
+    let read = std::thread::scope(|s| {
         let readers: Vec<_> = handles
             .into_iter()
+            .zip(&channel_records)
             .enumerate()
-            .map(|(i, h)| {
+            .map(|(i, (h, c))| {
                 let h = h.expect("checked above");
-                s.spawn(move || read_task_state::<J>(calls, pointer, i as u32, parallelism, h))
+                s.spawn(move || {
+                    let state = read_task_state::<J>(calls, pointer, i as u32, parallelism, h)?;
+                    let channels = read_channel_state(calls, pointer, i as u32, parallelism, c)?;
+                    Ok((state, channels))
+                })
             })
             .collect();
         readers
@@ -285,14 +348,16 @@ pub(crate) fn start_state<J: Job>(
                 r.join()
                     .unwrap_or_else(|_| Err(RunError::Restore("a state reader panicked".into())))
             })
-            .collect::<Result<Vec<_>, _>>()
+            .collect::<Result<Vec<_>, RunError>>()
     })?;
+    let (states, channel_state) = read.into_iter().unzip();
     Ok(StartState {
         checkpoint_id: meta.checkpoint_id,
         offsets,
         states,
         records,
         sinks,
+        channel_state,
     })
 }
 

@@ -19,7 +19,8 @@ use super::{
     calls::{Location, PluginCalls},
     memory,
     report::{
-        Progress, RestoreFrom, RetainedView, RunError, RunOptions, Status, StopWhen, Summary,
+        BarrierCounts, FreshPlan, Phase, Progress, RestoreFrom, Restored, RetainedView, RunError,
+        RunOptions, Status, StopWhen, Summary,
     },
     restore::{fingerprint_of, load_metadata, start_state, LoadError, StartState},
     state::KeyedState,
@@ -27,9 +28,12 @@ use super::{
 use crate::{
     config::{Config, ExternalizedRetention},
     coordinator::{Coordinator, Policy, Retained},
+    lease::{self, Fence, LeaseOptions, Wait},
+    metadata::SnapshotKind,
 };
 
-pub(super) fn epoch_ms() -> u64 {
+/// Milliseconds since the Unix epoch, now.
+pub(crate) fn epoch_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -74,19 +78,77 @@ pub fn run_job<J: Job>(
     opts: &RunOptions<'_>,
 ) -> Result<Summary, RunError> {
     let started = Instant::now();
+    opts.counters
+        .started_ms
+        .store(epoch_ms(), Ordering::Relaxed);
+    opts.counters.publish(|l| l.phase = Phase::Starting);
     if let Some(bytes) = job.state_estimate() {
         memory::check_fits(bytes, &memory::Machine::current()).map_err(RunError::Job)?;
     }
+    if opts.standby && (opts.from.is_some() || opts.fresh) {
+        return Err(RunError::Job(
+            "a standby resumes from the job's latest checkpoint: it takes neither --from nor \
+             --fresh"
+                .to_string(),
+        ));
+    }
+    if opts.fresh && opts.from.is_some() {
+        return Err(RunError::Job(
+            "--fresh starts from empty state; it cannot restore (--from) too".to_string(),
+        ));
+    }
     let job_id = config.job.id.clone();
-    let calls = PluginCalls::new(storage, config.checkpointing.timeout, opts.cancel.clone());
+    let calls = PluginCalls::observed(
+        storage,
+        config.checkpointing.timeout,
+        opts.cancel.clone(),
+        opts.counters.histograms.clone(),
+    );
     let location = calls.info()?.location;
+    // One live writer: the lease comes first, and everything after it is fenced by it.
+    let command = format!(
+        "{} run{}",
+        program_name(),
+        if opts.standby { " --standby" } else { "" }
+    );
+    let lease = lease::acquire(
+        &calls,
+        &LeaseOptions {
+            job_id: &job_id,
+            command: &command,
+            ttl: config.lease.ttl,
+            wait: if opts.standby {
+                Wait::Standby
+            } else {
+                Wait::Refuse
+            },
+            local_dir: config.lease.local_dir(),
+            hint: "stop it first, or start this run with --standby to take the job over when \
+                   its holder dies",
+            cancel: opts.cancel.clone(),
+            on_event: opts.on_lease,
+        },
+    )?;
+    calls.set_fence(lease.fence());
+    lease.publish(&opts.lease);
     let job_storage = calls.job(&job_id)?;
-    let existing = calls.list_completed(&job_storage, &job_id)?;
-    let next_id = existing
-        .iter()
-        .map(|c| c.checkpoint_id)
-        .max()
-        .map_or(1, |m| m.saturating_add(1));
+    let mut existing = calls.list_completed(&job_storage, &job_id)?;
+    let from = if opts.standby {
+        existing.last().map(|_| RestoreFrom::Latest)
+    } else {
+        opts.from.clone()
+    };
+    // Ids never repeat: not those of completed checkpoints (kept or discarded below), of
+    // locations left uncommitted, or of savepoints.
+    let mut highest = existing.iter().map(|c| c.checkpoint_id).max().unwrap_or(0);
+    if let Ok(open) = calls.list_uncommitted(&job_storage, &job_id) {
+        highest = highest.max(open.into_iter().max().unwrap_or(0));
+    }
+    highest = highest.max(highest_savepoint_id(&calls, &job_storage, config)?);
+    if from.is_none() && !existing.is_empty() {
+        discard_for_fresh(&calls, config, &location, opts, &existing)?;
+        existing.clear();
+    }
     let retained: Vec<Retained> = existing
         .iter()
         .map(|c| Retained {
@@ -94,7 +156,7 @@ pub fn run_job<J: Job>(
             pointer: c.pointer.clone(),
         })
         .collect();
-    let initial: Option<(u64, String)> = match &opts.from {
+    let initial: Option<(u64, String)> = match &from {
         None => None,
         Some(RestoreFrom::Latest) => match existing.last() {
             Some(c) => Some((c.checkpoint_id, c.pointer.clone())),
@@ -109,6 +171,7 @@ pub fn run_job<J: Job>(
     let settings = job.settings();
     let mut runner = Runner {
         config,
+        fence: lease.fence(),
         fingerprint: fingerprint_of(job.kind(), &settings),
         settings,
         job: Arc::new(job),
@@ -123,20 +186,45 @@ pub fn run_job<J: Job>(
         injected_checkpoints: false,
         last_completed: None,
         deferred: Vec::new(),
-        stopping_with_savepoint: false,
+        stopping: None,
+        stop_replies: Vec::new(),
         final_savepoint: None,
         savepoint_queue: VecDeque::new(),
         records_counted: 0,
+        barriers: BarrierCounts::default(),
+        channel_state_bytes: 0,
+        max_alignment_ms: 0,
     };
     let p = config.job.parallelism as usize;
+    // The job is ours now: what serves it (control socket, metrics) starts before the restore,
+    // so a long restore can be watched.
+    (opts.on_started)().map_err(RunError::Job)?;
     let mut state = match &initial {
-        Some((_, pointer)) => runner.restore(pointer, false)?,
+        Some((_, pointer)) => {
+            opts.counters.publish(|l| l.phase = Phase::Restoring);
+            match runner.restore_at_start(pointer) {
+                Ok((s, kind)) => {
+                    (opts.on_restored)(&Restored {
+                        id: s.checkpoint_id,
+                        pointer: pointer.clone(),
+                        kind,
+                    });
+                    s
+                }
+                Err((e, diagnosable)) if diagnosable && from == Some(RestoreFrom::Latest) => {
+                    return Err(runner.damaged_latest(&existing, &e))
+                }
+                Err((e, _)) => return Err(e),
+            }
+        }
         None => StartState::fresh(p),
     };
     let restored_from = initial.as_ref().map(|(_, p)| p.clone());
     if let Some(pointer) = &restored_from {
         tracing::info!(pointer = %pointer, "restored from checkpoint");
     }
+    // After the restored id too: a savepoint restored from another place never repeats.
+    let next_id = highest.max(state.checkpoint_id).saturating_add(1);
     let mut coordinator = Coordinator::new(
         Policy::from_config(&config.checkpointing),
         next_id,
@@ -146,14 +234,33 @@ pub fn run_job<J: Job>(
     let (end, attempts) = loop {
         attempt += 1;
         runner.progress.attempt = attempt;
-        match runner.attempt(&mut coordinator, state) {
+        if attempt > 1 {
+            opts.counters.failovers.fetch_add(1, Ordering::Relaxed);
+        }
+        opts.counters.publish(|l| {
+            l.phase = Phase::Running;
+            l.attempt = attempt;
+        });
+        let end = runner.attempt(&mut coordinator, state);
+        opts.counters.publish(|l| {
+            l.phase = match &end {
+                AttemptEnd::Failover(_) => Phase::Restarting,
+                _ => Phase::Stopping,
+            };
+        });
+        match end {
             AttemptEnd::Failover(reason) => {
-                tracing::warn!(attempt, "job failed: {reason}");
-                runner
-                    .opts
-                    .counters
-                    .failovers
-                    .fetch_add(1, Ordering::Relaxed);
+                // Reported once, by the caller: `on_failover`, or the error of the last attempt.
+                tracing::debug!(attempt, "job failed: {reason}");
+                opts.counters.publish(|l| {
+                    l.last_failure = Some(format!("attempt {attempt} failed: {reason}"));
+                });
+                // A holder that lost its lease stops here, touching nothing: the job is its new
+                // holder's. One whose lease merely expired goes on only if it renews it.
+                if let Err(e) = lease.regain() {
+                    runner.finish_background();
+                    return Err(e.into());
+                }
                 if attempt > config.restart.attempts {
                     runner.finish_background();
                     runner.on_terminal(&coordinator, Terminal::Failed);
@@ -203,7 +310,7 @@ pub fn run_job<J: Job>(
         status: if terminal == Terminal::Finished {
             Status::Finished
         } else {
-            Status::Cancelled
+            Status::Stopped
         },
         attempts,
         checkpoints_completed: runner.progress.completed,
@@ -221,18 +328,125 @@ pub fn run_job<J: Job>(
         records_counted: runner.records_counted,
         records_processed: counters.records.load(Ordering::Relaxed),
         first_record_ms: (first != u64::MAX).then(|| first as f64 / 1000.0),
+        checkpoint_barriers: runner.barriers.clone(),
+        channel_state_bytes: runner.channel_state_bytes,
+        max_alignment_ms: runner.max_alignment_ms,
         details,
     };
     // Report first, then wait for the discards and discard: a crash (or a plugin hanging) while
-    // discarding never loses the report.
+    // discarding never loses the report. Nothing is discarded without the lease.
     (opts.on_summary)(&summary);
     runner.finish_background();
-    runner.on_terminal(&coordinator, terminal);
+    match lease.regain() {
+        Ok(()) => runner.on_terminal(&coordinator, terminal),
+        Err(e) => tracing::warn!("the job's checkpoints are left as they are: {e}"),
+    }
+    lease.release(match terminal {
+        Terminal::Finished => "finished",
+        Terminal::Cancelled => "stopped",
+        Terminal::Failed => "failed",
+    });
     Ok(summary)
+}
+
+/// The file name of this executable, for the lease record (`cairn`, or a program running its
+/// own job).
+fn program_name() -> String {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "cairn".to_string())
+}
+
+/// The highest id among the job's completed savepoints under `[savepoints] dir` and the
+/// plugin's default savepoint location (0 if none). A plugin that cannot list them (API 1.0)
+/// gets a warning: its savepoints' ids may then be repeated.
+fn highest_savepoint_id(
+    calls: &PluginCalls,
+    job: &Arc<dyn JobStorage>,
+    config: &Config,
+) -> Result<u64, RunError> {
+    let mut pointers = std::collections::BTreeSet::new();
+    for target in [config.savepoints.target(), None] {
+        match calls.list_savepoints(job, &config.job.id, target) {
+            Ok(found) => pointers.extend(found),
+            Err(e) if e.kind() == cairn_plugin_api::ErrorKind::Unsupported => {
+                tracing::warn!(
+                    "the ids of savepoints are not taken into account, so a new checkpoint may \
+                     repeat a savepoint's id: {}",
+                    e.message()
+                );
+                return Ok(0);
+            }
+            Err(e) => {
+                return Err(RunError::Lineage(format!(
+                    "cannot list the savepoints of job '{}', whose ids checkpoint ids must not \
+                     repeat: {e}",
+                    config.job.id
+                )))
+            }
+        }
+    }
+    Ok(pointers
+        .iter()
+        .filter_map(|p| {
+            let meta = calls.resolve(p).ok()?;
+            let meta = crate::metadata::CheckpointMetadata::decode(&meta.metadata).ok()?;
+            (meta.job_id == config.job.id).then_some(meta.checkpoint_id)
+        })
+        .max()
+        .unwrap_or(0))
+}
+
+/// A start without `from` on a job with completed checkpoints: refused, unless `fresh`, which
+/// discards them (oldest first, so a crash halfway leaves the newest) once confirmed.
+fn discard_for_fresh(
+    calls: &PluginCalls,
+    config: &Config,
+    location: &str,
+    opts: &RunOptions<'_>,
+    existing: &[cairn_plugin_api::CompletedCheckpoint],
+) -> Result<(), RunError> {
+    let job_id = &config.job.id;
+    let newest = existing.last().expect("not empty");
+    if !opts.fresh {
+        return Err(RunError::Lineage(format!(
+            "job '{job_id}' has {} in {location} (the newest is {}, {}): resume from it with \
+             --from latest, or start over with --fresh, which discards them",
+            crate::words::count(existing.len() as u64, "completed checkpoint"),
+            newest.checkpoint_id,
+            newest.pointer
+        )));
+    }
+    let plan = FreshPlan {
+        job_id: job_id.clone(),
+        location: location.to_string(),
+        checkpoints: existing.to_vec(),
+    };
+    if !(opts.confirm_fresh)(&plan) {
+        return Err(RunError::Lineage(format!(
+            "--fresh was not confirmed (it asks on a terminal; --yes confirms without asking): \
+             the {} of job '{job_id}' are kept",
+            crate::words::count(existing.len() as u64, "completed checkpoint")
+        )));
+    }
+    for c in existing {
+        calls.dispose(&c.pointer).map_err(|e| {
+            RunError::Lineage(format!(
+                "--fresh: discarding checkpoint {} ({}) failed: {e}; run it again to discard the \
+                 rest",
+                c.checkpoint_id, c.pointer
+            ))
+        })?;
+    }
+    tracing::info!(job = %job_id, count = existing.len(), "--fresh: discarded the job's checkpoints");
+    Ok(())
 }
 
 pub(super) struct Runner<'a, J: Job> {
     pub(super) config: &'a Config,
+    /// The job lease's fence: an attempt fails over once it says no.
+    pub(super) fence: Arc<dyn Fence>,
     pub(super) job: Arc<J>,
     pub(super) settings: String,
     pub(super) fingerprint: String,
@@ -250,13 +464,20 @@ pub(super) struct Runner<'a, J: Job> {
     pub(super) last_completed: Option<(u64, String)>,
     /// Locations to clean once the attempt's tasks have stopped.
     pub(super) deferred: Vec<Location>,
-    /// A stop-with-savepoint is under way.
-    pub(super) stopping_with_savepoint: bool,
+    /// A stop-with-savepoint under way.
+    pub(super) stopping: Option<super::attempt::Stopping>,
+    /// Whoever waits for its savepoint.
+    pub(super) stop_replies: Vec<super::attempt::SavepointReply>,
     /// Its savepoint, once taken.
     pub(super) final_savepoint: Option<String>,
     pub(super) savepoint_queue: VecDeque<super::attempt::SavepointRequest>,
     /// Records the last attempt's state reflects.
     pub(super) records_counted: u64,
+    /// Completed checkpoints by how their barriers went, their channel state and longest
+    /// alignment.
+    pub(super) barriers: BarrierCounts,
+    pub(super) channel_state_bytes: u64,
+    pub(super) max_alignment_ms: u64,
 }
 
 impl<J: Job> Runner<'_, J> {
@@ -308,6 +529,70 @@ impl<J: Job> Runner<'_, J> {
                 }
             }
         }
+    }
+
+    /// The state to start from `pointer` at the start of the run; on failure, whether the
+    /// failure is one an older checkpoint could avoid (anything but a checkpoint of other
+    /// settings or another job).
+    fn restore_at_start(
+        &self,
+        pointer: &str,
+    ) -> Result<(StartState<J>, SnapshotKind), (RunError, bool)> {
+        let p = self.config.job.parallelism;
+        match load_metadata(&self.calls, self.job.as_ref(), &self.config.job.id, pointer) {
+            Ok(meta) => {
+                let kind = meta.kind;
+                start_state::<J>(&self.calls, p, pointer, meta)
+                    .map(|s| (s, kind))
+                    .map_err(|e| (e, true))
+            }
+            Err(LoadError::Refused(why)) => Err((RunError::Restore(why), false)),
+            Err(e) => Err((e.into_run_error(pointer), true)),
+        }
+    }
+
+    /// `--from latest` found the newest checkpoint unusable: say which older one restores, and
+    /// how to use it, without picking it (the caller may want to look first).
+    fn damaged_latest(
+        &self,
+        existing: &[cairn_plugin_api::CompletedCheckpoint],
+        error: &RunError,
+    ) -> RunError {
+        let Some((newest, older)) = existing.split_last() else {
+            return RunError::Restore(error.to_string());
+        };
+        let why = error.to_string();
+        let why = why.strip_prefix("cannot restore: ").unwrap_or(&why);
+        let mut tried = Vec::new();
+        for c in older.iter().rev() {
+            match self.restore_at_start(&c.pointer) {
+                Ok(_) => {
+                    return RunError::Restore(format!(
+                        "the newest checkpoint of job '{}', {} ({}), cannot be restored: {why}; \
+                         the older checkpoint {} restores (every handle read back and matched \
+                         its checksum): resume from it with `cairn run --from {}`, and remove \
+                         the damaged one with `cairn checkpoints delete --force {}`",
+                        self.config.job.id,
+                        newest.checkpoint_id,
+                        newest.pointer,
+                        c.checkpoint_id,
+                        c.pointer,
+                        newest.checkpoint_id
+                    ))
+                }
+                Err((e, _)) => tried.push(format!("{}: {e}", c.checkpoint_id)),
+            }
+        }
+        let others = if tried.is_empty() {
+            "there is no older checkpoint".to_string()
+        } else {
+            format!("no older checkpoint restores either ({})", tried.join("; "))
+        };
+        RunError::Restore(format!(
+            "the newest checkpoint of job '{}', {} ({}), cannot be restored: {why}; {others}; \
+             `cairn run --fresh` starts over",
+            self.config.job.id, newest.checkpoint_id, newest.pointer
+        ))
     }
 
     /// Whether the checkpoint at `pointer` is still among the job's completed checkpoints.

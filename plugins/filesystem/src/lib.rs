@@ -35,8 +35,8 @@ mod store;
 use std::sync::Arc;
 
 use cairn_plugin_api::{
-    Capabilities, CheckpointStorage, Manifest, StaticManifest, StorageError, StoragePlugin,
-    StorageResult,
+    Capabilities, CheckpointStorage, Manifest, OptionSpec, StaticManifest, StorageError,
+    StoragePlugin, StorageResult,
 };
 use cairn_plugin_kit::{
     options::{self, CommonSpec},
@@ -89,7 +89,24 @@ const MANIFEST: StaticManifest = StaticManifest::new(
     "checkpoints on a local or mounted filesystem (Flink's FileSystem storage)",
     CAPABILITIES,
 )
-.with_test_options("dir = \"{scratch}/checkpoints\"\nsavepoint-dir = \"{scratch}/savepoints\"\n");
+.with_test_options("dir = \"{scratch}/checkpoints\"\nsavepoint-dir = \"{scratch}/savepoints\"\n")
+.with_options(&[
+    OptionSpec::no_default(
+        "dir",
+        "required: the checkpoint base directory, a path or a file:// URL; made when the first \
+         checkpoint is written",
+    ),
+    OptionSpec::no_default(
+        "savepoint-dir",
+        "the default savepoint target directory, a path or a file:// URL",
+    ),
+    options::INLINE_THRESHOLD,
+    OptionSpec::new(
+        "write-buffer",
+        "4KiB",
+        "the buffer of each file writer; 512B to 64MiB",
+    ),
+]);
 
 impl StoragePlugin for FsPlugin {
     // The manifest as constants: the export macro writes it into the library's manifest
@@ -103,10 +120,23 @@ impl StoragePlugin for FsPlugin {
     fn open(document: &str) -> StorageResult<Box<dyn CheckpointStorage>> {
         Ok(Box::new(open(document)?))
     }
+
+    fn validate(document: &str) -> StorageResult<()> {
+        parse(document).map(drop)
+    }
 }
 
-/// Open the storage an options document describes.
-pub fn open(document: &str) -> StorageResult<Checkpoints> {
+/// The options, checked.
+struct FsOptions {
+    common: options::Common,
+    /// The base directory: absolute, and canonical if it exists (not made yet).
+    base: std::path::PathBuf,
+    savepoint_dir: Option<String>,
+    write_buffer: usize,
+}
+
+/// Check an options document, creating nothing: what `open` and `validate` share.
+fn parse(document: &str) -> StorageResult<FsOptions> {
     let (common, own): (_, Own) = options::parse(document, CommonSpec::ALL)?;
     let dir = options::string(
         "dir",
@@ -123,15 +153,34 @@ pub fn open(document: &str) -> StorageResult<Checkpoints> {
         Some(v) => options::size("write-buffer", v, MIN_WRITE_BUFFER, MAX_WRITE_BUFFER)?,
         None => DEFAULT_WRITE_BUFFER,
     } as usize;
-    let base = open_dir(&dir, true, "storage.options.dir")?;
+    // Not made here: the store makes it with the first file, so opening to read or to check
+    // creates nothing.
+    let base = cairn_plugin_kit::base_dir(&dir, "storage.options.dir")?;
     // Relative savepoint targets are taken from the current directory now, not at each use.
     let savepoint_dir = savepoint_dir
         .map(|d| {
-            std::path::absolute(&d)
+            let path = cairn_plugin_kit::dir_path(&d, "storage.options.savepoint-dir")?;
+            std::path::absolute(path)
                 .map(|p| p.to_string_lossy().into_owned())
                 .map_err(|e| StorageError::io(format!("storage.options.savepoint-dir {d}"), &e))
         })
         .transpose()?;
+    Ok(FsOptions {
+        common,
+        base,
+        savepoint_dir,
+        write_buffer,
+    })
+}
+
+/// Open the storage an options document describes.
+pub fn open(document: &str) -> StorageResult<Checkpoints> {
+    let FsOptions {
+        common,
+        base,
+        savepoint_dir,
+        write_buffer,
+    } = parse(document)?;
     tracing::debug!(base = %base.display(), "filesystem checkpoint storage opened");
     Ok(Checkpoints::new(
         FsStore::new(base, write_buffer).into_root(),

@@ -144,6 +144,8 @@ fn a_savepoint_linked_as_a_checkpoint_is_left_alone() {
 fn a_job_directory_or_state_file_that_is_a_link_is_skipped() {
     let env = Env::new();
     let outside = victim(&env);
+    // Opening makes no base directory (the first checkpoint does); the link goes into one.
+    std::fs::create_dir_all(env.base()).unwrap();
     symlink(&outside, env.base().join("linked-job")).unwrap();
     let job = env.storage.job("linked-job").unwrap();
     assert!(job.list_completed().unwrap().is_empty());

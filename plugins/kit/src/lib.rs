@@ -9,7 +9,10 @@
 //! - the job-id rule ([`cairn_plugin_api::JobId`], the one the host's config check uses);
 //! - the inline threshold, and CRC32C streams computed as the bytes arrive (`stream`);
 //! - one metadata frame ([`frame`]) and commit-once;
-//! - listings of completed and uncommitted checkpoints, uncommitted savepoints and objects;
+//! - listings of completed and uncommitted checkpoints, completed and uncommitted savepoints
+//!   and objects;
+//! - the job's lease register (a compare-and-swap record on the store's create-only put,
+//!   `lease`), on which the host keeps one live writer per job;
 //! - dispose order (`_metadata` first), idempotent discards, `corrupt_for_testing`;
 //! - the common options (`inline-threshold`, with size strings) merged with the plugin's own
 //!   ([`options`]).
@@ -39,6 +42,7 @@
 mod blob;
 pub mod frame;
 pub mod layout;
+mod lease;
 mod mem;
 pub mod options;
 mod storage;
@@ -52,19 +56,54 @@ use std::path::Path;
 
 use cairn_plugin_api::{StorageError, StorageResult};
 
-/// A local directory as a place: the canonical, absolute, UTF-8 form of directory `place`
-/// (made first with `create`; `what` names it in messages). Refuses a NUL, a `..` part, and
-/// (without `create`, so for places found in pointers and locators) a relative path. For
-/// backends that keep their data under directories: the filesystem and memory backends, the
-/// example plugin.
-pub fn local_dir(place: &str, create: bool, what: &str) -> StorageResult<std::path::PathBuf> {
+/// A directory option's value as a path: a path as written, or a `file://` URL (Flink's usual
+/// form, `file:///data/ckpt`, also `file://localhost/...`) as its absolute path. Any other URL
+/// scheme is refused, naming the plugin that takes it (`s3://` → object-store); `what` names
+/// the option in messages.
+pub fn dir_path<'a>(place: &'a str, what: &str) -> StorageResult<&'a str> {
+    let trimmed = place.trim();
+    if let Some(rest) = trimmed.strip_prefix("file://") {
+        let path = rest.strip_prefix("localhost").unwrap_or(rest);
+        if !path.starts_with('/') {
+            return Err(StorageError::InvalidConfig(format!(
+                "{what} {} is invalid: a file:// URL needs an absolute path, as in \
+                 file:///data/checkpoints",
+                crate::layout::shown(place)
+            )));
+        }
+        return Ok(path);
+    }
+    let scheme = trimmed.split_once("://").map(|(s, _)| s).filter(|s| {
+        s.starts_with(|c: char| c.is_ascii_alphabetic())
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+    });
+    if let Some(scheme) = scheme {
+        let hint = match scheme.to_ascii_lowercase().as_str() {
+            "s3" | "s3a" | "gs" | "az" | "abfs" | "memory" => {
+                "use the object-store plugin for it (plugin = \"object-store\", url = ...)"
+            }
+            _ => "cairn has no bundled plugin for this scheme",
+        };
+        return Err(StorageError::InvalidConfig(format!(
+            "{what} {} is invalid: it is a {scheme}:// URL, and this plugin takes a directory \
+             path or a file:// URL; {hint}",
+            crate::layout::shown(place)
+        )));
+    }
+    Ok(trimmed)
+}
+
+/// `place` checked as a local directory path and made absolute: not empty, no NUL, no `..`
+/// part, a `file://` URL read as its path ([`dir_path`]).
+fn absolute_dir(place: &str, what: &str) -> StorageResult<std::path::PathBuf> {
     let invalid = |why: &str| {
         StorageError::InvalidConfig(format!(
             "{what} {} is invalid: {why}",
             crate::layout::shown(place)
         ))
     };
-    let trimmed = place.trim();
+    let trimmed = dir_path(place, what)?;
     if trimmed.is_empty() {
         return Err(invalid("it is empty: give a directory path"));
     }
@@ -78,16 +117,39 @@ pub fn local_dir(place: &str, create: bool, what: &str) -> StorageResult<std::pa
     {
         return Err(invalid("it has a '..' part"));
     }
-    if !create && !path.is_absolute() {
-        return Err(invalid("it is not an absolute path"));
+    std::path::absolute(path)
+        .map_err(|e| StorageError::io(format!("making {} absolute", path.display()), &e))
+}
+
+/// A local directory as a place: the canonical, absolute, UTF-8 form of directory `place`
+/// (made first with `create`; `what` names it in messages). Refuses a NUL, a `..` part, a URL
+/// other than `file://` ([`dir_path`]), and (without `create`, so for places found in pointers
+/// and locators) a relative path. For backends that keep their data under directories: the
+/// filesystem and memory backends, the example plugin.
+pub fn local_dir(place: &str, create: bool, what: &str) -> StorageResult<std::path::PathBuf> {
+    if !create && !Path::new(dir_path(place, what)?).is_absolute() {
+        return Err(StorageError::InvalidConfig(format!(
+            "{what} {} is invalid: it is not an absolute path",
+            crate::layout::shown(place)
+        )));
     }
-    let absolute = std::path::absolute(path)
-        .map_err(|e| StorageError::io(format!("making {} absolute", path.display()), &e))?;
+    let absolute = absolute_dir(place, what)?;
     if create {
         std::fs::create_dir_all(&absolute)
             .map_err(|e| StorageError::io(format!("creating {}", absolute.display()), &e))?;
     }
-    let canonical = std::fs::canonicalize(&absolute)
+    existing_dir(&absolute, place, what)
+}
+
+/// The canonical form of the existing directory `absolute` (which `place` named).
+fn existing_dir(absolute: &Path, place: &str, what: &str) -> StorageResult<std::path::PathBuf> {
+    let invalid = |why: &str| {
+        StorageError::InvalidConfig(format!(
+            "{what} {} is invalid: {why}",
+            crate::layout::shown(place)
+        ))
+    };
+    let canonical = std::fs::canonicalize(absolute)
         .map_err(|e| StorageError::io(format!("{what} {}", absolute.display()), &e))?;
     if !canonical.is_dir() {
         return Err(invalid("it is not a directory"));
@@ -96,6 +158,26 @@ pub fn local_dir(place: &str, create: bool, what: &str) -> StorageResult<std::pa
         return Err(invalid("it is not valid UTF-8: use a UTF-8 path"));
     }
     Ok(canonical)
+}
+
+/// A base directory as a place, **without creating it**: like [`local_dir`] with `create`, but
+/// a directory that does not exist yet is returned as its absolute path and left to the store,
+/// which makes directories when a file needs them. So opening storage to read (`checkpoints
+/// list` in an empty folder) or to check options creates nothing.
+pub fn base_dir(place: &str, what: &str) -> StorageResult<std::path::PathBuf> {
+    let absolute = absolute_dir(place, what)?;
+    match std::fs::symlink_metadata(&absolute) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if absolute.to_str().is_none() {
+                return Err(StorageError::InvalidConfig(format!(
+                    "{what} {} is invalid: it is not valid UTF-8: use a UTF-8 path",
+                    crate::layout::shown(place)
+                )));
+            }
+            Ok(absolute)
+        }
+        _ => existing_dir(&absolute, place, what),
+    }
 }
 
 /// What a backend on the kit can do with stored handles and savepoints: every capability but

@@ -11,12 +11,13 @@
 //! storage.options.dir is missing: set it to the checkpoint base directory
 //! ```
 //!
-//! Sizes are an integer number of bytes or a string such as `"20KiB"` (the `bytesize` crate:
-//! `KiB` is 1024 bytes, `KB` 1000); durations a string such as `"30s"` (`humantime`).
+//! Sizes are an integer number of bytes or a string such as `"20KiB"` or `"20kb"`, and
+//! durations a string such as `"30s"` or a number of milliseconds, both read by
+//! `cairn_plugin_api::{parse_size, parse_duration}`, the one rule host and plugins share (Flink's:
+//! `kb` is 1024 bytes, a bare duration is milliseconds).
 
 use std::time::Duration;
 
-use bytesize::ByteSize;
 use cairn_plugin_api::{StorageError, StorageResult};
 use serde::de::DeserializeOwned;
 
@@ -24,6 +25,14 @@ use serde::de::DeserializeOwned;
 pub const DEFAULT_INLINE_THRESHOLD: u64 = 20 * 1024;
 /// Largest `inline-threshold`: inline bytes travel inside the metadata, which is read whole.
 pub const MAX_INLINE_THRESHOLD: u64 = 1024 * 1024;
+
+/// The manifest entry of the common `inline-threshold` option, for a plugin that takes it
+/// ([`CommonSpec::ALL`]).
+pub const INLINE_THRESHOLD: cairn_plugin_api::OptionSpec = cairn_plugin_api::OptionSpec::new(
+    "inline-threshold",
+    "20KiB",
+    "streams up to this size are stored inside the metadata; at most 1MiB",
+);
 
 /// Which common options a plugin takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,11 +117,9 @@ pub fn size(key: &str, value: &toml::Value, min: u64, max: u64) -> StorageResult
             ))
         }
         toml::Value::Integer(n) => *n as u64,
-        toml::Value::String(s) if !s.trim().is_empty() => s
-            .trim()
-            .parse::<ByteSize>()
-            .map_err(|_| not_a_size())?
-            .as_u64(),
+        toml::Value::String(s) if !s.trim().is_empty() => {
+            cairn_plugin_api::parse_size(s).ok_or_else(not_a_size)?
+        }
         _ => return Err(not_a_size()),
     };
     if bytes > max {
@@ -156,8 +163,9 @@ pub fn duration(
     };
     let d = match value {
         toml::Value::String(s) => {
-            humantime::parse_duration(s.trim()).map_err(|_| not_a_duration())?
+            cairn_plugin_api::parse_duration(s).map_err(|_| not_a_duration())?
         }
+        toml::Value::Integer(n) if *n >= 0 => Duration::from_millis(*n as u64),
         _ => return Err(not_a_duration()),
     };
     if d > max {

@@ -17,7 +17,7 @@
 //! already gone is success.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeMap,
     sync::{Arc, Mutex, MutexGuard},
 };
 
@@ -31,6 +31,7 @@ use crate::{
     blob::{PutMode, Root},
     frame,
     layout::{self, Locator, METADATA, SHARED, TASK_OWNED},
+    lease,
     stream::{Input, Output, Target},
     Places,
 };
@@ -419,6 +420,69 @@ impl JobStorage for Job {
     }
 
     fn list_uncommitted_savepoints(&self, target: Option<&str>) -> StorageResult<Vec<String>> {
+        let mut out = Vec::new();
+        for (pointer, owner, committed) in self.savepoint_locations(target)? {
+            if committed {
+                continue;
+            }
+            match owner {
+                Owner::This => out.push(pointer),
+                Owner::Perhaps => tracing::warn!(
+                    "skipping uncommitted savepoint {pointer}: its name carries only the first \
+                     {} characters of a job id, so it may belong to another job; remove it by \
+                     hand if it is this job's",
+                    layout::LEGACY_SAVEPOINT_JOB_LEN
+                ),
+            }
+        }
+        Ok(out)
+    }
+
+    fn list_savepoints(&self, target: Option<&str>) -> StorageResult<Vec<String>> {
+        // Names that carry only a prefix of the job id are listed too: the host reads the job
+        // id in their metadata, which says for sure.
+        Ok(self
+            .savepoint_locations(target)?
+            .into_iter()
+            .filter(|(_, _, committed)| *committed)
+            .map(|(pointer, _, _)| pointer)
+            .collect())
+    }
+
+    fn read_lease(&self) -> StorageResult<Option<cairn_plugin_api::LeaseRecord>> {
+        self.register().read()
+    }
+
+    fn write_lease(&self, record: &[u8], expected: Option<&str>) -> StorageResult<String> {
+        self.register().write(record, expected)
+    }
+}
+
+/// Whose a savepoint location is, by its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owner {
+    /// Its name carries this job's id.
+    This,
+    /// Its name (written by an older version) carries only the first characters of a job id,
+    /// and they are this job's.
+    Perhaps,
+}
+
+impl Job {
+    fn register(&self) -> lease::Register<'_> {
+        lease::Register {
+            root: &self.inner.base,
+            job: self.job.as_str(),
+        }
+    }
+
+    /// This job's savepoint locations under `target` (or the default savepoint location):
+    /// pointer, owner, and whether it is committed. None without a target or a default, or
+    /// when the target does not exist.
+    fn savepoint_locations(
+        &self,
+        target: Option<&str>,
+    ) -> StorageResult<Vec<(String, Owner, bool)>> {
         let Some(target) = target.or(self.inner.savepoint_target.as_deref()) else {
             return Ok(Vec::new());
         };
@@ -438,27 +502,18 @@ impl JobStorage for Job {
             }
         }
         let mut out = Vec::new();
-        let mut ambiguous = BTreeSet::new();
         for (name, committed) in locations {
             let owner = layout::savepoint_job(name).unwrap_or_default();
-            if committed {
-                continue;
-            }
-            if owner == self.job.as_str() {
-                out.push(root.show(name));
+            let owner = if owner == self.job.as_str() {
+                Owner::This
             } else if owner.len() == layout::LEGACY_SAVEPOINT_JOB_LEN
                 && self.job.as_str().starts_with(owner)
             {
-                ambiguous.insert(root.show(name));
-            }
-        }
-        for name in ambiguous {
-            tracing::warn!(
-                "skipping uncommitted savepoint {name}: its name carries only the first \
-                 {} characters of a job id, so it may belong to another job; remove it by hand \
-                 if it is this job's",
-                layout::LEGACY_SAVEPOINT_JOB_LEN
-            );
+                Owner::Perhaps
+            } else {
+                continue;
+            };
+            out.push((root.show(name), owner, committed));
         }
         Ok(out)
     }

@@ -39,7 +39,7 @@ use cairn_plugin_kit::{
     options::{self, CommonSpec},
     Checkpoints, MemStore, Places, Settings,
 };
-use cairn_storage_fs::{open_dir, Dirs, FsStore, DEFAULT_WRITE_BUFFER};
+use cairn_storage_fs::{Dirs, FsStore, DEFAULT_WRITE_BUFFER};
 
 /// Flink's default for `JobManagerCheckpointStorage`: 5 MiB per state stream.
 pub const DEFAULT_MAX_STATE_SIZE: u64 = 5 * 1024 * 1024;
@@ -71,7 +71,23 @@ const MANIFEST: StaticManifest = StaticManifest::new(
     "state in the host's memory, gone when it exits (Flink's JobManager storage)",
     CAPABILITIES,
 )
-.with_test_options("savepoint-dir = \"{scratch}/savepoints\"\n");
+.with_test_options("savepoint-dir = \"{scratch}/savepoints\"\n")
+.with_options(&[
+    cairn_plugin_api::OptionSpec::new(
+        "max-state-size",
+        "5MiB",
+        "the largest stream; a larger one fails at close with capacity exceeded; at most 1GiB",
+    ),
+    cairn_plugin_api::OptionSpec::no_default(
+        "checkpoint-dir",
+        "if set, completed metadata (which holds all state) is persisted in this directory, a \
+         path or a file:// URL, and resolves from a new process",
+    ),
+    cairn_plugin_api::OptionSpec::no_default(
+        "savepoint-dir",
+        "the default savepoint target directory (savepoints always go to files)",
+    ),
+]);
 
 impl StoragePlugin for MemoryPlugin {
     // The manifest as constants: the export macro writes it into the library's manifest
@@ -82,28 +98,16 @@ impl StoragePlugin for MemoryPlugin {
         MANIFEST.to_manifest()
     }
 
+    fn validate(document: &str) -> StorageResult<()> {
+        parse(document).map(drop)
+    }
+
     fn open(document: &str) -> StorageResult<Box<dyn CheckpointStorage>> {
-        let (_, own): (_, Own) = options::parse(document, CommonSpec::NONE)?;
-        let max_state_size = match &own.max_state_size {
-            Some(v) => options::size("max-state-size", v, 1, MAX_MAX_STATE_SIZE)?,
-            None => DEFAULT_MAX_STATE_SIZE,
-        };
-        let dir = |key: &str, v: &Option<toml::Value>| -> StorageResult<Option<String>> {
-            v.as_ref().map(|v| options::string(key, v)).transpose()
-        };
-        let checkpoint_dir = dir("checkpoint-dir", &own.checkpoint_dir)?;
-        let savepoint_dir = dir("savepoint-dir", &own.savepoint_dir)?
-            .map(|d| {
-                std::path::absolute(&d)
-                    .map(|p| p.to_string_lossy().into_owned())
-                    .map_err(|e| {
-                        cairn_plugin_api::StorageError::io(
-                            format!("storage.options.savepoint-dir {d}"),
-                            &e,
-                        )
-                    })
-            })
-            .transpose()?;
+        let MemOptions {
+            max_state_size,
+            checkpoint_dir,
+            savepoint_dir,
+        } = parse(document)?;
         let dirs = Dirs {
             write_buffer: DEFAULT_WRITE_BUFFER as usize,
         };
@@ -113,8 +117,7 @@ impl StoragePlugin for MemoryPlugin {
                 CAPABILITIES,
                 "memory".to_string(),
             ),
-            Some(d) => {
-                let path = open_dir(&d, true, "storage.options.checkpoint-dir")?;
+            Some(path) => {
                 let location = format!("memory (metadata in {})", path.display());
                 let root = FsStore::new(path, dirs.write_buffer).into_root();
                 (root, CAPABILITIES | Capabilities::PERSISTENT, location)
@@ -133,4 +136,46 @@ impl StoragePlugin for MemoryPlugin {
             },
         )))
     }
+}
+
+/// The options, checked.
+struct MemOptions {
+    max_state_size: u64,
+    /// Where metadata persists: absolute, canonical if it exists (not made yet).
+    checkpoint_dir: Option<std::path::PathBuf>,
+    savepoint_dir: Option<String>,
+}
+
+/// Check an options document, creating nothing: what `open` and `validate` share.
+fn parse(document: &str) -> StorageResult<MemOptions> {
+    let (_, own): (_, Own) = options::parse(document, CommonSpec::NONE)?;
+    let max_state_size = match &own.max_state_size {
+        Some(v) => options::size("max-state-size", v, 1, MAX_MAX_STATE_SIZE)?,
+        None => DEFAULT_MAX_STATE_SIZE,
+    };
+    let dir = |key: &str, v: &Option<toml::Value>| -> StorageResult<Option<String>> {
+        v.as_ref().map(|v| options::string(key, v)).transpose()
+    };
+    let checkpoint_dir = dir("checkpoint-dir", &own.checkpoint_dir)?;
+    let savepoint_dir = dir("savepoint-dir", &own.savepoint_dir)?
+        .map(|d| {
+            let path = cairn_plugin_kit::dir_path(&d, "storage.options.savepoint-dir")?;
+            std::path::absolute(path)
+                .map(|p| p.to_string_lossy().into_owned())
+                .map_err(|e| {
+                    cairn_plugin_api::StorageError::io(
+                        format!("storage.options.savepoint-dir {d}"),
+                        &e,
+                    )
+                })
+        })
+        .transpose()?;
+    let checkpoint_dir = checkpoint_dir
+        .map(|d| cairn_plugin_kit::base_dir(&d, "storage.options.checkpoint-dir"))
+        .transpose()?;
+    Ok(MemOptions {
+        max_state_size,
+        checkpoint_dir,
+        savepoint_dir,
+    })
 }

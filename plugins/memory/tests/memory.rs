@@ -90,8 +90,9 @@ fn options_are_checked() {
             other => panic!("{doc}: {other:?}"),
         }
     }
+    // Sizes follow Flink: MB is a power of 1024, as MiB is.
     let s = MemoryPlugin::open("max-state-size = \"5MB\"").unwrap();
-    assert_eq!(s.info().max_state_size, Some(5_000_000));
+    assert_eq!(s.info().max_state_size, Some(5 << 20));
 }
 
 #[test]
@@ -106,5 +107,30 @@ fn stored_handles_of_other_backends_are_unsupported() {
     assert!(matches!(
         s.open_handle(&h).map(|_| ()),
         Err(StorageError::Unsupported(_))
+    ));
+}
+
+#[test]
+fn checkpoint_dir_takes_a_file_url_and_is_not_made_by_validate_or_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("meta");
+    let doc = format!("checkpoint-dir = \"file://{}\"\n", dir.display());
+    MemoryPlugin::validate(&doc).unwrap();
+    let s = MemoryPlugin::open(&doc).unwrap();
+    assert!(s.info().capabilities.contains(Capabilities::PERSISTENT));
+    assert!(
+        !dir.exists(),
+        "the checkpoint dir was made before any checkpoint"
+    );
+    s.job("job")
+        .unwrap()
+        .begin_checkpoint(1)
+        .unwrap()
+        .commit(b"meta")
+        .unwrap();
+    assert!(dir.join("job").is_dir());
+    assert!(matches!(
+        MemoryPlugin::validate("max-state-sise = 3\n"),
+        Err(StorageError::InvalidConfig(m)) if m.contains("did you mean `max-state-size`?")
     ));
 }

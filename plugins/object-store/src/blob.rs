@@ -34,9 +34,10 @@ pub const MAX_PARTS_IN_FLIGHT: usize = 4;
 /// How many network chunks of a body a reader receives ahead of its reader.
 pub const PREFETCH_CHUNKS: usize = 64;
 
-/// An `object_store` error met while doing `context`, with its kind kept.
+/// An `object_store` error met while doing `context`, with its kind kept and its root cause
+/// named (see [`with_root_cause`]).
 pub(crate) fn store_error(context: impl std::fmt::Display, e: object_store::Error) -> StorageError {
-    let m = format!("{context}: {e}");
+    let m = format!("{context}: {}", with_root_cause(&e));
     match e {
         object_store::Error::NotFound { .. } => StorageError::NotFound(m),
         object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. } => {
@@ -44,6 +45,32 @@ pub(crate) fn store_error(context: impl std::fmt::Display, e: object_store::Erro
         }
         _ => StorageError::Io(m),
     }
+}
+
+/// `e`'s message, and the innermost error of its source chain when the message does not say
+/// it already: an HTTP client's "error sending request" hides "connection refused (os error
+/// 111)", "dns error: failed to lookup address" and the like several sources down, and that is
+/// what a user needs to fix the endpoint.
+pub(crate) fn with_root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let shown = e.to_string();
+    let mut root = None;
+    let mut next = e.source();
+    while let Some(cause) = next {
+        root = Some(cause);
+        next = cause.source();
+    }
+    let Some(root) = root.map(|r| r.to_string()) else {
+        return shown;
+    };
+    if root.is_empty() || shown.to_lowercase().contains(&root.to_lowercase()) {
+        return shown;
+    }
+    let mut chars = root.chars();
+    let root: String = match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => root,
+    };
+    format!("{}: {root}", shown.trim_end())
 }
 
 /// What every store of one storage instance shares: the runtime and the clients.
@@ -283,8 +310,11 @@ impl BlobWriter for ObjWriter {
 impl Drop for ObjWriter {
     fn drop(&mut self) {
         if let Some(mut up) = self.upload.take() {
+            // Parts in flight are let finish before the abort, not cancelled: a cancelled
+            // request may still land on the server after the abort and leave a part behind
+            // (S3's own advice: an abort frees only the parts already uploaded).
             let aborted = self.ctx.rt.block_on(async {
-                up.parts.shutdown().await;
+                while up.parts.join_next().await.is_some() {}
                 up.upload.abort().await
             });
             if let Err(e) = aborted {
@@ -384,5 +414,39 @@ impl Places for ObjPlaces {
             ));
         }
         self.open_place(place)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_root_cause;
+
+    /// An error with a vague message over a precise cause, as an HTTP client's are.
+    #[derive(Debug)]
+    struct Sending(std::io::Error);
+
+    impl std::fmt::Display for Sending {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("error sending request")
+        }
+    }
+
+    impl std::error::Error for Sending {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn the_root_cause_is_named_once() {
+        let refused =
+            std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused");
+        let e = Sending(refused);
+        assert_eq!(
+            with_root_cause(&e),
+            "error sending request: connection refused"
+        );
+        let plain = std::io::Error::other("connection refused");
+        assert_eq!(with_root_cause(&plain), "connection refused");
     }
 }

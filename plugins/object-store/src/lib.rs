@@ -72,7 +72,8 @@ mod store;
 use std::sync::Arc;
 
 use cairn_plugin_api::{
-    Capabilities, CheckpointStorage, Manifest, StaticManifest, StoragePlugin, StorageResult,
+    Capabilities, CheckpointStorage, Manifest, OptionSpec, StaticManifest, StoragePlugin,
+    StorageResult,
 };
 use cairn_plugin_kit::{Checkpoints, Places, Settings};
 use object_store::ObjectStore;
@@ -94,7 +95,62 @@ const MANIFEST: StaticManifest = StaticManifest::new(
 )
 .with_test_options(
     "url = \"file://{scratch}/store\"\nsavepoint-url = \"file://{scratch}/savepoints\"\n",
-);
+)
+.with_options(&[
+    OptionSpec::no_default(
+        "url",
+        "required: where checkpoints go, s3://, gs://, az://, file:// or memory:// and a prefix",
+    ),
+    OptionSpec::no_default(
+        "savepoint-url",
+        "the default savepoint target: a URL in the same kind of store, or a local directory",
+    ),
+    OptionSpec::no_default(
+        "endpoint",
+        "s3, az: the service's endpoint, e.g. http://127.0.0.1:8333 (default: the service's)",
+    ),
+    OptionSpec::no_default(
+        "region",
+        "s3: the signing region (default: from the environment)",
+    ),
+    OptionSpec::no_default(
+        "access-key-id",
+        "s3, az: with secret-access-key, both or neither (default: from the environment)",
+    ),
+    OptionSpec::no_default(
+        "secret-access-key",
+        "s3, az: with access-key-id (default: from the environment)",
+    ),
+    OptionSpec::no_default("session-token", "s3: temporary credentials"),
+    OptionSpec::no_default(
+        "service-account",
+        "gs: path to a service-account JSON key (default: from the environment)",
+    ),
+    OptionSpec::new(
+        "allow-http",
+        "false",
+        "s3, gs, az: allow plain http:// endpoints",
+    ),
+    OptionSpec::new(
+        "path-style",
+        "true",
+        "s3: path-style requests (endpoint/bucket/key); false for virtual-hosted",
+    ),
+    cairn_plugin_kit::options::INLINE_THRESHOLD,
+    OptionSpec::new(
+        "part-size",
+        "8MiB",
+        "a stream buffers up to this much, then uploads parts of this size; 5MiB to 512MiB",
+    ),
+    OptionSpec::new("max-retries", "5", "retries of one request, 0 to 20"),
+    OptionSpec::new(
+        "retry-timeout",
+        "30s",
+        "no retry starts after this long; at most 5m",
+    ),
+    OptionSpec::new("request-timeout", "60s", "one request's timeout"),
+    OptionSpec::new("connect-timeout", "5s", "the connection timeout"),
+]);
 
 impl StoragePlugin for ObjectStorePlugin {
     // The manifest as constants: the export macro writes it into the library's manifest
@@ -107,6 +163,12 @@ impl StoragePlugin for ObjectStorePlugin {
 
     fn open(document: &str) -> StorageResult<Box<dyn CheckpointStorage>> {
         Ok(Box::new(open(document)?))
+    }
+
+    /// The options' own rules (unknown options, options of another scheme, ranges), and the
+    /// client built from them; no request is made and no runtime is started.
+    fn validate(document: &str) -> StorageResult<()> {
+        store::Stores::open(options::Options::parse(document)?).map(drop)
     }
 }
 

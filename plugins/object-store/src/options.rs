@@ -153,10 +153,13 @@ impl Options {
             if !KNOWN.iter().any(|(k, _)| k == key) {
                 let mut known: Vec<&str> = KNOWN.iter().map(|(k, _)| *k).collect();
                 known.push("inline-threshold");
+                let near = cairn_plugin_api::did_you_mean(key, known.iter().copied())
+                    .map(|near| format!("did you mean `{near}`? "))
+                    .unwrap_or_default();
                 return Err(options::invalid(
                     key,
                     format!(
-                        "is not an option of the object-store plugin (known: {})",
+                        "is not an option of the object-store plugin ({near}known: {})",
                         known.join(", ")
                     ),
                 ));

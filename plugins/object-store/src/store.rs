@@ -150,7 +150,11 @@ impl Stores {
         let failed = |e: object_store::Error| {
             cairn_plugin_kit::options::invalid(
                 "url",
-                format!("= {:?}: cannot build the client: {e}", place.url()),
+                format!(
+                    "= {:?}: cannot build the client: {}",
+                    place.url(),
+                    crate::blob::with_root_cause(&e)
+                ),
             )
         };
         let store: Arc<dyn ObjectStore> = match place.scheme {

@@ -30,3 +30,27 @@ fn the_suite_passes_through_the_shared_library() {
     let tmp = tempfile::tempdir().unwrap();
     assert_library_passes(&lib, None, tmp.path());
 }
+
+/// `validate` (what `cairn config check` calls) applies the options' rules without a request:
+/// a GCS option on an `s3://` URL is refused, a misspelt option gets "did you mean", and a
+/// valid S3 document passes with no server anywhere.
+#[test]
+fn validate_checks_the_options_without_a_request() {
+    use cairn_plugin_api::{StorageError, StoragePlugin};
+    let refused = |doc: &str| match ObjectStorePlugin::validate(doc) {
+        Err(StorageError::InvalidConfig(m)) => m,
+        other => panic!("{doc}: expected InvalidConfig, got {other:?}"),
+    };
+    let m = refused("url = \"s3://bucket/ckpt\"\nservice-account = \"/key.json\"\n");
+    assert!(
+        m.contains("service-account") && m.contains("does not apply to s3:// URLs"),
+        "{m}"
+    );
+    let m = refused("url = \"s3://bucket/ckpt\"\nregoin = \"eu-west-1\"\n");
+    assert!(m.contains("did you mean `region`?"), "{m}");
+    ObjectStorePlugin::validate(
+        "url = \"s3://bucket/ckpt\"\nendpoint = \"http://127.0.0.1:1\"\nallow-http = true\n\
+         region = \"us-east-1\"\naccess-key-id = \"a\"\nsecret-access-key = \"b\"\n",
+    )
+    .unwrap();
+}

@@ -149,6 +149,9 @@ cases! {
     savepoints::savepoint_to_custom_target needs [SAVEPOINTS]: "a savepoint goes under the given target and resolves";
     savepoints::savepoint_to_default_target needs [SAVEPOINTS]: "with no target, a savepoint goes to the default location";
     savepoints::savepoint_without_any_target needs [SAVEPOINTS]: "with no target and no default, begin_savepoint is InvalidConfig";
+    savepoints::completed_savepoints_are_listed needs [SAVEPOINTS]: "list_savepoints lists a committed savepoint under its target, and not an uncommitted one (API 1.1)";
+    lease::lease_is_compare_and_swap needs []: "the lease record is replaced only over its current version, and every handle reads the last write (API 1.1)";
+    lease::lease_race_has_one_winner needs []: "of eight writers over the same lease version, exactly one wins and the others get AlreadyExists (API 1.1)";
     concurrency::eight_threads_hundred_streams needs []: "8 threads each write 100 streams at once, and every one reads back";
 }
 
@@ -174,7 +177,8 @@ pub struct CaseReport {
     /// The verdict.
     #[serde(flatten)]
     pub outcome: Outcome,
-    /// Wall time in milliseconds.
+    /// Wall time in milliseconds (`duration_ms` in JSON, as cairn's contract names durations).
+    #[serde(rename = "duration_ms")]
     pub millis: u128,
 }
 
@@ -242,7 +246,7 @@ pub fn run(subject: &Subject, opts: &RunOptions<'_>) -> Report {
             Some(earlier) => Outcome::Skip(format!(
                 "not run: case {earlier} hung, so the plugin may be stuck holding its locks"
             )),
-            None => run_one(subject, case, i, opts.case_timeout),
+            None => run_one(subject, case, &format!("{i:02}"), opts.case_timeout),
         };
         if matches!(&outcome, Outcome::Fail(m) if m.starts_with(TIMED_OUT)) {
             hung = Some(case.name);
@@ -261,8 +265,43 @@ pub fn run(subject: &Subject, opts: &RunOptions<'_>) -> Report {
 
 const TIMED_OUT: &str = "timed out";
 
-fn run_one(subject: &Subject, case: &'static Case, index: usize, timeout: Duration) -> Outcome {
-    let scratch = subject.scratch.join(format!("{index:02}-{}", case.name));
+/// What [`preflight`] runs, as a case: the instance answers a listing of a job no case uses.
+const PREFLIGHT: Case = Case {
+    name: "storage_answers",
+    checks: "the options open an instance, and it answers a listing of a job's checkpoints",
+    needs: Capabilities::empty(),
+    run: |ctx| {
+        let listed = ctx
+            .storage
+            .job(&ctx.job_id)
+            .and_then(|job| job.list_completed());
+        match listed {
+            Ok(_) => Ok(None),
+            Err(e) => Err(Fail(format!(
+                "listing the checkpoints of job '{}' failed: {e}",
+                ctx.job_id
+            ))),
+        }
+    },
+};
+
+/// Before the cases: open the backend with the suite's options and list the completed
+/// checkpoints of a job no case uses (which creates nothing a case sees), bounded by
+/// `timeout`. An error here (an endpoint that cannot be reached, refused credentials, options
+/// that do not open) is why every case would fail the same way, so a caller stops with it, once,
+/// instead of running them.
+pub fn preflight(subject: &Subject, timeout: Duration) -> Result<(), String> {
+    match run_one(subject, &PREFLIGHT, "preflight", timeout) {
+        Outcome::Pass | Outcome::Skip(_) => Ok(()),
+        Outcome::Fail(why) => Err(why),
+    }
+}
+
+/// Run `case` in a thread of its own, bounded by `timeout`; `tag` makes its job id and scratch
+/// directory its own.
+fn run_one(subject: &Subject, case: &'static Case, tag: &str, timeout: Duration) -> Outcome {
+    let scratch = subject.scratch.join(format!("{tag}-{}", case.name));
+    let job_id = format!("verify-{tag}");
     if let Err(e) = std::fs::create_dir_all(&scratch) {
         return Outcome::Fail(format!("harness: cannot create {}: {e}", scratch.display()));
     }
@@ -287,7 +326,7 @@ fn run_one(subject: &Subject, case: &'static Case, index: usize, timeout: Durati
                     subject,
                     storage,
                     info,
-                    job_id: format!("verify-{index:02}"),
+                    job_id,
                     scratch,
                 };
                 match (case.run)(&ctx) {

@@ -28,7 +28,9 @@
 //! as Flink does, discards its checkpoints, which is not a loss. The sources are throttled to
 //! [`RATE`], so a run restored from a checkpoint that holds `r` records cannot finish sooner
 //! than `(records - r) / RATE` after it starts; each kill instant is drawn uniformly from the
-//! first 80% of that.
+//! first 80% of that. Every second kill also waits until the run has completed a checkpoint of
+//! its own (seen in the listings), so that however slow the machine, trials find checkpoints
+//! written by the process they killed.
 
 use std::{
     collections::BTreeSet,
@@ -290,13 +292,16 @@ impl<'a> Chain<'a> {
     }
 
     /// Start `run`, list the checkpoints at random moments while it runs, and kill it with
-    /// SIGKILL at `kill_after`. `Ok(None)` if it finished first; otherwise the listings.
+    /// SIGKILL at `kill_after` (and, with `after_own_checkpoint`, not before a listing shows a
+    /// checkpoint this run completed). `Ok(None)` if it finished first; otherwise the listings.
     fn run_and_kill(
         &self,
         from_latest: bool,
         kill_after: Duration,
+        after_own_checkpoint: bool,
         rng: &mut StdRng,
     ) -> anyhow::Result<Option<Vec<BTreeSet<u64>>>> {
+        let before: BTreeSet<u64> = self.list()?.into_iter().map(|(id, _)| id).collect();
         let records = self.setup.records.to_string();
         let n = self.step.fetch_add(1, Ordering::SeqCst) + 1;
         let log = std::fs::File::create(self.dir.join(format!("step-{n:03}-run.log")))?;
@@ -336,12 +341,22 @@ impl<'a> Chain<'a> {
                     break Ok(Some(status));
                 }
                 let elapsed = started.elapsed();
-                if elapsed >= kill_after {
+                let ready = !after_own_checkpoint
+                    || listings
+                        .lock()
+                        .unwrap()
+                        .iter()
+                        .any(|l| l.iter().any(|id| !before.contains(id)));
+                if elapsed >= kill_after && ready {
                     child.kill().context("cannot kill cairn run")?;
                     child.wait()?;
                     break Ok(None);
                 }
-                std::thread::sleep((kill_after - elapsed).min(Duration::from_millis(2)));
+                std::thread::sleep(
+                    kill_after
+                        .saturating_sub(elapsed)
+                        .clamp(Duration::from_millis(1), Duration::from_millis(2)),
+                );
             };
             stop.store(true, Ordering::SeqCst);
             outcome
@@ -528,7 +543,8 @@ pub fn crash(args: &CrashArgs, config: &ConfigArg) -> anyhow::Result<ExitCode> {
             }
             let kill_after = Duration::from_millis(rng.random_range(20..=window_ms));
             let from_latest = done > 0 || !chain.list()?.is_empty();
-            match chain.run_and_kill(from_latest, kill_after, &mut rng)? {
+            let after_own_checkpoint = kills % 2 == 1;
+            match chain.run_and_kill(from_latest, kill_after, after_own_checkpoint, &mut rng)? {
                 None => {
                     tally.finished_before_kill += 1;
                     break;
@@ -596,7 +612,7 @@ pub fn crash(args: &CrashArgs, config: &ConfigArg) -> anyhow::Result<ExitCode> {
             }).collect::<Vec<_>>(),
             "kept": kept,
         });
-        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+        crate::cli::output::print_json(&mut out, &doc)?;
     } else {
         writeln!(
             out,

@@ -4,6 +4,7 @@
 pub mod checkpoints;
 pub mod concurrency;
 pub mod config;
+pub mod lease;
 pub mod savepoints;
 pub mod streams;
 

@@ -110,3 +110,38 @@ pub fn savepoint_without_any_target(ctx: &Ctx) -> CaseResult {
         }
     }
 }
+
+/// Completed savepoints are listed (API 1.1); an uncommitted one is not.
+pub fn completed_savepoints_are_listed(ctx: &Ctx) -> CaseResult {
+    let target = ctx.scratch.join("listed-target");
+    let target_str = target.to_string_lossy().into_owned();
+    let job = ctx.storage.job(&ctx.job_id)?;
+    match job.list_savepoints(Some(&target_str)) {
+        Ok(listed) => ensure!(listed.is_empty(), "an empty target lists {listed:?}"),
+        Err(e) if e.kind() == ErrorKind::Unsupported => {
+            return Ok(Some(format!("the plugin cannot list savepoints: {e}")))
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let loc = job.begin_savepoint(3, Some(&target_str))?;
+    let pointer = write_and_commit(ctx, loc.as_ref())?;
+    let open = job.begin_savepoint(4, Some(&target_str))?;
+    let mut s = open.create_stream(Scope::Exclusive)?;
+    s.write(&bytes(above_threshold(ctx, 10), 5))?;
+    let _uncommitted = s.close_and_get_handle()?;
+    let listed = job.list_savepoints(Some(&target_str))?;
+    let _ = open.dispose_on_failure();
+    let resolved = |p: &str| ctx.storage.resolve(p).map(|r| r.pointer);
+    let want = resolved(&pointer)?;
+    ensure!(
+        listed.len() == 1 && resolved(&listed[0])? == want,
+        "list_savepoints under {target_str} gave {listed:?}, expected only {pointer}"
+    );
+    let other = ctx.storage.job(&format!("{}-other", ctx.job_id))?;
+    let theirs = other.list_savepoints(Some(&target_str))?;
+    ensure!(
+        theirs.is_empty(),
+        "another job lists this job's savepoints: {theirs:?}"
+    );
+    Ok(None)
+}
