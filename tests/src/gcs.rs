@@ -21,13 +21,12 @@
 //! `object_store`'s GCS client (0.12) speaks the XML API: `PUT /<bucket>/<object>` to write
 //! (with `x-goog-if-generation-match: 0` for a conditional create), `POST
 //! /<bucket>/<object>?uploads` to start a multipart upload, `GET /<bucket>?list-type=2` to list,
-//! `GET` and `DELETE /<bucket>/<object>`. fake-gcs-server (1.54) answers the reads, listings and
-//! deletes, but routes both writes to its JSON API upload handler, which refuses them with
-//! `400 invalid uploadType` (it accepts an XML `PUT` only as a signed URL, with
-//! `X-Goog-Algorithm` in the query). So through this emulator the plugin can be tested to reach
-//! the endpoint, list, read and delete, but not to write: the tests put objects through the JSON
-//! API ([`Endpoint::upload_through_json_api`]) and check that the plugin's write is refused for
-//! exactly that reason.
+//! `GET` and `DELETE /<bucket>/<object>`. fake-gcs-server (1.54) answers the listings, but
+//! routes both writes to its JSON API upload handler, which refuses them with
+//! `400 invalid uploadType` (it takes an XML `PUT` only as a signed URL, with
+//! `X-Goog-Algorithm` in the query, which the client never sends). So through this emulator
+//! the plugin can be shown to reach the endpoint without credentials and to list, but not to
+//! write; `host/tests/object_store.rs` checks exactly that.
 
 use std::{
     path::PathBuf,
@@ -68,46 +67,6 @@ impl Endpoint {
             url = self.url,
         )
     }
-
-    /// Write an object with the JSON API's media upload (`POST
-    /// /upload/storage/v1/b/<bucket>/o?uploadType=media`), which fake-gcs-server serves.
-    pub fn upload_through_json_api(&self, name: &str, bytes: &[u8]) -> Result<(), String> {
-        let path = format!(
-            "/upload/storage/v1/b/{}/o?uploadType=media&name={}",
-            self.bucket,
-            percent_encode(name)
-        );
-        let response = server::request(
-            self.port()?,
-            "POST",
-            &path,
-            &[("Content-Type", "application/octet-stream")],
-            bytes,
-        )?;
-        match response.status {
-            200 => Ok(()),
-            status => Err(format!("uploading {name} answered {status}: {}", response.body)),
-        }
-    }
-
-    fn port(&self) -> Result<u16, String> {
-        self.url
-            .rsplit_once(':')
-            .and_then(|(_, port)| port.parse().ok())
-            .ok_or_else(|| format!("{} names no port", self.url))
-    }
-}
-
-/// `s` with everything but unreserved characters percent-encoded, for a query value.
-fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// A server this module started.
