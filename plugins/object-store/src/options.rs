@@ -531,4 +531,101 @@ mod tests {
             assert!(msg.starts_with(expected), "{doc}: {msg}");
         }
     }
+    #[test]
+    fn azure_options_resolve_to_account_key_and_endpoint() {
+        let key = azure::EMULATOR_KEY;
+        let o = parse(&format!(
+            "url = \"az://c/p\"\nendpoint = \"http://127.0.0.1:10000/acct/\"\n\
+             account = \"acct\"\naccess-key = \"{key}\"\nallow-http = true\n"
+        ))
+        .unwrap();
+        assert_eq!(o.cloud.account.as_deref(), Some("acct"));
+        assert_eq!(o.cloud.access_key.as_deref(), Some(key));
+        assert_eq!(
+            o.cloud.endpoint.as_deref(),
+            Some("http://127.0.0.1:10000/acct")
+        );
+        assert!(!format!("{:?}", o.cloud).contains(key), "the key was printed");
+        // Azurite's defaults, and a connection string that implies plain http.
+        let o = parse("url = \"az://c/p\"\nuse-emulator = true\n").unwrap();
+        assert_eq!(o.cloud.account.as_deref(), Some(azure::EMULATOR_ACCOUNT));
+        assert_eq!(o.cloud.access_key.as_deref(), Some(azure::EMULATOR_KEY));
+        assert_eq!(
+            o.cloud.endpoint.as_deref(),
+            Some("http://127.0.0.1:10000/devstoreaccount1")
+        );
+        assert_eq!(o.cloud.allow_http, Some(true));
+        let o = parse(&format!(
+            "url = \"az://c/p\"\nconnection-string = \"DefaultEndpointsProtocol=http;\
+             AccountName=a;AccountKey={key};BlobEndpoint=http://127.0.0.1:9/a;\"\n"
+        ))
+        .unwrap();
+        assert_eq!(o.cloud.account.as_deref(), Some("a"));
+        assert_eq!(o.cloud.endpoint.as_deref(), Some("http://127.0.0.1:9/a"));
+        assert_eq!(o.cloud.allow_http, Some(true));
+    }
+
+    #[test]
+    fn cloud_option_rules_name_the_option() {
+        let key = azure::EMULATOR_KEY;
+        let cases = [
+            (
+                "url = \"az://c\"\naccess-key-id = \"k\"".to_string(),
+                "storage.options.access-key-id does not apply to az:// URLs (only to s3://); \
+                 on az:// the account name is `account`",
+            ),
+            (
+                "url = \"gs://b\"\nsecret-access-key = \"k\"".to_string(),
+                "storage.options.secret-access-key does not apply to gs:// URLs (only to s3://); \
+                 on gs:// credentials are a `service-account` key file",
+            ),
+            (
+                "url = \"s3://b\"\naccount = \"a\"".to_string(),
+                "storage.options.account does not apply to s3:// URLs (only to az://)",
+            ),
+            (
+                format!(
+                    "url = \"az://c\"\naccount = \"a\"\nconnection-string = \
+                     \"AccountName=a;AccountKey={key}\""
+                ),
+                "storage.options.account cannot be set together with connection-string",
+            ),
+            (
+                "url = \"az://c\"\nuse-emulator = true\naccount = \"other\"".to_string(),
+                "storage.options.access-key is missing: Azurite's well-known key is the key of \
+                 devstoreaccount1 only",
+            ),
+            (
+                "url = \"az://c\"\naccess-key = \"not base64!\"".to_string(),
+                "storage.options.access-key ",
+            ),
+            (
+                format!(
+                    "url = \"az://c\"\nendpoint = \"http://127.0.0.1:1/a\"\naccount = \"a\"\n\
+                     access-key = \"{key}\""
+                ),
+                "storage.options.endpoint = \"http://127.0.0.1:1/a\" is plain http, which \
+                 allow-http = true must allow",
+            ),
+            (
+                "url = \"gs://b\"\nendpoint = \"http://127.0.0.1:1\"\nallow-http = true"
+                    .to_string(),
+                "storage.options.endpoint on a gs:// URL needs service-account or anonymous = \
+                 true as well",
+            ),
+            (
+                "url = \"gs://b\"\nanonymous = true\nservice-account = \"/k.json\"".to_string(),
+                "storage.options.anonymous = true cannot be set together with service-account",
+            ),
+            (
+                "url = \"gs://b\"\nendpoint = \"127.0.0.1:1\"\nanonymous = true".to_string(),
+                "storage.options.endpoint = \"127.0.0.1:1\" is not an http:// or https:// URL",
+            ),
+        ];
+        for (doc, expected) in cases {
+            let msg = parse(&doc).unwrap_err();
+            assert!(msg.starts_with(expected), "{doc}:\n{msg}");
+            assert!(!msg.contains(key), "{doc}: the key was echoed: {msg}");
+        }
+    }
 }

@@ -264,3 +264,46 @@ fn gcs_key(endpoint: &str, service_account: Option<&str>) -> StorageResult<Strin
     key.insert("gcs_base_url".into(), endpoint.into());
     Ok(serde_json::Value::Object(key).to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use cairn_plugin_api::StorageError;
+
+    use super::*;
+
+    fn json(s: &str) -> serde_json::Value {
+        serde_json::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn a_gcs_endpoint_is_written_into_the_service_account_key() {
+        // No credentials: a key that only carries the URL, with OAuth off.
+        let key = json(&gcs_key("http://127.0.0.1:4443", None).unwrap());
+        assert_eq!(key["gcs_base_url"], "http://127.0.0.1:4443");
+        assert_eq!(key["disable_oauth"], true);
+        // A key file: its fields are kept, the URL is added.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key.json");
+        std::fs::write(&path, r#"{"client_email":"a@b","private_key":"k"}"#).unwrap();
+        let key = json(&gcs_key("https://gcs.example", path.to_str()).unwrap());
+        assert_eq!(key["client_email"], "a@b");
+        assert_eq!(key["gcs_base_url"], "https://gcs.example");
+        // Bad key files name the option and the file.
+        std::fs::write(&path, "[1]").unwrap();
+        let p = path.to_str().unwrap();
+        for (expected, file) in [
+            ("is not a JSON object", p),
+            ("cannot be read", "/no/such/key.json"),
+        ] {
+            match gcs_key("http://127.0.0.1:1", Some(file)) {
+                Err(StorageError::InvalidConfig(m)) => assert!(
+                    m.starts_with("storage.options.service-account = ")
+                        && m.contains(file)
+                        && m.contains(expected),
+                    "{m}"
+                ),
+                other => panic!("{file}: {other:?}"),
+            }
+        }
+    }
+}
