@@ -426,6 +426,17 @@ mod tests {
 
     use super::*;
 
+    #[test]
+    fn the_manifest_lists_every_option_and_no_other() {
+        let listed: Vec<&str> = crate::MANIFEST.options.iter().map(|o| o.name).collect();
+        let mut known: Vec<&str> = KNOWN.iter().map(|(k, _)| *k).collect();
+        known.push("inline-threshold");
+        let (mut listed_sorted, mut known_sorted) = (listed.clone(), known.clone());
+        listed_sorted.sort_unstable();
+        known_sorted.sort_unstable();
+        assert_eq!(listed_sorted, known_sorted, "plugins info would show {listed:?}");
+    }
+
     fn parse(doc: &str) -> Result<Options, String> {
         Options::parse(doc).map_err(|e| match e {
             StorageError::InvalidConfig(m) => m,
