@@ -214,6 +214,17 @@ fn two_writers_cannot_both_commit_one_checkpoint_on_azurite() {
     );
 }
 
+#[test]
+fn two_writers_cannot_both_commit_on_azurite_named_by_use_emulator() {
+    let ep = AzureServer::get().endpoint();
+    assert_eq!(
+        (ep.account.as_str(), ep.key.as_str()),
+        (cairn_harness::azure::ACCOUNT, cairn_harness::azure::KEY),
+        "use-emulator stands for Azurite's well-known account, which this server must have"
+    );
+    two_writers_race(&ep.plugin_options_with_emulator_defaults(&unique_prefix("race-emu"), ""));
+}
+
 /// GCS is not tested for real: no emulator the registries serve speaks enough of the XML API
 /// that `object_store`'s GCS client uses (README, object-store section). This pins down how
 /// far fake-gcs-server gets, so that the day it serves writes this fails and `gs://` is

@@ -85,6 +85,16 @@ impl Endpoint {
         )
     }
 
+    /// The same options with `use-emulator = true` standing for Azurite's well-known account
+    /// and key; only the endpoint is given, since this server is not on Azurite's default port.
+    pub fn plugin_options_with_emulator_defaults(&self, prefix: &str, extra: &str) -> String {
+        format!(
+            "{}use-emulator = true\nendpoint = \"{}\"\nallow-http = true\n{extra}",
+            self.urls(prefix),
+            self.url,
+        )
+    }
+
     /// The connection string Azurite documents, for this server.
     pub fn connection_string(&self) -> String {
         format!(
