@@ -24,7 +24,7 @@
 //! each ([`crate::server::unique_prefix`]).
 
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::Command,
     sync::{Mutex, OnceLock},
 };
@@ -168,7 +168,7 @@ impl Drop for AzureServer {
 }
 
 /// One start of Azurite on a freshly reserved port.
-fn launch(azurite: &PathBuf) -> Result<AzureServer, LaunchError> {
+fn launch(azurite: &Path) -> Result<AzureServer, LaunchError> {
     let fail = LaunchError::fatal;
     let dir = tempfile::Builder::new()
         .prefix("cairn-azurite-")
@@ -292,7 +292,10 @@ pub fn azurite_binary() -> Result<PathBuf, String> {
         return Ok(p);
     }
     let target = workspace_root().join("target").join("azurite");
-    let local = target.join("node_modules").join(".bin").join("azurite-blob");
+    let local = target
+        .join("node_modules")
+        .join(".bin")
+        .join("azurite-blob");
     let npm = server::on_path("npm").ok_or(
         "Azurite's `azurite-blob` is not on PATH and npm is not either, so it cannot be \
          installed from the npm registry; install Node.js 20 or newer, or set \
@@ -309,7 +312,10 @@ pub fn azurite_binary() -> Result<PathBuf, String> {
             .arg(dir);
         server::run_installer(
             npm,
-            &format!("npm ci --prefix {} (azurite {AZURITE_VERSION})", dir.display()),
+            &format!(
+                "npm ci --prefix {} (azurite {AZURITE_VERSION})",
+                dir.display()
+            ),
         )
     })?;
     if !local.is_file() {

@@ -29,7 +29,7 @@
 //! write; `host/tests/object_store.rs` checks exactly that.
 
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::Command,
     sync::{Mutex, OnceLock},
 };
@@ -126,12 +126,16 @@ impl Drop for GcsServer {
 }
 
 /// One start of fake-gcs-server on a freshly reserved port.
-fn launch(binary: &PathBuf) -> Result<GcsServer, LaunchError> {
+fn launch(binary: &Path) -> Result<GcsServer, LaunchError> {
     let fail = LaunchError::fatal;
     let dir = tempfile::Builder::new()
         .prefix("cairn-gcs-")
         .tempdir()
-        .map_err(|e| fail(format!("cannot create a data directory for fake-gcs-server: {e}")))?;
+        .map_err(|e| {
+            fail(format!(
+                "cannot create a data directory for fake-gcs-server: {e}"
+            ))
+        })?;
     let reservation = reserve_ports(1).map_err(fail)?;
     let port = reservation.ports()[0];
     let (log, file) = Log::create(dir.path().join("fake-gcs-server.log")).map_err(fail)?;

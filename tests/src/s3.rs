@@ -240,8 +240,7 @@ impl S3Server {
             .unwrap_or_else(PoisonError::into_inner)
             .ports
             .filer;
-        let response =
-            server::request(port, "GET", path, &[("Accept", "application/json")], b"")?;
+        let response = server::request(port, "GET", path, &[("Accept", "application/json")], b"")?;
         if !(200..300).contains(&response.status) && response.status != 404 {
             return Err(format!(
                 "filer answered {} to GET {path}: {}",

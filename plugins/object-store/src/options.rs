@@ -65,12 +65,36 @@ const KNOWN: &[(&str, Option<&[Scheme]>)] = &[
 /// What to write instead of an option that belongs to another cloud, for the message that
 /// refuses it: (option, scheme of the URL, hint).
 const INSTEAD: &[(&str, Scheme, &str)] = &[
-    ("access-key-id", Scheme::Az, "on az:// the account name is `account`"),
-    ("secret-access-key", Scheme::Az, "on az:// the account key is `access-key`"),
-    ("access-key-id", Scheme::Gs, "on gs:// credentials are a `service-account` key file"),
-    ("secret-access-key", Scheme::Gs, "on gs:// credentials are a `service-account` key file"),
-    ("region", Scheme::Az, "an Azure account's region is part of the account"),
-    ("region", Scheme::Gs, "a GCS bucket's location is part of the bucket"),
+    (
+        "access-key-id",
+        Scheme::Az,
+        "on az:// the account name is `account`",
+    ),
+    (
+        "secret-access-key",
+        Scheme::Az,
+        "on az:// the account key is `access-key`",
+    ),
+    (
+        "access-key-id",
+        Scheme::Gs,
+        "on gs:// credentials are a `service-account` key file",
+    ),
+    (
+        "secret-access-key",
+        Scheme::Gs,
+        "on gs:// credentials are a `service-account` key file",
+    ),
+    (
+        "region",
+        Scheme::Az,
+        "an Azure account's region is part of the account",
+    ),
+    (
+        "region",
+        Scheme::Gs,
+        "a GCS bucket's location is part of the bucket",
+    ),
 ];
 
 /// The validated options.
@@ -404,9 +428,7 @@ fn cloud_options(
                 _ => {
                     return Err(options::invalid(
                         option,
-                        format!(
-                            "= {endpoint:?} is plain http, which allow-http = true must allow"
-                        ),
+                        format!("= {endpoint:?} is plain http, which allow-http = true must allow"),
                     ))
                 }
             }
@@ -434,7 +456,10 @@ mod tests {
         let (mut listed_sorted, mut known_sorted) = (listed.clone(), known.clone());
         listed_sorted.sort_unstable();
         known_sorted.sort_unstable();
-        assert_eq!(listed_sorted, known_sorted, "plugins info would show {listed:?}");
+        assert_eq!(
+            listed_sorted, known_sorted,
+            "plugins info would show {listed:?}"
+        );
     }
 
     fn parse(doc: &str) -> Result<Options, String> {
@@ -556,7 +581,10 @@ mod tests {
             o.cloud.endpoint.as_deref(),
             Some("http://127.0.0.1:10000/acct")
         );
-        assert!(!format!("{:?}", o.cloud).contains(key), "the key was printed");
+        assert!(
+            !format!("{:?}", o.cloud).contains(key),
+            "the key was printed"
+        );
         // Azurite's defaults, and a connection string that implies plain http.
         let o = parse("url = \"az://c/p\"\nuse-emulator = true\n").unwrap();
         assert_eq!(o.cloud.account.as_deref(), Some(azure::EMULATOR_ACCOUNT));

@@ -165,9 +165,11 @@ impl ConnectionString {
 pub(crate) fn check_key(key: &str) -> Result<(), String> {
     match base64::engine::general_purpose::STANDARD.decode(key.trim()) {
         Ok(bytes) if !bytes.is_empty() => Ok(()),
-        _ => Err("holds an account key that is not base64, as Azure's keys are \
+        _ => Err(
+            "holds an account key that is not base64, as Azure's keys are \
                   (the key is not shown)"
-            .to_string()),
+                .to_string(),
+        ),
     }
 }
 
@@ -223,11 +225,20 @@ mod tests {
             ("AccountKey=c2VjcmV0", "has no AccountName"),
             ("AccountName=a;Bogus=1", "has an unknown key \"Bogus\""),
             ("AccountName=a;AccountName=b", "has AccountName twice"),
-            ("AccountName=a;SharedAccessSignature=sv=1", "has SharedAccessSignature"),
+            (
+                "AccountName=a;SharedAccessSignature=sv=1",
+                "has SharedAccessSignature",
+            ),
             ("AccountName", "has a part without '=' (part 1)"),
-            ("AccountName=a;DefaultEndpointsProtocol=ftp", "neither http nor https"),
+            (
+                "AccountName=a;DefaultEndpointsProtocol=ftp",
+                "neither http nor https",
+            ),
             ("UseDevelopmentStorage=yes", "UseDevelopmentStorage=\"yes\""),
-            ("UseDevelopmentStorage=true;AccountName=other", "without its AccountKey"),
+            (
+                "UseDevelopmentStorage=true;AccountName=other",
+                "without its AccountKey",
+            ),
         ] {
             let m = parse(s).unwrap_err();
             assert!(
