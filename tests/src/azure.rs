@@ -169,12 +169,17 @@ impl Drop for AzureServer {
 
 /// One start of Azurite on a freshly reserved port.
 fn launch(azurite: &Path) -> Result<AzureServer, LaunchError> {
+    let reservation = reserve_ports(1).map_err(LaunchError::fatal)?;
+    launch_on(azurite, reservation)
+}
+
+/// One start of Azurite on the port of `reservation`.
+fn launch_on(azurite: &Path, reservation: Reservation) -> Result<AzureServer, LaunchError> {
     let fail = LaunchError::fatal;
     let dir = tempfile::Builder::new()
         .prefix("cairn-azurite-")
         .tempdir()
         .map_err(|e| fail(format!("cannot create a data directory for Azurite: {e}")))?;
-    let reservation = reserve_ports(1).map_err(fail)?;
     let port = reservation.ports()[0];
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data)
@@ -326,4 +331,24 @@ pub fn azurite_binary() -> Result<PathBuf, String> {
         ));
     }
     Ok(local)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_taken_port_is_recognised_so_the_start_is_retried() {
+        let azurite = azurite_binary().unwrap_or_else(|e| panic!("no Azurite for this test: {e}"));
+        let reservation = reserve_ports(1).unwrap();
+        // A program outside the tests binds the reserved port first.
+        let _squatter = std::net::TcpListener::bind(("127.0.0.1", reservation.ports()[0])).unwrap();
+        match launch_on(&azurite, reservation) {
+            Ok(_) => panic!("Azurite started although its port was taken"),
+            Err(e) => assert!(e.port_taken, "not seen as a taken port: {}", e.message),
+        }
+        // A fresh start finds another port, and its container exists.
+        let server = AzureServer::start_process_wide().unwrap();
+        assert!(server.endpoint().url.starts_with("http://127.0.0.1:"));
+    }
 }

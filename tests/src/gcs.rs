@@ -127,6 +127,12 @@ impl Drop for GcsServer {
 
 /// One start of fake-gcs-server on a freshly reserved port.
 fn launch(binary: &Path) -> Result<GcsServer, LaunchError> {
+    let reservation = reserve_ports(1).map_err(LaunchError::fatal)?;
+    launch_on(binary, reservation)
+}
+
+/// One start of fake-gcs-server on the port of `reservation`.
+fn launch_on(binary: &Path, reservation: Reservation) -> Result<GcsServer, LaunchError> {
     let fail = LaunchError::fatal;
     let dir = tempfile::Builder::new()
         .prefix("cairn-gcs-")
@@ -136,7 +142,6 @@ fn launch(binary: &Path) -> Result<GcsServer, LaunchError> {
                 "cannot create a data directory for fake-gcs-server: {e}"
             ))
         })?;
-    let reservation = reserve_ports(1).map_err(fail)?;
     let port = reservation.ports()[0];
     let (log, file) = Log::create(dir.path().join("fake-gcs-server.log")).map_err(fail)?;
     let address = format!("127.0.0.1:{port}");
@@ -269,4 +274,25 @@ pub fn fake_gcs_server_binary() -> Result<PathBuf, String> {
         ));
     }
     Ok(local)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_taken_port_is_recognised_so_the_start_is_retried() {
+        let binary = fake_gcs_server_binary()
+            .unwrap_or_else(|e| panic!("no fake-gcs-server for this test: {e}"));
+        let reservation = reserve_ports(1).unwrap();
+        // A program outside the tests binds the reserved port first.
+        let _squatter = std::net::TcpListener::bind(("127.0.0.1", reservation.ports()[0])).unwrap();
+        match launch_on(&binary, reservation) {
+            Ok(_) => panic!("fake-gcs-server started although its port was taken"),
+            Err(e) => assert!(e.port_taken, "not seen as a taken port: {}", e.message),
+        }
+        // A fresh start finds another port, and its bucket exists.
+        let server = GcsServer::start_process_wide().unwrap();
+        assert!(server.endpoint().url.starts_with("http://127.0.0.1:"));
+    }
 }

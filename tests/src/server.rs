@@ -26,7 +26,9 @@
 //! guard's stdin reaches end of file: when [`Guarded::kill`] closes it, or when the test process
 //! ends in any way, since the kernel closes the pipe then. Statics are never dropped, so a
 //! process-wide server needs this to not outlive the tests; its guard also removes the server's
-//! data directory once the server is gone.
+//! data directory once it has killed the server. A server that exits by itself keeps its
+//! directory, so that its log can say why (a failed start's directory is removed by its
+//! `TempDir`).
 
 use std::{
     collections::hash_map::RandomState,
@@ -181,14 +183,15 @@ pub(crate) struct Guarded {
 /// The guard: keep stdin (the pipe) on fd 3, run the server with its output on the guard's
 /// stderr (the log), kill it when fd 3 reaches end of file, and exit with its status.
 /// With `CAIRN_GUARD_REMOVE` set, it then removes that directory (the data of a process-wide
-/// server, whose `TempDir` is never dropped).
+/// server, whose `TempDir` is never dropped), if it was the guard that killed the server
+/// (status 137, SIGKILL), not the server that exited on its own.
 const GUARD_SCRIPT: &str = r#"exec 3<&0 </dev/null
 "$@" >&2 3<&- &
 pid=$!
 ( read -r _ <&3; kill -9 "$pid" 2>/dev/null ) &
 wait "$pid"
 status=$?
-if [ -n "$CAIRN_GUARD_REMOVE" ]; then rm -rf "$CAIRN_GUARD_REMOVE"; fi
+if [ -n "$CAIRN_GUARD_REMOVE" ] && [ "$status" = 137 ]; then rm -rf "$CAIRN_GUARD_REMOVE"; fi
 exit "$status""#;
 
 impl Guarded {
@@ -552,6 +555,24 @@ mod tests {
         let mut process = Guarded::spawn(&sleep, &["1000".to_string()], log, Some(&data)).unwrap();
         process.kill();
         assert!(!data.exists(), "{} outlived its server", data.display());
+        // A server that exits by itself (here: refusing its argument) keeps its directory and
+        // log, for the message that says why it did not start.
+        std::fs::create_dir(&data).unwrap();
+        std::fs::write(data.join("log"), b"").unwrap();
+        let log = File::options().append(true).open(data.join("log")).unwrap();
+        let mut process =
+            Guarded::spawn(&sleep, &["nonsense".to_string()], log, Some(&data)).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(process.guard.wait());
+        });
+        let status = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("sleep nonsense did not exit")
+            .unwrap();
+        assert!(!status.success());
+        let text = std::fs::read_to_string(data.join("log")).unwrap();
+        assert!(!text.is_empty(), "the failed server's log is empty");
     }
 
     #[test]
