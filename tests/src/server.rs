@@ -180,18 +180,31 @@ pub(crate) struct Guarded {
     stdin: Option<ChildStdin>,
 }
 
-/// The guard: keep stdin (the pipe) on fd 3, run the server with its output on the guard's
-/// stderr (the log), kill it when fd 3 reaches end of file, and exit with its status.
-/// With `CAIRN_GUARD_REMOVE` set, it then removes that directory (the data of a process-wide
-/// server, whose `TempDir` is never dropped), if it was the guard that killed the server
-/// (status 137, SIGKILL), not the server that exited on its own.
+/// The guard: keep stdin (the pipe) on fd 3 and run the server with its output on the guard's
+/// stderr (the log). A watcher waits for end of file on fd 3, then kills the server (SIGKILL)
+/// and, with `CAIRN_GUARD_REMOVE` set, removes that directory (the data of a process-wide
+/// server, whose `TempDir` is never dropped). The watcher ignores SIGINT, SIGTERM and SIGHUP,
+/// so a signal sent to the whole process group (Ctrl-C, `timeout`) cannot stop it before the
+/// test process's end closes the pipe. The guard exits with the server's status; if the server
+/// exited by itself, the guard stops the watcher first (nothing is removed, so its log can say
+/// why, and no pid the server had is killed once another process may have it).
 const GUARD_SCRIPT: &str = r#"exec 3<&0 </dev/null
 "$@" >&2 3<&- &
 pid=$!
-( read -r _ <&3; kill -9 "$pid" 2>/dev/null ) &
+(
+  trap '' INT TERM HUP
+  read -r _ <&3
+  kill -9 "$pid" 2>/dev/null
+  if [ -n "$CAIRN_GUARD_REMOVE" ]; then rm -rf "$CAIRN_GUARD_REMOVE"; fi
+) &
+watcher=$!
+exec 3<&-
 wait "$pid"
 status=$?
-if [ -n "$CAIRN_GUARD_REMOVE" ] && [ "$status" = 137 ]; then rm -rf "$CAIRN_GUARD_REMOVE"; fi
+if kill -0 "$watcher" 2>/dev/null && [ "$status" != 137 ]; then
+  kill -9 "$watcher" 2>/dev/null
+fi
+wait "$watcher" 2>/dev/null
 exit "$status""#;
 
 impl Guarded {
