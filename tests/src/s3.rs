@@ -166,7 +166,7 @@ impl S3Server {
     }
 
     /// Start a server meant to live until the process ends (the shared server, and the one
-    /// `cairn-test-s3` runs for `.ci/run`): when it ends, even by a signal, its guard removes
+    /// `cairn-test-servers` runs for `.ci/run`): when it ends, even by a signal, its guard removes
     /// its data directory too.
     pub fn start_process_wide() -> Result<S3Server, String> {
         S3Server::launch_new(true)

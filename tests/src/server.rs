@@ -17,13 +17,13 @@
 //!
 //! A program outside cairn's tests could still bind one of them explicitly; then the server
 //! exits with "address already in use" and is started again on fresh ports, up to
-//! [`START_ATTEMPTS`] times ([`start_retrying`]). A test that still cannot get a server panics
+//! [`START_ATTEMPTS`] times (`start_retrying`). A test that still cannot get a server panics
 //! with every attempt's reason: it never skips and never passes without a server.
 //!
 //! # The guard
 //!
-//! Each server runs under a small shell guard ([`Guarded`]) that kills it (SIGKILL) when the
-//! guard's stdin reaches end of file: when [`Guarded::kill`] closes it, or when the test process
+//! Each server runs under a small shell guard (`Guarded`) that kills it (SIGKILL) when the
+//! guard's stdin reaches end of file: when `Guarded::kill` closes it, or when the test process
 //! ends in any way, since the kernel closes the pipe then. Statics are never dropped, so a
 //! process-wide server needs this to not outlive the tests; its guard also removes the server's
 //! data directory once it has killed the server. A server that exits by itself keeps its
