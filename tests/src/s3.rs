@@ -15,36 +15,28 @@
 //!
 //! # Ports without races
 //!
-//! `weed` cannot be handed a listening socket, so its ports are chosen before it binds them.
-//! Two things keep anything else from taking them in between:
-//!
-//! - they come from below the kernel's ephemeral range (`ip_local_port_range`), so no socket
-//!   bound to port 0 and no outgoing connection is ever given one;
-//! - each is reserved by an exclusive lock on `$TMPDIR/cairn-test-ports/<port>.lock`, held for
-//!   the server's whole life (restarts included), so no other server started by this module, in
-//!   this process or another, picks it.
-//!
-//! A program outside cairn's tests could still bind one of them explicitly; then `weed` exits
-//! with "address already in use" and the server is started again on fresh ports, up to
-//! [`START_ATTEMPTS`] times. A test that still cannot get a server panics with every attempt's
-//! reason: it never skips and never passes without a server. Only loopback endpoints are
-//! accepted.
+//! `weed` cannot be handed a listening socket, so its eight ports are reserved before it binds
+//! them, from below the ephemeral range and under lock files, and a start whose port another
+//! program took anyway is retried on fresh ones ([`crate::server`] has the details). A test
+//! that still cannot get a server panics with every attempt's reason: it never skips and never
+//! passes without a server. Only loopback endpoints are accepted.
 //!
 //! Tests share a server (and a bucket) by using a key prefix each ([`unique_prefix`]).
 
 use std::{
-    collections::hash_map::RandomState,
-    fs::File,
-    hash::{BuildHasher, Hasher},
-    io::{Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
     path::{Path, PathBuf},
-    process::{Child, ChildStdin, Command, Stdio},
+    process::Command,
     sync::{Mutex, OnceLock, PoisonError},
-    time::{Duration, Instant},
 };
 
-use crate::artifacts::workspace_root;
+use crate::{
+    artifacts::workspace_root,
+    server::{
+        self, http, loopback_url, on_path, reserve_ports, Guarded, LaunchError, Log, Reservation,
+    },
+};
+
+pub use crate::server::{unique_prefix, START_ATTEMPTS};
 
 /// The access key of servers this module starts.
 pub const ACCESS_KEY_ID: &str = "cairn-test";
@@ -54,12 +46,6 @@ pub const SECRET_ACCESS_KEY: &str = "cairn-test-secret";
 pub const BUCKET: &str = "cairn";
 /// The region used in signatures when none is given.
 pub const REGION: &str = "us-east-1";
-
-/// How long a started server may take to answer.
-const START_TIMEOUT: Duration = Duration::from_secs(90);
-
-/// How many times a server whose ports were taken is started again on fresh ports.
-pub const START_ATTEMPTS: usize = 5;
 
 /// How to reach an S3 server and sign requests to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,6 +94,21 @@ struct Ports {
 }
 
 impl Ports {
+    /// The ports of `reservation`, which holds eight.
+    fn of(reservation: &Reservation) -> Ports {
+        let p = reservation.ports();
+        Ports {
+            master: p[0],
+            master_grpc: p[1],
+            volume: p[2],
+            volume_grpc: p[3],
+            filer: p[4],
+            filer_grpc: p[5],
+            s3: p[6],
+            s3_grpc: p[7],
+        }
+    }
+
     fn all(&self) -> [u16; 8] {
         [
             self.master,
@@ -122,82 +123,16 @@ impl Ports {
     }
 }
 
-/// Ports reserved for one server: the locks are held as long as this value lives.
-#[derive(Debug)]
-struct Reservation {
-    ports: Ports,
-    _locks: Vec<File>,
-}
-
 /// A server this module started.
 struct Owned {
     weed: PathBuf,
     dir: tempfile::TempDir,
-    reservation: Reservation,
+    ports: Ports,
+    /// Held for the server's whole life, restarts included.
+    _reservation: Reservation,
     process: Option<Guarded>,
     /// A process-wide server: its guard removes the data directory when it ends.
     shared: bool,
-}
-
-/// `weed` under a small shell guard that kills it (SIGKILL) when its stdin reaches end of file:
-/// when [`Guarded::kill`] closes it, or when the test process ends in any way, since the kernel
-/// closes the pipe then. Statics are never dropped, so a process-wide server needs this to not
-/// outlive the tests.
-struct Guarded {
-    /// The shell; it exits with `weed`'s status once `weed` has exited.
-    guard: Child,
-    /// Its stdin: closing it kills `weed`.
-    stdin: Option<ChildStdin>,
-}
-
-/// The guard: keep stdin (the pipe) on fd 3, run `weed` with its output on the guard's stderr
-/// (the log), kill it when fd 3 reaches end of file, and exit with its status.
-/// With `CAIRN_WEED_REMOVE` set, it then removes that directory (the data of a process-wide
-/// server, whose `TempDir` is never dropped).
-const GUARD_SCRIPT: &str = r#"exec 3<&0 </dev/null
-"$@" >&2 3<&- &
-pid=$!
-( read -r _ <&3; kill -9 "$pid" 2>/dev/null ) &
-wait "$pid"
-status=$?
-if [ -n "$CAIRN_WEED_REMOVE" ]; then rm -rf "$CAIRN_WEED_REMOVE"; fi
-exit "$status""#;
-
-impl Guarded {
-    fn spawn(
-        weed: &Path,
-        args: &[String],
-        log: File,
-        remove_on_exit: Option<&Path>,
-    ) -> Result<Guarded, String> {
-        let mut guard = Command::new("sh")
-            .env(
-                "CAIRN_WEED_REMOVE",
-                remove_on_exit.map_or(Default::default(), |p| p.as_os_str().to_owned()),
-            )
-            .arg("-c")
-            .arg(GUARD_SCRIPT)
-            .arg("cairn-weed-guard")
-            .arg(weed)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .map_err(|e| format!("cannot run sh to start {}: {e}", weed.display()))?;
-        let stdin = guard.stdin.take();
-        Ok(Guarded { guard, stdin })
-    }
-
-    /// `weed`'s exit status, if it has exited.
-    fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.guard.try_wait().ok().flatten()
-    }
-
-    fn kill(&mut self) {
-        drop(self.stdin.take());
-        let _ = self.guard.wait();
-    }
 }
 
 /// An S3 server for tests (see the module docs).
@@ -231,7 +166,7 @@ impl S3Server {
     }
 
     /// Start a server meant to live until the process ends (the shared server, and the one
-    /// `cairn-test-s3` runs for `.ci/run`): when it ends, even by a signal, its guard removes
+    /// `cairn-test-servers` runs for `.ci/run`): when it ends, even by a signal, its guard removes
     /// its data directory too.
     pub fn start_process_wide() -> Result<S3Server, String> {
         S3Server::launch_new(true)
@@ -239,47 +174,40 @@ impl S3Server {
 
     fn launch_new(shared: bool) -> Result<S3Server, String> {
         let weed = weed_binary()?;
-        let mut failures = Vec::new();
-        for attempt in 1..=START_ATTEMPTS {
+        server::start_retrying("SeaweedFS", || {
             let dir = tempfile::Builder::new()
                 .prefix("cairn-s3-")
                 .tempdir()
-                .map_err(|e| format!("cannot create a data directory for SeaweedFS: {e}"))?;
-            let reservation = reserve_ports()?;
-            let ports = reservation.ports;
+                .map_err(|e| {
+                    LaunchError::fatal(format!("cannot create a data directory for SeaweedFS: {e}"))
+                })?;
+            let reservation = reserve_ports(8).map_err(LaunchError::fatal)?;
+            let ports = Ports::of(&reservation);
             let mut owned = Owned {
                 weed: weed.clone(),
                 dir,
-                reservation,
+                ports,
+                _reservation: reservation,
                 process: None,
                 shared,
             };
             match owned.launch() {
-                Ok(()) => {
-                    return Ok(S3Server {
-                        endpoint: Endpoint {
-                            url: format!("http://127.0.0.1:{}", ports.s3),
-                            region: REGION.to_string(),
-                            access_key_id: ACCESS_KEY_ID.to_string(),
-                            secret_access_key: SECRET_ACCESS_KEY.to_string(),
-                            bucket: BUCKET.to_string(),
-                        },
-                        owned: Some(Mutex::new(owned)),
-                    })
-                }
-                Err(e) if e.port_taken => failures.push(format!(
-                    "attempt {attempt} on ports {:?}: {}",
-                    ports.all(),
-                    e.message
-                )),
-                Err(e) => return Err(e.message),
+                Ok(()) => Ok(S3Server {
+                    endpoint: Endpoint {
+                        url: format!("http://127.0.0.1:{}", ports.s3),
+                        region: REGION.to_string(),
+                        access_key_id: ACCESS_KEY_ID.to_string(),
+                        secret_access_key: SECRET_ACCESS_KEY.to_string(),
+                        bucket: BUCKET.to_string(),
+                    },
+                    owned: Some(Mutex::new(owned)),
+                }),
+                Err(e) => Err(LaunchError {
+                    message: format!("on ports {:?}: {}", ports.all(), e.message),
+                    ..e
+                }),
             }
-        }
-        Err(format!(
-            "SeaweedFS could not bind its ports {START_ATTEMPTS} times in a row (another program \
-             takes ports below the ephemeral range?):\n{}",
-            failures.join("\n")
-        ))
+        })
     }
 
     /// How to reach it.
@@ -310,14 +238,16 @@ impl S3Server {
             .ok_or("only a server this test started has a known filer")?
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .reservation
             .ports
             .filer;
-        let (status, body) = http_with_body(port, "GET", path, b"", "application/json")?;
-        if !(200..300).contains(&status) && status != 404 {
-            return Err(format!("filer answered {status} to GET {path}: {body}"));
+        let response = server::request(port, "GET", path, &[("Accept", "application/json")], b"")?;
+        if !(200..300).contains(&response.status) && response.status != 404 {
+            return Err(format!(
+                "filer answered {} to GET {path}: {}",
+                response.status, response.body
+            ));
         }
-        Ok(body)
+        Ok(response.body)
     }
 
     /// SeaweedFS's log, for failure messages (empty for a server we did not start).
@@ -347,34 +277,18 @@ impl Drop for S3Server {
     }
 }
 
-/// Why a launch failed.
-struct LaunchError {
-    message: String,
-    /// `weed` exited because a port was in use: worth a retry on other ports.
-    port_taken: bool,
-}
-
 impl Owned {
-    fn log_path(&self) -> PathBuf {
-        self.dir.path().join("weed.log")
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    fn log(&self) -> Log {
+        Log::at(self.dir.path().join("weed.log"))
     }
 
     fn log_tail(&self) -> String {
-        let log = self.log();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
+        self.log().tail()
     }
 
     fn launch(&mut self) -> Result<(), LaunchError> {
-        let fail = |message: String| LaunchError {
-            message,
-            port_taken: false,
-        };
-        let p = self.reservation.ports;
+        let fail = LaunchError::fatal;
+        let p = self.ports;
         let data = self.dir.path().join("data");
         std::fs::create_dir_all(&data)
             .map_err(|e| fail(format!("creating {}: {e}", data.display())))?;
@@ -386,31 +300,26 @@ impl Owned {
             ),
         )
         .map_err(|e| fail(format!("writing {}: {e}", identities.display())))?;
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .map_err(|e| fail(format!("creating the SeaweedFS log: {e}")))?;
+        let (log, file) = Log::create(self.dir.path().join("weed.log")).map_err(fail)?;
         let remove = self.shared.then(|| self.dir.path());
         let process = Guarded::spawn(
             &self.weed,
             &server_args(&p, &data, &identities),
-            log,
+            file,
             remove,
         )
         .map_err(fail)?;
         let process = self.process.insert(process);
-        match wait_until_ready(p, BUCKET, process) {
+        match server::wait_until_ready(process, || probe(p, BUCKET)) {
             Ok(()) => Ok(()),
             Err(e) => {
                 self.kill();
-                let log = self.log();
                 Err(LaunchError {
-                    port_taken: log.contains("address already in use"),
+                    port_taken: log.text().contains("address already in use"),
                     message: format!(
                         "SeaweedFS ({}) did not become ready: {e}\nits log ends with:\n{}",
                         self.weed.display(),
-                        self.log_tail()
+                        log.tail()
                     ),
                 })
             }
@@ -422,86 +331,6 @@ impl Owned {
             process.kill();
         }
     }
-}
-
-/// The range ports are reserved from: below the kernel's ephemeral range, where nothing gets a
-/// port without asking for it by number.
-fn reservable_range() -> std::ops::Range<u16> {
-    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32768);
-    // Stay clear of the well-known and commonly configured ports below 10000.
-    10_000..ephemeral_low.max(10_000 + 1024)
-}
-
-/// A pseudo-random number, different in every call and every process.
-fn random_u64() -> u64 {
-    let mut h = RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    h.write_u32(std::process::id());
-    h.finish()
-}
-
-/// Reserve eight ports (see the module docs): each is locked for this process and free on
-/// 127.0.0.1 at the time of the reservation.
-fn reserve_ports() -> Result<Reservation, String> {
-    let dir = std::env::temp_dir().join("cairn-test-ports");
-    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    let range = reservable_range();
-    let span = u64::from(range.end - range.start);
-    let first = random_u64() % span;
-    let mut ports = Vec::new();
-    let mut locks = Vec::new();
-    for i in 0..span {
-        if ports.len() == 8 {
-            break;
-        }
-        let port = range.start + ((first + i) % span) as u16;
-        let path = dir.join(format!("{port}.lock"));
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| format!("opening {}: {e}", path.display()))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => continue,
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(format!("locking {}: {e}", path.display()))
-            }
-        }
-        // Held by a program outside the tests right now: skip it.
-        if TcpListener::bind(("127.0.0.1", port)).is_err() {
-            continue;
-        }
-        ports.push(port);
-        locks.push(file);
-    }
-    if ports.len() < 8 {
-        return Err(format!(
-            "cannot reserve 8 free loopback ports in {}..{}",
-            range.start, range.end
-        ));
-    }
-    Ok(Reservation {
-        ports: Ports {
-            master: ports[0],
-            master_grpc: ports[1],
-            volume: ports[2],
-            volume_grpc: ports[3],
-            filer: ports[4],
-            filer_grpc: ports[5],
-            s3: ports[6],
-            s3_grpc: ports[7],
-        },
-        _locks: locks,
-    })
 }
 
 /// The arguments of `weed` (`server ...`) for these ports: everything on 127.0.0.1, S3 with signature
@@ -532,82 +361,16 @@ fn server_args(p: &Ports, data: &Path, identities: &Path) -> Vec<String> {
     ]
 }
 
-/// Wait until the S3 port answers and a file can be written through the filer into the bucket
+/// Whether the S3 port answers and a file can be written through the filer into the bucket
 /// (which creates the bucket: SeaweedFS buckets are folders under `/buckets`).
-fn wait_until_ready(p: Ports, bucket: &str, process: &mut Guarded) -> Result<(), String> {
-    let started = Instant::now();
-    let mut last = String::from("nothing tried yet");
-    while started.elapsed() < START_TIMEOUT {
-        if let Some(status) = process.exited() {
-            return Err(format!("weed exited with {status}"));
-        }
-        let probe = http(p.s3, "GET", "/", b"").and_then(|_| {
-            let path = format!("/buckets/{bucket}/.cairn-ready");
-            let status = http(p.filer, "PUT", &path, b"ready")?;
-            if !(200..300).contains(&status) {
-                return Err(format!("filer answered {status} to a write"));
-            }
-            http(p.filer, "DELETE", &path, b"").map(|_| ())
-        });
-        match probe {
-            Ok(()) => return Ok(()),
-            Err(e) => last = e,
-        }
-        std::thread::sleep(Duration::from_millis(200));
+fn probe(p: Ports, bucket: &str) -> Result<(), String> {
+    http(p.s3, "GET", "/", b"")?;
+    let path = format!("/buckets/{bucket}/.cairn-ready");
+    let status = http(p.filer, "PUT", &path, b"ready")?;
+    if !(200..300).contains(&status) {
+        return Err(format!("filer answered {status} to a write"));
     }
-    Err(format!("no answer after {START_TIMEOUT:?}; last: {last}"))
-}
-
-/// A minimal HTTP/1.0 request to 127.0.0.1:`port`; the response's status code.
-fn http(port: u16, method: &str, path: &str, body: &[u8]) -> Result<u16, String> {
-    http_with_body(port, method, path, body, "*/*").map(|(status, _)| status)
-}
-
-/// A minimal HTTP/1.0 request to 127.0.0.1:`port`: the response's status code and body.
-fn http_with_body(
-    port: u16,
-    method: &str,
-    path: &str,
-    body: &[u8],
-    accept: &str,
-) -> Result<(u16, String), String> {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-        .map_err(|e| format!("{method} {addr}{path}: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(|e| e.to_string())?;
-    let head = format!(
-        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nAccept: {accept}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes())
-        .and_then(|()| s.write_all(body))
-        .map_err(|e| format!("{method} {addr}{path}: {e}"))?;
-    let mut response = Vec::new();
-    let _ = s.read_to_end(&mut response);
-    let text = String::from_utf8_lossy(&response);
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| format!("{method} {addr}{path}: no HTTP status in {text:?}"))?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map_or(String::new(), |(_, b)| b.to_string());
-    Ok((status, body))
-}
-
-/// Whether `host` (`127.0.0.1:8333`, `localhost:8333`, `[::1]:8333`, with or without a port)
-/// is this machine's loopback interface, exactly: `localhost.example.com` is not.
-fn is_loopback(host: &str) -> bool {
-    let name = match host.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or(""),
-        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
-    };
-    name == "localhost"
-        || name
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
+    http(p.filer, "DELETE", &path, b"").map(|_| ())
 }
 
 /// The server named by the `CAIRN_TEST_S3_*` variables.
@@ -618,20 +381,10 @@ fn from_env(url: &str) -> Result<S3Server, String> {
             .filter(|v| !v.trim().is_empty())
             .ok_or_else(|| format!("CAIRN_TEST_S3_ENDPOINT is set, but {name} is not"))
     };
-    let host = url
-        .strip_prefix("http://")
-        .or_else(|| url.strip_prefix("https://"))
-        .and_then(|rest| rest.split('/').next())
-        .ok_or_else(|| format!("CAIRN_TEST_S3_ENDPOINT={url} is not an http:// URL"))?;
-    let loopback = is_loopback(host);
-    if !loopback {
-        return Err(format!(
-            "CAIRN_TEST_S3_ENDPOINT={url} is not a loopback address; tests talk to 127.0.0.1 only"
-        ));
-    }
+    let url = loopback_url("CAIRN_TEST_S3_ENDPOINT", url)?;
     Ok(S3Server {
         endpoint: Endpoint {
-            url: url.trim_end_matches('/').to_string(),
+            url,
             region: std::env::var("CAIRN_TEST_S3_REGION").unwrap_or_else(|_| REGION.to_string()),
             access_key_id: var("CAIRN_TEST_S3_ACCESS_KEY_ID")?,
             secret_access_key: var("CAIRN_TEST_S3_SECRET_ACCESS_KEY")?,
@@ -691,114 +444,22 @@ pub fn weed_binary() -> Result<PathBuf, String> {
     Ok(local)
 }
 
-fn on_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join(name))
-            .find(|p| p.is_file())
-    })
-}
-
-/// A key prefix no other test (or earlier run) uses: `<name>-<pid>-<nanos>`.
-pub fn unique_prefix(name: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!("{name}-{}-{nanos}", std::process::id())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn only_loopback_endpoints_are_accepted() {
-        for host in [
-            "127.0.0.1:8333",
-            "127.1.2.3",
-            "localhost:9000",
-            "[::1]:8333",
-            "localhost",
-        ] {
-            assert!(is_loopback(host), "{host}");
-        }
-        for host in [
-            "localhost.example.com:9000",
-            "127.0.0.1.example.com",
-            "10.0.0.1:8333",
-            "[2001:db8::1]:80",
-            "",
-        ] {
-            assert!(!is_loopback(host), "{host}");
-        }
-    }
-
-    #[test]
-    fn reservations_never_overlap_and_stay_below_the_ephemeral_range() {
-        let range = reservable_range();
-        let a = reserve_ports().unwrap();
-        let b = reserve_ports().unwrap();
-        let (a, b) = (a.ports.all(), b.ports.all());
-        for p in a.iter().chain(&b) {
-            assert!(range.contains(p), "port {p} outside {range:?}");
-        }
-        let mut all: Vec<u16> = a.iter().chain(&b).copied().collect();
-        all.sort_unstable();
-        all.dedup();
-        assert_eq!(
-            all.len(),
-            16,
-            "two live reservations share a port: {a:?} {b:?}"
-        );
-    }
-
-    #[test]
-    fn a_released_reservation_frees_its_locks() {
-        let first = reserve_ports().unwrap();
-        let dir = std::env::temp_dir().join("cairn-test-ports");
-        let path = dir.join(format!("{}.lock", first.ports.master));
-        let other = File::options().write(true).open(&path).unwrap();
-        assert!(
-            matches!(other.try_lock(), Err(std::fs::TryLockError::WouldBlock)),
-            "{} is not locked while reserved",
-            path.display()
-        );
-        drop(first);
-        other.try_lock().unwrap();
-    }
-
-    #[test]
-    fn the_guard_kills_its_process_when_stdin_closes() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = File::create(dir.path().join("log")).unwrap();
-        let sleep = on_path("sleep").expect("sleep on PATH");
-        let mut process = Guarded::spawn(&sleep, &["1000".to_string()], log, None).unwrap();
-        assert!(process.exited().is_none(), "sleep 1000 ended on its own");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            process.kill();
-            let _ = tx.send(process.exited());
-        });
-        let status = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("closing the guard's stdin did not end the process");
-        let status = status.expect("the guard exited");
-        assert!(
-            !status.success(),
-            "sleep 1000 cannot have succeeded: {status}"
-        );
-    }
-
-    #[test]
     fn a_taken_port_is_recognised_so_the_start_is_retried() {
         let weed = weed_binary().unwrap_or_else(|e| panic!("no weed for this test: {e}"));
-        let reservation = reserve_ports().unwrap();
+        let reservation = reserve_ports(8).unwrap();
+        let ports = Ports::of(&reservation);
         // A program outside the tests binds one of the reserved ports first.
-        let _squatter = TcpListener::bind(("127.0.0.1", reservation.ports.filer_grpc)).unwrap();
+        let _squatter = std::net::TcpListener::bind(("127.0.0.1", ports.filer_grpc)).unwrap();
         let mut owned = Owned {
             weed,
             dir: tempfile::tempdir().unwrap(),
-            reservation,
+            ports,
+            _reservation: reservation,
             process: None,
             shared: false,
         };

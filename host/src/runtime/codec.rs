@@ -40,6 +40,23 @@ pub(crate) fn task_of(group: u32, parallelism: u32) -> u32 {
     (group as u64 * parallelism.max(1) as u64 / KEY_GROUPS as u64) as u32
 }
 
+/// Whether keyed task `subtask` of `parallelism` may hold `key` (restored state is checked
+/// with this): an error naming the task it belongs to otherwise.
+pub(crate) fn check_owner<K: Serialize>(
+    key: &K,
+    subtask: u32,
+    parallelism: u32,
+) -> Result<(), String> {
+    let owner = task_of(key_group(key), parallelism);
+    if owner == subtask {
+        Ok(())
+    } else {
+        Err(format!(
+            "keyed task {subtask} holds a key that belongs to task {owner}"
+        ))
+    }
+}
+
 /// Append one encoded value to `buf`.
 pub(crate) fn encode_into<T: Serialize>(value: &T, buf: &mut Vec<u8>) -> Result<(), String> {
     let taken = std::mem::take(buf);

@@ -46,7 +46,7 @@ use cairn_plugin_api::{CheckpointStorage, StateHandle, StorageError};
 use serde::{de::DeserializeOwned, Serialize};
 
 use super::{
-    codec::{key_group, task_of},
+    codec::check_owner,
     restore::CheckedReader,
     state::{
         decode_page, KeyedState, RecordHeader, RecordsWritten, RestoredPage, RECORD_HEADER_LEN,
@@ -356,16 +356,7 @@ where
     ) -> Result<Self, String> {
         let (subtask, parallelism, n) = (self.subtask, self.parallelism, self.pages.len());
         let mut live = 0u64;
-        let mut accept = |k: &K| {
-            let owner = task_of(key_group(k), parallelism);
-            if owner == subtask {
-                Ok(())
-            } else {
-                Err(format!(
-                    "keyed task {subtask} holds a key that belongs to task {owner}"
-                ))
-            }
-        };
+        let mut accept = |k: &K| check_owner(k, subtask, parallelism);
         scan_segment(r, seg, subtask, &mut |record, body| {
             let id = record.id as usize;
             let slot = self

@@ -18,7 +18,7 @@ use super::{
     api::{Job, OffsetOf, TaskContext, TwoPhaseCommitSink},
     calls::PluginCalls,
     channel_state,
-    codec::{key_group, task_of, Buffer},
+    codec::{check_owner, Buffer},
     incremental::{Chain, ChainReader},
     state::{read_state, KeyedState},
     tasks::{offset_from, sink_state_from, SinkState},
@@ -206,14 +206,7 @@ fn read_task_state<J: Job>(
                 let mut reader =
                     std::io::BufReader::with_capacity(1 << 20, CheckedReader::new(h, input));
                 read_state::<J::Key, J::State>(&mut reader, |k| {
-                    let owner = task_of(key_group(k), parallelism);
-                    if owner == subtask {
-                        Ok(())
-                    } else {
-                        Err(format!(
-                            "keyed task {subtask} holds a key that belongs to task {owner}"
-                        ))
-                    }
+                    check_owner(k, subtask, parallelism)
                 })
                 .map_err(|e| StorageError::Corrupt(format!("{}: {e}", h.describe())))
             })

@@ -16,9 +16,10 @@
 //! ```
 //!
 //! Options: `url` (required: `s3://`, `gs://`, `az://`, `file:///dir` or `memory://`),
-//! `savepoint-url` (the default savepoint target), `endpoint`, `region`, `access-key-id`,
-//! `secret-access-key`, `session-token`, `service-account` (GCS), `allow-http`, `path-style`
-//! (S3: path-style requests, the default, or virtual-hosted ones), `inline-threshold` (default
+//! `savepoint-url` (the default savepoint target), `endpoint`, S3's `region`, `access-key-id`,
+//! `secret-access-key`, `session-token` and `path-style` (path-style requests, the default, or
+//! virtual-hosted ones), Azure's `account`, `access-key`, `connection-string` and
+//! `use-emulator`, GCS's `service-account` and `anonymous`, `allow-http`, `inline-threshold` (default
 //! 20KiB, at most 1MiB), `part-size` (default 8MiB, 5MiB to 512MiB), `max-retries` (default 5,
 //! at most 20), `retry-timeout` (default 30s), `request-timeout` (default 60s) and
 //! `connect-timeout` (default 5s). Unset credentials come from the environment as the
@@ -107,7 +108,9 @@ const MANIFEST: StaticManifest = StaticManifest::new(
     ),
     OptionSpec::no_default(
         "endpoint",
-        "s3, az: the service's endpoint, e.g. http://127.0.0.1:8333 (default: the service's)",
+        "s3, gs, az: the service's URL, e.g. http://127.0.0.1:8333; on az the blob service URL \
+         (Azurite: http://127.0.0.1:10000/devstoreaccount1); on gs it needs service-account or \
+         anonymous (default: the service's)",
     ),
     OptionSpec::no_default(
         "region",
@@ -115,16 +118,41 @@ const MANIFEST: StaticManifest = StaticManifest::new(
     ),
     OptionSpec::no_default(
         "access-key-id",
-        "s3, az: with secret-access-key, both or neither (default: from the environment)",
+        "s3: with secret-access-key, both or neither (default: from the environment)",
     ),
     OptionSpec::no_default(
         "secret-access-key",
-        "s3, az: with access-key-id (default: from the environment)",
+        "s3: with access-key-id (default: from the environment)",
     ),
     OptionSpec::no_default("session-token", "s3: temporary credentials"),
     OptionSpec::no_default(
+        "account",
+        "az: the storage account name (default: from the environment)",
+    ),
+    OptionSpec::no_default(
+        "access-key",
+        "az: the account key, base64 (default: from the environment)",
+    ),
+    OptionSpec::no_default(
+        "connection-string",
+        "az: an Azure connection string (AccountName, AccountKey, BlobEndpoint or \
+         DefaultEndpointsProtocol and EndpointSuffix, or UseDevelopmentStorage=true), instead \
+         of account, access-key and endpoint",
+    ),
+    OptionSpec::new(
+        "use-emulator",
+        "false",
+        "az: Azurite at http://127.0.0.1:10000 with its well-known account and key, unless \
+         account, access-key or endpoint say otherwise",
+    ),
+    OptionSpec::no_default(
         "service-account",
         "gs: path to a service-account JSON key (default: from the environment)",
+    ),
+    OptionSpec::new(
+        "anonymous",
+        "false",
+        "gs: send no credentials (a public bucket, or an emulator)",
     ),
     OptionSpec::new(
         "allow-http",

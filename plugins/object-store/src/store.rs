@@ -182,13 +182,21 @@ impl Stores {
                 Arc::new(b.build().map_err(failed)?)
             }
             Scheme::Gs => {
-                let mut b = GoogleCloudStorageBuilder::from_env()
+                let mut b = match (&c.endpoint, &c.service_account) {
+                    // object_store reads a GCS endpoint from the service-account key only, so
+                    // the key is written here, and the environment's credentials stay out.
+                    (Some(endpoint), account) => GoogleCloudStorageBuilder::new()
+                        .with_service_account_key(gcs_key(endpoint, account.as_deref())?),
+                    (None, Some(path)) => {
+                        GoogleCloudStorageBuilder::from_env().with_service_account_path(path)
+                    }
+                    (None, None) => GoogleCloudStorageBuilder::from_env(),
+                };
+                b = b
                     .with_bucket_name(&place.bucket)
                     .with_retry(retry)
-                    .with_client_options(client);
-                if let Some(v) = &c.service_account {
-                    b = b.with_service_account_path(v);
-                }
+                    .with_client_options(client)
+                    .with_skip_signature(c.anonymous);
                 Arc::new(b.build().map_err(failed)?)
             }
             Scheme::Az => {
@@ -197,13 +205,16 @@ impl Stores {
                     .with_retry(retry)
                     .with_client_options(client);
                 if let Some(v) = &c.endpoint {
-                    b = b.with_endpoint(v.clone());
+                    // The endpoint is the blob service URL, Azurite's included (the account is
+                    // its first path part), so object_store's emulator mode, which would take
+                    // the URL from AZURITE_BLOB_STORAGE_URL instead, stays off.
+                    b = b.with_endpoint(v.clone()).with_use_emulator(false);
                 }
-                if let (Some(k), Some(s)) = (&c.access_key_id, &c.secret_access_key) {
-                    b = b.with_account(k).with_access_key(s);
+                if let Some(v) = &c.account {
+                    b = b.with_account(v);
                 }
-                if let Some(allow) = c.allow_http {
-                    b = b.with_allow_http(allow);
+                if let Some(v) = &c.access_key {
+                    b = b.with_access_key(v);
                 }
                 Arc::new(b.build().map_err(failed)?)
             }
@@ -212,5 +223,87 @@ impl Stores {
         };
         tracing::debug!(place = %place.url(), "object store client built");
         Ok(store)
+    }
+}
+
+/// The service-account key `object_store` is given for a GCS `endpoint`: the key file at
+/// `service_account` with `gcs_base_url` set in it, or, with none (`anonymous = true`), a key
+/// that only carries the URL and turns OAuth off.
+fn gcs_key(endpoint: &str, service_account: Option<&str>) -> StorageResult<String> {
+    use cairn_plugin_kit::options::invalid;
+    let mut key = match service_account {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                invalid("service-account", format!("= {path:?} cannot be read: {e}"))
+            })?;
+            match serde_json::from_str::<serde_json::Value>(&text) {
+                Ok(serde_json::Value::Object(map)) => map,
+                Ok(_) => {
+                    return Err(invalid(
+                        "service-account",
+                        format!("= {path:?} is not a JSON object (a service-account key)"),
+                    ))
+                }
+                Err(e) => {
+                    return Err(invalid(
+                        "service-account",
+                        format!("= {path:?} is not JSON: {e}"),
+                    ))
+                }
+            }
+        }
+        None => {
+            let mut map = serde_json::Map::new();
+            for field in ["private_key", "private_key_id", "client_email"] {
+                map.insert(field.into(), "".into());
+            }
+            map.insert("disable_oauth".into(), true.into());
+            map
+        }
+    };
+    key.insert("gcs_base_url".into(), endpoint.into());
+    Ok(serde_json::Value::Object(key).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use cairn_plugin_api::StorageError;
+
+    use super::*;
+
+    fn json(s: &str) -> serde_json::Value {
+        serde_json::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn a_gcs_endpoint_is_written_into_the_service_account_key() {
+        // No credentials: a key that only carries the URL, with OAuth off.
+        let key = json(&gcs_key("http://127.0.0.1:4443", None).unwrap());
+        assert_eq!(key["gcs_base_url"], "http://127.0.0.1:4443");
+        assert_eq!(key["disable_oauth"], true);
+        // A key file: its fields are kept, the URL is added.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key.json");
+        std::fs::write(&path, r#"{"client_email":"a@b","private_key":"k"}"#).unwrap();
+        let key = json(&gcs_key("https://gcs.example", path.to_str()).unwrap());
+        assert_eq!(key["client_email"], "a@b");
+        assert_eq!(key["gcs_base_url"], "https://gcs.example");
+        // Bad key files name the option and the file.
+        std::fs::write(&path, "[1]").unwrap();
+        let p = path.to_str().unwrap();
+        for (expected, file) in [
+            ("is not a JSON object", p),
+            ("cannot be read", "/no/such/key.json"),
+        ] {
+            match gcs_key("http://127.0.0.1:1", Some(file)) {
+                Err(StorageError::InvalidConfig(m)) => assert!(
+                    m.starts_with("storage.options.service-account = ")
+                        && m.contains(file)
+                        && m.contains(expected),
+                    "{m}"
+                ),
+                other => panic!("{file}: {other:?}"),
+            }
+        }
     }
 }
