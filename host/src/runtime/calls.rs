@@ -39,8 +39,20 @@ use crate::metrics::{CallOutcome, Histograms};
 
 use crate::lease::Fence;
 
+/// What a call does when the job starts stopping while it waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OnCancel {
+    /// Give the call up at once.
+    GiveUp,
+    /// Keep waiting, up to the call's deadline.
+    KeepWaiting,
+    /// Keep waiting, up to this much longer (and never past the call's deadline).
+    WaitAtMost(Duration),
+}
+
 /// How long a stopping run still waits for each dispose of a subsumed checkpoint and each
-/// discard of a SHARED object (a run that is not stopping waits for the call's deadline).
+/// discard of a SHARED object, from the moment it starts stopping (a run that is not stopping
+/// waits for the call's deadline).
 pub(crate) const STOPPING_BOUND: Duration = Duration::from_secs(5);
 
 /// Whether an undo may still change the storage: not once the lease is lost or expired, since
@@ -189,7 +201,7 @@ impl PluginCalls {
         undo: Option<Undo<T>>,
         f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
     ) -> Result<T, StorageError> {
-        self.call_with(name, what, deadline, undo, true, f)
+        self.call_with(name, what, deadline, undo, OnCancel::GiveUp, f)
     }
 
     /// As [`PluginCalls::call`], but a stopping job still waits for it, up to `deadline`: for
@@ -202,7 +214,26 @@ impl PluginCalls {
         deadline: Duration,
         f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
     ) -> Result<T, StorageError> {
-        self.call_with(name, what, deadline, None, false, f)
+        self.call_with(name, what, deadline, None, OnCancel::KeepWaiting, f)
+    }
+
+    /// As [`PluginCalls::call_while_stopping`], but once the job is stopping it waits at most
+    /// [`STOPPING_BOUND`] more (and never past `deadline`): for the clean-up calls a stop should
+    /// still finish, without letting a hanging plugin hold the stop for a whole call deadline.
+    fn call_bounded_when_stopping<T: Send + 'static>(
+        &self,
+        name: &'static str,
+        what: &str,
+        f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
+    ) -> Result<T, StorageError> {
+        self.call_with(
+            name,
+            what,
+            self.deadline,
+            None,
+            OnCancel::WaitAtMost(STOPPING_BOUND),
+            f,
+        )
     }
 
     fn call_with<T: Send + 'static>(
@@ -211,7 +242,7 @@ impl PluginCalls {
         what: &str,
         deadline: Duration,
         undo: Option<Undo<T>>,
-        honour_cancel: bool,
+        on_cancel: OnCancel,
         f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
     ) -> Result<T, StorageError> {
         let started = Instant::now();
@@ -243,7 +274,8 @@ impl PluginCalls {
             )));
         }
         // A deadline too far away to represent is no deadline: wait for the call or a cancel.
-        let until = Instant::now().checked_add(deadline);
+        let mut until = Instant::now().checked_add(deadline);
+        let mut stop_seen = false;
         let (lock, ready) = &*slot;
         let mut s = lock.lock().unwrap_or_else(|p| p.into_inner());
         loop {
@@ -259,8 +291,16 @@ impl PluginCalls {
                 self.observe(name, started, &result, false);
                 return result;
             }
-            let cancelled = honour_cancel && self.cancel.load(Ordering::Relaxed);
             let now = Instant::now();
+            let stopping = self.cancel.load(Ordering::Relaxed);
+            let cancelled = stopping && on_cancel == OnCancel::GiveUp;
+            if let (OnCancel::WaitAtMost(bound), true, false) = (on_cancel, stopping, stop_seen) {
+                stop_seen = true;
+                until = Some(
+                    now.checked_add(bound)
+                        .map_or(now, |b| until.map_or(b, |u| u.min(b))),
+                );
+            }
             if cancelled || until.is_some_and(|u| now >= u) {
                 // Leave the undo for the worker, which finds the slot abandoned.
                 if let Slot::Waiting(undo) = std::mem::replace(&mut *s, Slot::Taken) {
@@ -491,12 +531,9 @@ impl PluginCalls {
         self.fenced(&format!("dispose({pointer})"))?;
         let storage = self.storage.clone();
         let p = pointer.to_string();
-        self.call_while_stopping(
-            "dispose",
-            &format!("dispose({pointer})"),
-            self.deadline.min(STOPPING_BOUND),
-            move || storage.dispose(&p),
-        )
+        self.call_bounded_when_stopping("dispose", &format!("dispose({pointer})"), move || {
+            storage.dispose(&p)
+        })
     }
 
     /// `discard(handle)` of an object no checkpoint references (a SHARED one, or what a failed
@@ -505,12 +542,7 @@ impl PluginCalls {
     pub(crate) fn discard(&self, handle: StateHandle) -> Result<(), StorageError> {
         self.fenced("discard()")?;
         let storage = self.storage.clone();
-        self.call_while_stopping(
-            "discard",
-            "discard()",
-            self.deadline.min(STOPPING_BOUND),
-            move || storage.discard(&handle),
-        )
+        self.call_bounded_when_stopping("discard", "discard()", move || storage.discard(&handle))
     }
 }
 
@@ -665,5 +697,35 @@ mod tests {
             )
             .unwrap_err();
         assert!(err.to_string().contains("write_lease()"), "{err}");
+    }
+
+    #[test]
+    fn a_clean_up_call_has_its_whole_deadline_until_the_job_stops_then_only_the_bound() {
+        let (c, cancel) = calls(Duration::from_secs(600));
+        let bounded = OnCancel::WaitAtMost(Duration::from_millis(20));
+        // Not stopping: a call slower than the bound still gets its answer (the sleep is the
+        // plugin being slow, not synchronization: a slower machine only makes it slower).
+        let got = c.call_with("discard", "discard()", c.deadline(), None, bounded, || {
+            std::thread::sleep(Duration::from_millis(100));
+            Ok(7)
+        });
+        assert_eq!(got.unwrap(), 7);
+        // Stopping: a call that never answers ends after the bound, not the 600 s deadline.
+        cancel.store(true, Ordering::Relaxed);
+        let (_hold, wait) = crossbeam_channel::bounded::<()>(0);
+        let err = c
+            .call_with(
+                "discard",
+                "discard()",
+                c.deadline(),
+                None,
+                bounded,
+                move || {
+                    let _ = wait.recv();
+                    Ok(())
+                },
+            )
+            .unwrap_err();
+        assert!(matches!(err, StorageError::Timeout(_)), "{err}");
     }
 }
