@@ -1,15 +1,18 @@
 //! `cairn checkpoints copy`: a completed checkpoint or savepoint copied to another storage
 //! (for example filesystem → S3), as a checkpoint or savepoint of the same id there.
 //!
-//! Every stored handle is read back from the source with its checksum checked (backend and
-//! host), written to a location begun at the destination as exclusive state of the copy, and
-//! read back from the destination with its checksum checked again. Only when every handle is
+//! Every stored object the metadata references is read from the source with its checksum
+//! checked (backend and host), written to a location begun at the destination, and read back
+//! from the destination with its checksum checked again: state handles and channel state as
+//! exclusive state of the copy, and the objects an incremental checkpoint's segments lie in
+//! (some written by earlier checkpoints) each once, byte for byte, as SHARED state, so the copy
+//! references nothing of the source. Only when every handle is
 //! there does the copy commit, with metadata naming the new handles; on any failure the
 //! destination's location is disposed, and a copy that is killed leaves an uncommitted location
 //! that readers never see (and `checkpoints gc` removes). The caller holds the destination job's
 //! lease.
 
-use std::time::Instant;
+use std::{collections::HashMap, time::Instant};
 
 use cairn_plugin_api::{
     read_handle_fully, CheckpointLocation, CheckpointStorage, Scope, StateHandle, StorageError,
@@ -29,7 +32,7 @@ pub struct CopyReport {
     pub from: String,
     /// The pointer of the copy.
     pub pointer: String,
-    /// Handles copied (inline ones included).
+    /// Objects copied (inline ones included; an object several segments lie in counts once).
     pub handles: usize,
     /// Bytes of state copied.
     pub state_bytes: u64,
@@ -70,19 +73,6 @@ pub enum CopyError {
         /// The destination's job.
         destination_job: String,
     },
-    /// The checkpoint was taken with `incremental = true`: its state lies in SHARED objects
-    /// (some written by earlier checkpoints), which a copy of its handles would leave behind.
-    #[error(
-        "{pointer} was taken with incremental checkpoints (its state is in SHARED objects of \
-         checkpoints {chain}), which copy does not carry over yet; copy a savepoint of the job instead \
-         (`cairn savepoint`, which is self-contained)"
-    )]
-    Incremental {
-        /// The pointer.
-        pointer: String,
-        /// The checkpoints whose objects it references, for the message.
-        chain: String,
-    },
 }
 
 /// Where the copy goes.
@@ -119,22 +109,6 @@ pub fn copy(
             pointer: pointer.to_string(),
             source_job: meta.job_id,
             destination_job: to.job_id.to_string(),
-        });
-    }
-    if meta.tasks.iter().any(|t| t.is_segmented()) {
-        let from: std::collections::BTreeSet<u64> = meta
-            .state_summary()
-            .shared_objects
-            .iter()
-            .map(|o| o.from_id)
-            .collect();
-        return Err(CopyError::Incremental {
-            pointer: pointer.to_string(),
-            chain: from
-                .iter()
-                .map(u64::to_string)
-                .collect::<Vec<_>>()
-                .join(", "),
         });
     }
     let dst = |what: &str, e: &dyn std::fmt::Display| CopyError::Destination {
@@ -203,8 +177,12 @@ pub fn copy(
     }
 }
 
-/// Copy every handle of `meta` into `location`; the metadata naming the copies, and how many
-/// handles there were.
+/// Copy every object `meta` references into `location`: its state handles and channel state
+/// as exclusive state of the copy, and the objects its segments lie in (an incremental
+/// checkpoint's chain, some written by earlier checkpoints) as SHARED state, each object once
+/// however many segments lie in it, byte for byte, so the segments' offsets and checksums hold
+/// at the destination. The copy is self-contained: it references nothing of the source. Returns
+/// the metadata naming the copies, and how many objects there were.
 fn write_all(
     source: &dyn CheckpointStorage,
     destination: &dyn CheckpointStorage,
@@ -213,43 +191,97 @@ fn write_all(
     what: &str,
     on_progress: &dyn Fn(u64, u64),
 ) -> Result<(CheckpointMetadata, usize), CopyError> {
-    let total = meta.state_size();
-    let mut done = 0;
-    let mut count = 0;
+    let mut copier = Copier {
+        source,
+        destination,
+        location,
+        total: meta.state_size(),
+        done: 0,
+        copied: HashMap::new(),
+        count: 0,
+        on_progress,
+    };
     let mut copied = meta.clone();
     for task in &mut copied.tasks {
         let name = format!("{what}, {}[{}]", task.operator, task.subtask);
         for record in &mut task.handles {
-            count += 1;
-            let handle = record.to_handle().map_err(|e| CopyError::Source {
-                what: name.clone(),
-                error: e.to_string(),
-            })?;
-            let bytes = read_handle_fully(source, &handle).map_err(|e| CopyError::Source {
-                what: format!("{name} {}", handle.describe()),
-                error: e.to_string(),
-            })?;
-            let written =
-                write_one(destination, location, &bytes).map_err(|e| CopyError::Destination {
-                    what: format!("{name} ({} bytes)", bytes.len()),
-                    error: e.to_string(),
-                })?;
-            *record = HandleRecord::from(&written);
-            done += bytes.len() as u64;
-            on_progress(done, total);
+            *record = copier.copy(record, Scope::Exclusive, &name)?;
+        }
+        for channel in &mut task.channel_state {
+            let name = format!("{name} channel state of input {}", channel.channel);
+            channel.handle = copier.copy(&channel.handle, Scope::Exclusive, &name)?;
+        }
+        for segment in &mut task.segments {
+            let name = format!("{name} segment of checkpoint {}", segment.checkpoint_id);
+            segment.object = copier.copy(&segment.object, Scope::Shared, &name)?;
         }
     }
-    Ok((copied, count))
+    Ok((copied, copier.count))
 }
 
-/// Write `bytes` as one exclusive stream of `location`, then read them back through the
+/// One copy's progress: the stored objects copied so far, by their source locator, so an object
+/// that several records name (segments of one chain) is copied once.
+struct Copier<'a> {
+    source: &'a dyn CheckpointStorage,
+    destination: &'a dyn CheckpointStorage,
+    location: &'a dyn CheckpointLocation,
+    total: u64,
+    done: u64,
+    copied: HashMap<String, HandleRecord>,
+    count: usize,
+    on_progress: &'a dyn Fn(u64, u64),
+}
+
+impl Copier<'_> {
+    /// Read `record`'s object from the source (checked) and write it into the copy's location
+    /// in `scope` (checked again), unless an earlier record named the same object.
+    fn copy(
+        &mut self,
+        record: &HandleRecord,
+        scope: Scope,
+        name: &str,
+    ) -> Result<HandleRecord, CopyError> {
+        let locator = match record {
+            HandleRecord::Stored { locator, .. } => Some(locator.clone()),
+            HandleRecord::Inline { .. } => None,
+        };
+        if let Some(done) = locator.as_ref().and_then(|l| self.copied.get(l)) {
+            return Ok(done.clone());
+        }
+        let handle = record.to_handle().map_err(|e| CopyError::Source {
+            what: name.to_string(),
+            error: e.to_string(),
+        })?;
+        let bytes = read_handle_fully(self.source, &handle).map_err(|e| CopyError::Source {
+            what: format!("{name} {}", handle.describe()),
+            error: e.to_string(),
+        })?;
+        let written = write_one(self.destination, self.location, scope, &bytes).map_err(|e| {
+            CopyError::Destination {
+                what: format!("{name} ({} bytes)", bytes.len()),
+                error: e.to_string(),
+            }
+        })?;
+        let new = HandleRecord::from(&written);
+        if let Some(locator) = locator {
+            self.copied.insert(locator, new.clone());
+        }
+        self.count += 1;
+        self.done += bytes.len() as u64;
+        (self.on_progress)(self.done.min(self.total), self.total);
+        Ok(new)
+    }
+}
+
+/// Write `bytes` as one stream of `location` in `scope`, then read them back through the
 /// destination and check them.
 fn write_one(
     destination: &dyn CheckpointStorage,
     location: &dyn CheckpointLocation,
+    scope: Scope,
     bytes: &[u8],
 ) -> Result<StateHandle, StorageError> {
-    let mut stream = location.create_stream(Scope::Exclusive)?;
+    let mut stream = location.create_stream(scope)?;
     // In pieces, as the runtime writes snapshots, so no backend sees one huge write.
     for piece in bytes.chunks(4 << 20) {
         stream.write(piece)?;

@@ -374,26 +374,58 @@ fn show_and_verify_cover_the_shared_objects_of_a_chain() {
         "{text}"
     );
 
-    // copy refuses it (it would leave the SHARED objects behind) and commits nothing.
+    // copy carries the chain over: every object its segments lie in (older checkpoints' too)
+    // goes into the copy, each once, so the copy verifies there and references nothing of the
+    // source (it still verifies after the source's object is damaged, below).
     let other = format!(
         "[storage]\npath = {:?}\n[storage.options]\ndir = \"copies\"\n\n[job]\nid = \"{JOB}\"\n",
         lib("cairn-storage-fs-cdylib").display().to_string()
     );
     std::fs::write(dir.path().join("other.toml"), other).unwrap();
-    let out = crate::util::cairn(
-        &["checkpoints", "copy", "latest", "--to-config", "other.toml"],
+    let report = json_of(&cairn_ok(
+        &[
+            "checkpoints",
+            "copy",
+            &id.to_string(),
+            "--to-config",
+            "other.toml",
+            "--json",
+        ],
         dir.path(),
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && err.contains("was taken with incremental checkpoints"),
-        "{err}"
-    );
-    let copied = crate::util::cairn(
-        &["checkpoints", "list", "--config", "other.toml", "--json"],
+    ));
+    assert_eq!(report["id"], id, "{report:#}");
+    let copied = json_of(&cairn_ok(
+        &[
+            "checkpoints",
+            "show",
+            "latest",
+            "--config",
+            "other.toml",
+            "--json",
+        ],
         dir.path(),
+    ));
+    assert_eq!(copied["id"], id, "{copied:#}");
+    let copied_objects = copied["state"]["shared_objects"].as_array().unwrap();
+    assert_eq!(copied_objects.len(), objects.len(), "{copied:#}");
+    assert_eq!(
+        copied["state"]["full_bytes"], state["full_bytes"],
+        "{copied:#}"
     );
-    assert_eq!(json_of(&copied)["checkpoints"], serde_json::json!([]));
+    for o in copied_objects {
+        let locator = o["locator"].as_str().unwrap();
+        assert!(
+            objects.iter().all(|s| s["locator"] != o["locator"]),
+            "the copy references the source's {locator}"
+        );
+    }
+    let verify_copy = || {
+        json_of(&cairn_ok(
+            &["checkpoints", "verify", "--config", "other.toml", "--json"],
+            dir.path(),
+        ))
+    };
+    assert_eq!(verify_copy()["ok"], true);
 
     // Damage that object (an older checkpoint's, which may be subsumed by now): the latest
     // checkpoint is damaged, and verify names the object.
@@ -421,6 +453,12 @@ fn show_and_verify_cover_the_shared_objects_of_a_chain() {
             assert!(problems.contains(victim), "{c}");
         }
     }
+    // The copy is untouched by the damage: it holds its own copies of the objects.
+    assert_eq!(
+        verify_copy()["ok"],
+        true,
+        "the copy read the source's damaged object"
+    );
     // A missing one is damage too, not a checkpoint removed while verifying.
     std::fs::remove_file(&path).unwrap();
     let report = json_of(&crate::util::cairn(
