@@ -590,3 +590,71 @@ fn unaligned_keys_without_unaligned_are_refused() {
         "{text}"
     );
 }
+
+/// `checkpoints copy` of an unaligned checkpoint carries its channel state over: copied inside
+/// the run's checkpoint callback (so the checkpoint is still retained), then read from the
+/// destination alone, with the source's storage gone.
+#[test]
+fn a_copied_unaligned_checkpoint_holds_its_own_channel_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(
+        dir.path(),
+        "unaligned = true\n",
+        "id = \"kc\"\nkeys = 300\nrate = 40000\noperator-rate = 20000\n",
+    );
+    // Every handle stored, so channel state is a stored object the copy must move.
+    let stored = |d: &Path| format!("{}inline-threshold = \"0B\"\n", fs_options(d));
+    let plugin = load("cairn-storage-fs-cdylib");
+    let source: Arc<dyn CheckpointStorage> =
+        Arc::from(plugin.open(&stored(&dir.path().join("source"))).unwrap());
+    let destination = plugin.open(&stored(&dir.path().join("copy"))).unwrap();
+    let copied = Mutex::new(None);
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let on_checkpoint = |c: &CheckpointReport| {
+        let mut copied = copied.lock().unwrap();
+        if copied.is_none() && !c.savepoint && c.channel_state_bytes > 0 {
+            let to = cairn_host::copy::Destination {
+                storage: destination.as_ref(),
+                job_id: "kc",
+                savepoint_target: None,
+            };
+            *copied = Some(cairn_host::copy::copy(
+                source.as_ref(),
+                &c.pointer,
+                &to,
+                &|_, _| {},
+            ));
+            let _ = tx.send(Command::Cancel);
+        }
+    };
+    runtime::run_job(
+        keyed_counter::KeyedCounter::new(&config.job, None),
+        &config,
+        source.clone(),
+        &RunOptions {
+            stop_when: StopWhen::Never,
+            commands: Some(rx),
+            on_checkpoint: &on_checkpoint,
+            ..RunOptions::default()
+        },
+    )
+    .unwrap();
+    let report = copied
+        .into_inner()
+        .unwrap()
+        .expect("a checkpoint with channel state completed")
+        .unwrap();
+    drop(source);
+    std::fs::remove_dir_all(dir.path().join("source")).unwrap();
+    let meta = metadata(destination.as_ref(), &report.pointer);
+    let channel: Vec<_> = meta.tasks.iter().flat_map(|t| &t.channel_state).collect();
+    assert!(!channel.is_empty(), "{meta:?}");
+    for c in channel {
+        let handle = c.handle.to_handle().unwrap();
+        let bytes = cairn_plugin_api::read_handle_fully(destination.as_ref(), &handle)
+            .unwrap_or_else(|e| {
+                panic!("channel state of input {} not in the copy: {e}", c.channel)
+            });
+        assert_eq!(bytes.len() as u64, c.bytes);
+    }
+}
