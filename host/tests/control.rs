@@ -175,15 +175,6 @@ impl Drop for Job {
     }
 }
 
-/// The checkpoint id of a `checkpoint N completed ...` line.
-fn completed_id(line: &str) -> Option<u64> {
-    line.strip_prefix("checkpoint ")?
-        .split(' ')
-        .next()?
-        .parse()
-        .ok()
-}
-
 #[test]
 fn savepoint_from_another_process_prints_its_pointer_when_complete() {
     let dir = setup("");
@@ -256,7 +247,9 @@ fn savepoint_from_another_process_prints_its_pointer_when_complete() {
 fn stop_with_savepoint_from_another_process_stops_the_job_and_restores_exactly() {
     let dir = setup("\n[checkpointing]\ninterval = \"200ms\"\n");
     let mut job = Job::start(dir.path(), &[]);
-    job.wait_for("a completed checkpoint", |l| completed_id(l).is_some());
+    job.wait_for("a completed checkpoint", |l| {
+        crate::util::completed_checkpoint(l).is_some()
+    });
     let out = ctl_ok(dir.path(), &["stop", "--savepoint", "--json"]);
     let stopped = json_of(&out);
     let pointer = stopped["savepoint"]["pointer"]
@@ -312,7 +305,9 @@ fn stop_with_savepoint_from_another_process_stops_the_job_and_restores_exactly()
 fn cancel_from_another_process_stops_the_job_without_a_savepoint() {
     let dir = setup("\n[checkpointing]\ninterval = \"200ms\"\n");
     let mut job = Job::start(dir.path(), &[]);
-    job.wait_for("a completed checkpoint", |l| completed_id(l).is_some());
+    job.wait_for("a completed checkpoint", |l| {
+        crate::util::completed_checkpoint(l).is_some()
+    });
     let out = ctl_ok(dir.path(), &["cancel", "--json"]);
     let mut reply = json_of(&out);
     // `cancel --json` prints the summary as its own document, with the contract's version
@@ -352,8 +347,10 @@ fn status_json_from_another_process_reports_attempt_checkpoints_failures_and_rat
         l.starts_with("attempt 1 failed: ")
     });
     // A checkpoint completed in the second attempt.
-    let line = job.wait_for("a completed checkpoint", |l| completed_id(l).is_some());
-    let seen = completed_id(&line).unwrap();
+    let line = job.wait_for("a completed checkpoint", |l| {
+        crate::util::completed_checkpoint(l).is_some()
+    });
+    let seen = crate::util::completed_checkpoint(&line).unwrap();
     let out = ctl_ok(dir.path(), &["status", "--json"]);
     let s = json_of(&out);
     assert_eq!(s["job_id"], "it", "{s}");
@@ -735,7 +732,9 @@ fn a_second_run_of_a_config_is_refused_and_a_killed_jobs_socket_is_replaced() {
         "{err}"
     );
     // The first job is untouched.
-    job.wait_for("a completed checkpoint", |l| completed_id(l).is_some());
+    job.wait_for("a completed checkpoint", |l| {
+        crate::util::completed_checkpoint(l).is_some()
+    });
     let out = ctl_ok(dir.path(), &["status", "--json"]);
     assert_eq!(json_of(&out)["phase"], "running");
 

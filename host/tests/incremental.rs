@@ -234,22 +234,12 @@ fn assert_one_object_per_task(job: &Job) {
     }
 }
 
-/// The id in a `checkpoint N completed in ...` line, if it is one.
-fn completed(line: &str) -> Option<u64> {
-    line.strip_prefix("checkpoint ")?
-        .split(' ')
-        .next()?
-        .parse()
-        .ok()
-        .filter(|_| line.contains(" completed in "))
-}
-
 /// The `checkpoint N completed` lines of a log, in order.
 fn completed_lines(stderr: &[u8]) -> Vec<String> {
     String::from_utf8_lossy(stderr)
         .lines()
         .map(crate::util::without_ansi)
-        .filter(|l| completed(l).is_some())
+        .filter(|l| crate::util::completed_checkpoint(l).is_some())
         .collect()
 }
 
@@ -293,7 +283,7 @@ fn run_through_a_failover(job: &Job, after: usize) -> std::process::Output {
         |line| {
             if line.starts_with("attempt 1 failed:") {
                 failed = true;
-            } else if failed && completed(line).is_some() {
+            } else if failed && crate::util::completed_checkpoint(line).is_some() {
                 since += 1;
             }
             since >= after
@@ -325,7 +315,7 @@ fn incremental_checkpoints_after_a_failover_are_exactly_once_and_all_go_when_the
         .pop()
         .unwrap_or_else(|| panic!("nothing completed before the failover: {log}"));
     assert!(base_of(&last).is_some(), "{last}");
-    let restored = completed(&last).unwrap();
+    let restored = crate::util::completed_checkpoint(&last).unwrap();
     // ... and the next checkpoint extends the restored chain.
     let first_after = completed_lines(after.as_bytes())
         .into_iter()
@@ -365,7 +355,7 @@ fn kill_dash_nine_then_from_latest_is_exactly_once_and_no_claim_keeps_the_restor
     // The first checkpoint after a no-claim restore is full.
     assert_eq!(base_of(&lines[0]), None, "{}", lines[0]);
     assert!(lines[1..].iter().all(|l| base_of(l).is_some()), "{lines:?}");
-    let first_new = completed(&lines[0]).unwrap();
+    let first_new = crate::util::completed_checkpoint(&lines[0]).unwrap();
     // The run's own checkpoints went when it finished; the restored one is the user's.
     let after = job.listed();
     assert_eq!(
@@ -469,7 +459,7 @@ fn claim_run(job: &Job, n: usize) -> Vec<String> {
         "-INT",
         &format!("{n} checkpoints"),
         |line| {
-            seen += usize::from(completed(line).is_some());
+            seen += usize::from(crate::util::completed_checkpoint(line).is_some());
             seen >= n
         },
     );

@@ -331,11 +331,7 @@ fn ids(dir: &Path) -> Vec<u64> {
 fn completed_ids(out: &std::process::Output) -> Vec<u64> {
     String::from_utf8_lossy(&out.stderr)
         .lines()
-        .filter_map(|l| {
-            let rest = l.strip_prefix("checkpoint ")?;
-            let (id, rest) = rest.split_once(' ')?;
-            rest.starts_with("completed in ").then(|| id.parse().ok())?
-        })
+        .filter_map(crate::util::completed_checkpoint)
         .collect()
 }
 

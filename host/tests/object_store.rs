@@ -365,16 +365,6 @@ fn run_checkpoints_into_azurite_and_resumes_from_latest() {
     );
 }
 
-/// The id in a `checkpoint N completed ...` line of `cairn run`.
-fn completed_id(line: &str) -> Option<u64> {
-    line.strip_prefix("checkpoint ")?
-        .split(' ')
-        .next()?
-        .parse()
-        .ok()
-        .filter(|_| line.contains(" completed in "))
-}
-
 /// The id in a line of `cairn run` that reports a failed checkpoint (`checkpoint failed: ...
 /// id=N`).
 fn failed_id(line: &str) -> Option<u64> {
@@ -445,9 +435,11 @@ fn a_server_killed_mid_run_fails_checkpoints_and_leaves_no_partial_one() {
     };
 
     // Two checkpoints complete, then the server dies.
-    wait_for("first checkpoint", &|l| completed_id(l).is_some());
-    let before = completed_id(&wait_for("second checkpoint", &|l| {
-        completed_id(l).is_some()
+    wait_for("first checkpoint", &|l| {
+        crate::util::completed_checkpoint(l).is_some()
+    });
+    let before = crate::util::completed_checkpoint(&wait_for("second checkpoint", &|l| {
+        crate::util::completed_checkpoint(l).is_some()
     }))
     .unwrap();
     step("two checkpoints");
@@ -463,12 +455,16 @@ fn a_server_killed_mid_run_fails_checkpoints_and_leaves_no_partial_one() {
         .restart()
         .unwrap_or_else(|e| panic!("restarting the server: {e}"));
     step("server restarted");
-    let after = completed_id(&wait_for("checkpoint after the restart", &|l| {
-        completed_id(l).is_some()
-    }))
-    .unwrap();
+    let after =
+        crate::util::completed_checkpoint(&wait_for("checkpoint after the restart", &|l| {
+            crate::util::completed_checkpoint(l).is_some()
+        }))
+        .unwrap();
     // The attempts that failed, as the job reported them: none of them completed.
-    let completed: Vec<u64> = log.iter().filter_map(|l| completed_id(l)).collect();
+    let completed: Vec<u64> = log
+        .iter()
+        .filter_map(|l| crate::util::completed_checkpoint(l))
+        .collect();
     let mut failed_ids: Vec<u64> = log.iter().filter_map(|l| failed_id(l)).collect();
     failed_ids.sort_unstable();
     failed_ids.dedup();

@@ -102,6 +102,12 @@ pub fn kill_after_checkpoints(args: &[&str], cwd: &Path, checkpoints: usize) {
     run_until(args, cwd, checkpoints, "-KILL");
 }
 
+/// The id in a `checkpoint N completed in ...` line of `cairn run`, if it is one.
+pub fn completed_checkpoint(line: &str) -> Option<u64> {
+    let (id, rest) = line.strip_prefix("checkpoint ")?.split_once(' ')?;
+    rest.starts_with("completed in ").then(|| id.parse().ok())?
+}
+
 /// The two above: `signal` is `-INT` (and then a clean exit is required) or `-KILL`.
 fn run_until(args: &[&str], cwd: &Path, checkpoints: usize, signal: &str) -> std::process::Output {
     let mut completed = 0;
@@ -111,9 +117,7 @@ fn run_until(args: &[&str], cwd: &Path, checkpoints: usize, signal: &str) -> std
         signal,
         &format!("{checkpoints} checkpoints"),
         |plain| {
-            if plain.starts_with("checkpoint ") && plain.contains(" completed in ") {
-                completed += 1;
-            }
+            completed += usize::from(completed_checkpoint(plain).is_some());
             completed >= checkpoints
         },
     )
